@@ -1,0 +1,1 @@
+"""The `soundflow` command line (click), a thin layer over the library."""

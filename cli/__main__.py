@@ -1,0 +1,3 @@
+from soundflow.cli.main import cli
+
+cli()

@@ -1,0 +1,62 @@
+"""The `soundflow` command: a thin click layer over the library.
+
+Each subcommand lives in its own module and is imported only when it runs, so
+`soundflow listen` never pays for torch and `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+from soundflow import __version__
+
+# command name -> (module under soundflow.cli, attribute, one-line help)
+COMMANDS = {
+    "data": ("data_cmd", "data", "Build and inspect SoundFlow training streams."),
+    "train": ("train_cmd", "train", "Train a model from a recipe."),
+    "export": ("export_cmd", "export", "Export a checkpoint to an ONNX bundle, or check one."),
+    "listen": ("listen_cmd", "listen", "Run a bundle on a microphone, a file or stdin."),
+    "devices": ("listen_cmd", "devices", "List audio input devices."),
+    "eval": ("eval_cmd", "eval_", "Score a bundle on an eval split through the runtime."),
+    "bench": ("bench_cmd", "bench", "Benchmarks: latency, scale, size, peer, soak."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._available(name))
+
+    def _available(self, name: str) -> bool:
+        module, _, _ = COMMANDS[name]
+        return importlib.util.find_spec(f"soundflow.cli.{module}") is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"soundflow.cli.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help from the table, so listing commands imports none of them.
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="soundflow")
+def cli() -> None:
+    """soundflow: an always-on streaming audio model and its edge runtime.
+
+    \b
+    Quick start (no microphone needed):
+      soundflow listen --demo
+    """
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Checkpoint -> bundle: ONNX graphs with explicit state, manifest, parity checks."""

@@ -1,0 +1,59 @@
+"""The chunk/token protocol: the special tokens and the order in which a stream becomes
+one decoder sequence. Pure Python, shared by the trainer, the exporter and the runtime.
+
+Sequence (see ARCHITECTURE.md, "Sequence protocol"):
+
+    <|bos|> <|task:MODE|>  [a_1 .. a_n] CTRL  [a_1 .. a_n] CTRL r_1 .. r_k <eos>  ...
+                            chunk 0            chunk 1 (responds)
+
+- a_i are the adapter's audio embeddings of one chunk (n per chunk, fixed by the model).
+- CTRL is <silence> or <respond>. It is predicted from the last audio embedding of the
+  chunk, i.e. the logits at a_n decide; the chosen token is then fed back.
+- After <respond> the response tokens follow and end with <eos>; the next chunk's audio
+  comes after <eos> (or straight after <silence>).
+- Responses may start with tag tokens, e.g. <alert:smoke_alarm>, which the runtime parses.
+"""
+
+from __future__ import annotations
+
+import re
+
+PAD = "<pad>"
+BOS = "<|bos|>"
+EOS = "<eos>"
+SILENCE = "<silence>"
+RESPOND = "<respond>"
+UNK = "<unk>"
+
+# Task prompts: the mode a stream is decoded in. The bundle lists the ones it was trained on.
+TASKS = ("transcribe", "alert", "assist")
+
+
+def task_token(task: str) -> str:
+    return f"<|task:{task}|>"
+
+
+# Every special token a soundflow tokenizer carries, in a fixed order so ids are stable.
+BASE_SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, SILENCE, RESPOND) + tuple(task_token(t) for t in TASKS)
+
+TAG_PATTERN = re.compile(r"<(alert|intent):([a-z0-9_]+)>")
+
+
+def alert_tag(label: str) -> str:
+    return f"<alert:{label}>"
+
+
+def intent_tag(label: str) -> str:
+    return f"<intent:{label}>"
+
+
+def parse_tags(text: str) -> tuple[dict[str, str], str]:
+    """Split '<alert:smoke_alarm> a smoke alarm is going off' into tags and plain text."""
+    tags = {kind: label for kind, label in TAG_PATTERN.findall(text)}
+    plain = TAG_PATTERN.sub("", text).strip()
+    return tags, " ".join(plain.split())
+
+
+def chunk_index(t_seconds: float, chunk_ms: int) -> int:
+    """The chunk whose audio contains stream time t (a target due at t lands there)."""
+    return int(t_seconds * 1000 // chunk_ms)

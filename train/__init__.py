@@ -1,0 +1,1 @@
+"""Training side: the SoundFlow model (torch), tokenizer, losses, recipes and trainer."""

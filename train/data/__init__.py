@@ -1,0 +1,1 @@
+"""SoundFlow data construction: clip library, TFJP, event selection, streams and targets."""
