@@ -67,9 +67,7 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
 def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> Path:
     """Hash every file in the bundle (except the manifest) and write manifest.json."""
     bundle_dir = Path(bundle_dir)
-    files = sorted(
-        p for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
-    )
+    files = sorted(p for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
     manifest = dict(manifest)
     manifest["format"] = BUNDLE_FORMAT
     manifest["version"] = MANIFEST_VERSION
@@ -105,7 +103,9 @@ def read_manifest(bundle_dir: Path | str, verify_hashes: bool = True) -> dict[st
             f"{path} is not valid JSON ({e}); the bundle is corrupt, re-run `soundflow export`"
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path} is not a soundflow bundle manifest (format != {BUNDLE_FORMAT!r})")
+        raise BundleError(
+            f"{path} is not a soundflow bundle manifest (format != {BUNDLE_FORMAT!r})"
+        )
     version = manifest.get("version")
     if version != MANIFEST_VERSION:
         raise BundleError(
@@ -119,7 +119,9 @@ def read_manifest(bundle_dir: Path | str, verify_hashes: bool = True) -> dict[st
     for rel, meta in files.items():
         f = bundle_dir / rel
         if not f.is_file():
-            raise BundleError(f"{f} is listed in {MANIFEST_NAME} but missing; re-run `soundflow export`")
+            raise BundleError(
+                f"{f} is listed in {MANIFEST_NAME} but missing; re-run `soundflow export`"
+            )
         if f.stat().st_size != meta["bytes"]:
             raise BundleError(
                 f"{f} has {f.stat().st_size} bytes, the manifest says {meta['bytes']}: the file is "

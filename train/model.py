@@ -1,0 +1,108 @@
+"""The SoundFlow model: streaming encoder + adapter + a `transformers` causal LM decoder,
+and the dual loss L = L_lm + lambda * L_stream + mu * L_ctc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from soundflow.train.config import ModelConfig
+from soundflow.train.encoder import Adapter, StreamingEncoder
+from soundflow.train.sequence import IGNORE, Layout, collate
+from torch import nn
+from torch.nn import functional as F
+
+
+def build_decoder(decoder_cfg: dict) -> nn.Module:
+    """A Llama/Qwen2-family causal LM from a config dict (random weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = dict(decoder_cfg)
+    model_type = cfg.pop("model_type")
+    hf_cfg = AutoConfig.for_model(model_type, **cfg)
+    return AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="eager")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    lambda_stream: float = 1.0  # weight of the control-token loss (paper's ablation: 1.0)
+    mu_ctc: float = 0.3  # weight of the encoder CTC loss; 0 disables it
+
+
+class SoundFlowModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = StreamingEncoder(cfg)
+        self.adapter = Adapter(cfg)
+        self.ctc_head = nn.Linear(cfg.encoder.d_model, len(cfg.ctc_alphabet) + 1)
+        self.decoder = build_decoder(cfg.decoder)
+
+    def audio_embeds(self, pcm: torch.Tensor):
+        """(B, n_chunks * chunk_samples) -> adapter embeddings (B, n_chunks * n, H), frames."""
+        frames = self.encoder.forward_stream(pcm)
+        return self.adapter(frames), frames
+
+    def forward(
+        self,
+        pcm: torch.Tensor,
+        layouts: list[Layout],
+        ctc_targets: list[list[int]] | None = None,
+        weights: LossWeights = LossWeights(),
+    ) -> dict[str, torch.Tensor]:
+        embeds, frames = self.audio_embeds(pcm)
+        inputs, mask, stream_labels, lm_labels = collate(
+            layouts, embeds, self.decoder.get_input_embeddings()
+        )
+        logits = self.decoder(inputs_embeds=inputs, attention_mask=mask).logits  # (B, L, V)
+        vocab = logits.shape[-1]
+        out = {
+            "lm": _mean_ce(logits, lm_labels, vocab),
+            "stream": _mean_ce(logits, stream_labels, vocab),
+        }
+        loss = out["lm"] + weights.lambda_stream * out["stream"]
+        if ctc_targets is not None and weights.mu_ctc > 0:
+            out["ctc"] = self.ctc_loss(frames, ctc_targets)
+            loss = loss + weights.mu_ctc * out["ctc"]
+        out["loss"] = loss
+        return out
+
+    def ctc_loss(self, frames: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        log_probs = self.ctc_head(frames).log_softmax(-1).transpose(0, 1)  # (T, B, C)
+        t, b, _ = log_probs.shape
+        flat = torch.tensor([i for tgt in targets for i in tgt], dtype=torch.long)
+        lengths = torch.tensor([len(tgt) for tgt in targets], dtype=torch.long)
+        return F.ctc_loss(
+            log_probs,
+            flat.to(frames.device),
+            torch.full((b,), t, dtype=torch.long),
+            lengths,
+            blank=0,
+            zero_infinity=True,
+        )
+
+    def ctc_ids(self, text: str) -> list[int]:
+        """Characters of `text` as CTC labels (1-based; 0 is blank); others are dropped."""
+        index = {ch: i + 1 for i, ch in enumerate(self.cfg.ctc_alphabet)}
+        return [index[ch] for ch in " ".join(text.lower().split()) if ch in index]
+
+
+def _mean_ce(logits: torch.Tensor, labels: torch.Tensor, vocab: int) -> torch.Tensor:
+    if not (labels != IGNORE).any():
+        return logits.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) intact
+    return F.cross_entropy(
+        logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=IGNORE
+    )
+
+
+def parameter_counts(model: SoundFlowModel) -> dict[str, int]:
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    return {
+        "encoder": count(model.encoder) + count(model.adapter),
+        "decoder": count(model.decoder),
+        "ctc_head": count(model.ctc_head),
+        "total": count(model),
+    }

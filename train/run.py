@@ -1,0 +1,72 @@
+"""Entry point behind `soundflow train`: recipe + data -> tokenizer, model, trained checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from soundflow.train.checkpoint import load_checkpoint
+from soundflow.train.dataset import ShardSource, ToySource
+from soundflow.train.model import SoundFlowModel
+from soundflow.train.recipes import Recipe
+from soundflow.train.tokenizer import load_tokenizer, train_tokenizer
+from soundflow.train.trainer import init_distributed, train, world
+
+
+def sources(recipe: Recipe, data: Path | None, eval_data: Path | None):
+    if recipe.data == "toy":
+        return (
+            ToySource(recipe.toy_streams, seed=recipe.train.seed),
+            ToySource(32, seed=recipe.train.seed + 1),
+        )
+    if data is None:
+        raise ValueError(
+            f"recipe {recipe.name!r} trains on built streams: pass --data DIR "
+            "(make one with `soundflow data build`)"
+        )
+    return ShardSource([data]), (ShardSource([eval_data]) if eval_data else None)
+
+
+def tokenizer_texts(recipe: Recipe, source) -> list[str]:
+    if hasattr(source, "texts"):
+        return source.texts()
+    texts = []
+    for i in range(min(len(source), 256)):
+        _, rec = source.get(i)
+        texts += [t["text"] for ts in rec["targets"].values() for t in ts]
+    return texts
+
+
+def run(
+    recipe: Recipe,
+    out: Path,
+    data: Path | None = None,
+    eval_data: Path | None = None,
+    resume: bool = False,
+    log=print,
+) -> dict:
+    init_distributed()
+    rank, _ = world()
+    torch.manual_seed(recipe.train.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_src, eval_src = sources(recipe, data, eval_data)
+    if resume and (out / "model.safetensors").is_file():
+        model, tok, _ = load_checkpoint(out)
+    else:
+        if resume:
+            log(f"--resume: no checkpoint in {out} yet, starting fresh")
+        tok_path = out / "tokenizer.json"
+        if rank == 0:
+            tok = train_tokenizer(tokenizer_texts(recipe, train_src), recipe.train.vocab_size)
+            tok.save(str(tok_path))
+        if world()[1] > 1:
+            torch.distributed.barrier()  # the other ranks read rank 0's tokenizer
+        tok = load_tokenizer(tok_path)
+        decoder = {**recipe.model.decoder, "vocab_size": tok.get_vocab_size()}
+        model = SoundFlowModel(dataclasses.replace(recipe.model, decoder=decoder))
+    if rank == 0:
+        (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
+    return train(recipe, model, tok, train_src, eval_src, out, resume=resume, log=log)
