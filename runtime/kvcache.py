@@ -110,7 +110,9 @@ class KVCache:
         self.evicted += len(drop)
         if p.mode == "reprefill":
             kept = np.concatenate([self.embeds[sinks], self.embeds[keep]])  # type: ignore[index]
+            counts = self.evictions, self.evicted
             self.reset()
+            self.evictions, self.evicted = counts
             return kept
         self.valid[drop] = False
         self.seq[drop] = -1
