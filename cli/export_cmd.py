@@ -1,0 +1,94 @@
+"""`soundflow export`: checkpoint -> ONNX bundle, and the parity check of a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option(
+    "--check",
+    "check_bundle",
+    type=click.Path(path_type=Path),
+    help="Check an existing bundle against --checkpoint instead of exporting.",
+)
+@click.option(
+    "--checkpoint",
+    "check_ckpt",
+    type=click.Path(path_type=Path),
+    help="The checkpoint a --check compares against.",
+)
+@click.option(
+    "--cache-capacity",
+    default=1024,
+    show_default=True,
+    help="Decoder KV-cache slots the runtime preallocates.",
+)
+@click.option(
+    "--int8", is_flag=True, help="Also write int8 graphs (ONNX Runtime dynamic quantization)."
+)
+@click.option(
+    "--tensorrt", is_flag=True, help="Also build TensorRT plans (needs tensorrt and a GPU)."
+)
+@click.option("--no-check", is_flag=True, help="Skip the parity check after exporting.")
+def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tensorrt, no_check):
+    """Export a checkpoint to an ONNX bundle, then check its parity with torch.
+
+    \b
+    Examples:
+      soundflow export /tmp/ck --out /tmp/bundle
+      soundflow export --check /tmp/bundle --checkpoint /tmp/ck
+    The check streams 30 chunks with real generation through torch and ONNX Runtime and
+    prints the largest logit difference as its last line.
+    """
+    try:
+        from soundflow.export.parity import check, format_report
+        from soundflow.train.checkpoint import CheckpointError
+
+        from soundflow.manifest import BundleError
+    except ImportError as e:
+        raise click.ClickException(
+            f"export needs the train extra ({e.name} is missing): pip install 'soundflow[train]'"
+        ) from None
+    try:
+        if check_bundle:
+            if not check_ckpt:
+                raise click.UsageError("--check needs --checkpoint CHECKPOINT to compare against")
+            _run_check(check, format_report, check_bundle, check_ckpt)
+            return
+        if not checkpoint or not out:
+            raise click.UsageError(
+                "give a CHECKPOINT and --out BUNDLE (or --check BUNDLE --checkpoint CK)"
+            )
+        from soundflow.export.onnx_export import export_bundle
+        from soundflow.export.quantize import add_int8, add_tensorrt
+
+        export_bundle(checkpoint, out, cache_capacity=cache_capacity, log=click.echo)
+        if tensorrt:
+            try:
+                add_tensorrt(out, log=click.echo)
+            except RuntimeError as e:
+                raise click.ClickException(str(e)) from None
+        if int8:
+            add_int8(out, log=click.echo)
+        if not no_check:
+            _run_check(check, format_report, out, checkpoint)
+    except (BundleError, CheckpointError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _run_check(check, format_report, bundle: Path, checkpoint: Path) -> None:
+    report = check(bundle, checkpoint)
+    click.echo(format_report(report))
+    status = "ok" if report["ok"] else "FAILED"
+    click.echo(
+        f"parity {status}: max |delta logit| onnxruntime vs torch = "
+        f"{report['max_abs_logit_diff']:.3g}, cached vs full = "
+        f"{report['max_abs_cached_vs_full_diff']:.3g}"
+    )
+    if not report["ok"]:
+        raise SystemExit(1)

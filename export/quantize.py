@@ -1,0 +1,93 @@
+"""Optional engine variants of a bundle: int8 (ONNX Runtime dynamic quantization) and
+TensorRT plans. Each is recorded in the manifest under `variants`, the fp32 graphs stay.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from soundflow.manifest import read_manifest, write_manifest
+
+
+def add_int8(bundle: Path | str, log=print) -> dict:
+    """Quantize both graphs' weights to int8 (activations stay float: dynamic quantization)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from soundflow.export.parity import agreement
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    for part in ("encoder", "decoder"):
+        quantize_dynamic(
+            bundle / f"{part}.onnx", bundle / f"{part}.int8.onnx", weight_type=QuantType.QInt8
+        )
+    manifest.setdefault("variants", {})["int8"] = {
+        "encoder": "encoder.int8.onnx",
+        "decoder": "decoder.int8.onnx",
+        "quantization": "onnxruntime dynamic, weights int8",
+    }
+    manifest.pop("files", None)
+    write_manifest(bundle, manifest)
+    report = agreement(bundle, "encoder.int8.onnx", "decoder.int8.onnx")
+    sizes = {
+        p: round((bundle / f"{p}.int8.onnx").stat().st_size / 1e6, 2)
+        for p in ("encoder", "decoder")
+    }
+    log(f"int8 graphs (MB): {sizes}; agreement with fp32 (reported, not asserted):")
+    log(json.dumps(report, indent=2))
+    return report
+
+
+def add_tensorrt(bundle: Path | str, max_query: int = 64, log=print) -> None:
+    """Build TensorRT plans with optimization profiles over query and cache length.
+
+    Needs `tensorrt` and an NVIDIA GPU. Not exercised on soundflow's CI (no GPU there);
+    ONNX Runtime's TensorRT execution provider runs the same ONNX graphs instead.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise RuntimeError(
+            "--tensorrt needs the `tensorrt` Python package and an NVIDIA GPU: "
+            "pip install 'soundflow[gpu]' on the target machine (e.g. a Jetson with JetPack), "
+            "or run the fp32 bundle with `soundflow listen --provider tensorrt` "
+            "(ONNX Runtime's TensorRT execution provider)"
+        ) from None
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    dec = manifest["decoder"]
+    capacity = dec["cache_capacity"]
+    logger = trt.Logger(trt.Logger.WARNING)
+    plans = {}
+    for part in ("encoder", "decoder"):
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(bundle / f"{part}.onnx")):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT could not parse {part}.onnx: {errors}")
+        config = builder.create_builder_config()
+        profile = builder.create_optimization_profile()
+        for spec in manifest[part]["inputs"]:
+
+            def dims(q, c):
+                size = {"batch": 1, "query_len": q, "cache_len": c, "cache_len+query_len": c + q}
+                return tuple(size[d] if isinstance(d, str) else d for d in spec["shape"])
+
+            profile.set_shape(
+                spec["name"], dims(1, capacity), dims(8, capacity), dims(max_query, capacity)
+            )
+        config.add_optimization_profile(profile)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise RuntimeError(f"TensorRT failed to build {part}.onnx")
+        (bundle / f"{part}.plan").write_bytes(bytes(plan))
+        plans[part] = f"{part}.plan"
+    manifest.setdefault("variants", {})["tensorrt"] = {
+        **plans,
+        "max_query_len": max_query,
+        "tensorrt_version": trt.__version__,
+    }
+    manifest.pop("files", None)
+    write_manifest(bundle, manifest)
+    log(f"TensorRT plans written: {plans}")

@@ -1,0 +1,106 @@
+"""The names, dtypes and shapes of every exported input and output, declared once.
+
+The exporter names graph tensors from here, writes them into the manifest and the ONNX
+metadata, and the tests check the exported graphs against them (optimum's OnnxConfig habit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from soundflow.train.config import ModelConfig
+
+from soundflow import audio
+from soundflow.manifest import StateSpec, TensorSpec
+
+BATCH, QUERY, CACHE, KEYS = "batch", "query_len", "cache_len", "cache_len+query_len"
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    vocab: int
+    rope_theta: float
+
+    @classmethod
+    def from_hf(cls, hf_cfg) -> DecoderDims:
+        head_dim = (
+            getattr(hf_cfg, "head_dim", None) or hf_cfg.hidden_size // hf_cfg.num_attention_heads
+        )
+        rope = getattr(hf_cfg, "rope_parameters", None) or {}
+        theta = rope.get("rope_theta", getattr(hf_cfg, "rope_theta", 10_000.0))
+        return cls(
+            hf_cfg.num_hidden_layers,
+            hf_cfg.num_attention_heads,
+            hf_cfg.num_key_value_heads,
+            head_dim,
+            hf_cfg.hidden_size,
+            hf_cfg.vocab_size,
+            float(theta),
+        )
+
+
+def encoder_state(cfg: ModelConfig) -> list[StateSpec]:
+    e = cfg.encoder
+    return [
+        StateSpec(
+            "frontend_state", "frontend_state_out", "float32", (BATCH, audio.FRONTEND_OVERLAP)
+        ),
+        StateSpec("conv_state", "conv_state_out", "float32", (BATCH, e.n_mels, e.conv_kernel - 1)),
+        StateSpec(
+            "cache_key", "cache_key_out", "float32", (e.n_layers, BATCH, e.left_context, e.d_model)
+        ),
+        StateSpec(
+            "cache_value",
+            "cache_value_out",
+            "float32",
+            (e.n_layers, BATCH, e.left_context, e.d_model),
+        ),
+        StateSpec("cache_len", "cache_len_out", "int64", (BATCH,)),
+    ]
+
+
+def encoder_io(cfg: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    states = encoder_state(cfg)
+    inputs = [TensorSpec("audio", "float32", (BATCH, cfg.chunk_samples))]
+    inputs += [TensorSpec(s.input, s.dtype, s.shape) for s in states]
+    outputs = [
+        TensorSpec("audio_embeds", "float32", (BATCH, cfg.embeds_per_chunk, cfg.hidden_size))
+    ]
+    outputs += [TensorSpec(s.output, s.dtype, s.shape) for s in states]
+    return inputs, outputs
+
+
+def past_names(layers: int) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def present_names(layers: int) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def decoder_io(d: DecoderDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    kv_past = (BATCH, d.kv_heads, CACHE, d.head_dim)
+    kv_new = (BATCH, d.kv_heads, QUERY, d.head_dim)
+    inputs = [
+        TensorSpec("inputs_embeds", "float32", (BATCH, QUERY, d.hidden)),
+        TensorSpec("attention_mask", "float32", (BATCH, 1, QUERY, KEYS)),
+        TensorSpec("position_ids", "int64", (BATCH, KEYS)),
+    ] + [TensorSpec(n, "float32", kv_past) for n in past_names(d.layers)]
+    outputs = [TensorSpec("logits", "float32", (BATCH, QUERY, d.vocab))]
+    outputs += [TensorSpec(n, "float32", kv_new) for n in present_names(d.layers)]
+    return inputs, outputs
+
+
+def dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
+    """torch.onnx dynamic_axes for every symbolic dim."""
+    out = {}
+    for s in specs:
+        axes = {i: dim for i, dim in enumerate(s.shape) if isinstance(dim, str)}
+        if axes:
+            out[s.name] = axes
+    return out
