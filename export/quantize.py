@@ -69,14 +69,9 @@ def add_tensorrt(bundle: Path | str, max_query: int = 64, log=print) -> None:
         config = builder.create_builder_config()
         profile = builder.create_optimization_profile()
         for spec in manifest[part]["inputs"]:
-
-            def dims(q, c):
-                size = {"batch": 1, "query_len": q, "cache_len": c, "cache_len+query_len": c + q}
-                return tuple(size[d] if isinstance(d, str) else d for d in spec["shape"])
-
-            profile.set_shape(
-                spec["name"], dims(1, capacity), dims(8, capacity), dims(max_query, capacity)
-            )
+            shape = spec["shape"]
+            points = [_dims(shape, q, capacity) for q in (1, 8, max_query)]
+            profile.set_shape(spec["name"], *points)
         config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -91,3 +86,25 @@ def add_tensorrt(bundle: Path | str, max_query: int = 64, log=print) -> None:
     manifest.pop("files", None)
     write_manifest(bundle, manifest)
     log(f"TensorRT plans written: {plans}")
+
+
+def _dims(shape: list, query: int, cache: int) -> tuple[int, ...]:
+    """A concrete shape for one TensorRT profile point (batch 1, the full cache)."""
+    size = {
+        "batch": 1,
+        "query_len": query,
+        "cache_len": cache,
+        "cache_len+query_len": cache + query,
+    }
+    return tuple(size[d] if isinstance(d, str) else d for d in shape)
+
+
+def _dims(shape: list, query: int, cache: int) -> tuple[int, ...]:
+    """A concrete shape for one TensorRT profile point (batch 1, the full cache)."""
+    size = {
+        "batch": 1,
+        "query_len": query,
+        "cache_len": cache,
+        "cache_len+query_len": cache + query,
+    }
+    return tuple(size[d] if isinstance(d, str) else d for d in shape)
