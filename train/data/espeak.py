@@ -188,6 +188,18 @@ def _voiced_end(x: np.ndarray, lo: int, hi: int, frame: int = 160) -> int:
     return lo + (int(loud[-1]) + 1) * frame if len(loud) else hi
 
 
+def _spoken_length(word: str, voice: Voice) -> int:
+    """Voiced samples (at the engine rate) of one word spoken alone."""
+    pcm, _ = _engine().synth(word, voice)
+    x = pcm.astype(np.float32) / 32768.0
+    frame = 160
+    n = len(x) // frame
+    if n == 0:
+        return 1
+    rms = np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    return max(1, int(np.sum(rms > rms.max() * 10 ** (-35 / 20))) * frame)
+
+
 def synthesize(text: str, voice: Voice) -> tuple[np.ndarray, list[Word]]:
     """Speak `text` (plain words, no punctuation) at 16 kHz; return audio and word times.
 
@@ -201,17 +213,29 @@ def synthesize(text: str, voice: Voice) -> tuple[np.ndarray, list[Word]]:
     scale = SAMPLE_RATE / eng.rate
     starts: dict[int, int] = {}
     for text_pos, sample in events:
+        if text_pos <= 0:  # the end-of-message marker carries no word
+            continue
         # An event belongs to the word whose span holds its character position.
         idx = max((i for i, (p, _) in enumerate(spans) if p <= text_pos), default=0)
         starts.setdefault(idx, int(round(sample * scale)))
-    if len(starts) != len(spans):
-        raise EspeakError(f"espeak reported {len(starts)} word events for {len(spans)} words")
-    bounds = [starts[i] for i in range(len(spans))] + [len(audio)]
+    if 0 not in starts:
+        raise EspeakError(f"espeak reported no word events for {text!r}")
+    # espeak folds unstressed words into their neighbour ("was a", "in the"): such a
+    # group shares one event, and is split by the words' durations spoken alone.
+    heads = sorted(starts) + [len(spans)]
+    bounds = [starts[i] for i in heads[:-1]] + [len(audio)]
     words = []
-    for i, (_, word) in enumerate(spans):
-        lo, hi = min(bounds[i], len(audio)), min(bounds[i + 1], len(audio))
+    for g, (first, nxt) in enumerate(zip(heads[:-1], heads[1:], strict=True)):
+        lo, hi = min(bounds[g], len(audio)), min(bounds[g + 1], len(audio))
         end = _voiced_end(audio, lo, hi) if hi > lo else hi
-        words.append(Word(word, lo / SAMPLE_RATE, end / SAMPLE_RATE))
+        group = [w for _, w in spans[first:nxt]]
+        if len(group) == 1:
+            words.append(Word(group[0], lo / SAMPLE_RATE, end / SAMPLE_RATE))
+            continue
+        alone = np.array([_spoken_length(w, voice) for w in group], np.float64)
+        cuts = lo + (end - lo) * np.concatenate([[0.0], np.cumsum(alone) / alone.sum()])
+        for k, w in enumerate(group):
+            words.append(Word(w, float(cuts[k]) / SAMPLE_RATE, float(cuts[k + 1]) / SAMPLE_RATE))
     return audio, words
 
 

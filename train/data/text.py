@@ -1,0 +1,132 @@
+"""What people say in a stream, and what the device answers: a small seeded sentence grammar.
+
+Chatter is talk not addressed to the device (it gets transcribed, never answered);
+instructions are addressed and get short templated answers a tiny model can learn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from soundflow.protocol import intent_tag
+
+WAKE = "hey flow"  # optional: comprehension, not a keyword, decides whether to answer
+NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "ten", "fifteen", "twenty", "thirty")
+
+_SLOTS = {
+    "person": ("mom", "dad", "anna", "the kids", "your brother", "the neighbour", "my boss", "sam"),
+    "thing": ("keys", "coffee", "laundry", "groceries", "car", "dishes", "homework", "report", "bike", "plants"),
+    "place": ("kitchen", "garage", "office", "table", "shelf", "hallway", "garden", "bedroom"),
+    "time": ("tonight", "tomorrow", "later", "this morning", "after lunch", "on friday", "next week"),
+    "verb": ("finish", "clean", "move", "fix", "check", "pick up", "bring", "wash", "sort out"),
+    "food": ("pasta", "soup", "rice", "a sandwich", "pizza", "salad", "toast", "curry"),
+    "feeling": ("tired", "hungry", "happy", "busy", "cold", "late", "ready"),
+}  # fmt: skip
+
+# Talk between people. {x} slots draw from _SLOTS.
+CHATTER = (
+    "did you see the {thing} in the {place}",
+    "i left the {thing} on the {place}",
+    "we should {verb} the {thing} {time}",
+    "can you {verb} the {thing} {time}",
+    "i think {person} wants {food} {time}",
+    "are you {feeling} already",
+    "i am so {feeling} today",
+    "{person} called about the {thing}",
+    "let us have {food} {time}",
+    "the {thing} is still in the {place}",
+    "where did you put the {thing}",
+    "i will {verb} the {thing} after this",
+    "do you know when {person} is coming",
+    "that was a long day at the {place}",
+)
+
+# Talk that sounds like an alarm or an instruction but is neither: no alert, no answer.
+HARD_NEGATIVES = (
+    "the smoke alarm at work went off yesterday",
+    "i need to buy a new kettle",
+    "we heard a siren on the way home",
+    "the baby was crying all night last week",
+    "she asked me what that noise was",
+    "remind me to call {person} {time}",
+    "i set a timer for {n} minutes and forgot it",
+    "the water flow in the {place} is low",
+    "turn left at the light and then go straight",
+    "the doorbell at {person}s house is broken",
+    "my phone was ringing during the meeting",
+)
+
+SHOUTS = ("help", "help me", "somebody help me", "help help", "please help me")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """An addressed request; the answer is filled in from the stream's history."""
+
+    intent: str  # timer, history_sound, history_speech, history_alert, lights, volume
+    text: str
+    answer: str  # complete for stateless intents; a template for history ones
+
+
+def _fill(template: str, rng: np.random.Generator) -> str:
+    slots = {k: str(rng.choice(v)) for k, v in _SLOTS.items()}
+    slots["n"] = str(rng.choice(NUMBERS))
+    return " ".join(template.format(**slots).split())
+
+
+def chatter(rng: np.random.Generator) -> str:
+    return _fill(str(rng.choice(CHATTER)), rng)
+
+
+def hard_negative(rng: np.random.Generator) -> str:
+    return _fill(str(rng.choice(HARD_NEGATIVES)), rng)
+
+
+def shout(rng: np.random.Generator) -> str:
+    return str(rng.choice(SHOUTS))
+
+
+def instruction(rng: np.random.Generator, intent: str, pronoun: str = "she") -> Instruction:
+    """An addressed request for `intent`. pronoun: "he"/"she", for history_speech."""
+    wake = WAKE + " " if rng.uniform() < 0.5 else ""
+    if intent == "timer":
+        n = str(rng.choice(NUMBERS))
+        unit = "minute" if n == "one" else "minutes"
+        text = str(rng.choice(("set a timer for {n} {u}", "start a {n} {u} timer", "time {n} {u} please")))
+        return Instruction(intent, wake + text.format(n=n, u=unit), f"{intent_tag('timer')} timer set for {n} {unit}")
+    if intent == "lights":
+        state = str(rng.choice(("on", "off")))
+        text = str(rng.choice(("turn the lights {s}", "switch the lights {s}", "lights {s} please")))
+        return Instruction(intent, wake + text.format(s=state), f"{intent_tag('lights')} turning the lights {state}")
+    if intent == "volume":
+        way = str(rng.choice(("up", "down")))
+        text = str(rng.choice(("turn the volume {w}", "volume {w} please", "turn it {w} a bit")))
+        return Instruction(intent, wake + text.format(w=way), f"{intent_tag('volume')} volume {way}")
+    if intent == "history_sound":
+        text = str(rng.choice(("what was that noise", "what was that sound", "what did i just hear")))
+        return Instruction(intent, wake + text, intent_tag("history") + " {answer}")
+    if intent == "history_speech":
+        text = str(rng.choice(("what did {p} just say", "what did {p} say", "sorry what did {p} say")))
+        return Instruction(intent, wake + text.format(p=pronoun), intent_tag("history") + " {answer}")
+    if intent == "history_alert":
+        text = str(rng.choice(("did any alarm go off", "was there an alarm", "did i miss anything important")))
+        return Instruction(intent, wake + text, intent_tag("history") + " {answer}")
+    raise ValueError(f"unknown intent {intent!r}")
+
+
+INTENTS = ("timer", "lights", "volume", "history_sound", "history_speech", "history_alert")
+
+
+def answer_sound(caption: str | None) -> str:
+    return f"that was {caption}" if caption else "i did not hear anything unusual"
+
+
+def answer_speech(pronoun: str, said: str | None) -> str:
+    return f"{pronoun} said {said}" if said else f"i did not hear {'him' if pronoun == 'he' else 'her'} say anything"
+
+
+def answer_alert(caption: str | None) -> str:
+    # caption: "a smoke alarm is going off" -> "yes a smoke alarm went off" keeps the label words.
+    return f"yes earlier {caption}" if caption else "no nothing important happened"
