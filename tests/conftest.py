@@ -1,0 +1,35 @@
+"""Shared fixtures: one real smoke-trained checkpoint and its exported bundle per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Two threads everywhere: the CI machine has 2 cores, and tests must not oversubscribe.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def smoke_checkpoint(tmp_path_factory) -> Path:
+    """`soundflow train --recipe smoke`, trained for real (well under a minute on 2 cores)."""
+    pytest.importorskip("torch")
+    from soundflow.train.recipes import get_recipe
+    from soundflow.train.run import run
+
+    out = tmp_path_factory.mktemp("smoke_ck")
+    run(get_recipe("smoke"), out, log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smoke_bundle(smoke_checkpoint, tmp_path_factory) -> Path:
+    """The smoke checkpoint exported to a bundle (fp32 + int8 graphs)."""
+    from soundflow.export.onnx_export import export_bundle
+    from soundflow.export.quantize import add_int8
+
+    out = tmp_path_factory.mktemp("smoke_bundle") / "bundle"
+    export_bundle(smoke_checkpoint, out, cache_capacity=256, log=lambda *_: None)
+    add_int8(out, log=lambda *_: None)
+    return out
