@@ -27,6 +27,15 @@ DEFAULT_CACHE_CAPACITY = 1024  # decoder KV slots the runtime preallocates
 DECISION_DEFAULTS = {"threshold": 0.5, "refractory_s": 8.0, "max_response_tokens": 32}
 
 
+def _describe(recipe: str | None) -> str:
+    if recipe == "smoke":
+        return (
+            "untrained stand-in: the smoke recipe, about a minute on generated tones; "
+            "it reacts to beeps and chirps, it does not understand speech"
+        )
+    return f"trained with recipe {recipe!r}" if recipe else "unknown provenance"
+
+
 def _example_inputs(tensors: list[specs.TensorSpec], sizes: dict[str, int]):
     out = []
     for s in tensors:
@@ -153,7 +162,7 @@ def export_bundle(
             "recipe": training.get("recipe"),
             "steps": training.get("step"),
             "trained": bool(training.get("recipe") not in (None, "smoke")),
-            "description": training.get("description", ""),
+            "description": training.get("description") or _describe(training.get("recipe")),
             "parameters": counts,
         },
         "audio": {
