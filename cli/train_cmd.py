@@ -1,7 +1,10 @@
-"""`soundflow train`: train a recipe into a checkpoint directory."""
+"""`soundflow train`: train a recipe into a checkpoint directory, on one or many processes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -30,26 +33,49 @@ import click
     default=None,
     help="Eval split shard directory.",
 )
-@click.option("--steps", type=int, default=None, help="Override the recipe's step count.")
+@click.option(
+    "--steps",
+    type=int,
+    default=None,
+    help="Override the recipe's step count (the LR schedule's length).",
+)
+@click.option(
+    "--until",
+    type=int,
+    default=None,
+    help="Stop after this step (checkpointed); continue later with --resume.",
+)
 @click.option(
     "--resume", is_flag=True, help="Continue from the checkpoint and trainer state in --out."
 )
-def train(
-    recipe: str,
-    out: Path,
-    data: Path | None,
-    eval_data: Path | None,
-    steps: int | None,
-    resume: bool,
-) -> None:
+@click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Data-parallel processes on this machine (launches torchrun).",
+)
+def train(recipe, out, data, eval_data, steps, until, resume, nproc) -> None:
     """Train a model from a recipe.
 
     \b
-    Example (a tiny model on generated tones, about a minute on 2 cores):
-      soundflow train --recipe smoke --out /tmp/ck
-    Data-parallel on 2 processes:
-      torchrun --nproc_per_node 2 -m soundflow.cli train --recipe smoke --out /tmp/ck
+    Examples:
+      soundflow train --recipe smoke --out /tmp/ck          # ~30 s on 2 CPU cores
+      soundflow train --recipe smoke --out /tmp/ck --nproc 2
+    Multi-node (run on every node; rank 0's address as the rendezvous endpoint):
+      torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d \\
+        --rdzv_endpoint HOST:29500 -m soundflow.cli train --recipe default --data D --out RUN
     """
+    if nproc > 1:
+        argv = sys.argv[sys.argv.index("train") + 1 :]
+        args = [
+            a
+            for i, a in enumerate(argv)
+            if not a.startswith("--nproc") and not (i and argv[i - 1] == "--nproc")
+        ]
+        run_ = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd = [*run_, f"--nproc_per_node={nproc}", "-m", "soundflow.cli", "train", *args]
+        raise SystemExit(subprocess.call(cmd))
     try:
         from soundflow.train.recipes import get_recipe
         from soundflow.train.run import run
@@ -59,7 +85,10 @@ def train(
         ) from None
     try:
         r = get_recipe(recipe, **({"steps": steps} if steps else {}))
-        metrics = run(r, out, data=data, eval_data=eval_data, resume=resume, log=click.echo)
+        metrics = run(
+            r, out, data=data, eval_data=eval_data, resume=resume, until=until, log=click.echo
+        )
     except (KeyError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from None
-    click.echo(f"checkpoint written to {out} ({metrics})")
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"checkpoint written to {out} ({metrics})")

@@ -45,42 +45,42 @@ class SoundFlowModel(nn.Module):
         return self.adapter(frames), frames
 
     def forward(
-        self,
-        pcm: torch.Tensor,
-        layouts: list[Layout],
-        ctc_targets: list[list[int]] | None = None,
-        weights: LossWeights = LossWeights(),
+        self, pcm: torch.Tensor, layouts: list[Layout], ctc_targets: list[list[int]] | None = None
     ) -> dict[str, torch.Tensor]:
+        """Loss sums and their label counts, so a trainer can normalise over every rank and
+        micro-batch of a step (exact data-parallel equivalence); see `combine_losses`."""
         embeds, frames = self.audio_embeds(pcm)
         inputs, mask, stream_labels, lm_labels = collate(
             layouts, embeds, self.decoder.get_input_embeddings()
         )
         logits = self.decoder(inputs_embeds=inputs, attention_mask=mask).logits  # (B, L, V)
-        vocab = logits.shape[-1]
         out = {
-            "lm": _mean_ce(logits, lm_labels, vocab),
-            "stream": _mean_ce(logits, stream_labels, vocab),
+            "lm_sum": _ce_sum(logits, lm_labels),
+            "lm_n": (lm_labels != IGNORE).sum(),
+            "stream_sum": _ce_sum(logits, stream_labels),
+            "stream_n": (stream_labels != IGNORE).sum(),
         }
-        loss = out["lm"] + weights.lambda_stream * out["stream"]
-        if ctc_targets is not None and weights.mu_ctc > 0:
-            out["ctc"] = self.ctc_loss(frames, ctc_targets)
-            loss = loss + weights.mu_ctc * out["ctc"]
-        out["loss"] = loss
+        if ctc_targets is not None:
+            out["ctc_sum"] = self.ctc_loss(frames, ctc_targets).sum()
+            out["ctc_n"] = torch.tensor(len(ctc_targets))
         return out
 
     def ctc_loss(self, frames: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """Per-sample CTC loss per target character, (B,)."""
         log_probs = self.ctc_head(frames).log_softmax(-1).transpose(0, 1)  # (T, B, C)
         t, b, _ = log_probs.shape
         flat = torch.tensor([i for tgt in targets for i in tgt], dtype=torch.long)
         lengths = torch.tensor([len(tgt) for tgt in targets], dtype=torch.long)
-        return F.ctc_loss(
+        per_sample = F.ctc_loss(
             log_probs,
             flat.to(frames.device),
             torch.full((b,), t, dtype=torch.long),
             lengths,
             blank=0,
+            reduction="none",
             zero_infinity=True,
         )
+        return per_sample / lengths.clamp(min=1).to(per_sample)
 
     def ctc_ids(self, text: str) -> list[int]:
         """Characters of `text` as CTC labels (1-based; 0 is blank); others are dropped."""
@@ -88,12 +88,31 @@ class SoundFlowModel(nn.Module):
         return [index[ch] for ch in " ".join(text.lower().split()) if ch in index]
 
 
-def _mean_ce(logits: torch.Tensor, labels: torch.Tensor, vocab: int) -> torch.Tensor:
-    if not (labels != IGNORE).any():
-        return logits.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) intact
+def _ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # Over no labels this is 0 yet keeps the graph, so DDP's gradient hooks all fire.
     return F.cross_entropy(
-        logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=IGNORE
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
     )
+
+
+def combine_losses(
+    parts: dict[str, torch.Tensor], totals: dict[str, float], weights: LossWeights
+) -> dict[str, torch.Tensor]:
+    """Each term's sum over this micro-batch over its count in the whole step (all
+    micro-batches, all ranks): L = L_lm + lambda * L_stream + mu * L_ctc."""
+    out = {
+        "lm": parts["lm_sum"] / max(totals["lm_n"], 1),
+        "stream": parts["stream_sum"] / max(totals["stream_n"], 1),
+    }
+    loss = out["lm"] + weights.lambda_stream * out["stream"]
+    if "ctc_sum" in parts and weights.mu_ctc > 0:
+        out["ctc"] = parts["ctc_sum"] / max(totals["ctc_n"], 1)
+        loss = loss + weights.mu_ctc * out["ctc"]
+    out["loss"] = loss
+    return out
 
 
 def parameter_counts(model: SoundFlowModel) -> dict[str, int]:

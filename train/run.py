@@ -45,6 +45,7 @@ def run(
     data: Path | None = None,
     eval_data: Path | None = None,
     resume: bool = False,
+    until: int | None = None,
     log=print,
 ) -> dict:
     init_distributed()
@@ -69,4 +70,14 @@ def run(
         model = SoundFlowModel(dataclasses.replace(recipe.model, decoder=decoder))
     if rank == 0:
         (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
-    return train(recipe, model, tok, train_src, eval_src, out, resume=resume, log=log)
+    return train(
+        recipe,
+        model,
+        tok,
+        train_src,
+        eval_src,
+        out,
+        resume=resume,
+        until=until,
+        log=log if rank == 0 else (lambda *_: None),
+    )

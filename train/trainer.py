@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from soundflow.train.checkpoint import save_checkpoint
 from soundflow.train.dataset import Segment, StreamSource, draw
-from soundflow.train.model import SoundFlowModel, parameter_counts
+from soundflow.train.model import SoundFlowModel, combine_losses, parameter_counts
 from soundflow.train.recipes import Recipe
 from soundflow.train.sequence import IGNORE, layout
 from soundflow.train.tokenizer import encode_response, prompt_ids, special_ids
@@ -68,6 +68,19 @@ class Batcher:
         return pcm, layouts, ctc
 
 
+def label_counts(batches) -> dict[str, float]:
+    """Labels of each loss term over micro-batches of (pcm, layouts, ctc targets)."""
+    lm = sum(sum(x != IGNORE for x in lay.lm_labels) for _, lays, _ in batches for lay in lays)
+    stream = sum(
+        sum(x != IGNORE for x in lay.stream_labels) for _, lays, _ in batches for lay in lays
+    )
+    return {
+        "lm_n": float(lm),
+        "stream_n": float(stream),
+        "ctc_n": float(sum(len(c) for _, _, c in batches)),
+    }
+
+
 def lr_at(step: int, recipe: Recipe) -> float:
     tc = recipe.train
     if step < tc.warmup:
@@ -84,9 +97,14 @@ def train(
     eval_source: StreamSource | None,
     out: Path,
     resume: bool = False,
+    until: int | None = None,
     log=print,
 ) -> dict:
-    """Train `model` in place; returns the last logged metrics."""
+    """Train `model` in place; returns the last logged metrics.
+
+    `until` stops early at that step (checkpointed) without changing the LR schedule, so a
+    long recipe can run in pieces and continue with `resume`, on any number of ranks.
+    """
     rank, size = world()
     tc, cfg = recipe.train, model.cfg
     if tc.batch_size % (size * tc.grad_accum):
@@ -113,12 +131,13 @@ def train(
     metrics: dict = {}
     history: list[dict] = []
     t0, seen = time.time(), 0
-    for step in range(start, tc.steps):
+    stop = min(tc.steps, until or tc.steps)
+    for step in range(start, stop):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         model.train()
         opt.zero_grad(set_to_none=True)
-        sums = {}
+        batches = []
         for a in range(tc.grad_accum):
             first = step * tc.batch_size + (rank * tc.grad_accum + a) * micro
             segs = [
@@ -133,20 +152,28 @@ def train(
                 )
                 for i in range(micro)
             ]
-            pcm, lays, ctc = batcher(segs, model)
-            out_ = ddp(pcm.to(device), lays, ctc, tc.loss)
-            (out_["loss"] / tc.grad_accum).backward()
-            for k, v in out_.items():
-                sums[k] = sums.get(k, 0.0) + v.item() / tc.grad_accum
+            batches.append(batcher(segs, model))
+        totals = label_counts(batches)
+        if size > 1:  # normalise by the whole step's counts: 2 ranks == 1 process, exactly
+            vals = torch.tensor([totals[k] for k in sorted(totals)], dtype=torch.float64)
+            dist.all_reduce(vals)
+            totals = dict(zip(sorted(totals), vals.tolist(), strict=True))
+        sums: dict[str, float] = {}
+        for pcm, lays, ctc in batches:
+            parts = ddp(pcm.to(device), lays, ctc)
+            terms = combine_losses(parts, totals, tc.loss)
+            (terms["loss"] * size).backward()  # DDP averages gradients over ranks
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         seen += tc.batch_size
-        if size > 1:  # the logged loss is the mean over ranks
-            vals = torch.tensor([sums[k] for k in sorted(sums)])
+        if size > 1:  # each rank holds its share of the step's means
+            vals = torch.tensor([sums[k] for k in sorted(sums)], dtype=torch.float64)
             dist.all_reduce(vals)
-            sums = dict(zip(sorted(sums), (vals / size).tolist(), strict=True))
+            sums = dict(zip(sorted(sums), vals.tolist(), strict=True))
         history.append({"step": step + 1, **sums})
-        if rank == 0 and ((step + 1) % tc.log_every == 0 or step + 1 == tc.steps):
+        if rank == 0 and ((step + 1) % tc.log_every == 0 or step + 1 == stop):
             rate = seen / (time.time() - t0)
             metrics = {
                 "step": step + 1,
@@ -155,12 +182,11 @@ def train(
                 "samples_per_s": round(rate, 2),
             }
             log(" ".join(f"{k}={v}" for k, v in metrics.items()))
-        last = step + 1 == tc.steps
-        if eval_source is not None and ((step + 1) % tc.eval_every == 0 or last):
+        last = step + 1 == stop
+        if rank == 0 and eval_source is not None and ((step + 1) % tc.eval_every == 0 or last):
             ev = evaluate(model, batcher, eval_source, recipe, device)
-            if rank == 0:
-                log("eval " + " ".join(f"{k}={v}" for k, v in ev.items()))
-                metrics.update({f"eval_{k}": v for k, v in ev.items()})
+            log("eval " + " ".join(f"{k}={v}" for k, v in ev.items()))
+            metrics.update({f"eval_{k}": v for k, v in ev.items()})
         if rank == 0 and ((step + 1) % tc.ckpt_every == 0 or last):
             save_checkpoint(model, tokenizer, out, extra={"recipe": recipe.name, "step": step + 1})
             state_dir.mkdir(exist_ok=True)
@@ -195,7 +221,8 @@ def evaluate(
     ]
     pcm, lays, ctc = batcher(segs, model)
     pcm = pcm.to(device)
-    out = model(pcm, lays, ctc, tc.loss)
+    parts = model(pcm, lays, ctc)
+    out = combine_losses(parts, label_counts([(pcm, lays, ctc)]), tc.loss)
     from soundflow.train.sequence import collate
 
     embeds, _ = model.audio_embeds(pcm)
