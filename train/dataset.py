@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from soundflow.train.smoke import toy_stream
 
 from soundflow import audio, protocol
+from soundflow.train.smoke import toy_stream
 
 
 @dataclass
@@ -135,11 +135,12 @@ def draw(
     n_chunks: int,
     chunk_ms: int,
     focus_prob: float = 0.5,
+    task_p: np.ndarray | None = None,
 ) -> Segment:
     """Sample number `index` of the run: the same for any rank layout."""
     rng = np.random.default_rng([seed, index])
     pcm, record = source.get(int(rng.integers(len(source))))
-    task = tasks[int(rng.integers(len(tasks)))]
+    task = tasks[int(rng.choice(len(tasks), p=task_p))]
     total = len(pcm) // audio.chunk_samples(chunk_ms)
     last_start = max(0, total - n_chunks)
     due = sorted(chunk_targets(record, task, chunk_ms, total))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+
 from soundflow.train.checkpoint import load_checkpoint
 from soundflow.train.dataset import ShardSource, ToySource
 from soundflow.train.model import SoundFlowModel

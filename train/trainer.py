@@ -1,6 +1,7 @@
-"""The training loop: single process or data-parallel under torchrun (DDP).
+"""The staged training loop: single process or data-parallel under torchrun (DDP).
 
-Rank 0 alone logs and writes checkpoints; `--resume` continues from trainer_state/.
+Rank 0 alone logs and writes checkpoints; `--resume` continues from trainer_state/,
+at the same stage and step, on any number of ranks.
 """
 
 from __future__ import annotations
@@ -9,19 +10,20 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from soundflow.train.checkpoint import save_checkpoint
-from soundflow.train.dataset import Segment, StreamSource, draw
-from soundflow.train.model import SoundFlowModel, combine_losses, parameter_counts
-from soundflow.train.recipes import Recipe
-from soundflow.train.sequence import IGNORE, layout
-from soundflow.train.tokenizer import encode_response, prompt_ids, special_ids
 from torch import distributed as dist
 
 from soundflow import protocol
+from soundflow.train.checkpoint import save_checkpoint
+from soundflow.train.dataset import Segment, StreamSource, draw
+from soundflow.train.model import SoundFlowModel, combine_losses, parameter_counts
+from soundflow.train.recipes import Recipe, Stage
+from soundflow.train.sequence import IGNORE, collate, layout
+from soundflow.train.tokenizer import encode_response, prompt_ids, special_ids
 
 
 def world() -> tuple[int, int]:
@@ -40,16 +42,13 @@ def init_distributed() -> None:
 
 
 class Batcher:
-    """Turns segments into model inputs with one tokenizer."""
+    """Segments -> (pcm, layouts, CTC targets) with one tokenizer."""
 
     def __init__(self, tokenizer, cfg):
         self.tok, self.cfg = tokenizer, cfg
         ids = special_ids(tokenizer)
-        self.silence, self.respond, self.eos = (
-            ids[protocol.SILENCE],
-            ids[protocol.RESPOND],
-            ids[protocol.EOS],
-        )
+        self.silence, self.respond = ids[protocol.SILENCE], ids[protocol.RESPOND]
+        self.eos = ids[protocol.EOS]
 
     def __call__(self, segments: list[Segment], model: SoundFlowModel):
         pcm = torch.from_numpy(np.stack([s.pcm for s in segments]))
@@ -64,29 +63,54 @@ class Batcher:
             )
             for s in segments
         ]
-        ctc = [model.ctc_ids(s.transcript) for s in segments]
-        return pcm, layouts, ctc
+        return pcm, layouts, [model.ctc_ids(s.transcript) for s in segments]
 
 
 def label_counts(batches) -> dict[str, float]:
     """Labels of each loss term over micro-batches of (pcm, layouts, ctc targets)."""
-    lm = sum(sum(x != IGNORE for x in lay.lm_labels) for _, lays, _ in batches for lay in lays)
-    stream = sum(
-        sum(x != IGNORE for x in lay.stream_labels) for _, lays, _ in batches for lay in lays
-    )
+    lays = [lay for _, ls, _ in batches for lay in ls]
     return {
-        "lm_n": float(lm),
-        "stream_n": float(stream),
+        "lm_n": float(sum(x != IGNORE for lay in lays for x in lay.lm_labels)),
+        "stream_n": float(sum(x != IGNORE for lay in lays for x in lay.stream_labels)),
         "ctc_n": float(sum(len(c) for _, _, c in batches)),
     }
 
 
-def lr_at(step: int, recipe: Recipe) -> float:
-    tc = recipe.train
-    if step < tc.warmup:
-        return tc.lr * (step + 1) / tc.warmup
-    progress = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
-    return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def lr_at(step: int, stage: Stage) -> float:
+    """Linear warm-up, then cosine decay to a tenth, within one stage."""
+    if step < stage.warmup:
+        return stage.lr * (step + 1) / stage.warmup
+    progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
+    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def set_trainable(model: SoundFlowModel, which: str) -> list[torch.nn.Parameter]:
+    groups = {
+        "all": [model],
+        "audio": [model.encoder, model.adapter, model.ctc_head],
+        "adapter": [model.adapter],
+        "decoder": [model.decoder],
+    }[which]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in groups:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@dataclass
+class Position:
+    """Where training stands: stage index, step within it, and steps over all stages."""
+
+    stage: int = 0
+    step: int = 0
+    global_step: int = 0
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Position:
+        d = json.loads((state_dir / "state.json").read_text())
+        return cls(d.get("stage", 0), d["step"], d.get("global_step", d["step"]))
 
 
 def train(
@@ -100,136 +124,213 @@ def train(
     until: int | None = None,
     log=print,
 ) -> dict:
-    """Train `model` in place; returns the last logged metrics.
+    """Run the recipe's stages in order; returns the last logged metrics.
 
-    `until` stops early at that step (checkpointed) without changing the LR schedule, so a
+    `until` stops at that global step (checkpointed) without changing any schedule, so a
     long recipe can run in pieces and continue with `resume`, on any number of ranks.
     """
     rank, size = world()
-    tc, cfg = recipe.train, model.cfg
+    tc = recipe.train
     if tc.batch_size % (size * tc.grad_accum):
         raise ValueError(
             f"batch_size {tc.batch_size} is not divisible by "
             f"{size} ranks x {tc.grad_accum} accumulation steps"
         )
-    micro = tc.batch_size // (size * tc.grad_accum)
     device = torch.device(
         f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     )
     model.to(device)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    batcher = Batcher(tokenizer, cfg)
     state_dir = out / "trainer_state"
-    start = 0
+    pos = Position()
     if resume and (state_dir / "state.json").is_file():
-        start = json.loads((state_dir / "state.json").read_text())["step"]
-        opt.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
-        log(f"resumed at step {start} from {state_dir}")
+        pos = Position.load(state_dir)
+        log(
+            f"resumed at step {pos.global_step} (stage {recipe.stages[min(pos.stage, len(recipe.stages) - 1)].name}, "
+            f"step {pos.step}) from {state_dir}"
+        )
     if rank == 0:
-        log(f"parameters: {parameter_counts(model)}; {size} rank(s), {micro} samples/micro-batch")
+        log(
+            f"parameters: {parameter_counts(model)}; {size} rank(s), "
+            f"{tc.batch_size // (size * tc.grad_accum)} samples/micro-batch"
+        )
     metrics: dict = {}
-    history: list[dict] = []
+    while pos.stage < len(recipe.stages):
+        stage = recipe.stages[pos.stage]
+        metrics = _run_stage(
+            recipe,
+            stage,
+            model,
+            tokenizer,
+            source,
+            eval_source,
+            out,
+            pos,
+            device,
+            until,
+            log,
+            resume_optimizer=resume and pos.step > 0,
+        )
+        if pos.step < stage.steps:  # stopped by `until`
+            break
+        pos = Position(pos.stage + 1, 0, pos.global_step)
+        resume = False
+    return metrics
+
+
+def _run_stage(
+    recipe,
+    stage,
+    model,
+    tokenizer,
+    source,
+    eval_source,
+    out,
+    pos,
+    device,
+    until,
+    log,
+    resume_optimizer,
+) -> dict:
+    rank, size = world()
+    tc, cfg = recipe.train, model.cfg
+    micro = tc.batch_size // (size * tc.grad_accum)
+    params = set_trainable(model, stage.trainable)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
+    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=tc.weight_decay)
+    state_dir = out / "trainer_state"
+    if resume_optimizer:
+        opt.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+    tasks = tuple(t for t, _ in stage.task_weights)
+    weights = np.array([w for _, w in stage.task_weights], dtype=np.float64)
+    batcher = Batcher(tokenizer, cfg)
+    seed = tc.seed * 1000 + pos.stage  # each stage draws its own samples
+    if rank == 0:
+        log(
+            f"stage {pos.stage + 1}/{len(recipe.stages)} {stage.name}: {stage.steps} steps, "
+            f"trainable={stage.trainable}, chunks/sample={stage.chunks_per_sample}"
+        )
+    metrics: dict = {}
     t0, seen = time.time(), 0
-    stop = min(tc.steps, until or tc.steps)
-    for step in range(start, stop):
+    while pos.step < stage.steps and (until is None or pos.global_step < until):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, recipe)
+            g["lr"] = lr_at(pos.step, stage)
         model.train()
         opt.zero_grad(set_to_none=True)
         batches = []
         for a in range(tc.grad_accum):
-            first = step * tc.batch_size + (rank * tc.grad_accum + a) * micro
+            first = pos.step * tc.batch_size + (rank * tc.grad_accum + a) * micro
             segs = [
                 draw(
                     source,
-                    tc.seed,
+                    seed,
                     first + i,
-                    tc.tasks,
-                    tc.chunks_per_sample,
+                    tasks,
+                    stage.chunks_per_sample,
                     cfg.chunk_ms,
-                    tc.focus_prob,
+                    stage.focus_prob,
+                    weights / weights.sum(),
                 )
                 for i in range(micro)
             ]
             batches.append(batcher(segs, model))
-        totals = label_counts(batches)
-        if size > 1:  # normalise by the whole step's counts: 2 ranks == 1 process, exactly
-            vals = torch.tensor([totals[k] for k in sorted(totals)], dtype=torch.float64)
-            dist.all_reduce(vals)
-            totals = dict(zip(sorted(totals), vals.tolist(), strict=True))
+        totals = _all_sum(label_counts(batches), size)  # 2 ranks == 1 process, exactly
         sums: dict[str, float] = {}
         for pcm, lays, ctc in batches:
-            parts = ddp(pcm.to(device), lays, ctc)
-            terms = combine_losses(parts, totals, tc.loss)
+            terms = combine_losses(ddp(pcm.to(device), lays, ctc), totals, tc.loss)
             (terms["loss"] * size).backward()  # DDP averages gradients over ranks
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        pos.step += 1
+        pos.global_step += 1
         seen += tc.batch_size
-        if size > 1:  # each rank holds its share of the step's means
-            vals = torch.tensor([sums[k] for k in sorted(sums)], dtype=torch.float64)
-            dist.all_reduce(vals)
-            sums = dict(zip(sorted(sums), vals.tolist(), strict=True))
-        history.append({"step": step + 1, **sums})
-        if rank == 0 and ((step + 1) % tc.log_every == 0 or step + 1 == stop):
-            rate = seen / (time.time() - t0)
+        sums = _all_sum(sums, size)  # each rank held its share of the step's means
+        last = pos.step == stage.steps or pos.global_step == until
+        if rank != 0:
+            continue
+        with open(out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps({"step": pos.global_step, "stage": stage.name, **sums}) + "\n")
+        if pos.step % tc.log_every == 0 or last:
             metrics = {
-                "step": step + 1,
+                "step": pos.global_step,
+                "stage": stage.name,
                 **{k: round(v, 4) for k, v in sums.items()},
-                "lr": round(lr_at(step, recipe), 6),
-                "samples_per_s": round(rate, 2),
+                "lr": round(lr_at(pos.step - 1, stage), 6),
+                "samples_per_s": round(seen / (time.time() - t0), 2),
             }
             log(" ".join(f"{k}={v}" for k, v in metrics.items()))
-        last = step + 1 == stop
-        if rank == 0 and eval_source is not None and ((step + 1) % tc.eval_every == 0 or last):
-            ev = evaluate(model, batcher, eval_source, recipe, device)
+        if eval_source is not None and (pos.step % tc.eval_every == 0 or last):
+            ev = evaluate(model, batcher, eval_source, recipe, stage, device)
             log("eval " + " ".join(f"{k}={v}" for k, v in ev.items()))
             metrics.update({f"eval_{k}": v for k, v in ev.items()})
-        if rank == 0 and ((step + 1) % tc.ckpt_every == 0 or last):
-            save_checkpoint(model, tokenizer, out, extra={"recipe": recipe.name, "step": step + 1})
+        if pos.step % tc.ckpt_every == 0 or last:
+            save_checkpoint(
+                model,
+                tokenizer,
+                out,
+                extra={
+                    "recipe": recipe.name,
+                    "step": pos.global_step,
+                    "stage": stage.name,
+                    "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
+                },
+            )
             state_dir.mkdir(exist_ok=True)
             torch.save(opt.state_dict(), state_dir / "optimizer.pt.tmp")
             os.replace(state_dir / "optimizer.pt.tmp", state_dir / "optimizer.pt")
-            (state_dir / "state.json").write_text(json.dumps({"step": step + 1}))
-    if rank == 0:
-        with open(out / "train_log.jsonl", "a") as f:
-            for row in history:
-                f.write(json.dumps(row) + "\n")
+            (state_dir / "state.json").write_text(json.dumps(pos.__dict__))
     return metrics
+
+
+def _all_sum(values: dict[str, float], size: int) -> dict[str, float]:
+    if size == 1:
+        return values
+    keys = sorted(values)
+    vals = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(vals)
+    return dict(zip(keys, vals.tolist(), strict=True))
 
 
 @torch.no_grad()
 def evaluate(
-    model: SoundFlowModel, batcher: Batcher, source: StreamSource, recipe: Recipe, device
+    model: SoundFlowModel,
+    batcher: Batcher,
+    source: StreamSource,
+    recipe: Recipe,
+    stage: Stage,
+    device,
 ) -> dict:
     """Losses and control-token accuracy on fixed eval segments (seeded apart from training)."""
-    tc = recipe.train
     model.eval()
+    tasks = tuple(t for t, _ in stage.task_weights)
     segs = [
         draw(
             source,
-            tc.seed + 7919,
+            recipe.train.seed + 7919,
             i,
-            tc.tasks,
-            tc.chunks_per_sample,
+            tasks,
+            stage.chunks_per_sample,
             model.cfg.chunk_ms,
-            tc.focus_prob,
+            stage.focus_prob,
         )
-        for i in range(tc.eval_samples)
+        for i in range(recipe.train.eval_samples)
     ]
     pcm, lays, ctc = batcher(segs, model)
     pcm = pcm.to(device)
-    parts = model(pcm, lays, ctc)
-    out = combine_losses(parts, label_counts([(pcm, lays, ctc)]), tc.loss)
-    from soundflow.train.sequence import collate
-
+    terms = combine_losses(
+        model(pcm, lays, ctc), label_counts([(pcm, lays, ctc)]), recipe.train.loss
+    )
     embeds, _ = model.audio_embeds(pcm)
     inputs, mask, stream, _ = collate(lays, embeds, model.decoder.get_input_embeddings())
     logits = model.decoder(inputs_embeds=inputs, attention_mask=mask).logits
     pick = stream != IGNORE
     pair = logits[..., [batcher.silence, batcher.respond]].argmax(-1)
     pred = torch.where(pair == 1, batcher.respond, batcher.silence)
-    acc = (pred[pick] == stream[pick]).float().mean().item()
-    return {"loss": round(out["loss"].item(), 4), "control_accuracy": round(acc, 4)}
+    respond = stream[pick] == batcher.respond
+    hits = pred[pick] == stream[pick]
+    return {
+        "loss": round(terms["loss"].item(), 4),
+        "control_accuracy": round(hits.float().mean().item(), 4),
+        "respond_recall": round(hits[respond].float().mean().item(), 4) if respond.any() else None,
+    }
