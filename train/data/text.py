@@ -13,7 +13,20 @@ import numpy as np
 from soundflow.protocol import intent_tag
 
 WAKE = "hey flow"  # optional: comprehension, not a keyword, decides whether to answer
-NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "ten", "fifteen", "twenty", "thirty")
+NUMBERS = (
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "ten",
+    "fifteen",
+    "twenty",
+    "thirty",
+)
 
 _SLOTS = {
     "person": ("mom", "dad", "anna", "the kids", "your brother", "the neighbour", "my boss", "sam"),
@@ -94,24 +107,48 @@ def instruction(rng: np.random.Generator, intent: str, pronoun: str = "she") -> 
     if intent == "timer":
         n = str(rng.choice(NUMBERS))
         unit = "minute" if n == "one" else "minutes"
-        text = str(rng.choice(("set a timer for {n} {u}", "start a {n} {u} timer", "time {n} {u} please")))
-        return Instruction(intent, wake + text.format(n=n, u=unit), f"{intent_tag('timer')} timer set for {n} {unit}")
+        text = str(
+            rng.choice(("set a timer for {n} {u}", "start a {n} {u} timer", "time {n} {u} please"))
+        )
+        return Instruction(
+            intent,
+            wake + text.format(n=n, u=unit),
+            f"{intent_tag('timer')} timer set for {n} {unit}",
+        )
     if intent == "lights":
         state = str(rng.choice(("on", "off")))
-        text = str(rng.choice(("turn the lights {s}", "switch the lights {s}", "lights {s} please")))
-        return Instruction(intent, wake + text.format(s=state), f"{intent_tag('lights')} turning the lights {state}")
+        text = str(
+            rng.choice(("turn the lights {s}", "switch the lights {s}", "lights {s} please"))
+        )
+        return Instruction(
+            intent,
+            wake + text.format(s=state),
+            f"{intent_tag('lights')} turning the lights {state}",
+        )
     if intent == "volume":
         way = str(rng.choice(("up", "down")))
         text = str(rng.choice(("turn the volume {w}", "volume {w} please", "turn it {w} a bit")))
-        return Instruction(intent, wake + text.format(w=way), f"{intent_tag('volume')} volume {way}")
+        return Instruction(
+            intent, wake + text.format(w=way), f"{intent_tag('volume')} volume {way}"
+        )
     if intent == "history_sound":
-        text = str(rng.choice(("what was that noise", "what was that sound", "what did i just hear")))
+        text = str(
+            rng.choice(("what was that noise", "what was that sound", "what did i just hear"))
+        )
         return Instruction(intent, wake + text, intent_tag("history") + " {answer}")
     if intent == "history_speech":
-        text = str(rng.choice(("what did {p} just say", "what did {p} say", "sorry what did {p} say")))
-        return Instruction(intent, wake + text.format(p=pronoun), intent_tag("history") + " {answer}")
+        text = str(
+            rng.choice(("what did {p} just say", "what did {p} say", "sorry what did {p} say"))
+        )
+        return Instruction(
+            intent, wake + text.format(p=pronoun), intent_tag("history") + " {answer}"
+        )
     if intent == "history_alert":
-        text = str(rng.choice(("did any alarm go off", "was there an alarm", "did i miss anything important")))
+        text = str(
+            rng.choice(
+                ("did any alarm go off", "was there an alarm", "did i miss anything important")
+            )
+        )
         return Instruction(intent, wake + text, intent_tag("history") + " {answer}")
     raise ValueError(f"unknown intent {intent!r}")
 
@@ -124,7 +161,11 @@ def answer_sound(caption: str | None) -> str:
 
 
 def answer_speech(pronoun: str, said: str | None) -> str:
-    return f"{pronoun} said {said}" if said else f"i did not hear {'him' if pronoun == 'he' else 'her'} say anything"
+    return (
+        f"{pronoun} said {said}"
+        if said
+        else f"i did not hear {'him' if pronoun == 'he' else 'her'} say anything"
+    )
 
 
 def answer_alert(caption: str | None) -> str:

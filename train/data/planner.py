@@ -1,0 +1,177 @@
+"""Hierarchical event selection, top level: scenario -> an ordered plan of events.
+
+The default planner is a seeded grammar; any object with `plan(...)` (an LLM prompt, a
+script) can replace it as long as it returns a `Plan`, which round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from . import text
+from .recipe import EVENT_KINDS, Recipe
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    beds: tuple[str, ...]  # procedural bed names (procedural.BEDS)
+    alerts: tuple[str, ...]  # alert-worthy labels that fit the place
+    ordinary: tuple[str, ...]  # everyday labels
+    negatives: tuple[str, ...]  # sounds that resemble alerts but are not
+    tv_share: float = 0.0  # share of speech that comes from a TV (band-limited, music)
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("kitchen_night", ("hum", "room"), ("smoke_alarm", "kettle_whistle", "glass_break", "co_alarm", "alarm_clock"),
+                 ("dishes", "water_tap", "clock_tick", "footsteps", "steam_hiss", "paper_crumple"),
+                 ("kettle_boil", "microwave_beep", "notification_chime")),
+        Scenario("street_crossing", ("traffic", "wind", "rain"), ("siren", "car_horn", "explosion"),
+                 ("engine", "dog_bark", "footsteps", "bird_chirp", "impact"), ("phone_busy_tone",)),
+        Scenario("workshop", ("hum", "room"), ("alarm", "co_alarm", "smoke_alarm", "glass_break", "explosion"),
+                 ("engine", "vacuum", "machinery", "steam_hiss", "impact", "typing"), ("microwave_beep", "notification_chime")),
+        Scenario("nursery", ("room", "hum", "rain"), ("baby_cry", "doorbell", "smoke_alarm", "phone_ring"),
+                 ("music", "bird_chirp", "footsteps", "cough", "clock_tick"), ("notification_chime",)),
+        Scenario("office", ("hum", "room"), ("phone_ring", "smoke_alarm", "alarm"),
+                 ("typing", "footsteps", "cough", "clock_tick", "paper_crumple", "camera_shutter"),
+                 ("notification_chime", "phone_ringback", "phone_busy_tone")),
+        Scenario("living_room_tv", ("room", "rain"), ("doorbell", "phone_ring", "glass_break", "baby_cry"),
+                 ("music", "applause", "dog_bark", "knock", "footsteps", "vacuum"), ("notification_chime", "bell"),
+                 tv_share=0.4),
+    )
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PlannedEvent:
+    """One abstract event; the renderer grounds it with a clip or a synthesizer."""
+
+    kind: str  # "sound", "speech", "tv", "shout", "instruction"
+    gap_s: float  # bed-only time before it starts, after the previous event ends
+    label: str = ""  # sound label, or "chatter"/"hard_negative" for speech
+    speaker: int = 0  # index into the stream's speakers (0 addresses the device)
+    text: str = ""  # fixed wording, if the plan chooses it
+    intent: str = ""  # for instructions
+    snr_db: float = 10.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: str
+    bed: str
+    duration: float
+    n_speakers: int
+    events: tuple[PlannedEvent, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, s: str) -> Plan:
+        d = json.loads(s)
+        d["events"] = tuple(PlannedEvent(**e) for e in d["events"])
+        return cls(**d)
+
+
+class Planner(Protocol):
+    def plan(self, scenario: Scenario, duration: float, rng: np.random.Generator, recipe: Recipe,
+             labels: set[str]) -> Plan: ...  # fmt: skip
+
+
+class GrammarPlanner:
+    """Seeded grammar: pick an event kind by the recipe's shares, then its concrete form."""
+
+    mean_event_s = 3.5  # rough length of a grounded event, to fill the stream
+
+    def plan(self, scenario: Scenario, duration: float, rng: np.random.Generator, recipe: Recipe,
+             labels: set[str]) -> Plan:  # fmt: skip
+        kinds = [k for k in EVENT_KINDS if recipe.task_shares.get(k, 0) > 0]
+        weights = np.array([recipe.task_shares[k] for k in kinds], np.float64)
+        weights /= weights.sum()
+        pick = lambda names: [n for n in names if n in labels]  # noqa: E731
+        alerts, ordinary, negatives = (
+            pick(scenario.alerts),
+            pick(scenario.ordinary),
+            pick(scenario.negatives),
+        )
+        n_speakers = int(rng.integers(2, 4))  # the device's user plus 1-2 others
+        mean_gap = max(0.5, 60.0 / recipe.events_per_minute - self.mean_event_s)
+        events: list[PlannedEvent] = []
+        t = 0.0
+        window_end = 0.0
+        while t < duration:
+            gap = float(rng.uniform(0.5, 3.0) if not events else 0.5 + rng.exponential(mean_gap))
+            if t + gap >= window_end:  # a new 30 s window: maybe leave it to the bed
+                window_end = (int((t + gap) // 30) + 1) * 30.0
+                if rng.uniform() < recipe.silence_ratio:
+                    gap = window_end - t + float(rng.uniform(0, 2))
+                    window_end += 30.0
+            snr = float(rng.uniform(*recipe.snr_db))
+            kind = str(rng.choice(kinds, p=weights))
+            new = self._event(
+                kind, gap, snr, rng, scenario, alerts, ordinary, negatives, n_speakers
+            )
+            events += new
+            t += gap + self.mean_event_s * len(new)
+        return Plan(
+            scenario.name, str(rng.choice(scenario.beds)), duration, n_speakers, tuple(events)
+        )
+
+    def _event(self, kind, gap, snr, rng, scenario, alerts, ordinary, negatives, n_speakers):
+        other = lambda: int(rng.integers(1, n_speakers))  # noqa: E731 (not the device's user)
+        if kind == "alert" and (alerts and rng.uniform() > 0.1):
+            return [PlannedEvent("sound", gap, str(rng.choice(alerts)), snr_db=snr)]
+        if kind == "alert":
+            return [
+                PlannedEvent(
+                    "shout", gap, "shout_for_help", other(), text.shout(rng), snr_db=snr + 5
+                )
+            ]
+        if kind == "ordinary" and ordinary:
+            return [PlannedEvent("sound", gap, str(rng.choice(ordinary)), snr_db=snr)]
+        if kind == "hard_negative" and negatives and rng.uniform() < 0.5:
+            return [PlannedEvent("sound", gap, str(rng.choice(negatives)), snr_db=snr)]
+        if kind == "hard_negative":
+            return [
+                PlannedEvent(
+                    "speech", gap, "hard_negative", other(), text.hard_negative(rng), snr_db=snr
+                )
+            ]
+        if kind == "assist":
+            intent = str(rng.choice(text.INTENTS))
+            return [
+                PlannedEvent(
+                    "instruction", gap, "instruction", 0, intent=intent, snr_db=max(snr, 8.0)
+                )
+            ]
+        # speech: a TV line, or a short exchange between the people in the room
+        if rng.uniform() < scenario.tv_share:
+            return [PlannedEvent("tv", gap, "tv", n_speakers, text.chatter(rng), snr_db=snr - 3)]
+        turns = int(rng.integers(1, 4))
+        first = other()
+        speakers = [first if k % 2 == 0 else int(rng.integers(0, n_speakers)) for k in range(turns)]
+        return [
+            PlannedEvent(
+                "speech",
+                gap if k == 0 else float(rng.uniform(0.2, 0.8)),
+                "chatter",
+                s,
+                text.chatter(rng),
+                snr_db=snr,
+            )
+            for k, s in enumerate(speakers)
+        ]
+
+
+def choose_scenario(rng: np.random.Generator, recipe: Recipe) -> Scenario:
+    names = recipe.scenarios or tuple(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenarios {unknown}; known: {sorted(SCENARIOS)}")
+    return SCENARIOS[str(rng.choice(names))]
