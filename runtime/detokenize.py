@@ -62,7 +62,9 @@ class Detokenizer:
                 f"{path}: not a readable tokenizer.json ({e}); re-run `soundflow export`"
             ) from None
         if model.get("type") != "BPE":
-            raise BundleError(f"{path}: tokenizer model is {model.get('type')}, need byte-level BPE")
+            raise BundleError(
+                f"{path}: tokenizer model is {model.get('type')}, need byte-level BPE"
+            )
         decoder = spec.get("decoder") or {}
         if decoder.get("type") != "ByteLevel":
             raise BundleError(

@@ -127,12 +127,12 @@ def array_blocks(audio: np.ndarray, sample_rate: int) -> Iterator[np.ndarray]:
     """In-memory audio, shape (frames,) or (frames, channels), any rate."""
     audio = np.asarray(audio)
     if audio.ndim == 2 and audio.shape[0] < audio.shape[1] and audio.shape[0] <= 8:
-        raise SourceError(
-            f"audio has shape {audio.shape}: pass (frames, channels), e.g. audio.T"
-        )
+        raise SourceError(f"audio has shape {audio.shape}: pass (frames, channels), e.g. audio.T")
     if audio.ndim not in (1, 2) or sample_rate <= 0:
-        raise SourceError(f"audio must be (frames,) or (frames, channels) at a positive rate, "
-                          f"got shape {audio.shape} at {sample_rate} Hz")
+        raise SourceError(
+            f"audio must be (frames,) or (frames, channels) at a positive rate, "
+            f"got shape {audio.shape} at {sample_rate} Hz"
+        )
     if audio.dtype.kind == "i":
         audio = audio.astype(np.float32) / np.float32(np.iinfo(audio.dtype).max + 1)
     mono = _to_mono(audio.astype(np.float32, copy=False))
@@ -333,7 +333,10 @@ def file_source(path: str | Path, realtime: bool = False) -> Source:
 
 
 def stdin_source(
-    fmt: str = "s16le", rate: int = SAMPLE_RATE, channels: int = 1, realtime: bool = False,
+    fmt: str = "s16le",
+    rate: int = SAMPLE_RATE,
+    channels: int = 1,
+    realtime: bool = False,
     stream: BinaryIO | None = None,
 ) -> Source:
     blocks = raw_blocks(stream if stream is not None else sys.stdin.buffer, fmt, rate, channels)

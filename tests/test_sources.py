@@ -40,7 +40,8 @@ def _peak_hz(x: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize(
-    "fmt,rate,channels", [("wav", 44_100, 2), ("flac", 8_000, 1), ("ogg", 48_000, 3), ("wav", 16_000, 1)]
+    "fmt,rate,channels",
+    [("wav", 44_100, 2), ("flac", 8_000, 1), ("ogg", 48_000, 3), ("wav", 16_000, 1)],
 )
 def test_file_any_rate_and_channels_becomes_16k_mono_chunks(tmp_path, fmt, rate, channels):
     path = tmp_path / f"tone.{fmt}"
@@ -117,7 +118,7 @@ def test_realtime_pacing_delivers_chunks_no_earlier_than_the_audio(tmp_path):
     t0 = time.monotonic()
     src.start()
     arrivals = []
-    while (c := src.read_chunk(CHUNK_SAMPLES)) is not None:
+    while src.read_chunk(CHUNK_SAMPLES) is not None:
         arrivals.append(time.monotonic() - t0)
     assert len(arrivals) == 3 and src.overruns == 0
     for i, t in enumerate(arrivals):  # chunk i ends at (i+1)*0.4 s of stream time

@@ -1,0 +1,290 @@
+"""`soundflow listen` and `soundflow devices`: a thin layer over `soundflow.Listener`."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import time
+
+import click
+
+from soundflow.manifest import BundleError
+
+
+class _Out:
+    """JSONL/console writer on a raw file descriptor: every line is written (and on disk,
+    for a redirected file) when its event happens, and a full disk is reported, not hidden
+    in a buffer that fails at exit."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def line(self, text: str) -> None:
+        data = (text + "\n").encode("utf-8")
+        while data:
+            try:
+                n = os.write(self.fd, data)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            data = data[n:]
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+
+
+def _human(ev, color: bool) -> str | None:
+    def style(text, **kw):
+        return click.style(text, **kw) if color else text
+
+    if ev.type == "response":
+        stamp = style(f"[{ev.t:8.1f}s]", fg="cyan")
+        tag = ""
+        if ev.tags.get("alert"):
+            tag = style(f"ALERT {ev.tags['alert']} ", fg="red", bold=True)
+        elif ev.tags.get("intent"):
+            tag = style(f"{ev.tags['intent']} ", fg="yellow", bold=True)
+        lat = style(
+            f"(p={ev.probability:.2f}, decision {ev.decision_latency_ms:.0f} ms, "
+            f"first token {ev.first_token_latency_ms:.0f} ms)",
+            dim=True,
+        )
+        return f"{stamp} {tag}{ev.text or style('<empty>', dim=True)}  {lat}"
+    if ev.type == "stats":
+        return style(
+            f"[{ev.t:8.1f}s] · {ev.chunks} chunks, decision p50 {ev.decision_p50_ms:.0f} ms / "
+            f"p99 {ev.decision_p99_ms:.0f} ms, queued {ev.queued}, overruns {ev.overruns}, "
+            f"cache {ev.cache_entries} ({ev.cache_evictions} evictions)",
+            dim=True,
+        )
+    if ev.type == "summary":
+        return style(
+            f"done: {ev.t:.1f} s of audio in {ev.wall_s:.1f} s, {ev.chunks} chunks, "
+            f"{ev.responses} responses ({ev.suppressed} withheld), overruns {ev.overruns}, "
+            f"stalls {ev.stalls}, decision latency p50 {ev.decision_p50_ms:.1f} ms "
+            f"p99 {ev.decision_p99_ms:.1f} ms ({ev.scheduling})",
+            bold=True,
+        )
+    return None
+
+
+@click.command()
+@click.option(
+    "--input",
+    "-i",
+    "input_",
+    metavar="FILE|-",
+    help="Audio file (wav/flac/ogg, any rate), or - for raw PCM on stdin.",
+)
+@click.option(
+    "--device", "-d", metavar="ID", help="Microphone by index or name (see `soundflow devices`)."
+)
+@click.option(
+    "--demo", is_flag=True, help="Play the bundled demo stream through the default bundle."
+)
+@click.option(
+    "--bundle", "-b", type=click.Path(), help="Bundle directory (default: the embedded default)."
+)
+@click.option("--mode", "-m", help="Task prompt from the bundle's manifest (default: its first).")
+@click.option(
+    "--realtime/--fast",
+    default=None,
+    help="Pace file/stdin input like a microphone, or run as fast as possible (default: realtime for files, fast for stdin).",
+)
+@click.option("--jsonl", is_flag=True, help="One JSON object per event on stdout, then a summary.")
+@click.option("--threshold", type=float, help="p(<respond>) needed to respond (default: manifest).")
+@click.option(
+    "--refractory", type=float, help="Seconds before the same alert/intent tag may fire again."
+)
+@click.option("--max-tokens", type=int, help="Longest response in tokens.")
+@click.option("--cache-budget", type=int, help="Decoder KV slots (default: the bundle's capacity).")
+@click.option(
+    "--cache-policy",
+    type=click.Choice(["evict", "reprefill"]),
+    default="evict",
+    show_default=True,
+    help="At the budget: keep sinks + a sliding window, or re-prefill them.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    help="Intra-op threads per ONNX session (default: cores split between encoder and decoder).",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
+@click.option(
+    "--sync", is_flag=True, help="Encode and decode in one thread (the benchmark baseline)."
+)
+@click.option(
+    "--stats",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds of stream between stats events (0: none).",
+)
+@click.option(
+    "--raw-format",
+    type=click.Choice(["s16le", "f32le"]),
+    default="s16le",
+    show_default=True,
+    help="Raw PCM on stdin: sample format.",
+)
+@click.option(
+    "--raw-rate", type=int, default=16000, show_default=True, help="Raw PCM on stdin: sample rate."
+)
+@click.option(
+    "--raw-channels", type=int, default=1, show_default=True, help="Raw PCM on stdin: channels."
+)
+def listen(
+    input_,
+    device,
+    demo,
+    bundle,
+    mode,
+    realtime,
+    jsonl,
+    threshold,
+    refractory,
+    max_tokens,
+    cache_budget,
+    cache_policy,
+    threads,
+    provider,
+    int8,
+    sync,
+    stats,
+    raw_format,
+    raw_rate,
+    raw_channels,
+) -> None:
+    """Listen to a microphone, a file or stdin and print responses as they happen.
+
+    \b
+    Examples:
+      soundflow listen --demo
+      soundflow listen --input kitchen.wav --fast --jsonl > events.jsonl
+      arecord -f S16_LE -r 16000 -c 1 -t raw | soundflow listen --input -
+      soundflow listen --device 2 --mode alert
+
+    Ctrl-C stops capturing and still reports the audio already captured.
+    """
+    from soundflow.runtime.listener import Listener
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.sources import SourceError, array_source, stdin_source
+
+    if sum(x is not None and x is not False for x in (input_, device, demo or None)) > 1:
+        raise click.UsageError("give at most one of --input, --device and --demo")
+    is_stdin = input_ == "-"
+    if realtime is None:
+        realtime = not is_stdin
+    try:
+        options = RuntimeOptions(
+            mode=mode,
+            threshold=threshold,
+            refractory_s=refractory,
+            max_response_tokens=max_tokens,
+            cache_budget=cache_budget,
+            cache_policy=cache_policy,
+            realtime=realtime,
+            asynchronous=not sync,
+            threads=threads,
+            provider=provider,
+            stats_every_s=stats,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        listener = Listener(bundle, options=options, variant="int8" if int8 else "fp32")
+        spec = listener.engine.spec
+        if demo:
+            from soundflow.runtime.demo import find_demo_file, procedural_demo
+
+            found = find_demo_file(spec.path)
+            source = (
+                str(found) if found else array_source(procedural_demo(), spec.sample_rate, realtime)
+            )
+            listener._input = source
+        elif is_stdin:
+            listener._input = stdin_source(raw_format, raw_rate, raw_channels, realtime)
+        else:
+            listener._input = input_
+            listener._device = device
+        listener.start()
+    except (BundleError, SourceError) as e:
+        raise click.ClickException(str(e)) from None
+
+    src = listener.loop.source.name
+    warn = "" if spec.trained else "  [UNTRAINED smoke model: responses are placeholders]"
+    click.echo(
+        f"soundflow listen · bundle {spec.path} · {spec.label} · mode {listener.mode} · "
+        f"{src} · {'realtime' if realtime else 'fast'} · {listener.engine.providers[0]}{warn}",
+        err=True,
+    )
+    click.echo("listening (Ctrl-C to stop)", err=True)
+    out = _Out(sys.stdout.fileno())
+    color = _color() and not jsonl
+    write_error: str | None = None
+    summary = None
+    events = listener.events()
+    while True:
+        try:
+            ev = next(events, None)
+        except KeyboardInterrupt:
+            click.echo(
+                "stopping: reporting the audio already captured (Ctrl-C again to quit now)",
+                err=True,
+            )
+            listener.stop()
+            continue
+        if ev is None:
+            break
+        if ev.type == "summary":
+            summary = ev
+        if write_error is None:
+            try:
+                text = json.dumps(ev.to_json(), ensure_ascii=False) if jsonl else _human(ev, color)
+                if text is not None:
+                    out.line(text)
+            except OSError as e:
+                what = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+                write_error = (
+                    f"cannot write output ({what}); every line before this one was written: "
+                    "free space or redirect to another disk"
+                )
+                listener.stop()
+    listener.wait()
+    if write_error:
+        raise click.ClickException(write_error)
+    if summary is not None and summary.error:
+        raise click.ClickException(summary.error)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def devices(as_json: bool) -> None:
+    """List audio input devices (for `soundflow listen --device ID`)."""
+    from soundflow.runtime.mic import list_input_devices
+    from soundflow.runtime.sources import SourceError
+
+    try:
+        found = list_input_devices()
+    except SourceError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no input devices found")
+    for d in found:
+        star = "*" if d["default"] else " "
+        click.echo(
+            f"{star}{d['index']:3d}  {d['name']}  ({d['hostapi']}, {d['channels']} ch, {d['samplerate']} Hz)"
+        )

@@ -1,0 +1,201 @@
+"""Load and verify a bundle (ARCHITECTURE.md, Contract 3) before anything runs.
+
+`read_manifest` checks format, version, sizes and hashes; here the manifest's fields are
+parsed into a `BundleSpec`, and once ONNX Runtime has opened the graphs, every input and
+output name, dtype and fixed dimension is checked against the manifest. Every failure is
+a `BundleError` that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from soundflow import protocol
+from soundflow.manifest import BundleError, StateSpec, TensorSpec, read_manifest
+
+# ONNX Runtime's type strings for the manifest's numpy dtype names.
+ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "float16": "tensor(float16)"}
+FIX = "re-run `soundflow export CHECKPOINT --out DIR`"
+
+
+def default_bundle_dir() -> Path:
+    """The embedded default bundle shipped inside the package."""
+    return Path(str(resources.files("soundflow") / "assets" / "default_bundle"))
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """What the runtime needs from a manifest, parsed and checked once."""
+
+    path: Path
+    manifest: dict[str, Any]
+    sample_rate: int
+    chunk_ms: int
+    chunk_samples: int
+    embeds_per_chunk: int
+    hidden: int
+    vocab: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    cache_capacity: int
+    mask_value: float
+    encoder_file: Path
+    decoder_file: Path
+    encoder_inputs: tuple[TensorSpec, ...]
+    encoder_outputs: tuple[TensorSpec, ...]
+    encoder_state: tuple[StateSpec, ...]
+    decoder_inputs: tuple[TensorSpec, ...]
+    decoder_outputs: tuple[TensorSpec, ...]
+    embeddings_file: Path
+    tokenizer_file: Path
+    control: dict[str, int]  # silence, respond, eos, bos
+    special: dict[str, int]  # every special token -> id
+    tasks: dict[str, tuple[int, ...]]  # mode -> prompt ids
+    decision: dict[str, Any]  # threshold, refractory_s, max_response_tokens
+    trained: bool
+    label: str  # a human name for banners: "smoke (untrained)"
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(self.tasks)
+
+    @property
+    def tag_ids(self) -> dict[int, str]:
+        """Special ids of <alert:x>/<intent:x> tags."""
+        return {i: t for t, i in self.special.items() if protocol.TAG_PATTERN.fullmatch(t)}
+
+    def prompt(self, mode: str | None) -> tuple[str, tuple[int, ...]]:
+        if mode is None:
+            mode = self.modes[0]
+        if mode not in self.tasks:
+            raise BundleError(
+                f"mode {mode!r} is not one of this bundle's task prompts {list(self.modes)} "
+                f"({self.path / 'manifest.json'}); pass --mode with one of them"
+            )
+        return mode, self.tasks[mode]
+
+
+def _get(m: dict[str, Any], dotted: str, path: Path) -> Any:
+    cur: Any = m
+    for key in dotted.split("."):
+        if not isinstance(cur, dict) or key not in cur:
+            raise BundleError(f"{path}: manifest lacks `{dotted}`; {FIX} with this soundflow")
+        cur = cur[key]
+    return cur
+
+
+def load_spec(
+    bundle_dir: Path | str | None = None, verify_hashes: bool = True, variant: str = "fp32"
+) -> BundleSpec:
+    """Read and check `manifest.json`; `variant` "int8" picks the quantized graphs."""
+    path = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
+    m = read_manifest(path, verify_hashes=verify_hashes)
+    mpath = path / "manifest.json"
+    g = lambda key: _get(m, key, mpath)  # noqa: E731
+    enc_file, dec_file = g("encoder.file"), g("decoder.file")
+    if variant != "fp32":
+        variants = m.get("variants", {})
+        if variant not in variants:
+            raise BundleError(
+                f"{mpath}: no {variant!r} graphs (variants: {sorted(variants) or 'none'}); "
+                f"add them with `soundflow export --{variant}` or run fp32"
+            )
+        enc_file, dec_file = variants[variant]["encoder"], variants[variant]["decoder"]
+    model = m.get("model", {})
+    trained = bool(model.get("trained", False))
+    name = model.get("recipe") or model.get("name") or path.name
+    chunk_samples = int(g("audio.chunk_samples"))
+    tasks = {t: tuple(int(i) for i in v["prompt_ids"]) for t, v in g("tasks").items()}
+    if not tasks:
+        raise BundleError(f"{mpath}: lists no task prompts; {FIX}")
+    decision = dict(g("decision"))
+    for key in ("threshold", "refractory_s", "max_response_tokens"):
+        if key not in decision:
+            raise BundleError(f"{mpath}: decision lacks `{key}`; {FIX}")
+    return BundleSpec(
+        path=path,
+        manifest=m,
+        sample_rate=int(g("audio.sample_rate")),
+        chunk_ms=int(g("audio.chunk_ms")),
+        chunk_samples=chunk_samples,
+        embeds_per_chunk=int(g("encoder.embeds_per_chunk")),
+        hidden=int(g("decoder.hidden_size")),
+        vocab=int(g("decoder.vocab_size")),
+        layers=int(g("decoder.num_layers")),
+        kv_heads=int(g("decoder.num_kv_heads")),
+        head_dim=int(g("decoder.head_dim")),
+        cache_capacity=int(g("decoder.cache_capacity")),
+        mask_value=float(m["decoder"].get("mask_value", -1e4)),
+        encoder_file=path / enc_file,
+        decoder_file=path / dec_file,
+        encoder_inputs=tuple(TensorSpec.from_json(s) for s in g("encoder.inputs")),
+        encoder_outputs=tuple(TensorSpec.from_json(s) for s in g("encoder.outputs")),
+        encoder_state=tuple(StateSpec.from_json(s) for s in g("encoder.state")),
+        decoder_inputs=tuple(TensorSpec.from_json(s) for s in g("decoder.inputs")),
+        decoder_outputs=tuple(TensorSpec.from_json(s) for s in g("decoder.outputs")),
+        embeddings_file=path / g("embeddings.file"),
+        tokenizer_file=path / g("tokenizer.file"),
+        control={k: int(v) for k, v in g("control_ids").items()},
+        special={k: int(v) for k, v in g("special_tokens").items()},
+        tasks=tasks,
+        decision=decision,
+        trained=trained,
+        label=f"{name}" + ("" if trained else " (untrained)"),
+    )
+
+
+def check_session(
+    session: Any, file: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> None:
+    """The graph's signature must be the manifest's: names, order-free; dtypes; fixed dims."""
+    fix = f"the graph does not match manifest.json; copy the bundle again or {FIX}"
+    for kind, got, want in (
+        ("input", session.get_inputs(), inputs),
+        ("output", session.get_outputs(), outputs),
+    ):
+        have = {a.name: a for a in got}
+        names = {s.name for s in want}
+        if set(have) != names:
+            missing, extra = sorted(names - set(have)), sorted(set(have) - names)
+            raise BundleError(
+                f"{file}: {kind}s differ (missing {missing}, unexpected {extra}); {fix}"
+            )
+        for s in want:
+            arg = have[s.name]
+            if ORT_TYPES.get(s.dtype) != arg.type:
+                raise BundleError(
+                    f"{file}: {kind} {s.name} is {arg.type}, manifest says {s.dtype}; {fix}"
+                )
+            if len(arg.shape) != len(s.shape):
+                raise BundleError(
+                    f"{file}: {kind} {s.name} has rank {len(arg.shape)}, manifest says "
+                    f"{list(s.shape)}; {fix}"
+                )
+            for dim_got, dim_want in zip(arg.shape, s.shape, strict=True):
+                if isinstance(dim_want, int) and isinstance(dim_got, int) and dim_got != dim_want:
+                    raise BundleError(
+                        f"{file}: {kind} {s.name} has shape {arg.shape}, manifest says "
+                        f"{list(s.shape)}; {fix}"
+                    )
+
+
+def check_consistency(spec: BundleSpec) -> None:
+    """Cross-field checks that catch a hand-edited or mismatched manifest early."""
+    mpath = spec.path / "manifest.json"
+    for name in ("silence", "respond", "eos", "bos"):
+        if name not in spec.control:
+            raise BundleError(f"{mpath}: control_ids lacks {name!r}; {FIX}")
+        if not 0 <= spec.control[name] < spec.vocab:
+            raise BundleError(
+                f"{mpath}: control id {name}={spec.control[name]} is outside the vocabulary; {FIX}"
+            )
+    if spec.chunk_samples * 1000 != spec.sample_rate * spec.chunk_ms:
+        raise BundleError(f"{mpath}: chunk_samples does not match chunk_ms at sample_rate; {FIX}")
+    names = {s.name for s in spec.encoder_inputs}
+    for st in spec.encoder_state:
+        if st.input not in names:
+            raise BundleError(f"{mpath}: encoder state {st.input} is not an encoder input; {FIX}")

@@ -1,0 +1,163 @@
+"""Engines: the weights. ONNX Runtime sessions for the encoder and the decoder behind one
+backend interface (`new_state`/`reset`, `encode`, `decode_step`), chosen by `provider=`.
+
+The engine owns the weights and is shared; a stream owns the state (encoder state
+tensors, the KV cache) and passes it in. Decoder calls use IO binding: the fixed-capacity
+cache arrays are bound once per stream, zero-copy on CPU, and updated in place between
+calls, so a step binds only its few new tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from soundflow.manifest import BundleError
+from soundflow.runtime.bundle import BundleSpec, check_consistency, check_session, load_spec
+from soundflow.runtime.detokenize import Detokenizer
+from soundflow.runtime.kvcache import KVCache
+from soundflow.runtime.options import RuntimeOptions
+
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+GPU_HINT = "pip install onnxruntime-gpu (CUDA 12) and check `nvidia-smi`"
+
+
+def select_providers(provider: str) -> list[str]:
+    """Execution providers for a flag value, from what this onnxruntime has."""
+    available = ort.get_available_providers()
+    if provider == "auto":
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + [
+            "CPUExecutionProvider"
+        ]
+    name = PROVIDER_NAMES[provider]
+    if name not in available:
+        raise BundleError(
+            f"execution provider {provider!r} is not available in this onnxruntime "
+            f"(available: {available}); {GPU_HINT}, or use --provider cpu"
+        )
+    chain = [name]
+    if provider == "tensorrt":
+        chain.append("CUDAExecutionProvider")  # for the nodes TensorRT does not take
+    return chain + ["CPUExecutionProvider"]
+
+
+def _session(path, providers: list[str], threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Two sessions share the cores in async mode: idle threads must sleep, not spin.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    except (
+        ort.capi.onnxruntime_pybind11_state.Fail,
+        ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+        ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+        ort.capi.onnxruntime_pybind11_state.NoSuchFile,
+    ) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise BundleError(
+            f"{path}: ONNX Runtime cannot load it ({first}); the file is corrupt or from an "
+            "incompatible exporter: copy the bundle again or re-run `soundflow export`"
+        ) from None
+
+
+def _zeros(shape, dtype: str) -> np.ndarray:
+    return np.zeros([1 if isinstance(d, str) else d for d in shape], dtype=dtype)
+
+
+class OrtEngine:
+    """Encoder + decoder sessions, the token-embedding table and the detokenizer."""
+
+    def __init__(
+        self,
+        bundle: BundleSpec | str | None = None,
+        options: RuntimeOptions | None = None,
+        variant: str = "fp32",
+    ) -> None:
+        self.options = options or RuntimeOptions()
+        self.spec = bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
+        spec = self.spec
+        check_consistency(spec)
+        self.providers = select_providers(self.options.provider)
+        threads = self.options.session_threads()
+        self.encoder = _session(spec.encoder_file, self.providers, threads)
+        check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
+        self.decoder = _session(spec.decoder_file, self.providers, threads)
+        check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
+        try:
+            self.embed_tokens = np.load(spec.embeddings_file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BundleError(
+                f"{spec.embeddings_file}: unreadable ({e}); re-run `soundflow export`"
+            ) from None
+        if self.embed_tokens.shape != (spec.vocab, spec.hidden):
+            raise BundleError(
+                f"{spec.embeddings_file}: shape {self.embed_tokens.shape}, the decoder needs "
+                f"({spec.vocab}, {spec.hidden}); re-run `soundflow export`"
+            )
+        self.embed_tokens = self.embed_tokens.astype(np.float32, copy=False)
+        self.detokenizer = Detokenizer.from_file(spec.tokenizer_file)
+        self._audio_name = spec.encoder_inputs[0].name
+        self._embeds_name = spec.encoder_outputs[0].name
+        self._state_out = [s.output for s in spec.encoder_state]
+        self._enc_outputs = [self._embeds_name, *self._state_out]
+        self.past_names = [s.name for s in spec.decoder_inputs[3:]]
+        self.present_names = [s.name for s in spec.decoder_outputs[1:]]
+        self._dec_outputs = ["logits", *self.present_names]
+
+    # ------------------------------------------------------------------ encoder
+    def new_state(self) -> dict[str, np.ndarray]:
+        """Fresh encoder state: zeros for every carried tensor (stream start)."""
+        return {s.input: _zeros(s.shape, s.dtype) for s in self.spec.encoder_state}
+
+    reset = new_state
+
+    def encode(
+        self, audio: np.ndarray, state: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """audio (1, chunk_samples) float32 -> (embeds (n, hidden), next state)."""
+        if audio.shape != (1, self.spec.chunk_samples):
+            raise ValueError(
+                f"encoder takes (1, {self.spec.chunk_samples}) samples per chunk, got {audio.shape}"
+            )
+        outs = self.encoder.run(self._enc_outputs, {self._audio_name: audio, **state})
+        new = {s.input: o for s, o in zip(self.spec.encoder_state, outs[1:], strict=True)}
+        return outs[0][0], new
+
+    # ------------------------------------------------------------------ decoder
+    def bind_cache(self, cache: KVCache) -> Any:
+        """An IO binding with the cache arrays bound once (they are updated in place)."""
+        binding = self.decoder.io_binding()
+        for i in range(self.spec.layers):
+            binding.bind_cpu_input(self.past_names[2 * i], cache.keys[i])
+            binding.bind_cpu_input(self.past_names[2 * i + 1], cache.values[i])
+        return binding
+
+    def decode_step(
+        self, binding: Any, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """embeds (q, hidden); mask (1,1,q,C+q); positions (1,C+q) ->
+        (logits (q, vocab), per layer (key, value) new entries (1, kv_heads, q, head_dim))."""
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds[None], np.float32))
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_cpu_input("position_ids", positions)
+        # Output shapes follow the query length, so ORT allocates them fresh each call.
+        binding.clear_binding_outputs()
+        for name in self._dec_outputs:
+            binding.bind_output(name, "cpu")
+        self.decoder.run_with_iobinding(binding)
+        outs = binding.copy_outputs_to_cpu()
+        presents = [(outs[1 + 2 * i], outs[2 + 2 * i]) for i in range(self.spec.layers)]
+        return outs[0][0], presents
+
+    def embed(self, ids: list[int] | tuple[int, ...]) -> np.ndarray:
+        return self.embed_tokens[list(ids)]

@@ -1,0 +1,135 @@
+"""Typed events the runtime delivers to callbacks, to `Listener.events()` and to JSONL.
+
+Every event carries `t`, the stream time in seconds it refers to (the end of the chunk
+that triggered it), and its JSON form has at least `type`, `t`, `text`, `latency_ms`.
+Latencies are wall-clock milliseconds from the end of that chunk's audio (its arrival
+from the source) to the moment in question.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Response:
+    """The model chose `<respond>` after a chunk and generated a response."""
+
+    t: float  # stream seconds: end of the chunk that triggered the response
+    chunk: int  # index of that chunk
+    text: str  # plain text, tags removed
+    raw: str  # decoded text with tags, e.g. "<alert:smoke_alarm> a smoke alarm ..."
+    tags: dict[str, str]  # parsed tags, e.g. {"alert": "smoke_alarm"}
+    mode: str  # the task prompt the stream is decoded in
+    probability: float  # p(<respond>) that triggered it
+    decision_latency_ms: float  # chunk audio end -> decision
+    first_token_latency_ms: float  # chunk audio end -> first response token
+    latency_ms: float  # chunk audio end -> response complete
+    tokens: int  # response tokens generated (without <eos>)
+    truncated: bool = False  # stopped at max_response_tokens before <eos>
+    type: str = "response"
+
+    @property
+    def alert(self) -> str | None:
+        return self.tags.get("alert")
+
+    @property
+    def intent(self) -> str | None:
+        return self.tags.get("intent")
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(self)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Periodic health of the loop."""
+
+    t: float
+    chunks: int
+    overruns: int  # times audio was dropped because the loop fell behind the source
+    stalls: int  # chunks decided more than one chunk length after their audio ended
+    queued: int  # chunks encoded and waiting for the decoder
+    decision_p50_ms: float
+    decision_p99_ms: float
+    cache_entries: int
+    cache_evictions: int
+    text: str = ""
+    latency_ms: float = 0.0
+    type: str = "stats"
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(self)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The last event of every run."""
+
+    t: float  # stream seconds processed
+    chunks: int
+    responses: int
+    suppressed: int  # responses withheld by the refractory time
+    overruns: int
+    overrun_samples: int
+    stalls: int
+    decision_p50_ms: float
+    decision_p99_ms: float
+    decision_mean_ms: float
+    first_token_p50_ms: float
+    wall_s: float
+    realtime_factor: float  # stream seconds per wall second
+    cache_evictions: int
+    mode: str
+    scheduling: str  # "async" (perceive + respond threads) or "sync"
+    interrupted: bool = False
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    latency_ms: float = 0.0
+    type: str = "summary"
+
+    def to_json(self) -> dict[str, Any]:
+        d = _json(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+Event = Response | Stats | Summary
+
+
+def _json(ev: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(ev)
+    out = {"type": d.pop("type"), "t": round(d.pop("t"), 3), "text": d.pop("text")}
+    out["latency_ms"] = round(d.pop("latency_ms"), 2)
+    for k, v in d.items():
+        out[k] = round(v, 2) if isinstance(v, float) else v
+    return out
+
+
+class LatencyStats:
+    """Latency samples in ms with percentiles; bounded memory for unbounded streams."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self._buf = np.zeros(keep, np.float64)
+        self._n = 0
+
+    def add(self, ms: float) -> None:
+        self._buf[self._n % len(self._buf)] = ms
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _live(self) -> np.ndarray:
+        return self._buf[: min(self._n, len(self._buf))]
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self._live(), q)) if self._n else 0.0
+
+    def mean(self) -> float:
+        return float(self._live().mean()) if self._n else 0.0

@@ -1,0 +1,161 @@
+"""`Listener`: the embedding API. A few lines turn a microphone (or a file) into events:
+
+    import soundflow
+
+    with soundflow.Listener(mode="alert") as listener:
+        for event in listener.events():
+            if event.type == "response":
+                print(f"{event.t:7.1f}s  {event.text}  {event.tags}")
+
+No bundle argument means the embedded default bundle; no input means the default
+microphone. Events also go to callbacks (`on_event=` or `listener.on(fn)`); the last
+event of every run is a `Summary`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.events import Event, Summary
+from soundflow.runtime.loop import Loop
+from soundflow.runtime.options import RuntimeOptions
+from soundflow.runtime.sources import Source, array_source, file_source, stdin_source
+
+InputLike = str | Path | np.ndarray | Source | None
+
+
+class Listener:
+    """An always-on listener: one source, one engine, a background loop, typed events."""
+
+    def __init__(
+        self,
+        bundle: str | Path | OrtEngine | None = None,
+        *,
+        mode: str | None = None,
+        input: InputLike = None,
+        device: int | str | None = None,
+        sample_rate: int | None = None,
+        options: RuntimeOptions | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        variant: str = "fp32",
+        max_buffered_events: int = 10_000,
+        **overrides: Any,
+    ) -> None:
+        """`input`: a file path, "-" (raw s16le 16 kHz mono on stdin), a numpy array (with
+        `sample_rate`), a Source, or None for the microphone `device` (index or name).
+        `overrides`: any RuntimeOptions field, e.g. threshold=0.7, realtime=False."""
+        self.options = (options or RuntimeOptions()).with_(mode=mode, **overrides)
+        if isinstance(bundle, OrtEngine):
+            self.engine = bundle
+        else:
+            self.engine = OrtEngine(bundle, self.options, variant=variant)
+        self.mode, _ = self.engine.spec.prompt(self.options.mode)
+        self._input, self._device, self._rate = input, device, sample_rate
+        self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
+        self._events: queue.Queue[Event] = queue.Queue(maxsize=max_buffered_events)
+        self.dropped_events = 0  # events no one read from events() before the buffer filled
+        self._thread: threading.Thread | None = None
+        self.loop: Loop | None = None
+        self.summary: Summary | None = None
+        self.callback_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ wiring
+    def on(self, callback: Callable[[Event], None]) -> Callable[[Event], None]:
+        """Register a callback (usable as a decorator); it runs on the respond thread."""
+        self._callbacks.append(callback)
+        return callback
+
+    def _source(self) -> Source:
+        x, realtime = self._input, self.options.realtime
+        if isinstance(x, Source):
+            return x
+        if isinstance(x, np.ndarray):
+            return array_source(x, self._rate or self.engine.spec.sample_rate, realtime)
+        if x is not None and str(x) == "-":
+            return stdin_source(realtime=realtime)
+        if x is not None:
+            return file_source(x, realtime)
+        from soundflow.runtime.mic import MicSource  # optional dependency, imported late
+
+        return MicSource(self._device, ring_seconds=self.options.ring_seconds)
+
+    def _dispatch(self, event: Event) -> None:
+        for cb in self._callbacks:
+            try:
+                cb(event)
+            except Exception as e:  # noqa: BLE001 - a user callback must not kill the loop silently
+                if self.callback_error is None:
+                    self.callback_error = e
+                    if self.loop is not None:
+                        self.loop._fail(f"event callback raised {type(e).__name__}: {e}")
+        while True:
+            try:
+                self._events.put_nowait(event)
+                return
+            except queue.Full:  # nobody is reading events(): keep the newest
+                try:
+                    self._events.get_nowait()
+                    self.dropped_events += 1
+                except queue.Empty:
+                    pass
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Listener:
+        """Open the source and start listening in the background."""
+        if self._thread is not None:
+            return self
+        source = self._source()
+        self.loop = Loop(self.engine, source, self._dispatch, self.options)
+        self._thread = threading.Thread(target=self._run, name="soundflow-listener", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self.loop is not None
+        self.summary = self.loop.run()
+
+    def run(self) -> Summary:
+        """Listen in the calling thread until the source ends; returns the Summary."""
+        self.start()
+        return self.wait()
+
+    def stop(self) -> None:
+        """Stop capturing; events for audio already captured still arrive."""
+        if self.loop is not None:
+            self.loop.stop()
+
+    def wait(self, timeout: float | None = None) -> Summary | None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.summary
+
+    def close(self) -> Summary | None:
+        self.stop()
+        return self.wait()
+
+    def __enter__(self) -> Listener:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Every event in order, ending with the Summary. `timeout`: give up waiting for the
+        next event after that many seconds (None: wait for ever)."""
+        if self._thread is None:
+            self.start()
+        while True:
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                return
+            yield event
+            if event.type == "summary":
+                return
