@@ -86,7 +86,7 @@ class StreamRenderer:
         out: dict[int, tuple[np.ndarray, list]] = {}
         by_voice: dict[int, list[int]] = {}
         for i, e in enumerate(self.plan.events):
-            if e.kind in ("speech", "shout") and isinstance(
+            if e.kind in ("speech", "shout", "tv") and isinstance(
                 self.speakers[e.speaker].voice, festival.FestivalVoice
             ):
                 by_voice.setdefault(e.speaker, []).append(i)
@@ -100,6 +100,8 @@ class StreamRenderer:
     def _say(self, i: int, words: str, spk: Speaker) -> tuple[np.ndarray, list[espeak.Word]]:
         if i in self._festival:
             return self._festival[i]
+        if isinstance(spk.voice, festival.FestivalVoice):
+            return festival.synthesize_many([words], spk.voice)[0]
         return espeak.synthesize(words, spk.voice)
 
     def _instruction(self, e: PlannedEvent, at: float) -> text.Instruction:
