@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from soundflow.train.data import tfjp
 
 from soundflow.audio import SAMPLE_RATE
+from soundflow.train.data import tfjp
 
 SR = SAMPLE_RATE
 

@@ -220,6 +220,25 @@ def manifest_clips(path: str | Path) -> list[Clip]:
     return clips
 
 
+CORPUS_LOADERS = {
+    "esc50": esc50_clips,
+    "manifest": manifest_clips,
+    "librispeech": librispeech_clips,
+}
+
+
+def corpus_clips(corpora: Iterable[dict]) -> list[Clip]:
+    """Clips of every {"kind", "path"} corpus a recipe names."""
+    out = []
+    for c in corpora:
+        if c.get("kind") not in CORPUS_LOADERS:
+            raise ValueError(
+                f"corpus kind must be one of {sorted(CORPUS_LOADERS)}, not {c.get('kind')!r}"
+            )
+        out += CORPUS_LOADERS[c["kind"]](c["path"])
+    return out
+
+
 # --- the index -------------------------------------------------------------------------------
 
 

@@ -115,7 +115,16 @@ class GrammarPlanner:
             snr = float(rng.uniform(*recipe.snr_db))
             kind = str(rng.choice(kinds, p=weights))
             new = self._event(
-                kind, gap, snr, rng, scenario, alerts, ordinary, negatives, n_speakers
+                kind,
+                gap,
+                snr,
+                rng,
+                scenario,
+                alerts,
+                ordinary,
+                negatives,
+                n_speakers,
+                "speech" in labels,
             )
             events += new
             t += gap + self.mean_event_s * len(new)
@@ -123,7 +132,9 @@ class GrammarPlanner:
             scenario.name, str(rng.choice(scenario.beds)), duration, n_speakers, tuple(events)
         )
 
-    def _event(self, kind, gap, snr, rng, scenario, alerts, ordinary, negatives, n_speakers):
+    def _event(
+        self, kind, gap, snr, rng, scenario, alerts, ordinary, negatives, n_speakers, corpus_speech
+    ):
         other = lambda: int(rng.integers(1, n_speakers))  # noqa: E731 (not the device's user)
         if kind == "alert" and (alerts and rng.uniform() > 0.1):
             return [PlannedEvent("sound", gap, str(rng.choice(alerts)), snr_db=snr)]
@@ -153,6 +164,8 @@ class GrammarPlanner:
         # speech: a TV line, or a short exchange between the people in the room
         if rng.uniform() < scenario.tv_share:
             return [PlannedEvent("tv", gap, "tv", n_speakers, text.chatter(rng), snr_db=snr - 3)]
+        if corpus_speech and rng.uniform() < 0.5:  # a user corpus (LibriSpeech-style)
+            return [PlannedEvent("speech", gap, "corpus", other(), snr_db=snr)]
         turns = int(rng.integers(1, 4))
         first = other()
         speakers = [first if k % 2 == 0 else int(rng.integers(0, n_speakers)) for k in range(turns)]

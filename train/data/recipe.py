@@ -41,6 +41,9 @@ class Recipe:
     scenarios: tuple[str, ...] = ()  # empty: every scenario, uniformly
     festival_share: float = 0.15  # share of chatter speakers voiced by festival (if installed)
     packages: bool = True  # use the Debian sound packages when installed
+    # User corpora added to the library: [{"kind": "esc50"|"manifest", "path": "..."}]. Their
+    # labels join scenarios through the same names (siren, dog_bark, ...).
+    corpora: tuple[dict, ...] = ()
     augment: AugmentConfig = AugmentConfig()
     tfjp: TFJPConfig = TFJPConfig()
 
@@ -49,7 +52,7 @@ class Recipe:
         d = dict(d)
         d["augment"] = AugmentConfig(**{k: _tuple(v) for k, v in d.get("augment", {}).items()})
         d["tfjp"] = TFJPConfig(**d.get("tfjp", {}))
-        for key in ("duration_s", "snr_db", "bed_db", "scenarios"):
+        for key in ("duration_s", "snr_db", "bed_db", "scenarios", "corpora"):
             if key in d:
                 d[key] = _tuple(d[key])
         unknown = set(d.get("task_shares", {})) - set(EVENT_KINDS)

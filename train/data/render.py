@@ -52,6 +52,10 @@ def make_speakers(
             v = festival.FestivalVoice(name, float(rng.uniform(0.85, 1.2)), fest[name])
         else:
             v = espeak.sample_voice(rng, split)
+            for _ in range(8):  # distinct variants, so "what did she say" names one person
+                if all(getattr(o.voice, "variant", None) != v.variant for o in out):
+                    break
+                v = espeak.sample_voice(rng, split)
         out.append(Speaker(v.id, v.gender, v))
     return out
 
@@ -107,7 +111,11 @@ class StreamRenderer:
     def _instruction(self, e: PlannedEvent, at: float) -> text.Instruction:
         before = [h for h in self.history if h["end"] <= at]
         if e.intent == "history_speech":
-            said = [h for h in before if h["kind"] == "speech" and h["speaker_index"] != 0]
+            said = [
+                h
+                for h in before
+                if h["kind"] == "speech" and h["speaker_index"] != 0 and h["gender"]
+            ]
             gender = said[-1]["gender"] if said else str(self.rng.choice(["m", "f"]))
             pronoun = "he" if gender == "m" else "she"
             ins = text.instruction(self.rng, e.intent, pronoun)
@@ -154,6 +162,8 @@ class StreamRenderer:
             for w in info.get("words", []):
                 wd = {"word": w.word, "start": round(start / SR + w.start, 4), "end": round(start / SR + w.end, 4),
                       "speaker": info["speaker"], "addressed": info["addressed"]}  # fmt: skip
+                if "timing" in info:
+                    wd["timing"] = info["timing"]
                 words.append(wd)
                 targets["transcribe"].append({"t": wd["end"], "text": w.word})
             if info["alert"]:
@@ -192,6 +202,8 @@ class StreamRenderer:
             return x, onset, offset, {"category": clip.category, "label": clip.label, "alert": clip.alert,
                                       "source": clip.source if clip.path is None else clip.id,
                                       "caption": clip.caption, "noun": noun}  # fmt: skip
+        if e.kind == "speech" and e.label == "corpus":
+            return self._ground_corpus_speech(e)
         spk = self.speakers[e.speaker]
         info = {"category": "Speech", "label": e.label or e.kind, "alert": False, "speaker": spk.id,
                 "addressed": e.kind == "instruction", "gender": spk.gender, "noun": "someone talking",
@@ -235,3 +247,30 @@ class StreamRenderer:
         info["words"] = [espeak.Word(w.word, w.start + lead, w.end + lead) for w in said]
         info["text"] = words_text
         return x, new_onset, offset + (new_onset - onset), info
+
+    def _ground_corpus_speech(self, e: PlannedEvent):
+        """A recorded utterance with a transcript. Corpora carry no word times, so the words
+        share the voiced core in proportion to their letters (marked "timing": "estimated")."""
+        rng, cfg = self.rng, self.recipe.tfjp
+        clips = [c for c in self.lib.query(category="Speech") if c.text]
+        if not clips:
+            return None
+        clip = clips[int(rng.integers(len(clips)))]
+        x = self.lib.load(clip, rng)[: int(3 * MAX_CLIP_S * SR)]
+        start, end = tfjp.core_span(x, cfg)
+        x = tfjp.fade_edges(x, ms=cfg.frame_ms / 2)
+        x, onset = tfjp.align_half_chunk(x, start, cfg)
+        offset = onset + (end - start)
+        toks = clip.text.split()
+        weights = np.array([len(t) + 1 for t in toks], np.float64)
+        cuts = onset + (offset - onset) * np.concatenate(
+            [[0.0], np.cumsum(weights) / weights.sum()]
+        )
+        words = [
+            espeak.Word(t, float(cuts[k]) / SR, float(cuts[k + 1]) / SR) for k, t in enumerate(toks)
+        ]
+        speaker = f"{clip.source}:{clip.extra.get('speaker', clip.id)}"
+        return x, onset, offset, {"category": "Speech", "label": "corpus_speech", "alert": False,
+                                  "source": clip.id, "speaker": speaker, "addressed": False,
+                                  "gender": "", "noun": "someone talking", "words": words,
+                                  "text": clip.text, "timing": "estimated"}  # fmt: skip

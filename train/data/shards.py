@@ -22,7 +22,7 @@ import soundfile as sf
 from soundflow.audio import SAMPLE_RATE
 
 from . import espeak
-from .library import Library
+from .library import Library, corpus_clips
 from .planner import GrammarPlanner, choose_scenario
 from .recipe import Recipe
 from .render import StreamRenderer
@@ -58,13 +58,14 @@ def plan_streams(recipe: Recipe, hours: float, seed: int, split: str) -> list[St
     return specs
 
 
-_LIBRARIES: dict[tuple[str, bool], Library] = {}
+_LIBRARIES: dict[tuple[str, bool, str], Library] = {}
 
 
 def library_for(split: str, recipe: Recipe) -> Library:
-    key = (split, recipe.packages)
+    key = (split, recipe.packages, json.dumps(recipe.corpora, sort_keys=True))
     if key not in _LIBRARIES:  # one per process: indexing packages runs dpkg
-        _LIBRARIES[key] = Library.default(split, packages=recipe.packages)
+        extra = corpus_clips(recipe.corpora)
+        _LIBRARIES[key] = Library.default(split, packages=recipe.packages, extra=extra)
     return _LIBRARIES[key]
 
 
