@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+
+from soundflow import __version__, audio
 from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder
 from soundflow.export.hf_audio import encoder as enc_mod
 from soundflow.export.hf_audio import prompt, source
 from soundflow.export.hf_audio.frontend import MelConfig
-
-from soundflow import __version__, audio
 from soundflow.manifest import write_manifest
 
 OPSET = 17
@@ -35,7 +35,9 @@ def _example(tensors, sizes):
     for s in tensors:
         shape = [sizes[d] if isinstance(d, str) else d for d in s.shape]
         dtype = torch.int64 if s.dtype == "int64" else torch.float32
-        out.append(torch.zeros(shape, dtype=dtype) if s.dtype == "int64" else torch.randn(shape) * 0.1)
+        out.append(
+            torch.zeros(shape, dtype=dtype) if s.dtype == "int64" else torch.randn(shape) * 0.1
+        )
     return tuple(out)
 
 
@@ -56,7 +58,9 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
         m = onnx.load(str(raw), load_external_data=True)
         by_name = {s.name: s for s in outputs}
         for out in m.graph.output:
-            for dim, want in zip(out.type.tensor_type.shape.dim, by_name[out.name].shape, strict=True):
+            for dim, want in zip(
+                out.type.tensor_type.shape.dim, by_name[out.name].shape, strict=True
+            ):
                 if isinstance(want, str):
                     dim.dim_param = want
                 else:
@@ -143,8 +147,11 @@ def export_hf_bundle(
             "trained": ctl.mode == prompt.NATIVE,
             "description": (
                 f"{llm.architecture} checkpoint, "
-                + ("fine-tuned with soundflow's control tokens" if ctl.mode == prompt.NATIVE
-                   else "plain chat model: responds at utterance ends (control fallback)")
+                + (
+                    "fine-tuned with soundflow's control tokens"
+                    if ctl.mode == prompt.NATIVE
+                    else "plain chat model: responds at utterance ends (control fallback)"
+                )
             ),  # fmt: skip
             "parameters": counts,
         },
@@ -154,7 +161,11 @@ def export_hf_bundle(
             "encoder_window_frames": ed.window,
             "chat_template": prompt.chat_template(checkpoint_dir),
         },
-        "audio": {"sample_rate": mel.sample_rate, "chunk_ms": chunk_ms, "chunk_samples": chunk_samples},
+        "audio": {
+            "sample_rate": mel.sample_rate,
+            "chunk_ms": chunk_ms,
+            "chunk_samples": chunk_samples,
+        },
         "encoder": {
             "file": "encoder.onnx",
             "inputs": [s.to_json() for s in enc_in],

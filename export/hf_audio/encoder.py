@@ -63,7 +63,9 @@ def state_specs(d: EncoderDims) -> list[StateSpec]:
         StateSpec("mel_peak", "mel_peak_out", "float32", (b,)),
         StateSpec("mel_state", "mel_state_out", "float32", (b, d.n_mels, 2)),
         StateSpec("conv_state", "conv_state_out", "float32", (b, d.d_model, 1)),
-        StateSpec("cache_key", "cache_key_out", "float32", (d.layers, b, d.left_context, d.d_model)),
+        StateSpec(
+            "cache_key", "cache_key_out", "float32", (d.layers, b, d.left_context, d.d_model)
+        ),
         StateSpec(
             "cache_value", "cache_value_out", "float32", (d.layers, b, d.left_context, d.d_model)
         ),
@@ -102,7 +104,9 @@ class StreamingAudioEncoder(nn.Module):
             overlap=mel.overlap,
         )
         if chunk_samples % (4 * mel.hop):
-            raise ValueError("chunk length must be a multiple of 40 ms (4 hops: two stride-2 stages)")
+            raise ValueError(
+                "chunk length must be a multiple of 40 ms (4 hops: two stride-2 stages)"
+            )
         self.frontend = StreamingLogMel(mel, chunk_samples)
         self.conv1, self.conv2, self.layers = tower.conv1, tower.conv2, tower.layers
         if self.omni:  # sinusoids restarting every window; ln_post + proj to the LM width

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from soundflow.export.graphs import CachedDecoder
 from soundflow.export.hf_audio import reference, source
 from soundflow.export.hf_audio.encoder import StreamingAudioEncoder
 from soundflow.export.hf_audio.frontend import MelConfig
 from soundflow.export.parity import OrtBackend, ReferenceDriver
-
 from soundflow.manifest import read_manifest
 
 ORT_TOL = 1e-3  # ORT vs torch, and cached vs full forward: float32 reordering only

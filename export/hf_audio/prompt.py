@@ -85,7 +85,9 @@ def control_for(tok, architecture: str) -> Control:
         }
         if not tasks:
             raise ValueError("the vocabulary has <silence>/<respond> but no <|task:MODE|> token")
-        control = {k: ids[v] for k, v in zip(("silence", "respond", "eos", "bos"), need)}
+        control = {
+            k: ids[v] for k, v in zip(("silence", "respond", "eos", "bos"), need, strict=True)
+        }
         return Control(NATIVE, control, tasks, None, [ids[protocol.EOS]])
     chatml = ("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>", "<|AUDIO|>")
     missing = [t for t in chatml if t not in ids]
@@ -98,9 +100,7 @@ def control_for(tok, architecture: str) -> Control:
 
     prefix, resume = PREFIX.format(**fill), RESUME.format(**fill)
     respond = {t: RESPOND.format(instruction=i) for t, i in INSTRUCTIONS.items()}
-    tasks = {
-        t: {"prompt_ids": enc(prefix), "respond_ids": enc(respond[t])} for t in INSTRUCTIONS
-    }
+    tasks = {t: {"prompt_ids": enc(prefix), "respond_ids": enc(respond[t])} for t in INSTRUCTIONS}
     stop = [ids["<|im_end|>"]] + ([ids["<|endoftext|>"]] if "<|endoftext|>" in ids else [])
     control = {
         "silence": ids["<|AUDIO|>"],
@@ -120,7 +120,10 @@ def control_for(tok, architecture: str) -> Control:
 def chat_template(checkpoint_dir: Path | str) -> str | None:
     """The checkpoint's own Jinja chat template, recorded verbatim for reference."""
     d = Path(checkpoint_dir)
-    for name, key in (("chat_template.json", "chat_template"), ("tokenizer_config.json", "chat_template")):
+    for name, key in (
+        ("chat_template.json", "chat_template"),
+        ("tokenizer_config.json", "chat_template"),
+    ):
         p = d / name
         if p.is_file():
             value = json.loads(p.read_text()).get(key)

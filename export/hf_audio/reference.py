@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from soundflow.export.hf_audio.frontend import MelConfig
 from soundflow.export.hf_audio.source import QWEN2_5_OMNI, AudioLLM
 

@@ -118,4 +118,6 @@ def split(model: nn.Module, arch: str) -> AudioLLM:
     inner = model.model
     text = TextLM(text_cfg, inner.language_model, model.lm_head)
     projector = getattr(inner, "multi_modal_projector", None)
-    return AudioLLM(arch, model, inner.audio_tower, projector, text, cfg.audio_config, text_cfg, cfg)
+    return AudioLLM(
+        arch, model, inner.audio_tower, projector, text, cfg.audio_config, text_cfg, cfg
+    )

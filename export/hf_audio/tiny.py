@@ -67,7 +67,10 @@ def build(arch: str, text: dict | None = None, audio: dict | None = None, tok=No
 
     tok = tok or tiny_tokenizer()
     ids = {t: tok.token_to_id(t) for t in QWEN_SPECIAL}
-    text = {**(text or text_dims()), "vocab_size": max((text or {}).get("vocab_size", 0), tok.get_vocab_size())}
+    text = {
+        **(text or text_dims()),
+        "vocab_size": max((text or {}).get("vocab_size", 0), tok.get_vocab_size()),
+    }
     audio = audio or audio_dims()
     torch.manual_seed(seed)
     if arch == QWEN2_AUDIO:
