@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import io
 import json
+import struct
 import subprocess
 import zlib
 from collections.abc import Iterable, Iterator
@@ -76,17 +78,61 @@ def load_label_table(path: Path = LABELS_CSV) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+CAT_SEP = "#"  # "container.cat#17": entry 17 of an OpenTTD sound container
+
+
+def cat_entries(path: str) -> list[tuple[int, str]]:
+    """(index, description) of each sound in an OpenTTD .cat (opensfx keeps name, author and
+    licence of every sound in its description)."""
+    data = Path(path).read_bytes()
+    count = (struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF) // 8
+    out = []
+    for i in range(count):
+        offset = struct.unpack_from("<I", data, i * 8)[0] & 0x7FFFFFFF
+        n = data[offset]
+        out.append((i, data[offset + 1 : offset + 1 + n].rstrip(b"\0").decode("latin-1")))
+    return out
+
+
+def _cat_wav(path: str, index: int) -> bytes:
+    data = Path(path).read_bytes()
+    offset, size = struct.unpack_from("<II", data, index * 8)
+    offset &= 0x7FFFFFFF
+    n = data[offset]
+    return data[offset + 1 + n : offset + size]
+
+
+def _cat_entry_matches(path: str, note: str) -> bool:
+    """A container row names its sound in quotes ('"Crash"'); the entry must say the same."""
+    if not note.startswith('"'):
+        return True
+    container, index = path.rsplit(CAT_SEP, 1)
+    desc = dict(_cat_descriptions(container)).get(int(index), "")
+    return desc.startswith('"' + note.split('"')[1] + '"')
+
+
+@lru_cache(maxsize=8)
+def _cat_descriptions(container: str) -> tuple[tuple[int, str], ...]:
+    return tuple(cat_entries(container))
+
+
 def _package_files(package: str) -> list[str]:
-    """Audio files an installed Debian package owns (dpkg -L), or [] if absent."""
+    """Audio files an installed Debian package owns (dpkg -L), or [] if absent.
+
+    Sound containers (.cat) are listed entry by entry as "FILE.cat#INDEX"."""
     try:
         out = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=False)
     except FileNotFoundError:
         return []
     if out.returncode != 0:
         return []
-    return sorted(
-        p for p in out.stdout.splitlines() if p.endswith(AUDIO_SUFFIXES) and Path(p).is_file()
-    )
+    files = []
+    for p in out.stdout.splitlines():
+        if p.endswith(AUDIO_SUFFIXES) and Path(p).is_file():
+            files.append(p)
+        elif p.endswith(".cat") and Path(p).is_file():
+            files += [f"{p}{CAT_SEP}{i}" for i, _ in cat_entries(p)]
+    return sorted(files)
 
 
 def package_clips(table: list[dict] | None = None) -> tuple[list[Clip], list[str]]:
@@ -107,6 +153,8 @@ def package_clips(table: list[dict] | None = None) -> tuple[list[Clip], list[str
             row = next((r for r in rows if fnmatch.fnmatch(path, "*/" + r["pattern"])), None)
             if row is None or not row["label"]:
                 continue
+            if CAT_SEP in path and not _cat_entry_matches(path, row["note"]):
+                continue  # another package version reordered the container: label unknown
             cid = f"deb:{package}:{Path(path).name}"
             clips.append(
                 Clip(
@@ -244,7 +292,12 @@ def corpus_clips(corpora: Iterable[dict]) -> list[Clip]:
 
 @lru_cache(maxsize=256)
 def _read_file(path: str) -> np.ndarray:
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    if CAT_SEP in path:
+        container, index = path.rsplit(CAT_SEP, 1)
+        wav = io.BytesIO(_cat_wav(container, int(index)))
+        audio, rate = sf.read(wav, dtype="float32", always_2d=True)
+    else:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE)

@@ -29,7 +29,8 @@ NOUNS = {
     "phone_ring": "a phone ringing", "doorbell": "the doorbell", "car_horn": "a car horn",
     "kettle_whistle": "the kettle whistling", "glass_break": "glass breaking", "baby_cry": "a baby crying",
     "alarm_clock": "an alarm clock", "alarm": "an alarm", "explosion": "a loud bang",
-    "shout_for_help": "someone shouting for help",
+    "shout_for_help": "someone shouting for help", "level_crossing": "a level crossing bell",
+    "crash": "a crash",
 }  # fmt: skip
 
 
