@@ -55,7 +55,7 @@ class PlannedEvent:
     """One abstract event; the renderer grounds it with a clip or a synthesizer."""
 
     kind: str  # "sound", "speech", "tv", "shout", "instruction"
-    gap_s: float  # bed-only time before it starts, after the previous event ends
+    gap_s: float  # bed-only time before it starts, after the previous event ends (<0: overlap)
     label: str = ""  # sound label, or "chatter"/"hard_negative" for speech
     speaker: int = 0  # index into the stream's speakers (0 addresses the device)
     text: str = ""  # fixed wording, if the plan chooses it
@@ -103,6 +103,8 @@ class GrammarPlanner:
             pick(scenario.negatives),
         )
         n_speakers = int(rng.integers(2, 4))  # the device's user plus 1-2 others
+        pools = {"alerts": alerts, "ordinary": ordinary, "negatives": negatives, "n_speakers": n_speakers,
+                 "corpus_speech": "speech" in labels, "overlap": recipe.overlap_prob}  # fmt: skip
         mean_gap = max(0.5, 60.0 / recipe.events_per_minute - self.mean_event_s)
         events: list[PlannedEvent] = []
         t = 0.0
@@ -116,27 +118,16 @@ class GrammarPlanner:
                     window_end += 30.0
             snr = float(rng.uniform(*recipe.snr_db))
             kind = str(rng.choice(kinds, p=weights))
-            new = self._event(
-                kind,
-                gap,
-                snr,
-                rng,
-                scenario,
-                alerts,
-                ordinary,
-                negatives,
-                n_speakers,
-                "speech" in labels,
-            )
+            new = self._event(kind, gap, snr, rng, scenario, pools)
             events += new
             t += gap + self.mean_event_s * len(new)
         return Plan(
             scenario.name, str(rng.choice(scenario.beds)), duration, n_speakers, tuple(events)
         )
 
-    def _event(
-        self, kind, gap, snr, rng, scenario, alerts, ordinary, negatives, n_speakers, corpus_speech
-    ):
+    def _event(self, kind, gap, snr, rng, scenario, pools):
+        alerts, ordinary, negatives = pools["alerts"], pools["ordinary"], pools["negatives"]
+        n_speakers = pools["n_speakers"]
         other = lambda: int(rng.integers(1, n_speakers))  # noqa: E731 (not the device's user)
         if kind == "alert" and (alerts and rng.uniform() > 0.1):
             return [PlannedEvent("sound", gap, str(rng.choice(alerts)), snr_db=snr)]
@@ -147,6 +138,8 @@ class GrammarPlanner:
                 )
             ]
         if kind == "ordinary" and ordinary:
+            if rng.uniform() < pools["overlap"]:  # everyday sounds do not wait for people to finish
+                gap = -float(rng.uniform(0.5, 2.5))
             return [PlannedEvent("sound", gap, str(rng.choice(ordinary)), snr_db=snr)]
         if kind == "hard_negative" and negatives and rng.uniform() < 0.5:
             return [PlannedEvent("sound", gap, str(rng.choice(negatives)), snr_db=snr)]
@@ -166,7 +159,7 @@ class GrammarPlanner:
         # speech: a TV line, or a short exchange between the people in the room
         if rng.uniform() < scenario.tv_share:
             return [PlannedEvent("tv", gap, "tv", n_speakers, text.chatter(rng), snr_db=snr - 3)]
-        if corpus_speech and rng.uniform() < 0.5:  # a user corpus (LibriSpeech-style)
+        if pools["corpus_speech"] and rng.uniform() < 0.5:  # a user corpus (LibriSpeech-style)
             return [PlannedEvent("speech", gap, "corpus", other(), snr_db=snr)]
         turns = int(rng.integers(1, 4))
         first = other()

@@ -39,6 +39,7 @@ class Recipe:
         }
     )
     scenarios: tuple[str, ...] = ()  # empty: every scenario, uniformly
+    overlap_prob: float = 0.15  # share of ordinary sounds that start before the previous event ends
     festival_share: float = 0.15  # share of chatter speakers voiced by festival (if installed)
     packages: bool = True  # use the Debian sound packages when installed
     # User corpora added to the library: [{"kind": "esc50"|"manifest", "path": "..."}]. Their

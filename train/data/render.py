@@ -144,7 +144,7 @@ class StreamRenderer:
         events, words, targets = [], [], {"transcribe": [], "alert": [], "assist": []}
         cursor = 0
         for i, e in enumerate(self.plan.events):
-            start = int(np.ceil((cursor + e.gap_s * SR) / half)) * half
+            start = max(0, int(np.ceil((cursor + e.gap_s * SR) / half)) * half)
             grounded = self._ground(i, e, start / SR)
             if grounded is None:
                 continue
@@ -175,7 +175,7 @@ class StreamRenderer:
                 targets["assist"].append({"t": words[-1]["end"], "text": info["answer"]})
             self.history.append({**ev, "kind": e.kind if e.kind != "tv" else "tv", "noun": info["noun"],
                                  "speaker_index": e.speaker, "gender": info.get("gender", "")})  # fmt: skip
-            cursor = start + offset
+            cursor = max(cursor, start + offset)
         mix, mic = augment.microphone(mix, rng, aug)
         peak = float(np.max(np.abs(mix)))
         if peak > 0.98:  # keep FLAC's 16-bit range; SNRs are relative, so they survive
