@@ -14,14 +14,22 @@ from soundflow.manifest import BundleError
 
 
 class _Out:
-    """JSONL/console writer on a raw file descriptor: every line is written (and on disk,
-    for a redirected file) when its event happens, and a full disk is reported, not hidden
-    in a buffer that fails at exit."""
+    """Writes each line the moment its event happens, unbuffered, straight to the file
+    descriptor when there is one: a redirected file holds every line written so far, and a
+    full disk surfaces as an OSError here rather than in a buffer flushed at exit."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        try:
+            self.fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: CliRunner
+            self.fd = None
 
     def line(self, text: str) -> None:
+        if self.fd is None:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            return
         data = (text + "\n").encode("utf-8")
         while data:
             try:
@@ -229,7 +237,8 @@ def listen(
         err=True,
     )
     click.echo("listening (Ctrl-C to stop)", err=True)
-    out = _Out(sys.stdout.fileno())
+    sys.stdout.flush()
+    out = _Out(sys.stdout)
     color = _color() and not jsonl
     write_error: str | None = None
     summary = None
