@@ -113,3 +113,24 @@ def test_prepare_clip_trims_to_core_and_aligns():
     assert abs((offset - onset) / SR - 0.7) <= 0.02
     assert len(y) / SR < 0.7 + 2 * tfjp.HALF_CHUNK / SR + 0.05
     assert abs(y[0]) < 1e-3 and abs(y[-1]) < 1e-3  # faded edges: no click on the bed
+
+
+def test_looped_bed_has_no_seam_clicks():
+    from soundflow.train.data import render
+    from soundflow.train.data.planner import Plan
+
+    for bed in ("hum", "rain", "room"):
+        n = int(3.5 * render.BED_LOOP_S * SR)
+        x = render._bed(
+            Plan("office", bed, 0.0, 2, ()),
+            n,
+            np.random.default_rng(5),
+            "train",
+            -30.0,
+            tfjp.TFJPConfig(),
+        )
+        assert len(x) == n
+        loop_len = int(render.BED_LOOP_S * SR)
+        seam = SR * 20 // 1000
+        first = x[: loop_len - seam]  # the loop itself, before any seam
+        assert max_step(x) <= 1.25 * max_step(first) + 1e-4, bed

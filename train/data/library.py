@@ -30,6 +30,7 @@ from . import procedural
 CATEGORIES = ("Human", "Daily", "Equipment", "Traffic", "Nature", "Music", "Speech")
 LABELS_CSV = Path(__file__).parent / "sources" / "labels.csv"
 AUDIO_SUFFIXES = (".wav", ".ogg", ".oga", ".flac")
+MAX_FILE_S = 60.0  # decode at most this much of a file
 EVAL_HASH_MOD = 5  # files whose id hashes to 0 mod this go to eval (20 %), never to train
 
 
@@ -94,8 +95,13 @@ def cat_entries(path: str) -> list[tuple[int, str]]:
     return out
 
 
+@lru_cache(maxsize=2)
+def _container(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
 def _cat_wav(path: str, index: int) -> bytes:
-    data = Path(path).read_bytes()
+    data = _container(path)
     offset, size = struct.unpack_from("<II", data, index * 8)
     offset &= 0x7FFFFFFF
     n = data[offset]
@@ -294,10 +300,15 @@ def corpus_clips(corpora: Iterable[dict]) -> list[Clip]:
 def _read_file(path: str) -> np.ndarray:
     if CAT_SEP in path:
         container, index = path.rsplit(CAT_SEP, 1)
-        wav = io.BytesIO(_cat_wav(container, int(index)))
-        audio, rate = sf.read(wav, dtype="float32", always_2d=True)
+        src = io.BytesIO(_cat_wav(container, int(index)))
     else:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        src = path
+    with sf.SoundFile(src) as f:
+        # Long files (soundtracks) are cut at MAX_FILE_S: events use seconds, not minutes.
+        audio = f.read(
+            min(f.frames, int(f.samplerate * MAX_FILE_S)), dtype="float32", always_2d=True
+        )
+        rate = f.samplerate
     mono = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE)

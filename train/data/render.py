@@ -61,12 +61,18 @@ def make_speakers(
     return out
 
 
-def _bed(plan: Plan, n: int, rng: np.random.Generator, split: str, level_db: float) -> np.ndarray:
+def _bed(
+    plan: Plan, n: int, rng: np.random.Generator, split: str, level_db: float, cfg: tfjp.TFJPConfig
+) -> np.ndarray:
     loop = procedural.BEDS[plan.bed](procedural.Params(rng, split), int(BED_LOOP_S * SR))
-    out = loop
-    while len(out) < n:
-        out = tfjp.smooth_join(out, loop)
-    out = out[:n]
+    # Loop it through one spectral seam: loop[:N-L], then (seam + loop[L:N-L]) repeated,
+    # where seam fades loop's tail into its head; each unit starts where the last one ends.
+    big = len(loop)
+    seam_len = SR * cfg.join_ms // 1000
+    seam = tfjp.smooth_join(loop, loop, cfg)[big - seam_len : big]
+    unit = np.concatenate([seam, loop[seam_len : big - seam_len]])
+    reps = int(np.ceil(max(0, n - (big - seam_len)) / len(unit)))
+    out = np.concatenate([loop[: big - seam_len], np.tile(unit, reps)])[:n]
     return (out * 10 ** (level_db / 20) / (np.sqrt(np.mean(out**2)) + 1e-9)).astype(np.float32)
 
 
@@ -139,7 +145,7 @@ class StreamRenderer:
         half = cfg.half_chunk
         n = int(round(self.plan.duration * SR / half)) * half
         bed_db = float(rng.uniform(*self.recipe.bed_db))
-        mix = _bed(self.plan, n, rng, self.split, bed_db)
+        mix = _bed(self.plan, n, rng, self.split, bed_db, cfg)
         bed_rms = 10 ** (bed_db / 20)
         events, words, targets = [], [], {"transcribe": [], "alert": [], "assist": []}
         cursor = 0
