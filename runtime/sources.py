@@ -239,6 +239,7 @@ class PulledSource(Source):
         self._chunker = _Chunker()
         self._done = False
         self._stopped = False
+        self._error: SourceError | None = None
         self.name = name
         self.duration = duration
 
@@ -247,12 +248,19 @@ class PulledSource(Source):
 
     def read_chunk(self, n: int) -> np.ndarray | None:
         while not self._done and not self._stopped and self._chunker._have < n:
-            b = next(self._blocks, None)
+            try:
+                b = next(self._blocks, None)
+            except SourceError as e:  # hand out the audio before the damage first
+                self._error, b = e, None
             if b is None:
                 self._done = True
             else:
                 self._chunker.push(b)
-        return self._chunker.pop(n, final=self._done or self._stopped)
+        chunk = self._chunker.pop(n, final=self._done or self._stopped)
+        if chunk is None and self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return chunk
 
 
 class PacedSource(Source):
