@@ -14,7 +14,7 @@ from soundflow.export.graphs import CachedDecoder
 from soundflow.export.hf_audio import reference, source
 from soundflow.export.hf_audio.encoder import StreamingAudioEncoder
 from soundflow.export.hf_audio.frontend import MelConfig
-from soundflow.export.parity import OrtBackend, ReferenceDriver
+from soundflow.export.parity import MASKED, OrtBackend, ReferenceDriver
 from soundflow.manifest import read_manifest
 
 ORT_TOL = 1e-3  # ORT vs torch, and cached vs full forward: float32 reordering only
@@ -118,3 +118,32 @@ def check(bundle: Path | str, checkpoint_dir: Path | str, chunks: int = 12, seed
         and report["max_abs_cached_vs_full_diff"] < ORT_TOL
     )
     return report
+
+
+def incremental_logits(backend, manifest: dict, pieces: list[np.ndarray]) -> np.ndarray:
+    """Feed embedding pieces (each (t, hidden)) one decoder call each, onto a fresh cache
+    filled in order; -> the logits of every fed position, (sum t, vocab)."""
+    dec = manifest["decoder"]
+    layers, cap = dec["num_layers"], dec["cache_capacity"]
+    past = [
+        np.zeros((1, dec["num_kv_heads"], cap, dec["head_dim"]), np.float32)
+        for _ in range(2 * layers)
+    ]
+    used, out = 0, []
+    for x in pieces:
+        t = len(x)
+        mask = np.full((1, 1, t, cap + t), MASKED, np.float32)
+        mask[..., :used] = 0.0
+        mask[0, 0, :, cap:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
+        pos = np.concatenate([np.arange(cap), np.arange(used, used + t)])[None]
+        feeds = {"inputs_embeds": x[None].astype(np.float32), "attention_mask": mask,
+                 "position_ids": pos}  # fmt: skip
+        for i in range(layers):
+            feeds[f"past_key_values.{i}.key"] = past[2 * i]
+            feeds[f"past_key_values.{i}.value"] = past[2 * i + 1]
+        logits, *new = backend.decode(feeds)
+        for j, arr in enumerate(new):
+            past[j][:, :, used : used + t] = arr
+        used += t
+        out.append(logits[0])
+    return np.concatenate(out)
