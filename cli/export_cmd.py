@@ -24,9 +24,10 @@ import click
 )
 @click.option(
     "--cache-capacity",
-    default=1024,
-    show_default=True,
-    help="Decoder KV-cache slots the runtime preallocates.",
+    type=int,
+    default=None,
+    help="Decoder KV-cache slots the runtime preallocates "
+    "[default: the longest sequence the checkpoint was trained on].",
 )
 @click.option(
     "--int8", is_flag=True, help="Also write int8 graphs (ONNX Runtime dynamic quantization)."
@@ -47,9 +48,8 @@ def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tens
     """
     try:
         from soundflow.export.parity import check, format_report
-        from soundflow.train.checkpoint import CheckpointError
-
         from soundflow.manifest import BundleError
+        from soundflow.train.checkpoint import CheckpointError
     except ImportError as e:
         raise click.ClickException(
             f"export needs the train extra ({e.name} is missing): pip install 'soundflow[train]'"

@@ -8,10 +8,11 @@ fixed-capacity, unrotated KV cache: no `If` nodes, no growing cache copy.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from soundflow.export.specs import DecoderDims
 from soundflow.train.encoder import EncoderState, rotate
 from soundflow.train.model import SoundFlowModel
-from torch import nn
 
 
 class EncoderGraph(nn.Module):

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+
+from soundflow import __version__, protocol
 from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder, EncoderGraph
+from soundflow.manifest import write_manifest
 from soundflow.train.checkpoint import load_checkpoint
 from soundflow.train.model import parameter_counts
 from soundflow.train.tokenizer import prompt_ids, special_ids
-
-from soundflow import __version__, protocol
-from soundflow.manifest import write_manifest
 
 OPSET = 17
 DEFAULT_CACHE_CAPACITY = 1024  # decoder KV slots the runtime preallocates
@@ -82,12 +82,15 @@ def _finish_graph(path: Path, outputs: list[specs.TensorSpec], meta: dict) -> No
 
 
 def export_bundle(
-    checkpoint: Path | str, out: Path | str, cache_capacity: int = DEFAULT_CACHE_CAPACITY, log=print
+    checkpoint: Path | str, out: Path | str, cache_capacity: int | None = None, log=print
 ) -> dict:
     """Write an fp32 bundle; returns the manifest."""
     checkpoint, out = Path(checkpoint), Path(out)
     model, tok, cfg = load_checkpoint(checkpoint)
     training = json.loads((checkpoint / "config.json").read_text()).get("training", {})
+    if cache_capacity is None:  # what training has seen, so positions stay in range
+        trained = training.get("max_sequence")
+        cache_capacity = -(-trained // 64) * 64 if trained else DEFAULT_CACHE_CAPACITY
     dims = specs.DecoderDims.from_hf(model.decoder.config)
     if out.exists():
         shutil.rmtree(out)

@@ -18,6 +18,7 @@ MASKED = -1e4
 class TorchBackend:
     def __init__(self, model):
         import torch
+
         from soundflow.export.graphs import CachedDecoder, EncoderGraph
 
         self.torch = torch
@@ -155,10 +156,10 @@ class ReferenceDriver:
 def check(bundle: Path | str, checkpoint: Path | str, chunks: int = 30, seed: int = 0) -> dict:
     """Run torch and ORT over the same stream for every task; compare decisions, tokens, logits."""
     import torch
-    from soundflow.train.checkpoint import load_checkpoint
-    from soundflow.train.smoke import toy_stream
 
     from soundflow.manifest import read_manifest
+    from soundflow.train.checkpoint import load_checkpoint
+    from soundflow.train.smoke import toy_stream
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -206,9 +207,8 @@ def agreement(
     bundle: Path | str, encoder_file: str, decoder_file: str, chunks: int = 30, seed: int = 0
 ) -> dict:
     """How often a variant (e.g. int8) agrees with the fp32 bundle: reported, not asserted."""
-    from soundflow.train.smoke import toy_stream
-
     from soundflow.manifest import read_manifest
+    from soundflow.train.smoke import toy_stream
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)

@@ -13,6 +13,7 @@ from soundflow.manifest import read_manifest, write_manifest
 def add_int8(bundle: Path | str, log=print) -> dict:
     """Quantize both graphs' weights to int8 (activations stay float: dynamic quantization)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
     from soundflow.export.parity import agreement
 
     bundle = Path(bundle)

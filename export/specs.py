@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from soundflow.train.config import ModelConfig
-
 from soundflow import audio
 from soundflow.manifest import StateSpec, TensorSpec
+from soundflow.train.config import ModelConfig
 
 BATCH, QUERY, CACHE, KEYS = "batch", "query_len", "cache_len", "cache_len+query_len"
 

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 RECIPE="${1:-smoke}"
 WORK="${WORK:-$(mktemp -d)}"
 soundflow train --recipe "$RECIPE" --out "$WORK/ck"
-soundflow export "$WORK/ck" --out soundflow/assets/default_bundle --cache-capacity 512
+soundflow export "$WORK/ck" --out soundflow/assets/default_bundle
 du -sh soundflow/assets/default_bundle

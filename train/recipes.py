@@ -77,7 +77,7 @@ RECIPES = {
             eval_every=150,
             eval_samples=8,
         ),
-        stages=(Stage("streaming", steps=300, lr=3e-3, chunks_per_sample=12, warmup=10),),
+        stages=(Stage("streaming", steps=300, lr=3e-3, chunks_per_sample=24, warmup=10),),
         data="toy",
     ),
     # The embedded default: ~5 M parameters, sized to train on 2 CPU cores in < 3 hours.

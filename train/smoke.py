@@ -73,7 +73,7 @@ def toy_stream(seed: int, seconds: float = 12.8) -> tuple[np.ndarray, dict]:
             targets["transcribe"].append({"t": end, "text": kind})
             if alert:
                 targets["alert"].append(
-                    {"t": t, "text": f"{protocol.alert_tag('beep')} {ALERT_TONES[kind]}"}
+                    {"t": t, "text": f"{protocol.alert_tag('tone_' + kind)} {ALERT_TONES[kind]}"}
                 )
         t = end + rng.uniform(0.4, 2.5)
     record = {
@@ -89,3 +89,23 @@ def toy_stream(seed: int, seconds: float = 12.8) -> tuple[np.ndarray, dict]:
         "targets": targets,
     }
     return np.clip(pcm, -1, 1), record
+
+
+def write_toy_split(out, n_streams: int = 6, seed: int = 10_000, seconds: float = 30.0):
+    """Toy streams as a Contract-1 shard directory (streams.jsonl + FLAC), for `soundflow
+    eval` of the smoke model; seeds from 10_000 up are never used by its training."""
+    import json
+    from pathlib import Path
+
+    import soundfile as sf
+
+    out = Path(out)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    with open(out / "streams.jsonl", "w") as f:
+        for i in range(n_streams):
+            pcm, record = toy_stream(seed + i, seconds)
+            record["audio"] = f"audio/{record['id']}.flac"
+            record["split"] = "eval"
+            sf.write(out / record["audio"], pcm, audio.SAMPLE_RATE, subtype="PCM_16")
+            f.write(json.dumps(record) + "\n")
+    return out

@@ -76,6 +76,13 @@ def label_counts(batches) -> dict[str, float]:
     }
 
 
+def max_sequence(recipe: Recipe, cfg) -> int:
+    """Decoder positions the longest stage's segments span (prompt + audio + control, with
+    room for responses): the runtime keeps its cache within what training has seen."""
+    chunks = max(s.chunks_per_sample for s in recipe.stages)
+    return 2 + chunks * (cfg.embeds_per_chunk + 1) + chunks * 2
+
+
 def lr_at(step: int, stage: Stage) -> float:
     """Linear warm-up, then cosine decay to a tenth, within one stage."""
     if step < stage.warmup:
@@ -274,6 +281,7 @@ def _run_stage(
                     "step": pos.global_step,
                     "stage": stage.name,
                     "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
+                    "max_sequence": max_sequence(recipe, cfg),
                 },
             )
             state_dir.mkdir(exist_ok=True)
