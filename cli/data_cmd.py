@@ -54,6 +54,12 @@ def build(
         rec = load_recipe(recipe)
     except (FileNotFoundError, ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from err
+    from soundflow.train.data import espeak
+
+    if not espeak.available():
+        raise click.ClickException(
+            "libespeak-ng is missing: apt-get install espeak-ng libespeak-ng1"
+        )
     lib = shards.library_for(split, rec)
     for note in lib.notes:
         click.echo(f"note: {note}", err=True)
