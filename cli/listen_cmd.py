@@ -79,6 +79,21 @@ def _human(ev, color: bool) -> str | None:
     return None
 
 
+def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
+    """Write one event; on failure return the one-line reason (nothing is retried)."""
+    try:
+        text = json.dumps(ev.to_json(), ensure_ascii=False) if jsonl else _human(ev, color)
+        if text is not None:
+            out.line(text)
+    except OSError as e:
+        what = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        return (
+            f"cannot write output ({what}); every line before this one was written: "
+            "free space or redirect to another disk"
+        )
+    return None
+
+
 @click.command()
 @click.option(
     "--input",
@@ -242,33 +257,26 @@ def listen(
     color = _color() and not jsonl
     write_error: str | None = None
     summary = None
-    events = listener.events()
-    while True:
+    pending = None  # an event taken from the listener but not yet written
+    while summary is None:
         try:
-            ev = next(events, None)
+            if pending is None:
+                pending = listener.next_event(timeout=0.5)
+                if pending is None:
+                    continue
+            if write_error is None:
+                write_error = _write(out, pending, jsonl, color)
+                if write_error:
+                    listener.stop()
+            if pending.type == "summary":
+                summary = pending
+            pending = None
         except KeyboardInterrupt:
             click.echo(
                 "stopping: reporting the audio already captured (Ctrl-C again to quit now)",
                 err=True,
             )
             listener.stop()
-            continue
-        if ev is None:
-            break
-        if ev.type == "summary":
-            summary = ev
-        if write_error is None:
-            try:
-                text = json.dumps(ev.to_json(), ensure_ascii=False) if jsonl else _human(ev, color)
-                if text is not None:
-                    out.line(text)
-            except OSError as e:
-                what = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-                write_error = (
-                    f"cannot write output ({what}); every line before this one was written: "
-                    "free space or redirect to another disk"
-                )
-                listener.stop()
     listener.wait()
     if write_error:
         raise click.ClickException(write_error)

@@ -146,16 +146,20 @@ class Listener:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def next_event(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None after `timeout` seconds without one. Safe to call again
+        after a KeyboardInterrupt (a generator would be closed by it)."""
+        if self._thread is None:
+            self.start()
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Every event in order, ending with the Summary. `timeout`: give up waiting for the
         next event after that many seconds (None: wait for ever)."""
-        if self._thread is None:
-            self.start()
-        while True:
-            try:
-                event = self._events.get(timeout=timeout)
-            except queue.Empty:
-                return
+        while (event := self.next_event(timeout)) is not None:
             yield event
             if event.type == "summary":
                 return

@@ -1,0 +1,208 @@
+"""`soundflow listen` / `soundflow devices`: JSONL and console output, stdin, the demo, and
+every error as one line with a fix, a non-zero exit and no traceback, keeping what was
+already written (a full disk, a truncated file, Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from soundflow.cli.main import cli
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    from soundflow.train.smoke import toy_stream
+
+    pcm, _ = toy_stream(11)
+    path = tmp_path_factory.mktemp("cli") / "toy.wav"
+    sf.write(path, pcm, 16_000)
+    return path
+
+
+def _listen(*args, input=None):
+    result = CliRunner().invoke(cli, ["listen", *map(str, args)], input=input)
+    assert "Traceback" not in result.output + result.stderr
+    return result
+
+
+def _jsonl(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_fast_jsonl_contract(smoke_bundle, wav):
+    r = _listen(
+        "--bundle",
+        smoke_bundle,
+        "--input",
+        wav,
+        "--fast",
+        "--jsonl",
+        "--mode",
+        "alert",
+        "--threshold",
+        "0",
+        "--refractory",
+        "2",
+        "--stats",
+        "5",
+    )
+    assert r.exit_code == 0, r.stderr
+    events = _jsonl(r.stdout)
+    for e in events:
+        assert {"type", "t", "text", "latency_ms"} <= set(e)
+    summary = events[-1]
+    assert summary["type"] == "summary" and summary["chunks"] == 32  # 12.8 s
+    for key in ("overruns", "stalls", "decision_p50_ms", "decision_p99_ms"):
+        assert key in summary
+    responses = [e for e in events if e["type"] == "response"]
+    assert responses and all(e["tags"].get("alert") for e in responses)
+    assert [e["type"] for e in events].count("stats") == 2
+    assert "untrained" in r.stderr  # the smoke bundle says what it is
+
+
+def test_human_output_stdin_and_demo(smoke_bundle, wav):
+    r = _listen(
+        "--bundle", smoke_bundle, "--input", wav, "--fast", "--mode", "assist", "--threshold", "0"
+    )
+    assert r.exit_code == 0 and "done:" in r.stdout and "s]" in r.stdout
+
+    pcm, _ = sf.read(wav, dtype="int16")
+    r = _listen("--bundle", smoke_bundle, "--input", "-", "--jsonl", input=pcm.tobytes())
+    assert r.exit_code == 0, r.stderr
+    assert _jsonl(r.stdout)[-1]["chunks"] == 32 and _jsonl(r.stdout)[-1]["source"] == "stdin"
+
+    r = _listen("--bundle", smoke_bundle, "--demo", "--fast", "--jsonl")
+    assert r.exit_code == 0 and _jsonl(r.stdout)[-1]["chunks"] == 40  # the 16 s demo scene
+
+
+@pytest.mark.parametrize(
+    "case,args,message",
+    [
+        ("no bundle", ["--bundle", "{tmp}/none", "--input", "{wav}"], "does not exist"),
+        ("bad manifest", ["--bundle", "{tmp}/broken", "--input", "{wav}"], "not valid JSON"),
+        (
+            "unknown mode",
+            ["--bundle", "{bundle}", "--input", "{wav}", "--mode", "karaoke"],
+            "--mode",
+        ),
+        ("no file", ["--bundle", "{bundle}", "--input", "{tmp}/none.wav"], "no such file"),
+        ("not audio", ["--bundle", "{bundle}", "--input", "{tmp}/broken/manifest.json"], "sox"),
+        ("no device", ["--bundle", "{bundle}", "--device", "no-such-mic-xyz"], "soundflow devices"),
+        ("odd stdin", ["--bundle", "{bundle}", "--input", "-", "--raw-rate", "12"], "--raw-rate"),
+    ],
+)
+def test_errors_are_one_line_with_a_fix(smoke_bundle, wav, tmp_path, case, args, message):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    fill = {"tmp": tmp_path, "wav": wav, "bundle": smoke_bundle}
+    r = _listen(*[a.format(**fill) for a in args], input=b"")
+    assert r.exit_code == 1, (case, r.output)
+    err = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(err) == 1 and message in err[0], (case, r.stderr)
+
+
+def test_usage_errors(smoke_bundle, wav):
+    r = _listen("--bundle", smoke_bundle, "--input", wav, "--device", "0")
+    assert r.exit_code == 2 and "at most one" in r.stderr
+
+
+def test_truncated_file_keeps_events_and_fails(smoke_bundle, wav, tmp_path):
+    cut = tmp_path / "cut.wav"
+    data = wav.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    r = _listen(
+        "--bundle",
+        smoke_bundle,
+        "--input",
+        cut,
+        "--fast",
+        "--jsonl",
+        "--threshold",
+        "0",
+        "--mode",
+        "alert",
+    )
+    assert r.exit_code == 1 and "truncated" in r.stderr
+    events = _jsonl(r.stdout)
+    assert events[-1]["type"] == "summary" and events[-1]["chunks"] == 16  # 6.4 s survived
+    assert any(e["type"] == "response" for e in events)
+
+
+def _cmd(bundle, *args):
+    exe = shutil.which("soundflow")
+    base = [exe] if exe else [sys.executable, "-m", "soundflow.cli"]
+    return [*base, "listen", "--bundle", str(bundle), *map(str, args)]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_disk_full_is_one_line_and_nonzero(smoke_bundle, wav):
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(
+            _cmd(smoke_bundle, "--input", wav, "--fast", "--jsonl"),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert p.returncode == 1
+    assert "disk full" in p.stderr and "Traceback" not in p.stderr
+    assert "Exception ignored" not in p.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_flushes(smoke_bundle, tmp_path, wav):
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(sf.read(wav, dtype="float32")[0], 5), 16_000)  # 64 s
+    p = subprocess.Popen(
+        _cmd(
+            smoke_bundle,
+            "--input",
+            long,
+            "--realtime",
+            "--jsonl",
+            "--threshold",
+            "0",
+            "--mode",
+            "alert",
+            "--stats",
+            "1",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while "listening" not in p.stderr.readline():
+            assert p.poll() is None, p.stderr.read()
+        time.sleep(2.0)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    events = _jsonl(out)
+    summary = events[-1]
+    assert summary["type"] == "summary" and summary["interrupted"] is True
+    assert 4 <= summary["chunks"] <= 12 and summary["error"] is None
+    assert [e["t"] for e in events if e["type"] == "stats"][-1] <= summary["t"]
+
+
+def test_devices_lists_inputs_or_says_how_to_install():
+    r = CliRunner().invoke(cli, ["devices", "--json"])
+    if r.exit_code == 0:
+        for d in json.loads(r.stdout):
+            assert {"index", "name", "channels", "samplerate"} <= set(d)
+    else:
+        assert "pip install soundflow[mic]" in r.stderr
