@@ -18,6 +18,8 @@ from soundflow.audio import SAMPLE_RATE
 @dataclass(frozen=True)
 class AugmentConfig:
     speed: tuple[float, float] = (0.9, 1.1)  # resampling factor: changes speed and pitch
+    pitch_prob: float = 0.3  # share of sound clips pitch-shifted at constant speed
+    pitch_semitones: tuple[float, float] = (-3.0, 3.0)
     room_prob: float = 0.6  # share of clips played through a simulated room
     rt60_s: tuple[float, float] = (0.15, 0.9)  # reverberation time of that room
     drr_db: tuple[float, float] = (-3.0, 12.0)  # direct-to-reverberant ratio
@@ -34,6 +36,33 @@ def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
         return x
     # Resampling from rate*factor to rate shortens the clip by `factor`.
     return soxr.resample(x, SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
+
+
+def time_stretch(x: np.ndarray, rate: float, n_fft: int = 1024) -> np.ndarray:
+    """Phase-vocoder time stretch: `rate` > 1 plays faster, pitch unchanged. (n,) -> (n/rate,)."""
+    hop = n_fft // 4
+    padded = np.concatenate([x, np.zeros(2 * n_fft, x.dtype)])  # frames cover the very end
+    _, _, spec = signal.stft(padded, nperseg=n_fft, noverlap=n_fft - hop)  # (bins, frames)
+    steps = np.arange(0, spec.shape[1] - 1, rate)
+    expected = 2 * np.pi * hop * np.arange(spec.shape[0]) / n_fft  # phase advance per hop
+    phase = np.angle(spec[:, 0])
+    out = np.empty((spec.shape[0], len(steps)), np.complex128)
+    for k, t in enumerate(steps):
+        i, frac = int(t), t - int(t)
+        mag = (1 - frac) * np.abs(spec[:, i]) + frac * np.abs(spec[:, i + 1])
+        out[:, k] = mag * np.exp(1j * phase)
+        dphi = np.angle(spec[:, i + 1]) - np.angle(spec[:, i]) - expected
+        phase += expected + (dphi + np.pi) % (2 * np.pi) - np.pi
+    _, y = signal.istft(out, nperseg=n_fft, noverlap=n_fft - hop)
+    return y[: int(len(x) / rate)].astype(np.float32)
+
+
+def pitch_shift(x: np.ndarray, semitones: float) -> np.ndarray:
+    """Shift pitch at constant duration: resample (pitch and speed), then stretch back."""
+    factor = 2 ** (semitones / 12)
+    y = time_stretch(x, 1 / factor)  # longer by factor ...
+    y = speed_perturb(y, factor)[: len(x)]  # ... then faster and higher by factor
+    return np.pad(y, (0, len(x) - len(y)))
 
 
 def room_impulse(rng: np.random.Generator, rt60: float, drr_db: float) -> np.ndarray:
@@ -63,6 +92,8 @@ def band_limit(x: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
 
 def augment_clip(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     x = speed_perturb(x, float(rng.uniform(*cfg.speed)))
+    if rng.uniform() < cfg.pitch_prob and len(x) > 4096:
+        x = pitch_shift(x, float(rng.uniform(*cfg.pitch_semitones)))
     if rng.uniform() < cfg.room_prob:
         x = reverberate(
             x, room_impulse(rng, float(rng.uniform(*cfg.rt60_s)), float(rng.uniform(*cfg.drr_db)))

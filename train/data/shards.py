@@ -153,6 +153,8 @@ def build(
                 f"{out} was built with other {', '.join(diff)}; use a new --out directory"
             )
     desc_path.write_text(json.dumps(desc, indent=1, sort_keys=True))
+    for stale in [*(out / "audio").glob(".*.tmp"), *(out / "meta").glob(".*.tmp")]:
+        stale.unlink()  # left by an interrupted run; their streams are rebuilt below
     todo = [s for s in mine if not (out / "meta" / f"{s.id}.json").exists()]
     done = len(mine) - len(todo)
     if progress:
