@@ -4,8 +4,8 @@
 # rest are installed so their labels can be curated (see train/data/README.md).
 set -euo pipefail
 CORE="espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-us-slt-hts"
-LABELLED="sound-theme-freedesktop oxygen-sounds colobot-common-sounds"
-UNLABELLED="tuxpaint-data tuxpaint-stamps-default openttd-opensfx lincity-ng-data wesnoth-1.16-data
+LABELLED="sound-theme-freedesktop oxygen-sounds colobot-common-sounds openttd-opensfx"
+UNLABELLED="tuxpaint-data tuxpaint-stamps-default lincity-ng-data wesnoth-1.16-data
   warzone2100-data hedgewars-data fillets-ng-data freedoom frozen-bubble-data extremetuxracer-data
   pingus-data xmoto-data tuxtype-data klettres-data asterisk-moh-opsound-wav"
 PKGS="$CORE $LABELLED"
