@@ -27,7 +27,6 @@ OPSET = 17
 DEFAULT_CACHE_CAPACITY = 1024  # decoder KV slots the runtime preallocates
 # Pretrained chat models answer at length; a turn is longer than a soundflow response.
 DECISION_DEFAULTS = {"threshold": 0.5, "refractory_s": 8.0, "max_response_tokens": 64}
-INLINE_LIMIT = 1_800_000_000  # bytes: above this a graph's weights go to `<file>.data`
 
 
 def _example(tensors, sizes):
@@ -54,13 +53,11 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
                 input_names=[s.name for s in inputs], output_names=[s.name for s in outputs],
                 dynamic_axes=specs.dynamic_axes(inputs + outputs), do_constant_folding=True,
             )  # fmt: skip
-        big = sum(p.stat().st_size for p in Path(tmp).iterdir()) > INLINE_LIMIT
-        m = onnx.load(str(raw), load_external_data=True)
+        m = onnx.load(str(raw), load_external_data=False)  # weights stay on disk
         by_name = {s.name: s for s in outputs}
         for out in m.graph.output:
-            for dim, want in zip(
-                out.type.tensor_type.shape.dim, by_name[out.name].shape, strict=True
-            ):
+            dims = out.type.tensor_type.shape.dim
+            for dim, want in zip(dims, by_name[out.name].shape, strict=True):
                 if isinstance(want, str):
                     dim.dim_param = want
                 else:
@@ -68,12 +65,28 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
         del m.metadata_props[:]
         for k, v in meta.items():
             m.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
-        data = path.name + ".data"
-        if big:
-            onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                      location=data, size_threshold=1024)  # fmt: skip
-        else:
-            onnx.save(m, str(path))
+        _gather_external(m, Path(tmp), path.parent, path.name + ".data")
+        onnx.save(m, str(path))
+
+
+def _gather_external(m, src: Path, dst: Path, data_name: str) -> None:
+    """Graphs over 2 GB come out of the exporter with one file per weight; copy them, one
+    tensor at a time (memory stays flat), into a single `<graph>.data` next to the graph."""
+    external = [t for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not external:
+        return
+    with open(dst / data_name, "wb") as f:
+        for t in external:
+            info = {e.key: e.value for e in t.external_data}
+            with open(src / info["location"], "rb") as g:
+                g.seek(int(info.get("offset", 0)))
+                blob = g.read(int(info["length"])) if "length" in info else g.read()
+            f.seek((f.tell() + 65535) // 65536 * 65536)  # aligned: ORT can memory-map it
+            offset = f.tell()
+            f.write(blob)
+            del t.external_data[:]
+            for key, value in (("location", data_name), ("offset", offset), ("length", len(blob))):
+                t.external_data.add(key=key, value=str(value))
 
 
 def export_hf_bundle(
