@@ -200,3 +200,30 @@ def test_full_omni_checkpoint_reads_its_thinker(exported, tmp_path):
         loaded.text.model.layers[1].self_attn.q_proj.bias,
         llm.text.model.layers[1].self_attn.q_proj.bias,
     )
+
+
+def test_external_weights_are_gathered_into_one_file(exported, tmp_path):
+    """Graphs over 2 GB leave the exporter as one file per weight (initializers and
+    Constant nodes); the bundle keeps one `<graph>.data` that ONNX Runtime loads."""
+    import onnxruntime as ort
+
+    from soundflow.export.hf_audio.bundle import _gather_external
+
+    _, _, bundle, _, _ = exported
+    m = onnx.load(str(bundle / "encoder.onnx"))
+    src, dst = tmp_path / "raw", tmp_path / "out"
+    src.mkdir(), dst.mkdir()
+    onnx.save(m, str(src / "encoder.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=False, size_threshold=1024, convert_attribute=True)  # fmt: skip
+    m = onnx.load(str(src / "encoder.onnx"), load_external_data=False)
+    _gather_external(m, src, dst, "encoder.onnx.data")
+    onnx.save(m, str(dst / "encoder.onnx"))
+    assert sorted(p.name for p in dst.iterdir()) == ["encoder.onnx", "encoder.onnx.data"]
+    a = ort.InferenceSession(str(bundle / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(dst / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.zeros([1 if isinstance(d, str) else d for d in i.shape],
+                              np.int64 if "int64" in i.type else np.float32)
+             for i in a.get_inputs()}  # fmt: skip
+    feeds["audio"] = parity.test_signal(0.4)[None]
+    for x, y in zip(a.run(None, feeds), b.run(None, feeds), strict=True):
+        assert np.array_equal(x, y)

@@ -72,7 +72,9 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
 def _gather_external(m, src: Path, dst: Path, data_name: str) -> None:
     """Graphs over 2 GB come out of the exporter with one file per weight; copy them, one
     tensor at a time (memory stays flat), into a single `<graph>.data` next to the graph."""
-    external = [t for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    from onnx.external_data_helper import _get_all_tensors  # initializers and Constant nodes
+
+    external = [t for t in _get_all_tensors(m) if t.data_location == onnx.TensorProto.EXTERNAL]
     if not external:
         return
     with open(dst / data_name, "wb") as f:

@@ -156,12 +156,11 @@ class StreamingAudioEncoder(nn.Module):
         for n, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
-            k = attn.k_proj(h)
-            v = attn.v_proj(h)
-            new_k.append(torch.cat([cache_key[n], k], dim=1)[:, -d.left_context :])
-            new_v.append(torch.cat([cache_value[n], v], dim=1)[:, -d.left_context :])
-            keys = self._heads(torch.cat([cache_key[n], k], dim=1))  # (B, H, C + G, Dh)
-            values = self._heads(torch.cat([cache_value[n], v], dim=1))
+            k = torch.cat([cache_key[n], attn.k_proj(h)], dim=1)  # (B, C + G, D)
+            v = torch.cat([cache_value[n], attn.v_proj(h)], dim=1)
+            new_k.append(k[:, -d.left_context :])  # the cache keeps the newest C frames
+            new_v.append(v[:, -d.left_context :])
+            keys, values = self._heads(k), self._heads(v)  # (B, H, C + G, Dh)
             q = self._heads(attn.q_proj(h)) * (d.d_model // self.heads) ** -0.5
             att = (q @ keys.transpose(-1, -2) + mask).softmax(-1)  # (B, H, G, C + G)
             y = (att @ values).transpose(1, 2).reshape(b, d.frames, d.d_model)

@@ -147,3 +147,15 @@ def incremental_logits(backend, manifest: dict, pieces: list[np.ndarray]) -> np.
         used += t
         out.append(logits[0])
     return np.concatenate(out)
+
+
+def summary_line(report: dict) -> str:
+    """One line for the export CLI, exact checks first, the by-design encoder gap last."""
+    e = report["encoder_vs_full"]
+    head = "parity ok" if report["ok"] else "PARITY FAILED"
+    return (
+        f"{head}: max |delta logit| ORT vs torch = {report['max_abs_logit_diff']:.2e}, "
+        f"cached vs full forward = {report['max_abs_cached_vs_full_diff']:.2e}; "
+        f"chunked vs full encoder (by design, ARCHITECTURE.md 3b): relative L2 "
+        f"{e['relative_l2']:.3f}, min cosine {e['min_cosine']:.4f}"
+    )
