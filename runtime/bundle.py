@@ -58,6 +58,13 @@ class BundleSpec:
     decision: dict[str, Any]  # threshold, refractory_s, max_response_tokens
     trained: bool
     label: str  # a human name for banners: "smoke (untrained)"
+    # "native": the model decides with <silence>/<respond> (Contract 2). "fallback": a plain
+    # chat model (manifest `control.mode`); an utterance-end policy decides, and the
+    # decoder is driven in chat turns: prompt, audio..., respond_ids, answer, resume_ids.
+    control_mode: str = "native"
+    stop_ids: tuple[int, ...] = ()  # generation ends at any of these
+    respond_ids: dict[str, tuple[int, ...]] | None = None  # fallback: mode -> turn switch
+    resume_ids: tuple[int, ...] = ()  # fallback: back to the user turn's audio
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -116,6 +123,27 @@ def load_spec(
     for key in ("threshold", "refractory_s", "max_response_tokens"):
         if key not in decision:
             raise BundleError(f"{mpath}: decision lacks `{key}`; {FIX}")
+    control = m.get("control") or {}
+    control_mode = control.get("mode", "native")
+    if control_mode not in ("native", "fallback"):
+        raise BundleError(
+            f"{mpath}: control mode {control_mode!r} is unknown to this soundflow; "
+            "upgrade soundflow or re-export"
+        )
+    ctrl_ids = {k: int(v) for k, v in g("control_ids").items()}
+    stop_ids = tuple(int(i) for i in control.get("stop_ids") or [ctrl_ids.get("eos", -1)])
+    respond_ids = resume_ids = None
+    if control_mode == "fallback":
+        try:
+            respond_ids = {
+                t: tuple(int(i) for i in v["respond_ids"]) for t, v in g("tasks").items()
+            }
+            resume_ids = tuple(int(i) for i in g("prompt_template")["resume_ids"])
+        except (KeyError, TypeError):
+            raise BundleError(
+                f"{mpath}: a fallback-control bundle needs tasks.*.respond_ids and "
+                f"prompt_template.resume_ids; {FIX}"
+            ) from None
     return BundleSpec(
         path=path,
         manifest=m,
@@ -139,12 +167,16 @@ def load_spec(
         decoder_outputs=tuple(TensorSpec.from_json(s) for s in g("decoder.outputs")),
         embeddings_file=path / g("embeddings.file"),
         tokenizer_file=path / g("tokenizer.file"),
-        control={k: int(v) for k, v in g("control_ids").items()},
+        control=ctrl_ids,
         special={k: int(v) for k, v in g("special_tokens").items()},
         tasks=tasks,
         decision=decision,
         trained=trained,
         label=f"{name}" + ("" if trained else " (untrained)"),
+        control_mode=control_mode,
+        stop_ids=stop_ids,
+        respond_ids=respond_ids,
+        resume_ids=resume_ids or (),
     )
 
 

@@ -51,6 +51,7 @@ class _Chunk:
     t: float  # stream seconds at the end of the chunk
     ready: float  # monotonic time its audio was complete
     embeds: np.ndarray
+    pcm: np.ndarray | None  # the chunk's samples, kept for fallback-control bundles only
 
 
 class Loop:
@@ -107,7 +108,8 @@ class Loop:
         if chunk is None:
             return None
         ready = time.monotonic()
-        return _Chunk(index, (index + 1) * self.chunk_s, ready, self.encoder.encode(chunk))
+        pcm = chunk if self.decoder.fallback else None
+        return _Chunk(index, (index + 1) * self.chunk_s, ready, self.encoder.encode(chunk), pcm)
 
     def _perceive(self) -> None:
         index = 0
@@ -131,7 +133,7 @@ class Loop:
 
     def _respond(self, item: _Chunk) -> None:
         ref = self._reference(item)
-        decision = self.decoder.decide(item.embeds)
+        decision = self.decoder.decide(item.embeds, item.pcm)
         decided = time.monotonic()
         self.chunks += 1
         self.decision_ms.add((decided - ref) * 1e3)
@@ -144,7 +146,7 @@ class Loop:
             else:
                 first_at = time.monotonic()
                 self.first_token_ms.add((first_at - ref) * 1e3)
-                text = self.engine.detokenizer.stream(skip={self.decoder.eos})
+                text = self.engine.detokenizer.stream(skip=self.decoder.stops)
                 count = 0
                 for token in self.decoder.continue_response(first):
                     text.push(token)

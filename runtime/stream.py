@@ -11,6 +11,12 @@ owns the KV cache and speaks the sequence protocol (ARCHITECTURE.md, Contract 2)
 Decision: p = softmax([logit_silence, logit_respond])[1]; respond iff p >= threshold and
 the response's tag (its first token) has not fired within the refractory time. A response
 withheld that way is rolled back out of the cache, as if the model had stayed silent.
+
+Fallback bundles (a plain chat model, manifest `control.mode == "fallback"`) have no
+control tokens: the utterance-end policy (runtime/fallback.py) decides from the chunk's
+PCM, the audio of successive chunks follows on without separators, and a response is a
+chat turn: `respond_ids` of the mode, the answer until a stop id, then `resume_ids`. An
+explicit `threshold` option overrides the policy (respond iff its p >= threshold).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from soundflow.manifest import BundleError
 from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.fallback import FallbackOptions, UtteranceEndPolicy
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
 
@@ -69,7 +76,26 @@ class DecoderStream:
                 f"{spec.cache_capacity} (positions beyond it were never trained); lower "
                 "--cache-budget or export with a larger capacity"
             )
-        self.max_query = max(len(self.prompt), 2) + spec.embeds_per_chunk
+        c = spec.control
+        self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
+        self.stops = set(spec.stop_ids) | {self.eos}
+        self.fallback = spec.control_mode == "fallback"
+        if self.fallback:
+            self.policy = UtteranceEndPolicy(
+                spec.sample_rate, FallbackOptions.from_manifest(spec.manifest)
+            )
+            self._threshold_override = options.threshold
+            self._respond_prefix = list(spec.respond_ids[self.mode])  # type: ignore[index]
+            self._resume = list(spec.resume_ids)
+            self._between: list[int] = []  # chunks of one user turn follow on directly
+        else:
+            self._respond_prefix = [self.respond_id]
+            self._resume = [self.eos]
+            self._between = [self.silence]
+        self.max_query = (
+            max(len(self.prompt), len(self._resume) + 1, len(self._respond_prefix), 2)
+            + spec.embeds_per_chunk
+        )
         try:
             policy = CachePolicy.default(
                 budget, len(self.prompt), self.max_query, options.cache_policy
@@ -82,14 +108,12 @@ class DecoderStream:
             raise BundleError(f"cache: {e}") from None
         self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, spec.hidden, policy)
         self.binding = engine.bind_cache(self.cache)
-        c = spec.control
-        self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.tag_ids = spec.tag_ids
-        # Generation may end with <eos> or emit tags; other control tokens never belong in
-        # a response, so they are masked out of the argmax.
+        # Generation may end with a stop id or emit tags; other special tokens never belong
+        # in a response, so they are masked out of the argmax.
         self._gen_bias = np.zeros(spec.vocab, np.float32)
         for token_id in spec.special.values():
-            if token_id != self.eos and token_id not in self.tag_ids:
+            if token_id not in self.stops and token_id not in self.tag_ids:
                 self._gen_bias[token_id] = -np.inf
         self.reset()
 
@@ -98,6 +122,8 @@ class DecoderStream:
         self._pending = list(self.prompt)  # token ids fed before the next chunk's audio
         self._last_tag: dict[int, float] = {}
         self.calls = 0
+        if self.fallback:
+            self.policy.reset()
 
     # ------------------------------------------------------------------ one call
     def _call(self, x: np.ndarray) -> np.ndarray:
@@ -117,39 +143,52 @@ class DecoderStream:
         return logits
 
     # ------------------------------------------------------------------ protocol
-    def decide(self, audio_embeds: np.ndarray) -> Decision:
-        """Feed the pending tokens and one chunk's embeddings (n, hidden); decide."""
+    def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
+        """Feed the pending tokens and one chunk's embeddings (n, hidden); decide.
+        `pcm` (the chunk's samples) is needed by fallback bundles only."""
         x = np.concatenate([self.engine.embed(self._pending), audio_embeds])
         last = self._call(x)[-1]
+        self._pending = list(self._between)
+        if self.fallback:
+            if pcm is None:
+                raise ValueError("a fallback-control bundle decides from the chunk's PCM: pass pcm")
+            d = self.policy.step(pcm)
+            if self._threshold_override is not None:
+                return Decision(d.p, d.p >= self._threshold_override)
+            return Decision(d.p, d.respond)
         pair = last[[self.silence, self.respond_id]].astype(np.float64)
         p = float(np.exp(pair[1] - np.logaddexp(pair[0], pair[1])))
-        self._pending = [self.silence]
         return Decision(p, p >= self.threshold)
 
     def _next_token(self, logits: np.ndarray) -> int:
         return int(np.argmax(logits + self._gen_bias))
 
     def begin_response(self, t: float) -> int | None:
-        """Feed <respond>; return the first response token, or None if its tag is inside
-        its refractory time (then the <respond> is rolled back: the stream stays silent)."""
-        first = self._next_token(self._call(self.engine.embed([self.respond_id]))[-1])
+        """Feed <respond> (fallback: the mode's turn switch); return the first response
+        token, or None if its tag is inside its refractory time (then the switch is rolled
+        back and the stream carries on as if it had stayed silent)."""
+        prefix = self._respond_prefix
+        first = self._next_token(self._call(self.engine.embed(prefix))[-1])
         last = self._last_tag.get(first)
         if first in self.tag_ids and last is not None and t - last < self.refractory_s:
-            self.cache.rollback(1)
-            self._pending = [self.silence]
+            self.cache.rollback(len(prefix))
             return None
         if first in self.tag_ids:
             self._last_tag[first] = t
         return first
 
     def continue_response(self, first: int) -> Iterator[int]:
-        """Yield response tokens starting with `first`, until <eos> or max tokens."""
+        """Yield response tokens starting with `first`, until a stop id or max tokens."""
         token, n = first, 0
-        while token != self.eos and n < self.max_tokens:
+        while token not in self.stops and n < self.max_tokens:
             yield token
             n += 1
             if n == self.max_tokens:
                 break
             token = self._next_token(self._call(self.engine.embed([token]))[-1])
-        # The next chunk follows <eos>; a truncated response gets its last token and <eos>.
-        self._pending = [self.eos] if token == self.eos else [token, self.eos]
+        # What follows a response: <eos> (fallback: the resume ids, which close the turn),
+        # after the last token of a truncated response.
+        if token in self.stops:
+            self._pending = list(self._resume)
+        else:
+            self._pending = [token, *self._resume]
