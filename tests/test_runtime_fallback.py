@@ -75,5 +75,5 @@ def test_fallback_bundle_without_turn_ids_is_refused(fallback_bundle, tmp_path):
     del m["prompt_template"]
     m.pop("files")
     write_manifest(bad, m)
-    with pytest.raises(BundleError, match="resume_ids"):
+    with pytest.raises(BundleError, match="prompt_template"):
         OrtEngine(bad)
