@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -40,8 +41,13 @@ def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tens
     """Export a checkpoint to an ONNX bundle, then check its parity with torch.
 
     \b
+    CHECKPOINT is a soundflow checkpoint, or a local Qwen2-Audio / Qwen2.5-Omni directory
+    as `save_pretrained` wrote it (exported to the same bundle format).
+
+    \b
     Examples:
       soundflow export /tmp/ck --out /tmp/bundle
+      soundflow export ~/models/Qwen2.5-Omni-3B --out /tmp/omni
       soundflow export --check /tmp/bundle --checkpoint /tmp/ck
     The check streams 30 chunks with real generation through torch and ONNX Runtime and
     prints the largest logit difference as its last line.
@@ -58,7 +64,10 @@ def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tens
         if check_bundle:
             if not check_ckpt:
                 raise click.UsageError("--check needs --checkpoint CHECKPOINT to compare against")
-            _run_check(check, format_report, check_bundle, check_ckpt)
+            if _hf_architecture(check_ckpt):
+                _run_hf_check(check_bundle, check_ckpt)
+            else:
+                _run_check(check, format_report, check_bundle, check_ckpt)
             return
         if not checkpoint or not out:
             raise click.UsageError(
@@ -67,7 +76,15 @@ def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tens
         from soundflow.export.onnx_export import export_bundle
         from soundflow.export.quantize import add_int8, add_tensorrt
 
-        export_bundle(checkpoint, out, cache_capacity=cache_capacity, log=click.echo)
+        arch = _hf_architecture(checkpoint)
+        if arch:  # a pretrained audio LLM (Qwen2-Audio, Qwen2.5-Omni): ARCHITECTURE.md 3b
+            from soundflow.export.hf_audio import export_hf_bundle
+
+            click.echo(f"{checkpoint}: {arch} checkpoint")
+            capacity = {"cache_capacity": cache_capacity} if cache_capacity else {}
+            export_hf_bundle(checkpoint, out, log=click.echo, **capacity)
+        else:
+            export_bundle(checkpoint, out, cache_capacity=cache_capacity, log=click.echo)
         if tensorrt:
             try:
                 add_tensorrt(out, log=click.echo)
@@ -75,10 +92,28 @@ def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tens
                 raise click.ClickException(str(e)) from None
         if int8:
             add_int8(out, log=click.echo)
-        if not no_check:
+        if not no_check and arch:
+            _run_hf_check(out, checkpoint)
+        elif not no_check:
             _run_check(check, format_report, out, checkpoint)
     except (BundleError, CheckpointError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _hf_architecture(checkpoint: Path) -> str | None:
+    from soundflow.export.hf_audio import detect
+
+    return detect(checkpoint) if checkpoint and Path(checkpoint).is_dir() else None
+
+
+def _run_hf_check(bundle: Path, checkpoint: Path) -> None:
+    from soundflow.export.hf_audio import parity
+
+    report = parity.check(bundle, checkpoint)
+    click.echo(json.dumps(report, indent=2, default=str))
+    click.echo(parity.summary_line(report))
+    if not report["ok"]:
+        raise SystemExit(1)
 
 
 def _run_check(check, format_report, bundle: Path, checkpoint: Path) -> None:

@@ -120,3 +120,18 @@ def test_export_errors_are_one_line(tmp_path):
     assert result.exit_code != 0
     assert "not a soundflow checkpoint" in result.output
     assert "Traceback" not in result.output
+
+
+def test_export_cli_recognizes_a_pretrained_audio_llm(tmp_path):
+    """`soundflow export HF_DIR` on a tiny random Qwen2-Audio checkpoint writes the same
+    bundle format, and its parity line comes last."""
+    from soundflow.export.hf_audio.tiny import tiny_checkpoint
+
+    ckpt = tiny_checkpoint("qwen2_audio", tmp_path / "qwen", native=True)
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli, ["export", str(ckpt), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "qwen2_audio checkpoint" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("parity ok")
+    manifest = read_manifest(out)
+    assert manifest["source"]["architecture"] == "qwen2_audio"
