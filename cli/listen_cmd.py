@@ -248,7 +248,7 @@ def listen(
     warn = "" if spec.trained else "  [UNTRAINED smoke model: responses are placeholders]"
     click.echo(
         f"soundflow listen · bundle {spec.path} · {spec.label} · mode {listener.mode} · "
-        f"{src} · {'realtime' if realtime else 'fast'} · {listener.engine.providers[0]}{warn}",
+        f"{src} · {'realtime' if realtime else 'fast'} · {listener.engine.provider}{warn}",
         err=True,
     )
     click.echo("listening (Ctrl-C to stop)", err=True)

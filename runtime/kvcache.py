@@ -73,6 +73,7 @@ class KVCache:
         self.seq = np.full(cap, -1, np.int64)  # insertion order (-1 = empty)
         # Input embeddings per slot, kept only where a re-prefill needs them.
         self.embeds = np.zeros((cap, hidden), np.float32) if policy.mode == "reprefill" else None
+        self._bufs: dict[int, tuple[np.ndarray, ...]] = {}  # per-q mask/position buffers
         self.reset()
 
     def reset(self) -> None:
@@ -129,12 +130,19 @@ class KVCache:
         if self.needs_room(q):
             raise RuntimeError(f"no room for {q} entries: call evict() first")
         cap = self.capacity
-        mask = np.full((1, 1, q, cap + q), MASKED, np.float32)
-        mask[0, 0, :, :cap][:, self.valid] = 0.0
-        mask[0, 0, :, cap:] = np.triu(np.full((q, q), MASKED, np.float32), k=1)  # causal
-        pos = np.empty((1, cap + q), np.int64)
+        if q not in self._bufs:  # preallocated per query length (a handful ever occur)
+            causal = np.triu(np.full((q, q), MASKED, np.float32), k=1)
+            self._bufs[q] = (
+                np.empty((1, 1, q, cap + q), np.float32),
+                np.empty((1, cap + q), np.int64),
+                causal,
+                np.arange(q, dtype=np.int64),
+            )
+        mask, pos, causal, steps = self._bufs[q]
+        mask[0, 0, :, :cap] = np.where(self.valid, 0.0, MASKED)[None, :]
+        mask[0, 0, :, cap:] = causal
         pos[0, :cap] = self.positions
-        pos[0, cap:] = np.arange(self.next_pos, self.next_pos + q)
+        np.add(steps, self.next_pos, out=pos[0, cap:])
         return mask, pos
 
     def add(

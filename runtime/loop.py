@@ -266,7 +266,7 @@ class Loop:
             extra={
                 "source": self.source.name,
                 "realtime": self.options.realtime,
-                "provider": self.engine.providers[0],
+                "provider": self.engine.provider,
                 "threads": self.options.session_threads(),
             },
         )

@@ -206,3 +206,12 @@ def test_devices_lists_inputs_or_says_how_to_install():
             assert {"index", "name", "channels", "samplerate"} <= set(d)
     else:
         assert "pip install soundflow[mic]" in r.stderr
+
+
+def test_demo_runs_through_the_embedded_default_bundle():
+    """The README's first command: no bundle, no microphone."""
+    r = _listen("--demo", "--fast", "--jsonl")
+    assert r.exit_code == 0, r.stderr
+    assert "untrained" in r.stderr and "default_bundle" in r.stderr
+    summary = _jsonl(r.stdout)[-1]
+    assert summary["type"] == "summary" and summary["chunks"] == 40 and summary["error"] is None
