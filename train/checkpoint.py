@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
+
 from soundflow.train.config import ModelConfig
 from soundflow.train.model import SoundFlowModel
 from soundflow.train.tokenizer import load_tokenizer

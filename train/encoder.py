@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
-from soundflow.train.config import ModelConfig
-from soundflow.train.frontend import LogMel
 from torch import nn
 from torch.nn import functional as F
 
 from soundflow import audio
+from soundflow.train.config import ModelConfig
+from soundflow.train.frontend import LogMel
 
 # Fixed log-mel normalisation (not per-utterance, which would need the future).
 LOGMEL_MEAN, LOGMEL_STD = -6.0, 4.0

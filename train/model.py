@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.nn import functional as F
+
 from soundflow.train.config import ModelConfig
 from soundflow.train.encoder import Adapter, StreamingEncoder
 from soundflow.train.sequence import IGNORE, Layout, collate
-from torch import nn
-from torch.nn import functional as F
 
 
 def build_decoder(decoder_cfg: dict) -> nn.Module:
