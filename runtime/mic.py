@@ -83,7 +83,6 @@ class MicSource(Source):
         self.device_index, info = resolve_device(device)
         self.name = f"mic:{info['name']}"
         self.native_rate = int(samplerate or info["default_samplerate"])
-        self.channels = 1 if info["max_input_channels"] >= 1 else 0
         self.ring = RingBuffer(int(ring_seconds * self.native_rate))
         self.status_flags = 0  # PortAudio's own input overflows, counted by the callback
         self._blocksize = blocksize

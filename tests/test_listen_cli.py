@@ -215,3 +215,22 @@ def test_demo_runs_through_the_embedded_default_bundle():
     assert "untrained" in r.stderr and "default_bundle" in r.stderr
     summary = _jsonl(r.stdout)[-1]
     assert summary["type"] == "summary" and summary["chunks"] == 40 and summary["error"] is None
+
+
+@pytest.mark.parametrize("failure", [ImportError("No module named 'sounddevice'"),
+                                     OSError("PortAudio library not found")])  # fmt: skip
+def test_missing_sounddevice_or_portaudio_names_the_fix(smoke_bundle, monkeypatch, failure):
+    import importlib
+
+    real = importlib.import_module
+
+    def fail(name, *args):
+        if name == "sounddevice":
+            raise failure
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", fail)
+    for args in (["listen", "--bundle", str(smoke_bundle), "--device", "0"], ["devices"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1 and "Traceback" not in r.output + r.stderr
+        assert "pip install soundflow[mic]" in r.stderr and "libportaudio2" in r.stderr
