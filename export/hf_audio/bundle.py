@@ -158,8 +158,8 @@ def export_hf_bundle(
             "name": checkpoint_dir.name,
             "recipe": "soundflow-finetune" if ctl.mode == prompt.NATIVE else None,
             "steps": None,
-            # Native bundles were fine-tuned to decide; plain chat models were not.
-            "trained": ctl.mode == prompt.NATIVE,
+            # Pretrained weights; whether the model decides itself is `control.mode`.
+            "trained": True,
             "description": (
                 f"{llm.architecture} checkpoint, "
                 + (
