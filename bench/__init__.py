@@ -1,0 +1,1 @@
+"""Benchmarks behind `soundflow bench`: latency, scale, size, peer, soak (results: benchmarks/)."""

@@ -1,0 +1,235 @@
+"""`soundflow bench size`: random-weight decoders of real sizes, exported to bundles (fp32 and
+int8) and run through the same runtime: decode tokens/s, decision latency, memory, and the
+runtime's overhead over bare ONNX Runtime calls.
+
+Each variant is measured in a fresh process, so its RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from soundflow.bench.common import make_source, pct, rss_mb, run_probe
+
+# Decoder sizes (transformers Qwen2 configs). "qwen2-0.5b" is Qwen2-0.5B's decoder body.
+SIZES = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, intermediate_size=256),
+    "small": dict(hidden_size=384, num_hidden_layers=8, num_attention_heads=6,
+                  num_key_value_heads=2, intermediate_size=1536),
+    "qwen2-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                       num_key_value_heads=2, intermediate_size=4864),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SizeOptions:
+    sizes: tuple[str, ...] = ("tiny", "qwen2-0.5b")
+    work: str = "/tmp/soundflow-bench-size"  # checkpoints and bundles are built here (kept)
+    vocab: int = 32_768  # decoder vocabulary (a trained BPE, padded with unused ids)
+    seconds: float = 20.0  # stream per variant for decision latency (fast mode, sync)
+    tokens: int = 32  # decode steps timed for tokens/s
+    cache_capacity: int = 1024
+    threads: int | None = None
+    int8: bool = True
+
+
+def _tokenizer(vocab: int):
+    """A byte-level BPE (soundflow's tokenizer) trained on this repository's own docs."""
+    from soundflow.train.tokenizer import train_tokenizer
+
+    root = Path(__file__).resolve().parent.parent
+    texts = []
+    for name in ("README.md", "ARCHITECTURE.md"):
+        if (root / name).is_file():
+            texts += (root / name).read_text().splitlines()
+    texts += ["a smoke alarm is going off", "that was a dog barking"]
+    return train_tokenizer(texts, vocab_size=min(vocab, 2048))
+
+
+def build(size: str, opts: SizeOptions) -> Path:
+    """Random-weight checkpoint -> fp32 (+ int8) bundle under opts.work; reused if present."""
+    bundle = Path(opts.work) / f"{size}-v{opts.vocab}" / "bundle"
+    if (bundle / "manifest.json").is_file():
+        m = json.loads((bundle / "manifest.json").read_text())
+        if not opts.int8 or "int8" in m.get("variants", {}):
+            return bundle
+    import torch
+
+    from soundflow.export.onnx_export import export_bundle
+    from soundflow.train.checkpoint import save_checkpoint
+    from soundflow.train.config import ModelConfig, tiny_decoder
+    from soundflow.train.model import SoundFlowModel
+
+    torch.manual_seed(0)
+    tok = _tokenizer(opts.vocab)
+    dec = {**tiny_decoder(), **SIZES[size], "vocab_size": max(opts.vocab, tok.get_vocab_size())}
+    model = SoundFlowModel(ModelConfig(decoder=dec)).eval()
+    ck = bundle.parent / "checkpoint"
+    save_checkpoint(model, tok, ck, extra={"recipe": f"random-{size}", "step": 0})
+    del model
+    export_bundle(ck, bundle, cache_capacity=opts.cache_capacity, log=lambda *_: None)
+    if opts.int8:
+        _int8(bundle)
+    return bundle
+
+
+def _int8(bundle: Path) -> None:
+    """export.quantize.add_int8 without its fp32 agreement report (random weights)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from soundflow.manifest import read_manifest, write_manifest
+
+    for part in ("encoder", "decoder"):
+        quantize_dynamic(
+            bundle / f"{part}.onnx", bundle / f"{part}.int8.onnx", weight_type=QuantType.QInt8
+        )
+    manifest = read_manifest(bundle)
+    manifest.setdefault("variants", {})["int8"] = {
+        "encoder": "encoder.int8.onnx",
+        "decoder": "decoder.int8.onnx",
+        "quantization": "onnxruntime dynamic, weights int8",
+    }
+    manifest.pop("files", None)
+    write_manifest(bundle, manifest)
+
+
+def _median_ms(fn, reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3
+
+
+def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
+    """In a fresh process: load, decide on a stream, generate, and time bare ORT calls."""
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kvcache import CachePolicy, KVCache
+    from soundflow.runtime.options import RuntimeOptions
+
+    rss0 = rss_mb()
+    t = time.perf_counter()
+    # threshold 1.0: decide every chunk, never respond (random weights respond at random);
+    # generation is timed apart, token by token.
+    runtime = RuntimeOptions(
+        realtime=False, asynchronous=False, threads=opts.threads, threshold=1.0, stats_every_s=0
+    )
+    engine = OrtEngine(bundle, runtime, variant=variant)
+    load_s = time.perf_counter() - t
+    rss_loaded = rss_mb()
+    spec = engine.spec
+    chunk_s = spec.chunk_ms / 1000
+    cap = int(np.ceil(opts.seconds / chunk_s)) + 2
+    summary, times, cpu, wall = run_probe(
+        engine, make_source(opts.seconds, realtime=False), runtime, cap
+    )
+    n = times.n
+    runtime_chunk_ms = wall / max(n, 1) * 1e3
+
+    # Bare engine: the same shapes straight into the sessions, no loop, no protocol.
+    audio = np.zeros((1, spec.chunk_samples), np.float32)
+    state = engine.new_state()
+    feeds_e = {engine._audio_name: audio, **state}
+    bare_enc = _median_ms(lambda: engine.encoder.run(None, feeds_e), 10)
+    q = spec.embeds_per_chunk + 1
+    C = spec.cache_capacity
+    past = {
+        nm: np.zeros((1, spec.kv_heads, C, spec.head_dim), np.float32) for nm in engine.past_names
+    }
+    feeds_d = {
+        "inputs_embeds": np.zeros((1, q, spec.hidden), np.float32),
+        "attention_mask": np.zeros((1, 1, q, C + q), np.float32),
+        "position_ids": np.arange(C + q)[None],
+        **past,
+    }
+    bare_dec = _median_ms(lambda: engine.decoder.run(None, feeds_d), 10)
+    feeds_1 = {
+        **feeds_d,
+        "inputs_embeds": feeds_d["inputs_embeds"][:, :1],
+        "attention_mask": feeds_d["attention_mask"][:, :, :1, : C + 1],
+        "position_ids": feeds_d["position_ids"][:, : C + 1],
+    }
+    bare_token = _median_ms(lambda: engine.decoder.run(None, feeds_1), opts.tokens)
+
+    # Tokens/s through the runtime's cache path (KVCache + IO binding), one token per call.
+    cache = KVCache(
+        spec.layers, spec.kv_heads, spec.head_dim, spec.hidden, CachePolicy.default(C, 2, q)
+    )
+    binding = engine.bind_cache(cache)
+    x = engine.embed([1])
+    t = time.perf_counter()
+    for _ in range(opts.tokens):
+        if cache.needs_room(1):
+            cache.evict()
+        mask, pos = cache.inputs(1)
+        logits, presents = engine.decode_step(binding, x, mask, pos)
+        cache.add(presents)
+        x = engine.embed([int(np.argmax(logits[-1]))])
+    tok_s = opts.tokens / (time.perf_counter() - t)
+    bare_chunk = bare_enc + bare_dec
+    # The runtime's per-chunk work: EncoderStream.encode + DecoderStream.decide (embedding
+    # lookup, mask, IO binding, cache write), against the same two bare session calls.
+    runtime_work = pct(times.encode[:n] + times.decide[:n], 50)
+    return {
+        "variant": variant,
+        "load_s": round(load_s, 2),
+        "rss_mb_loaded": round(rss_loaded - rss0, 1),
+        "rss_mb_peak_run": rss_mb(),
+        "decode_tokens_per_s": round(tok_s, 2),
+        "bare_token_ms": round(bare_token, 3),
+        "decision_ms_p50": pct(times.decision[:n], 50),
+        "decision_ms_p99": pct(times.decision[:n], 99),
+        "encode_ms_p50": pct(times.encode[:n], 50),
+        "decide_ms_p50": pct(times.decide[:n], 50),
+        "runtime_chunk_ms_p50": runtime_work,
+        "bare_chunk_ms": round(bare_chunk, 3),
+        "overhead_percent": round(100 * (runtime_work / bare_chunk - 1), 1),
+        "loop_wall_ms_per_chunk": round(runtime_chunk_ms, 3),  # incl. synthetic audio generation
+        "realtime_factor": round(summary.realtime_factor, 2),
+        "cpu_percent": round(cpu, 1),
+        "chunks": n,
+    }
+
+
+def _measure_fresh(bundle: Path, variant: str, opts: SizeOptions) -> dict:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(measure, (str(bundle), variant, opts))
+
+
+def run(opts: SizeOptions, log=print) -> dict:
+    out: dict = {"sizes": {}, "options": {k: getattr(opts, k) for k in opts.__dataclass_fields__}}
+    for size in opts.sizes:
+        if size not in SIZES:
+            raise ValueError(f"unknown size {size!r}: use {sorted(SIZES)}")
+        t = time.perf_counter()
+        bundle = build(size, opts)
+        build_s = time.perf_counter() - t
+        m = json.loads((bundle / "manifest.json").read_text())
+        params = m["model"]["parameters"]
+        entry = {
+            "config": SIZES[size],
+            "vocab": m["decoder"]["vocab_size"],
+            "tokenizer_tokens": len(json.loads((bundle / "tokenizer.json").read_text())["model"]["vocab"]),
+            "parameters": params,
+            "bundle": str(bundle),
+            "build_s": round(build_s, 1),
+            "files_mb": {
+                p.name: round(p.stat().st_size / 1e6, 1) for p in sorted(bundle.glob("*.onnx"))
+            },
+            "variants": {},
+        }
+        for variant in ("fp32", "int8") if opts.int8 else ("fp32",):
+            log(f"size {size}: measuring {variant}")
+            entry["variants"][variant] = _measure_fresh(bundle, variant, opts)
+        out["sizes"][size] = entry
+    return out
