@@ -199,6 +199,7 @@ def listen(
 
     Ctrl-C stops capturing and still reports the audio already captured.
     """
+    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.listener import Listener
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.sources import SourceError, array_source, stdin_source
@@ -225,8 +226,9 @@ def listen(
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     try:
-        listener = Listener(bundle, options=options, variant="int8" if int8 else "fp32")
-        spec = listener.engine.spec
+        engine = OrtEngine(bundle, options, variant="int8" if int8 else "fp32")
+        spec = engine.spec
+        source = input_
         if demo:
             from soundflow.runtime.demo import find_demo_file, procedural_demo
 
@@ -234,12 +236,9 @@ def listen(
             source = (
                 str(found) if found else array_source(procedural_demo(), spec.sample_rate, realtime)
             )
-            listener._input = source
         elif is_stdin:
-            listener._input = stdin_source(raw_format, raw_rate, raw_channels, realtime)
-        else:
-            listener._input = input_
-            listener._device = device
+            source = stdin_source(raw_format, raw_rate, raw_channels, realtime)
+        listener = Listener(engine, input=source, device=device, options=options)
         listener.start()
     except (BundleError, SourceError) as e:
         raise click.ClickException(str(e)) from None
