@@ -126,7 +126,7 @@ def test_stop_flushes_captured_audio_then_summarises(smoke_bundle, toy):
     assert summary is not None and summary.interrupted and summary.error is None
     captured = listener.loop.source.ring.total_written
     assert summary.chunks == -(-captured // 6400)  # every captured sample was decided
-    assert 3 <= summary.chunks <= 10
+    assert 2 <= summary.chunks <= 10
     assert seen[-1] is summary
 
 
