@@ -281,6 +281,9 @@ class PacedSource(Source):
         self._block = block_samples
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.t0: float | None = (
+            None  # when pacing started (monotonic); chunk i ends at t0 + (i+1)*chunk
+        )
         self.error: BaseException | None = None
         self.name = name
         self.duration = duration
@@ -290,7 +293,7 @@ class PacedSource(Source):
         self._thread.start()
 
     def _pump(self) -> None:
-        t0 = time.monotonic()
+        self.t0 = t0 = time.monotonic()  # stream time 0 on the monotonic clock
         sent = 0
         try:
             for b in self._blocks:
