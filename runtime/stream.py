@@ -104,6 +104,12 @@ class DecoderStream:
                 policy = CachePolicy(
                     budget, len(self.prompt), options.cache_window, options.cache_policy
                 )
+                if policy.sinks + policy.window + self.max_query > budget:
+                    raise ValueError(
+                        f"a {policy.window}-entry window leaves no room for a "
+                        f"{self.max_query}-entry call in a budget of {budget}; use a window "
+                        f"of at most {budget - policy.sinks - self.max_query}"
+                    )
         except ValueError as e:
             raise BundleError(f"cache: {e}") from None
         self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, spec.hidden, policy)

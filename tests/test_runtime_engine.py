@@ -132,3 +132,10 @@ def test_mode_budget_and_provider_errors(smoke_bundle):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(BundleError, match="onnxruntime-gpu"):
             OrtEngine(spec, RuntimeOptions(provider="cuda"))
+
+
+def test_cache_window_must_leave_room_for_a_call(smoke_bundle):
+    engine = OrtEngine(smoke_bundle)
+    with pytest.raises(BundleError, match="leaves no room"):
+        DecoderStream(engine, RuntimeOptions(cache_budget=64, cache_window=60))
+    DecoderStream(engine, RuntimeOptions(cache_budget=64, cache_window=40))
