@@ -101,13 +101,19 @@ def run(bundle, opts: LatencyOptions) -> dict:
 
 
 def plot(result: dict, path) -> bool:
+    """Decision latency of every chunk, FIFO and sync, from the stripped (JSON) result."""
     plt = pyplot()
     if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for key in ("fifo", "sync"):
-        d = np.asarray(result[key]["_decision_ms"])
-        ax.plot(np.arange(len(d)) * 0.4, d, lw=0.8, label=f"{key} (p99 {result[key]['decision_ms_p99']} ms)")
+        d = np.asarray(result["series"][key]["decision_ms"])
+        ax.plot(
+            np.arange(len(d)) * 0.4,
+            d,
+            lw=0.8,
+            label=f"{key} (p99 {result[key]['decision_ms_p99']} ms)",
+        )
     ax.set_xlabel("stream time (s)")
     ax.set_ylabel("decision latency (ms)")
     ax.set_yscale("log")
@@ -124,6 +130,8 @@ def strip(result: dict) -> dict:
     out = {k: v for k, v in result.items()}
     for key in ("fifo", "sync"):
         d = dict(out[key])
-        out.setdefault("series", {})[key] = {"decision_ms": [round(x, 3) for x in d.pop("_decision_ms")]}
+        out.setdefault("series", {})[key] = {
+            "decision_ms": [round(x, 3) for x in d.pop("_decision_ms")]
+        }
         out[key] = d
     return out

@@ -174,12 +174,15 @@ def layouts(engine, opts: ScaleOptions) -> dict:
         mask[0, 0, :, n:] = np.triu(np.full((q, q), MASKED, np.float32), k=1)
         pos = np.arange(n + q)[None]
 
-        def growing_step():
-            outs = engine.decoder.run(
-                None, {"inputs_embeds": x[None], "attention_mask": mask, "position_ids": pos, **past}
-            )
+        feeds = {"inputs_embeds": x[None], "attention_mask": mask, "position_ids": pos, **past}
+
+        def growing_step(feeds=feeds, past=past):
+            outs = engine.decoder.run(None, feeds)
             # past -> present: the whole cache is copied to append the new entries
-            return [np.concatenate([past[k], o], axis=2) for k, o in zip(engine.past_names, outs[1:], strict=True)]
+            return [
+                np.concatenate([past[k], o], axis=2)
+                for k, o in zip(engine.past_names, outs[1:], strict=True)
+            ]
 
         growing.append(round(_median_time(growing_step), 3))
     tokens_per_minute = 60 / (spec.chunk_ms / 1000) * q

@@ -219,7 +219,9 @@ def run(opts: SizeOptions, log=print) -> dict:
         entry = {
             "config": SIZES[size],
             "vocab": m["decoder"]["vocab_size"],
-            "tokenizer_tokens": len(json.loads((bundle / "tokenizer.json").read_text())["model"]["vocab"]),
+            "tokenizer_tokens": len(
+                json.loads((bundle / "tokenizer.json").read_text())["model"]["vocab"]
+            ),
             "parameters": params,
             "bundle": str(bundle),
             "build_s": round(build_s, 1),

@@ -116,7 +116,9 @@ def run(bundle, opts: SoakOptions) -> dict:
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
         "rss_growth_mb": round(rss_end - rss_start, 2),
-        "rss_growth_after_warmup_mb": round(rss_end - float(warm[1]), 2) if warm is not None else None,
+        "rss_growth_after_warmup_mb": round(rss_end - float(warm[1]), 2)
+        if warm is not None
+        else None,
         "rss_warmup_at_s": float(warm[0]) if warm is not None else None,
         "decision_ms_p50": pct(t.decision[:n], 50),
         "decision_ms_p99": pct(t.decision[:n], 99),

@@ -1,0 +1,251 @@
+"""`soundflow bench`: the benchmarks behind benchmarks/README.md, one command each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+BUNDLE = click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Bundle directory (default: the embedded default bundle).",
+)
+JSON = click.option(
+    "--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write results here."
+)
+PNG = click.option(
+    "--png/--no-png", default=True, help="Also write a plot next to --json (needs matplotlib)."
+)
+INT8 = click.option("--int8", is_flag=True, help="Run the bundle's int8 graphs.")
+THREADS = click.option(
+    "--threads", type=int, default=None, help="ONNX Runtime threads per session."
+)
+
+
+def _finish(result: dict, json_out: Path | None, png: bool, plot=None) -> dict:
+    from soundflow.bench.common import write_json
+
+    result = write_json(json_out, result)
+    if json_out and png and plot is not None:
+        path = json_out.with_suffix(".png")
+        if plot(result, path):
+            click.echo(f"plot written to {path}")
+    if json_out:
+        click.echo(f"results written to {json_out}")
+    return result
+
+
+def _run(fn, *args):
+    from soundflow.manifest import BundleError
+
+    try:
+        return fn(*args)
+    except (BundleError, RuntimeError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _row(name: str, d: dict, keys: tuple[str, ...]) -> str:
+    return f"{name:8s} " + "  ".join(f"{k}={d.get(k)}" for k in keys)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: latency, scale, size, peer, soak. Each writes JSON with --json FILE.
+
+    \b
+    Example:
+      soundflow bench latency --seconds 60 --json benchmarks/results/latency.json
+    """
+
+
+@bench.command()
+@BUNDLE
+@click.option("--seconds", type=float, default=60.0, show_default=True, help="Stream per mode.")
+@click.option("--mode", default=None, help="Task prompt (default: the bundle's first).")
+@INT8
+@THREADS
+@JSON
+@PNG
+def latency(bundle, seconds, mode, int8, threads, json_out, png):
+    """Real-time-paced stream, FIFO then synchronous scheduling: decision and first-token
+    latency, stalls, overruns, CPU and RSS. Takes 2 x SECONDS of wall time.
+
+    \b
+    Example:
+      soundflow bench latency --seconds 60 --json /tmp/latency.json
+    """
+    from soundflow.bench import latency as lat
+
+    opts = lat.LatencyOptions(
+        seconds=seconds, mode=mode, variant="int8" if int8 else "fp32", threads=threads
+    )
+    result = _finish(lat.strip(_run(lat.run, bundle, opts)), json_out, png, lat.plot)
+    keys = ("decision_ms_p50", "decision_ms_p99", "first_token_ms_p50", "stall_rate", "overruns")
+    for k in ("fifo", "sync"):
+        click.echo(_row(k, result[k], (*keys, "cpu_percent", "rss_mb")))
+
+
+@bench.command()
+@BUNDLE
+@click.option("--minutes", type=float, default=60.0, show_default=True, help="Stream length.")
+@click.option("--mode", default=None, help="Task prompt (default: the bundle's first).")
+@click.option(
+    "--recompute-max-tokens",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="Stop the recompute baseline beyond this context (its memory grows as tokens^2).",
+)
+@INT8
+@THREADS
+@JSON
+@PNG
+def scale(bundle, minutes, mode, recompute_max_tokens, int8, threads, json_out, png):
+    """Per-chunk cost from the first minute to the last (fast mode): the cached runtime
+    against recomputing the whole context every chunk, and two KV-cache layouts.
+
+    \b
+    Example:
+      soundflow bench scale --minutes 60 --json /tmp/scale.json
+    """
+    from soundflow.bench import scale as sc
+
+    opts = sc.ScaleOptions(
+        minutes=minutes,
+        mode=mode,
+        variant="int8" if int8 else "fp32",
+        threads=threads,
+        recompute_max_tokens=recompute_max_tokens,
+    )
+    result = _finish(_run(sc.run, bundle, opts), json_out, png, sc.plot)
+    for k in ("cached", "recompute"):
+        d = result[k]
+        first, last = (d["per_chunk_ms"] or [None])[0], (d["per_chunk_ms"] or [None])[-1]
+        click.echo(
+            f"{k:9s} {first} ms at {d['minutes'][0] if d['minutes'] else '-'} min -> {last} ms "
+            f"at {d['minutes'][-1] if d['minutes'] else '-'} min (ratio {d['end_to_start_ratio']})"
+        )
+
+
+@bench.command()
+@click.option(
+    "--sizes", default="tiny,qwen2-0.5b", show_default=True, help="Comma-separated decoder sizes."
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    default=Path("/tmp/soundflow-bench-size"),
+    show_default=True,
+    help="Where random-weight checkpoints and bundles are built (reused when present).",
+)
+@click.option("--vocab", type=int, default=32_768, show_default=True, help="Decoder vocabulary.")
+@click.option("--seconds", type=float, default=20.0, show_default=True, help="Stream per variant.")
+@click.option("--tokens", type=int, default=32, show_default=True, help="Decode steps timed.")
+@click.option("--no-int8", is_flag=True, help="Skip the int8 variant.")
+@THREADS
+@JSON
+def size(sizes, work, vocab, seconds, tokens, no_int8, threads, json_out):
+    """Random-weight decoders of real sizes (a Qwen2-0.5B-sized one by default), exported
+    and run through the runtime: tokens/s, decision latency, memory, runtime overhead.
+    Needs the `train` extra (torch) to build the bundles.
+
+    \b
+    Example:
+      soundflow bench size --sizes tiny,qwen2-0.5b --json /tmp/size.json
+    """
+    from soundflow.bench import size as sz
+
+    opts = sz.SizeOptions(
+        sizes=tuple(s.strip() for s in sizes.split(",") if s.strip()),
+        work=str(work),
+        vocab=vocab,
+        seconds=seconds,
+        tokens=tokens,
+        threads=threads,
+        int8=not no_int8,
+    )
+    result = _finish(_run(sz.run, opts, click.echo), json_out, False)
+    keys = ("decode_tokens_per_s", "decision_ms_p50", "decision_ms_p99", "rss_mb_loaded")
+    for name, entry in result["sizes"].items():
+        for variant, d in entry["variants"].items():
+            click.echo(_row(f"{name}/{variant}", d, (*keys, "overhead_percent")))
+
+
+@bench.command()
+@BUNDLE
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Eval split from `soundflow data build --split eval`.",
+)
+@click.option("--max-streams", type=int, default=None, help="Use only the first N streams.")
+@INT8
+@THREADS
+@JSON
+def peer(bundle, data, max_streams, int8, threads, json_out):
+    """soundflow's transcribe mode against pocketsphinx on the same speech streams: WER,
+    real-time factor, per-chunk latency. Needs `pip install 'soundflow[bench]'`.
+
+    \b
+    Example:
+      soundflow data build --recipe default --split eval --hours 0.2 --out /tmp/eval
+      soundflow bench peer --data /tmp/eval --json /tmp/peer.json
+    """
+    from soundflow.bench import peer as pr
+
+    if not (data / "streams.jsonl").is_file():
+        raise click.ClickException(
+            f"{data} has no streams.jsonl; build one with "
+            "`soundflow data build --split eval --out DIR`"
+        )
+    opts = pr.PeerOptions(
+        max_streams=max_streams, variant="int8" if int8 else "fp32", threads=threads
+    )
+    result = _finish(_run(pr.run, bundle, data, opts), json_out, False)
+    for k in ("soundflow", "pocketsphinx"):
+        click.echo(_row(k, result[k], ("wer", "realtime_factor", "chunk_ms_p50", "chunk_ms_p99")))
+
+
+@bench.command()
+@BUNDLE
+@click.option("--hours", type=float, default=8.0, show_default=True, help="Stream length.")
+@click.option("--mode", default="alert", show_default=True, help="Task prompt.")
+@click.option(
+    "--sample-every", type=float, default=60.0, show_default=True, help="Stream s per RSS sample."
+)
+@INT8
+@THREADS
+@JSON
+@PNG
+def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
+    """Hours of synthetic stream in fast mode through the full runtime: RSS growth, slow
+    chunks, and alert quality in the last hour against the first.
+
+    \b
+    Example:
+      soundflow bench soak --hours 8 --json /tmp/soak.json
+    """
+    from soundflow.bench import soak as sk
+
+    opts = sk.SoakOptions(
+        hours=hours,
+        mode=mode,
+        variant="int8" if int8 else "fp32",
+        threads=threads,
+        sample_every_s=sample_every,
+    )
+    result = _finish(_run(sk.run, bundle, opts), json_out, png, sk.plot)
+    click.echo(
+        json.dumps(
+            {
+                k: result[k]
+                for k in ("rss_growth_mb", "rss_growth_after_warmup_mb", "slow_chunks", "overruns")
+            }
+        )
+    )
+    for k in ("alert_first_window", "alert_last_window"):
+        click.echo(_row(k, result[k], ("precision", "recall", "false_alerts_per_hour")))
