@@ -21,6 +21,8 @@ class LatencyOptions:
     mode: str | None = None  # task prompt; None = the bundle's first
     variant: str = "fp32"  # "fp32" | "int8"
     threads: int | None = None  # ORT intra-op threads per session; None = runtime default
+    threshold: float | None = None  # decision threshold; None = the manifest's
+    max_response_tokens: int | None = None  # None = the manifest's
     seed: int = 20_000  # first toy segment of the synthetic stream
 
 
@@ -33,6 +35,8 @@ def measure(engine, opts: LatencyOptions, asynchronous: bool) -> dict:
         realtime=True,
         asynchronous=asynchronous,
         threads=opts.threads,
+        threshold=opts.threshold,
+        max_response_tokens=opts.max_response_tokens,
         stats_every_s=0,
     )
     chunk_s = engine.spec.chunk_ms / 1000
@@ -95,6 +99,8 @@ def run(bundle, opts: LatencyOptions) -> dict:
         "mode": opts.mode,
         "variant": opts.variant,
         "threads": opts.threads,
+        "threshold": opts.threshold,
+        "max_response_tokens": opts.max_response_tokens,
         "source": "synthetic toy stream (tones, chirps, noise), paced at real time",
     }
     return result

@@ -65,11 +65,13 @@ def bench() -> None:
 @BUNDLE
 @click.option("--seconds", type=float, default=60.0, show_default=True, help="Stream per mode.")
 @click.option("--mode", default=None, help="Task prompt (default: the bundle's first).")
+@click.option("--threshold", type=float, default=None, help="Decision threshold override.")
+@click.option("--max-tokens", type=int, default=None, help="Max response tokens override.")
 @INT8
 @THREADS
 @JSON
 @PNG
-def latency(bundle, seconds, mode, int8, threads, json_out, png):
+def latency(bundle, seconds, mode, threshold, max_tokens, int8, threads, json_out, png):
     """Real-time-paced stream, FIFO then synchronous scheduling: decision and first-token
     latency, stalls, overruns, CPU and RSS. Takes 2 x SECONDS of wall time.
 
@@ -80,7 +82,12 @@ def latency(bundle, seconds, mode, int8, threads, json_out, png):
     from soundflow.bench import latency as lat
 
     opts = lat.LatencyOptions(
-        seconds=seconds, mode=mode, variant="int8" if int8 else "fp32", threads=threads
+        seconds=seconds,
+        mode=mode,
+        variant="int8" if int8 else "fp32",
+        threads=threads,
+        threshold=threshold,
+        max_response_tokens=max_tokens,
     )
     result = _finish(lat.strip(_run(lat.run, bundle, opts)), json_out, png, lat.plot)
     keys = ("decision_ms_p50", "decision_ms_p99", "first_token_ms_p50", "stall_rate", "overruns")
