@@ -2,7 +2,7 @@
 run through the runtime on this CPU: per-chunk encoder time, decision time, decode tokens/s,
 memory. Tells users what a Jetson or desktop GPU must deliver (400 ms chunks: < 400 ms/chunk).
 
-    python benchmarks/qwen_dims.py --decoder-layers 1,3,6 --out /tmp/qwen_dims.json
+    python benchmarks/qwen_dims.py --decoder-layers 1,3,6 --threads 1,2 --out /tmp/qwen_dims.json
 
 fp32 3B does not fit a shared 24 GB machine twice (torch + exporter), so the decoder is
 exported at a few layer counts and the per-layer and fixed (embedding, lm_head over 151936
@@ -142,45 +142,52 @@ def main() -> None:
     ap.add_argument("--encoder-layers", type=int, default=AUDIO_3B["encoder_layers"])
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=12)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="1,2", help="ORT intra-op thread counts to measure")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     args = ap.parse_args()
     counts = [int(x) for x in args.decoder_layers.split(",")]
+    threads = [int(x) for x in str(args.threads).split(",")]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="qwen_dims_"))
-    rows = {}
+    rows: dict[int, dict[int, dict]] = {t: {} for t in threads}
     try:
         for i, layers in enumerate(counts):
             # the whole encoder once; later bundles carry a 1-layer one (only the decoder varies)
             enc_layers = args.encoder_layers if i == 0 else 1
             print(f"decoder layers {layers}, encoder layers {enc_layers}:")
             bundle = build_bundle(layers, work, enc_layers)
-            rows[layers] = measure(bundle, args.chunks, args.tokens, args.threads)
-            if i:
-                del rows[layers]["encoder_ms_per_chunk"]
-            rows[layers]["bundle_gb"] = sum(p.stat().st_size for p in bundle.iterdir()) / 1e9
-            print("  " + json.dumps(rows[layers]))
+            size = sum(p.stat().st_size for p in bundle.iterdir()) / 1e9
+            for t in threads:
+                row = measure(bundle, args.chunks, args.tokens, t)
+                if i:
+                    del row["encoder_ms_per_chunk"]
+                rows[t][layers] = {**row, "bundle_gb": size}
+                print(f"  threads {t}: " + json.dumps(rows[t][layers]))
             shutil.rmtree(bundle)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     full = TEXT_3B["num_hidden_layers"]
-    fit = {}
-    for key in ("decide_ms_per_chunk", "step_ms_per_token"):
-        xs, ys = np.array(counts, float), np.array([rows[c][key] for c in counts])
-        slope, icpt = np.polyfit(xs, ys, 1) if len(xs) > 1 else (ys[0] / xs[0], 0.0)
-        fit[key] = {"per_layer_ms": float(slope), "fixed_ms": float(icpt),
-                    "at_36_layers_ms": float(icpt + slope * full)}  # fmt: skip
-    enc_ms = rows[counts[0]]["encoder_ms_per_chunk"]
-    step36 = fit["step_ms_per_token"]["at_36_layers_ms"]
+    per_threads = {}
+    for t in threads:
+        fit = {}
+        for key in ("decide_ms_per_chunk", "step_ms_per_token"):
+            xs, ys = np.array(counts, float), np.array([rows[t][c][key] for c in counts])
+            slope, icpt = np.polyfit(xs, ys, 1) if len(xs) > 1 else (ys[0] / xs[0], 0.0)
+            fit[key] = {"per_layer_ms": float(slope), "fixed_ms": float(icpt),
+                        "at_36_layers_ms": float(icpt + slope * full)}  # fmt: skip
+        enc_ms = rows[t][counts[0]]["encoder_ms_per_chunk"]
+        step36 = fit["step_ms_per_token"]["at_36_layers_ms"]
+        per_threads[t] = {
+            "measured": rows[t],
+            "extrapolated_36_layers": fit,
+            "encoder_ms_per_chunk_32_layers": enc_ms,
+            "decode_tokens_per_s_36_layers": 1e3 / step36,
+            "silent_chunk_ms_36_layers": enc_ms + fit["decide_ms_per_chunk"]["at_36_layers_ms"],
+        }
     report = {
         "model": "Qwen2.5-Omni-3B thinker dims, random fp32 weights, ONNX Runtime CPU",
-        "threads": args.threads,
-        "measured": rows,
-        "extrapolated_36_layers": fit,
-        "encoder_ms_per_chunk_32_layers": enc_ms,
-        "decode_tokens_per_s_36_layers": 1e3 / step36,
-        "silent_chunk_ms_36_layers": enc_ms + fit["decide_ms_per_chunk"]["at_36_layers_ms"],
+        "by_threads": per_threads,
         "realtime_budget_ms_per_chunk": 400,
         "memory_fp32": weight_bytes(full),
         "peak_rss_gb_this_run": rss_gb(),
