@@ -116,6 +116,8 @@ def run(bundle, opts: SoakOptions) -> dict:
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
         "rss_growth_mb": round(rss_end - rss_start, 2),
+        # start-up (threads, ORT arenas, first buffers) is over by the first sample
+        "rss_growth_after_first_sample_mb": round(rss_end - float(s[0, 1]), 2) if len(s) else None,
         "rss_growth_after_warmup_mb": round(rss_end - float(warm[1]), 2)
         if warm is not None
         else None,
