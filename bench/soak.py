@@ -149,7 +149,10 @@ def plot(result: dict, path) -> bool:
     ax.plot(np.asarray(s["stream_s"]) / 3600, s["rss_mb"], lw=1)
     ax.set_xlabel("stream time (h)")
     ax.set_ylabel("RSS (MB)")
-    ax.set_title(f"soak: RSS growth {result['rss_growth_mb']} MB over {result['hours']} h")
+    ax.set_title(
+        f"soak: RSS +{result.get('rss_growth_after_first_sample_mb')} MB after the first "
+        f"sample, +{result['rss_growth_mb']} MB from start, {result['hours']} h"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
