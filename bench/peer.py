@@ -138,8 +138,12 @@ def run(bundle, data, opts: PeerOptions) -> dict:
     sf["chunk_ms_note"] = "median over streams of each stream's decision latency p50 (fast mode)"
     sf["response_latency_ms_p50"] = pct(acc["soundflow"]["latency_ms"], 50)
     ps["chunk_ms_note"] = "process_raw time per 400 ms chunk"
-    import pocketsphinx
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        ps_version = version("pocketsphinx")
+    except PackageNotFoundError:
+        ps_version = "unknown"
     return {
         "bundle": str(bundle) if bundle else "embedded default",
         "model": bundle_name(engine),
@@ -150,7 +154,7 @@ def run(bundle, data, opts: PeerOptions) -> dict:
         "soundflow": sf,
         "pocketsphinx": {
             **ps,
-            "version": getattr(pocketsphinx, "__version__", "unknown"),
+            "version": ps_version,
             "model": "en-us (bundled with the pip package), default LM and dictionary",
         },
         "examples": examples,
