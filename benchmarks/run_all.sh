@@ -11,6 +11,10 @@ mkdir -p "$out" "$work"
 soundflow bench latency $bundle --seconds 120 --json "$out/latency.json"
 soundflow bench scale $bundle --minutes 60 --json "$out/scale.json"
 soundflow bench soak $bundle --hours 8 --json "$out/soak.json"
-soundflow bench size --sizes tiny,qwen2-0.5b --work "$work/size" --json "$out/size.json"
+soundflow bench size --sizes tiny,small,qwen2-0.5b --work "$work/size" --json "$out/size.json"
+# FIFO against sync where generation is slow enough to matter: the random-weight "small"
+# bundle (384 wide, 8 layers) that `bench size` just built.
+soundflow bench latency --bundle "$work/size/small-v32768/bundle" --seconds 60 \
+  --json "$out/latency_small.json"
 soundflow data build --recipe default --split eval --hours 0.3 --seed 0 --out "$work/eval"
 soundflow bench peer $bundle --data "$work/eval" --json "$out/peer.json"
