@@ -24,13 +24,17 @@ def _load_note(r: dict) -> str:
 def rows(d: Path) -> list[tuple[str, str, str, str]]:
     """(figure, value, target, command + load) rows."""
     out = []
-    lat = _load(d, "latency")
-    if lat:
+    for name in ("latency", "latency_small"):
+        lat = _load(d, name)
+        if not lat:
+            continue
         c, load = lat["meta"]["command"], _load_note(lat)
+        model = lat["model"]["name"] if name != "latency" else "default bundle"
         for k in ("fifo", "sync"):
             r = lat[k]
+            k = f"{k}, {model}"
             out += [
-                (f"decision latency p50 / p99, {k}", f"{r['decision_ms_p50']} / {r['decision_ms_p99']} ms", "p99 <= 20 ms" if k == "fifo" else "", f"`{c}` ({load})"),
+                (f"decision latency p50 / p99, {k}", f"{r['decision_ms_p50']} / {r['decision_ms_p99']} ms", "p99 <= 20 ms" if k == "fifo, default bundle" else "", f"`{c}` ({load})"),
                 (f"first-chunk decision, {k}", f"{r['first_chunk_decision_ms']} ms", "", "same run"),
                 (f"first token p50, completion p50, {k}", f"{r['first_token_ms_p50']} ms, {r['completion_ms_p50']} ms ({r['responses']} responses)", "", "same run"),
                 (f"stall rate, overruns, {k}", f"{100 * r['stall_rate']:.1f} %, {r['overruns']} ({r['chunks']} chunks)", "0, 0", "same run"),
