@@ -239,3 +239,24 @@ def test_external_weights_are_gathered_into_one_file(exported, tmp_path):
     feeds["audio"] = parity.test_signal(0.4)[None]
     for x, y in zip(a.run(None, feeds), b.run(None, feeds), strict=True):
         assert np.array_equal(x, y)
+
+
+def test_runtime_fallback_answers_at_utterance_ends(exported):
+    """No control tokens: the runtime's utterance-end policy decides, the bundle's chat
+    template opens and closes the turns; one answer per utterance, after it ends."""
+    from soundflow.runtime.listener import Listener
+
+    _, _, bundle, _, _ = exported
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.2 * 16_000)) / 16_000
+    speech = (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 4 * t))) * 0.2 * np.sin(2 * np.pi * 220 * t)
+    quiet = lambda s: rng.normal(0, 0.003, int(s * 16_000))  # noqa: E731
+    pcm = np.concatenate([quiet(1.2), speech, quiet(1.6), speech, quiet(1.2)]).astype(np.float32)
+    listener = Listener(bundle, input=pcm, sample_rate=16_000, mode="assist",
+                        realtime=False, max_response_tokens=3, stats_every_s=0)  # fmt: skip
+    events = list(listener.events(timeout=60))
+    assert events[-1].error is None, events[-1]
+    answers = [e.t for e in events if e.type == "response"]
+    assert len(answers) == 2, answers  # utterances end at 2.4 s and 5.2 s
+    assert 2.4 + 0.6 <= answers[0] + 1e-9 <= 2.4 + 0.6 + 0.4 + 1e-9
+    assert 5.2 + 0.6 <= answers[1] + 1e-9 <= 5.2 + 0.6 + 0.4 + 1e-9
