@@ -28,6 +28,9 @@ SIZES = {
 }  # fmt: skip
 
 
+CHUNK_REPS = 12  # chunks timed through the runtime and bare, interleaved
+
+
 @dataclass(frozen=True)
 class SizeOptions:
     sizes: tuple[str, ...] = ("tiny", "qwen2-0.5b")
@@ -100,16 +103,6 @@ def _int8(bundle: Path) -> None:
     write_manifest(bundle, manifest)
 
 
-def _median_ms(fn, reps: int) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
-
-
 def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     """In a fresh process: load, decide on a stream, generate, and time bare ORT calls."""
     from soundflow.runtime.engine import OrtEngine
@@ -166,28 +159,39 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     runtime_token = float(np.median(token_ms[1:] or token_ms))
     bare_token = float(np.median(bare_ms[1:] or bare_ms))
 
-    # Bare engine: the same real inputs (audio, state, embeddings, the cache just filled)
-    # straight into the sessions, no loop, no protocol, no IO binding.
-    pcm = next(synthetic_blocks(2 * chunk_s))
-    chunks = pcm[: 2 * spec.chunk_samples].reshape(2, 1, -1)
-    embeds, state = engine.encode(chunks[0], engine.new_state())
-    feeds_e = {engine._audio_name: chunks[1], **state}
-    bare_enc = _median_ms(lambda: engine.encoder.run(None, feeds_e), 10)
-    past = {}
+    # Per chunk, interleaved (same contention): the runtime's EncoderStream.encode +
+    # DecoderStream.decide (embedding lookup, mask, IO binding, cache write), then the
+    # same two calls made bare (`session.run`) on the same audio, state, embeddings and
+    # cache arrays.
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+
+    enc, dec = EncoderStream(engine), DecoderStream(engine, runtime)
+    pcm = np.concatenate(list(synthetic_blocks(CHUNK_REPS * chunk_s)))
+    chunks = pcm[: CHUNK_REPS * spec.chunk_samples].reshape(CHUNK_REPS, -1)
+    dec.decide(enc.encode(chunks[0]))  # the prompt goes in with the first chunk
+    live = {}
     for i in range(spec.layers):
-        past[engine.past_names[2 * i]] = cache.keys[i].copy()
-        past[engine.past_names[2 * i + 1]] = cache.values[i].copy()
-
-    def feeds(x: np.ndarray) -> dict:
-        mask, pos = cache.inputs(len(x))
-        return {"inputs_embeds": x[None], "attention_mask": mask, "position_ids": pos, **past}
-
-    feeds_d = feeds(np.concatenate([engine.embed([spec.control["silence"]]), embeds]))
-    bare_dec = _median_ms(lambda: engine.decoder.run(None, feeds_d), 10)
-    bare_chunk = bare_enc + bare_dec
-    # The runtime's per-chunk work: EncoderStream.encode + DecoderStream.decide (embedding
-    # lookup, mask, IO binding, cache write), against the same two bare session calls.
-    runtime_work = pct(times.encode[:n] + times.decide[:n], 50)
+        live[engine.past_names[2 * i]] = dec.cache.keys[i]
+        live[engine.past_names[2 * i + 1]] = dec.cache.values[i]
+    run_ms, bare_ms = [], []
+    for chunk in chunks[1:]:
+        state = enc.state
+        t = time.perf_counter()
+        embeds = enc.encode(chunk)
+        dec.decide(embeds)
+        run_ms.append((time.perf_counter() - t) * 1e3)
+        if dec.cache.needs_room(q):
+            continue
+        x = np.concatenate([engine.embed(dec._pending), embeds])
+        mask, pos = dec.cache.inputs(len(x))
+        feeds_e = {engine._audio_name: chunk[None], **state}
+        feeds_d = {"inputs_embeds": x[None], "attention_mask": mask, "position_ids": pos, **live}
+        t = time.perf_counter()
+        engine.encoder.run(None, feeds_e)
+        engine.decoder.run(None, feeds_d)
+        bare_ms.append((time.perf_counter() - t) * 1e3)
+    runtime_work = float(np.median(run_ms))
+    bare_chunk = float(np.median(bare_ms))
     return {
         "variant": variant,
         "load_s": round(load_s, 2),
@@ -201,7 +205,7 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
         "decision_ms_p99": pct(times.decision[:n], 99),
         "encode_ms_p50": pct(times.encode[:n], 50),
         "decide_ms_p50": pct(times.decide[:n], 50),
-        "runtime_chunk_ms_p50": runtime_work,
+        "runtime_chunk_ms_p50": round(runtime_work, 3),
         "bare_chunk_ms": round(bare_chunk, 3),
         "overhead_percent": round(100 * (runtime_work / bare_chunk - 1), 1),
         "loop_wall_ms_per_chunk": round(runtime_chunk_ms, 3),  # incl. synthetic audio generation
