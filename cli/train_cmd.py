@@ -49,13 +49,21 @@ import click
     "--resume", is_flag=True, help="Continue from the checkpoint and trainer state in --out."
 )
 @click.option(
+    "--strategy",
+    type=click.Choice(["ddp", "fsdp"]),
+    default="ddp",
+    show_default=True,
+    help="With several processes: replicate the model (ddp) or shard it (fsdp, for "
+    "decoders too large for one device).",
+)
+@click.option(
     "--nproc",
     type=int,
     default=1,
     show_default=True,
     help="Data-parallel processes on this machine (launches torchrun).",
 )
-def train(recipe, out, data, eval_data, steps, until, resume, nproc) -> None:
+def train(recipe, out, data, eval_data, steps, until, resume, nproc, strategy) -> None:
     """Train a model from a recipe.
 
     \b
@@ -86,7 +94,14 @@ def train(recipe, out, data, eval_data, steps, until, resume, nproc) -> None:
     try:
         r = get_recipe(recipe, **({"steps": steps} if steps else {}))
         metrics = run(
-            r, out, data=data, eval_data=eval_data, resume=resume, until=until, log=click.echo
+            r,
+            out,
+            data=data,
+            eval_data=eval_data,
+            resume=resume,
+            until=until,
+            strategy=strategy,
+            log=click.echo,
         )
     except (KeyError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from None

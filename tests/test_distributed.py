@@ -1,5 +1,6 @@
-"""Data-parallel training under torchrun with gloo: two ranks reproduce one process with
-the same global batch, and a checkpoint written by two workers resumes on one."""
+"""Data-parallel training under torchrun with gloo: two ranks (DDP, and FSDP with sharded
+parameters) reproduce one process with the same global batch, and a checkpoint written by
+two workers resumes on one."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _train(out, *args, nproc=1):
            "--steps", "8", *args]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -33,23 +34,38 @@ def _losses(out):
     return {r["step"]: r["loss"] for r in rows}
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path):
-    _train(tmp_path / "one")
+def _close(a: dict, b: dict, steps) -> None:
+    for step in steps:
+        assert abs(a[step] - b[step]) <= TOLERANCE * max(1.0, abs(a[step])), (step, a[step], b[step])
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    _train(out)
+    return _losses(out)
+
+
+def test_two_ddp_ranks_match_one_process(one_process, tmp_path):
     log = _train(tmp_path / "two", nproc=2)
-    assert "2 rank(s)" in log
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert sorted(one) == sorted(two) == list(range(1, 9))
-    for step in one:
-        assert abs(one[step] - two[step]) <= TOLERANCE * max(1.0, abs(one[step])), step
-    assert one[8] < one[1]  # it trained
+    assert "2 rank(s) (ddp)" in log
+    two = _losses(tmp_path / "two")
+    assert sorted(two) == sorted(one_process) == list(range(1, 9))
+    _close(one_process, two, range(1, 9))
+    assert one_process[8] < one_process[1]  # it trained
 
 
-def test_checkpoint_from_two_workers_resumes_on_one(tmp_path):
-    _train(tmp_path / "straight")
+def test_checkpoint_from_two_workers_resumes_on_one(one_process, tmp_path):
     _train(tmp_path / "split", "--until", "4", nproc=2)
     assert json.loads((tmp_path / "split/trainer_state/state.json").read_text())["step"] == 4
     log = _train(tmp_path / "split", "--resume")
     assert "resumed at step 4" in log
-    straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
-    for step in range(5, 9):
-        assert abs(straight[step] - split[step]) <= TOLERANCE * max(1.0, abs(straight[step])), step
+    _close(one_process, _losses(tmp_path / "split"), range(1, 9))
+
+
+def test_fsdp_ranks_match_one_process_and_resume_on_one(one_process, tmp_path):
+    log = _train(tmp_path / "fsdp", "--until", "4", "--strategy", "fsdp", nproc=2)
+    assert "2 rank(s) (fsdp)" in log
+    _close(one_process, _losses(tmp_path / "fsdp"), range(1, 5))
+    _train(tmp_path / "fsdp", "--resume")  # full (unsharded) checkpoint, one plain process
+    _close(one_process, _losses(tmp_path / "fsdp"), range(1, 9))

@@ -21,9 +21,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(
-    model: SoundFlowModel, tokenizer, out: Path | str, extra: dict | None = None
+    model: SoundFlowModel,
+    tokenizer,
+    out: Path | str,
+    extra: dict | None = None,
+    state_dict: dict | None = None,
 ) -> Path:
-    """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
+    """Write atomically: a crash mid-save leaves the previous checkpoint intact.
+    `state_dict`: the full weights when the model's own are sharded (FSDP)."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -31,7 +36,8 @@ def save_checkpoint(
     if extra:
         cfg["training"] = extra
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = state_dict if state_dict is not None else model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     # Tied embeddings share storage; safetensors refuses shared tensors, so keep one.
     if model.decoder.config.tie_word_embeddings:
         state.pop("decoder.lm_head.weight", None)

@@ -46,10 +46,16 @@ class SoundFlowModel(nn.Module):
         return self.adapter(frames), frames
 
     def forward(
-        self, pcm: torch.Tensor, layouts: list[Layout], ctc_targets: list[list[int]] | None = None
+        self,
+        pcm: torch.Tensor,
+        layouts: list[Layout],
+        ctc_targets: list[list[int]] | None = None,
+        control_ids: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss sums and their label counts, so a trainer can normalise over every rank and
-        micro-batch of a step (exact data-parallel equivalence); see `combine_losses`."""
+        micro-batch of a step (exact data-parallel equivalence); see `combine_losses`.
+        With `control_ids` (silence, respond) it also returns, at every control position,
+        the expected and the predicted control token (`control_target`, `control_pred`)."""
         embeds, frames = self.audio_embeds(pcm)
         inputs, mask, stream_labels, lm_labels = collate(
             layouts, embeds, self.decoder.get_input_embeddings()
@@ -64,6 +70,11 @@ class SoundFlowModel(nn.Module):
         if ctc_targets is not None:
             out["ctc_sum"] = self.ctc_loss(frames, ctc_targets).sum()
             out["ctc_n"] = torch.tensor(len(ctc_targets))
+        if control_ids is not None:
+            pick = stream_labels != IGNORE
+            pair = logits[..., list(control_ids)].argmax(-1)[pick]
+            out["control_target"] = stream_labels[pick]
+            out["control_pred"] = torch.where(pair == 1, control_ids[1], control_ids[0])
         return out
 
     def ctc_loss(self, frames: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:

@@ -47,6 +47,7 @@ def run(
     eval_data: Path | None = None,
     resume: bool = False,
     until: int | None = None,
+    strategy: str = "ddp",
     log=print,
 ) -> dict:
     init_distributed()
@@ -80,5 +81,6 @@ def run(
         out,
         resume=resume,
         until=until,
+        strategy=strategy,
         log=log if rank == 0 else (lambda *_: None),
     )

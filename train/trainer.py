@@ -21,8 +21,9 @@ from soundflow import protocol
 from soundflow.train.checkpoint import save_checkpoint
 from soundflow.train.dataset import Segment, StreamSource, draw
 from soundflow.train.model import SoundFlowModel, combine_losses, parameter_counts
+from soundflow.train.parallel import Parallel, autocast
 from soundflow.train.recipes import Recipe, Stage
-from soundflow.train.sequence import IGNORE, collate, layout
+from soundflow.train.sequence import IGNORE, layout
 from soundflow.train.tokenizer import encode_response, prompt_ids, special_ids
 
 
@@ -129,12 +130,14 @@ def train(
     out: Path,
     resume: bool = False,
     until: int | None = None,
+    strategy: str = "ddp",
     log=print,
 ) -> dict:
     """Run the recipe's stages in order; returns the last logged metrics.
 
     `until` stops at that global step (checkpointed) without changing any schedule, so a
     long recipe can run in pieces and continue with `resume`, on any number of ranks.
+    `strategy`: "ddp" (replicas) or "fsdp" (sharded parameters) when several ranks run.
     """
     rank, size = world()
     tc = recipe.train
@@ -146,20 +149,20 @@ def train(
     device = torch.device(
         f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     )
+    parallel = Parallel(strategy, size)
+    if rank == 0:
+        log(
+            f"parameters: {parameter_counts(model)}; {size} rank(s) ({strategy if size > 1 else 'single'}), "
+            f"{tc.batch_size // (size * tc.grad_accum)} samples/micro-batch"
+        )
     model.to(device)
+    parallel.prepare(model)
     state_dir = out / "trainer_state"
     pos = Position()
     if resume and (state_dir / "state.json").is_file():
         pos = Position.load(state_dir)
-        log(
-            f"resumed at step {pos.global_step} (stage {recipe.stages[min(pos.stage, len(recipe.stages) - 1)].name}, "
-            f"step {pos.step}) from {state_dir}"
-        )
-    if rank == 0:
-        log(
-            f"parameters: {parameter_counts(model)}; {size} rank(s), "
-            f"{tc.batch_size // (size * tc.grad_accum)} samples/micro-batch"
-        )
+        name = recipe.stages[min(pos.stage, len(recipe.stages) - 1)].name
+        log(f"resumed at step {pos.global_step} (stage {name}, step {pos.step}) from {state_dir}")
     metrics: dict = {}
     while pos.stage < len(recipe.stages):
         stage = recipe.stages[pos.stage]
@@ -167,6 +170,7 @@ def train(
             recipe,
             stage,
             model,
+            parallel,
             tokenizer,
             source,
             eval_source,
@@ -188,6 +192,7 @@ def _run_stage(
     recipe,
     stage,
     model,
+    parallel,
     tokenizer,
     source,
     eval_source,
@@ -202,11 +207,12 @@ def _run_stage(
     tc, cfg = recipe.train, model.cfg
     micro = tc.batch_size // (size * tc.grad_accum)
     params = set_trainable(model, stage.trainable)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if size > 1 else model
+    step_model = parallel.wrap(model)
     opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=tc.weight_decay)
     state_dir = out / "trainer_state"
     if resume_optimizer:
-        opt.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+        state = torch.load(state_dir / "optimizer.pt", weights_only=True)
+        parallel.load_optimizer_state(model, opt, state)
     tasks = tuple(t for t, _ in stage.task_weights)
     weights = np.array([w for _, w in stage.task_weights], dtype=np.float64)
     batcher = Batcher(tokenizer, cfg)
@@ -243,8 +249,9 @@ def _run_stage(
         totals = _all_sum(label_counts(batches), size)  # 2 ranks == 1 process, exactly
         sums: dict[str, float] = {}
         for pcm, lays, ctc in batches:
-            terms = combine_losses(ddp(pcm.to(device), lays, ctc), totals, tc.loss)
-            (terms["loss"] * size).backward()  # DDP averages gradients over ranks
+            with autocast(device):
+                terms = combine_losses(step_model(pcm.to(device), lays, ctc), totals, tc.loss)
+            (terms["loss"] * size).backward()  # DDP and FSDP average gradients over ranks
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -254,11 +261,10 @@ def _run_stage(
         seen += tc.batch_size
         sums = _all_sum(sums, size)  # each rank held its share of the step's means
         last = pos.step == stage.steps or pos.global_step == until
-        if rank != 0:
-            continue
-        with open(out / "train_log.jsonl", "a") as f:
-            f.write(json.dumps({"step": pos.global_step, "stage": stage.name, **sums}) + "\n")
-        if pos.step % tc.log_every == 0 or last:
+        if rank == 0:
+            with open(out / "train_log.jsonl", "a") as f:
+                f.write(json.dumps({"step": pos.global_step, "stage": stage.name, **sums}) + "\n")
+        if rank == 0 and (pos.step % tc.log_every == 0 or last):
             metrics = {
                 "step": pos.global_step,
                 "stage": stage.name,
@@ -267,28 +273,46 @@ def _run_stage(
                 "samples_per_s": round(seen / (time.time() - t0), 2),
             }
             log(" ".join(f"{k}={v}" for k, v in metrics.items()))
-        if eval_source is not None and (pos.step % tc.eval_every == 0 or last):
+        # Sharded parameters need every rank for evaluation and for gathering a checkpoint.
+        if (
+            eval_source is not None
+            and (pos.step % tc.eval_every == 0 or last)
+            and (rank == 0 or parallel.sharded)
+        ):
             ev = evaluate(model, batcher, eval_source, recipe, stage, device)
-            log("eval " + " ".join(f"{k}={v}" for k, v in ev.items()))
-            metrics.update({f"eval_{k}": v for k, v in ev.items()})
+            if rank == 0:
+                log("eval " + " ".join(f"{k}={v}" for k, v in ev.items()))
+                metrics.update({f"eval_{k}": v for k, v in ev.items()})
         if pos.step % tc.ckpt_every == 0 or last:
-            save_checkpoint(
-                model,
-                tokenizer,
-                out,
-                extra={
-                    "recipe": recipe.name,
-                    "step": pos.global_step,
-                    "stage": stage.name,
-                    "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
-                    "max_sequence": max_sequence(recipe, cfg),
-                },
-            )
-            state_dir.mkdir(exist_ok=True)
-            torch.save(opt.state_dict(), state_dir / "optimizer.pt.tmp")
-            os.replace(state_dir / "optimizer.pt.tmp", state_dir / "optimizer.pt")
-            (state_dir / "state.json").write_text(json.dumps(pos.__dict__))
+            _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg)
     return metrics
+
+
+def _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg) -> None:
+    """Gather (all ranks, under FSDP) and write (rank 0) the model and the trainer state."""
+    rank, _ = world()
+    weights = parallel.model_state(model)
+    opt_state = parallel.optimizer_state(model, opt)
+    if rank != 0:
+        return
+    save_checkpoint(
+        model,
+        tokenizer,
+        out,
+        state_dict=weights,
+        extra={
+            "recipe": recipe.name,
+            "step": pos.global_step,
+            "stage": stage.name,
+            "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
+            "max_sequence": max_sequence(recipe, cfg),
+        },
+    )
+    state_dir = out / "trainer_state"
+    state_dir.mkdir(exist_ok=True)
+    torch.save(opt_state, state_dir / "optimizer.pt.tmp")
+    os.replace(state_dir / "optimizer.pt.tmp", state_dir / "optimizer.pt")
+    (state_dir / "state.json").write_text(json.dumps(pos.__dict__))
 
 
 def _all_sum(values: dict[str, float], size: int) -> dict[str, float]:
@@ -325,18 +349,12 @@ def evaluate(
         for i in range(recipe.train.eval_samples)
     ]
     pcm, lays, ctc = batcher(segs, model)
-    pcm = pcm.to(device)
-    terms = combine_losses(
-        model(pcm, lays, ctc), label_counts([(pcm, lays, ctc)]), recipe.train.loss
-    )
-    embeds, _ = model.audio_embeds(pcm)
-    inputs, mask, stream, _ = collate(lays, embeds, model.decoder.get_input_embeddings())
-    logits = model.decoder(inputs_embeds=inputs, attention_mask=mask).logits
-    pick = stream != IGNORE
-    pair = logits[..., [batcher.silence, batcher.respond]].argmax(-1)
-    pred = torch.where(pair == 1, batcher.respond, batcher.silence)
-    respond = stream[pick] == batcher.respond
-    hits = pred[pick] == stream[pick]
+    with autocast(device):
+        out = model(pcm.to(device), lays, ctc, control_ids=(batcher.silence, batcher.respond))
+    terms = combine_losses(out, label_counts([(pcm, lays, ctc)]), recipe.train.loss)
+    target, pred = out["control_target"], out["control_pred"]
+    respond = target == batcher.respond
+    hits = pred == target
     return {
         "loss": round(terms["loss"].item(), 4),
         "control_accuracy": round(hits.float().mean().item(), 4),
