@@ -49,6 +49,12 @@ import click
     "--resume", is_flag=True, help="Continue from the checkpoint and trainer state in --out."
 )
 @click.option(
+    "--init-from",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Start from a local Qwen2-Audio / Qwen2.5-Omni checkpoint (saved in its HF layout).",
+)
+@click.option(
     "--strategy",
     type=click.Choice(["ddp", "fsdp"]),
     default="ddp",
@@ -63,7 +69,7 @@ import click
     show_default=True,
     help="Data-parallel processes on this machine (launches torchrun).",
 )
-def train(recipe, out, data, eval_data, steps, until, resume, nproc, strategy) -> None:
+def train(recipe, out, data, eval_data, steps, until, resume, nproc, strategy, init_from) -> None:
     """Train a model from a recipe.
 
     \b
@@ -101,6 +107,7 @@ def train(recipe, out, data, eval_data, steps, until, resume, nproc, strategy) -
             resume=resume,
             until=until,
             strategy=strategy,
+            init_from=init_from,
             log=click.echo,
         )
     except (KeyError, ValueError, FileNotFoundError) as e:

@@ -92,7 +92,8 @@ class PretrainedAudioLM(nn.Module):
         embeds = torch.cat(out, dim=1)
         return embeds, embeds
 
-    def forward(self, pcm, layouts: list[Layout], ctc_targets=None) -> dict[str, torch.Tensor]:
+    def forward(self, pcm, layouts: list[Layout], ctc_targets=None,
+                control_ids=None) -> dict[str, torch.Tensor]:  # fmt: skip
         """Loss sums and label counts, as `SoundFlowModel.forward` (see `combine_losses`)."""
         embeds, frames = self.audio_embeds(pcm)
         inputs, mask, stream_labels, lm_labels = collate(
@@ -116,6 +117,11 @@ class PretrainedAudioLM(nn.Module):
             )  # fmt: skip
             out["ctc_sum"] = (per / lengths.clamp(min=1).to(per)).sum()
             out["ctc_n"] = torch.tensor(len(ctc_targets))
+        if control_ids is not None:  # as SoundFlowModel.forward: expected vs predicted
+            pick = stream_labels != IGNORE
+            pair = logits[..., list(control_ids)].argmax(-1)[pick]
+            out["control_target"] = stream_labels[pick]
+            out["control_pred"] = torch.where(pair == 1, control_ids[1], control_ids[0])
         return out
 
     def ctc_ids(self, text: str) -> list[int]:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
+from soundflow import protocol
 from soundflow.train.checkpoint import load_checkpoint
 from soundflow.train.dataset import ShardSource, ToySource
 from soundflow.train.model import SoundFlowModel
+from soundflow.train.pretrained import load_pretrained
 from soundflow.train.recipes import Recipe
 from soundflow.train.tokenizer import load_tokenizer, train_tokenizer
 from soundflow.train.trainer import init_distributed, train, world
@@ -48,16 +50,34 @@ def run(
     resume: bool = False,
     until: int | None = None,
     strategy: str = "ddp",
+    init_from: Path | None = None,
     log=print,
 ) -> dict:
+    """Train `recipe` into `out`. `init_from`: a local Qwen2-Audio / Qwen2.5-Omni checkpoint
+    to start from (its weights loaded, soundflow's tokens added, embeddings resized)."""
+    from soundflow.export.hf_audio import detect
+
     init_distributed()
-    rank, _ = world()
+    rank, size = world()
     torch.manual_seed(recipe.train.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_src, eval_src = sources(recipe, data, eval_data)
-    if resume and (out / "model.safetensors").is_file():
+    if resume and (out / "config.json").is_file() and detect(out):
+        model, tok = load_pretrained(out, chunk_ms=recipe.model.chunk_ms)
+    elif resume and (out / "model.safetensors").is_file():
         model, tok, _ = load_checkpoint(out)
+    elif init_from is not None:
+        if not detect(init_from):
+            raise ValueError(
+                f"--init-from {init_from}: not a Qwen2-Audio or Qwen2.5-Omni "
+                "checkpoint directory (config.json + safetensors)"
+            )
+        if strategy == "fsdp" and size > 1:
+            raise ValueError("--strategy fsdp is not supported with --init-from yet; use ddp")
+        texts = tokenizer_texts(recipe, train_src)
+        tags = tuple(sorted({m.group(0) for t in texts for m in protocol.TAG_PATTERN.finditer(t)}))
+        model, tok = load_pretrained(init_from, chunk_ms=recipe.model.chunk_ms, tags=tags)
     else:
         if resume:
             log(f"--resume: no checkpoint in {out} yet, starting fresh")
@@ -65,7 +85,7 @@ def run(
         if rank == 0:
             tok = train_tokenizer(tokenizer_texts(recipe, train_src), recipe.train.vocab_size)
             tok.save(str(tok_path))
-        if world()[1] > 1:
+        if size > 1:
             torch.distributed.barrier()  # the other ranks read rank 0's tokenizer
         tok = load_tokenizer(tok_path)
         decoder = {**recipe.model.decoder, "vocab_size": tok.get_vocab_size()}

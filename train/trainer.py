@@ -295,19 +295,17 @@ def _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg) -
     opt_state = parallel.optimizer_state(model, opt)
     if rank != 0:
         return
-    save_checkpoint(
-        model,
-        tokenizer,
-        out,
-        state_dict=weights,
-        extra={
-            "recipe": recipe.name,
-            "step": pos.global_step,
-            "stage": stage.name,
-            "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
-            "max_sequence": max_sequence(recipe, cfg),
-        },
-    )
+    extra = {
+        "recipe": recipe.name,
+        "step": pos.global_step,
+        "stage": stage.name,
+        "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
+        "max_sequence": max_sequence(recipe, cfg),
+    }
+    if hasattr(model, "save_checkpoint"):  # started from a pretrained audio LLM: its HF layout
+        model.save_checkpoint(tokenizer, out, extra=extra)
+    else:
+        save_checkpoint(model, tokenizer, out, state_dict=weights, extra=extra)
     state_dir = out / "trainer_state"
     state_dir.mkdir(exist_ok=True)
     torch.save(opt_state, state_dir / "optimizer.pt.tmp")
