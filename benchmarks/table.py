@@ -29,7 +29,7 @@ def rows(d: Path) -> list[tuple[str, str, str, str]]:
         if not lat:
             continue
         c, load = lat["meta"]["command"], _load_note(lat)
-        model = lat["model"]["name"] if name != "latency" else "default bundle"
+        model = "default bundle" if name == "latency" else lat["model"]["recipe"]
         for k in ("fifo", "sync"):
             r = lat[k]
             k = f"{k}, {model}"
