@@ -37,7 +37,7 @@ def rows(d: Path) -> list[tuple[str, str, str, str]]:
                 (f"decision latency p50 / p99, {k}", f"{r['decision_ms_p50']} / {r['decision_ms_p99']} ms", "p99 <= 20 ms" if k == "fifo, default bundle" else "", f"`{c}` ({load})"),
                 (f"first-chunk decision, {k}", f"{r['first_chunk_decision_ms']} ms", "", "same run"),
                 (f"first token p50, completion p50, {k}", f"{r['first_token_ms_p50']} ms, {r['completion_ms_p50']} ms ({r['responses']} responses)", "", "same run"),
-                (f"stall rate, overruns, {k}", f"{100 * r['stall_rate']:.1f} %, {r['overruns']} ({r['chunks']} chunks)", "0, 0", "same run"),
+                (f"stall rate, overruns, {k}", f"{100 * r['stall_rate']:.1f} %, {r['overruns']} ({r['chunks']} chunks)", "0, 0" if name == "latency" else "", "same run"),
                 (f"CPU, RSS, {k}", f"{r['cpu_percent']} % of a core, {r['rss_mb']} MB", "", "same run"),
             ]  # fmt: skip
     sc = _load(d, "scale")
