@@ -24,12 +24,14 @@ def _load_note(r: dict) -> str:
 def rows(d: Path) -> list[tuple[str, str, str, str]]:
     """(figure, value, target, command + load) rows."""
     out = []
-    for name in ("latency", "latency_small"):
+    for name in ("latency", "latency_load6", "latency_small"):
         lat = _load(d, name)
         if not lat:
             continue
         c, load = lat["meta"]["command"], _load_note(lat)
-        model = "default bundle" if name == "latency" else lat["model"]["recipe"]
+        model = {"latency": "default bundle", "latency_load6": "default bundle, load 6"}.get(
+            name, lat["model"]["recipe"]
+        )
         for k in ("fifo", "sync"):
             r = lat[k]
             k = f"{k}, {model}"
