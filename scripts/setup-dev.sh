@@ -20,4 +20,4 @@ fi
 
 # The pinned CPU build; an unpinned torch would pull a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e '.[train,mic,dev]'
+python -m pip install -q -e '.[train,mic,dev,bench]'
