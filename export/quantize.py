@@ -98,14 +98,3 @@ def _dims(shape: list, query: int, cache: int) -> tuple[int, ...]:
         "cache_len+query_len": cache + query,
     }
     return tuple(size[d] if isinstance(d, str) else d for d in shape)
-
-
-def _dims(shape: list, query: int, cache: int) -> tuple[int, ...]:
-    """A concrete shape for one TensorRT profile point (batch 1, the full cache)."""
-    size = {
-        "batch": 1,
-        "query_len": query,
-        "cache_len": cache,
-        "cache_len+query_len": cache + query,
-    }
-    return tuple(size[d] if isinstance(d, str) else d for d in shape)

@@ -61,20 +61,10 @@ class SoundFlowModel(nn.Module):
             layouts, embeds, self.decoder.get_input_embeddings()
         )
         logits = self.decoder(inputs_embeds=inputs, attention_mask=mask).logits  # (B, L, V)
-        out = {
-            "lm_sum": _ce_sum(logits, lm_labels),
-            "lm_n": (lm_labels != IGNORE).sum(),
-            "stream_sum": _ce_sum(logits, stream_labels),
-            "stream_n": (stream_labels != IGNORE).sum(),
-        }
+        out = decoder_losses(logits, stream_labels, lm_labels, control_ids)
         if ctc_targets is not None:
             out["ctc_sum"] = self.ctc_loss(frames, ctc_targets).sum()
             out["ctc_n"] = torch.tensor(len(ctc_targets))
-        if control_ids is not None:
-            pick = stream_labels != IGNORE
-            pair = logits[..., list(control_ids)].argmax(-1)[pick]
-            out["control_target"] = stream_labels[pick]
-            out["control_pred"] = torch.where(pair == 1, control_ids[1], control_ids[0])
         return out
 
     def ctc_loss(self, frames: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
@@ -98,6 +88,28 @@ class SoundFlowModel(nn.Module):
         """Characters of `text` as CTC labels (1-based; 0 is blank); others are dropped."""
         index = {ch: i + 1 for i, ch in enumerate(self.cfg.ctc_alphabet)}
         return [index[ch] for ch in " ".join(text.lower().split()) if ch in index]
+
+
+def decoder_losses(
+    logits: torch.Tensor,
+    stream_labels: torch.Tensor,
+    lm_labels: torch.Tensor,
+    control_ids: tuple[int, int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Loss sums and label counts of the decoder's two label streams; with `control_ids`
+    (silence, respond) also the expected and predicted control token at each decision."""
+    out = {
+        "lm_sum": _ce_sum(logits, lm_labels),
+        "lm_n": (lm_labels != IGNORE).sum(),
+        "stream_sum": _ce_sum(logits, stream_labels),
+        "stream_n": (stream_labels != IGNORE).sum(),
+    }
+    if control_ids is not None:
+        pick = stream_labels != IGNORE
+        pair = logits[..., list(control_ids)].argmax(-1)[pick]
+        out["control_target"] = stream_labels[pick]
+        out["control_pred"] = torch.where(pair == 1, control_ids[1], control_ids[0])
+    return out
 
 
 def _ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,8 @@ from soundflow.export.hf_audio import prompt, source
 from soundflow.export.hf_audio.encoder import StreamingAudioEncoder, state_specs
 from soundflow.export.hf_audio.frontend import MelConfig
 from soundflow.train.config import CTC_ALPHABET
-from soundflow.train.model import _ce_sum
-from soundflow.train.sequence import IGNORE, Layout, collate
+from soundflow.train.model import decoder_losses
+from soundflow.train.sequence import Layout, collate
 
 
 @dataclass(frozen=True)
@@ -100,12 +100,7 @@ class PretrainedAudioLM(nn.Module):
             layouts, embeds, self.decoder.get_input_embeddings()
         )
         logits = self.decoder(inputs_embeds=inputs, attention_mask=mask).logits
-        out = {
-            "lm_sum": _ce_sum(logits, lm_labels),
-            "lm_n": (lm_labels != IGNORE).sum(),
-            "stream_sum": _ce_sum(logits, stream_labels),
-            "stream_n": (stream_labels != IGNORE).sum(),
-        }
+        out = decoder_losses(logits, stream_labels, lm_labels, control_ids)
         if ctc_targets is not None:
             log_probs = self.ctc_head(frames).log_softmax(-1).transpose(0, 1)  # (T, B, C)
             t, b, _ = log_probs.shape
@@ -117,11 +112,6 @@ class PretrainedAudioLM(nn.Module):
             )  # fmt: skip
             out["ctc_sum"] = (per / lengths.clamp(min=1).to(per)).sum()
             out["ctc_n"] = torch.tensor(len(ctc_targets))
-        if control_ids is not None:  # as SoundFlowModel.forward: expected vs predicted
-            pick = stream_labels != IGNORE
-            pair = logits[..., list(control_ids)].argmax(-1)[pick]
-            out["control_target"] = stream_labels[pick]
-            out["control_pred"] = torch.where(pair == 1, control_ids[1], control_ids[0])
         return out
 
     def ctc_ids(self, text: str) -> list[int]:
