@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.protocol import parse_tags
 from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.events import Event, LatencyStats, Response, Stats, Summary
@@ -107,9 +108,23 @@ class Loop:
         chunk = self.source.read_chunk(self.chunk_samples)
         if chunk is None:
             return None
+        # Latency counts from when the chunk's last sample was captured, not from when this
+        # thread got to it: in sync mode reads queue behind decoding, and that wait counts.
         ready = time.monotonic()
+        arrival = self._arrival(index)
+        if arrival is not None:
+            ready = min(ready, arrival)
         pcm = chunk if self.decoder.fallback else None
         return _Chunk(index, (index + 1) * self.chunk_s, ready, self.encoder.encode(chunk), pcm)
+
+    def _arrival(self, index: int) -> float | None:
+        """Capture time of chunk `index`'s last sample on a paced source's audio clock
+        (samples dropped by overruns came before it); None when the source has no clock."""
+        t0 = getattr(self.source, "t0", None)
+        if t0 is None:
+            return None
+        consumed = (index + 1) * self.chunk_samples + getattr(self.source, "overrun_samples", 0)
+        return t0 + consumed / SAMPLE_RATE
 
     def _perceive(self) -> None:
         index = 0

@@ -183,3 +183,30 @@ def test_callback_errors_end_the_run_with_a_reason(smoke_bundle, toy):
     listener.on(lambda e: done.set() if e.type == "summary" else None)
     summary = listener.run()
     assert done.is_set() and "my handler broke" in summary.error
+
+
+def test_sync_latency_counts_queueing_from_the_audio_clock(smoke_bundle, tmp_path, toy):
+    """A decoder slower than real time (here: the real engine, slowed to 0.6 s per call, as
+    on a weaker board) makes chunks queue; latency is counted from when each chunk's audio
+    was captured, so the queue shows in p99 and in the stalls, not just the call time."""
+    pcm, _ = toy
+    path = tmp_path / "three.wav"
+    sf.write(path, pcm[: int(16_000 * 2.8)], 16_000)  # 7 chunks
+    options = RuntimeOptions(
+        realtime=True, asynchronous=False, stats_every_s=0, mode="alert", threshold=1.0
+    )
+    engine = OrtEngine(smoke_bundle, options)
+    real_step = engine.decode_step
+
+    def slow_step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        time.sleep(0.6)
+        return out
+
+    engine.decode_step = slow_step
+    summary = Loop(engine, file_source(path, realtime=True), lambda e: None, options).run()
+    assert summary.chunks == 7
+    # Chunk k waits behind k slow decisions: the last one lands ~1.8 s after its audio,
+    # where read-time accounting would have reported ~0.6 s for every chunk.
+    assert summary.decision_p99_ms > 1200
+    assert summary.stalls >= 5
