@@ -6,7 +6,6 @@ first (scored against the synthetic stream's ground truth, as `soundflow eval` s
 from __future__ import annotations
 
 import gc
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,18 +33,9 @@ class SoakOptions:
 
 
 def _alert_quality(responses, t0: float, t1: float, chunk_s: float, seed: int) -> dict:
-    from soundflow.train.evaluate import score_alerts
+    from soundflow.train.evaluate import new_alert_tally, score_alerts
 
-    acc = {
-        "events": 0,
-        "detected": 0,
-        "correct": 0,
-        "responses": 0,
-        "false": 0,
-        "repeats": 0,
-        "delays": [],
-        "per_category": defaultdict(lambda: [0, 0]),
-    }
+    acc = new_alert_tally()
     record = {"events": synthetic_events(t0, t1, seed)}
     score_alerts(record, [r for r in responses if t0 <= r.t < t1 + chunk_s], chunk_s, acc)
     prec = acc["detected"] / acc["responses"] if acc["responses"] else 0.0

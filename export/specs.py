@@ -95,6 +95,29 @@ def decoder_io(d: DecoderDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, outputs
 
 
+CACHE_LAYOUT = "fixed-unrotated-new-only"
+MASK_VALUE = -1e4  # additive mask for masked keys; finite so fp16 engines stay NaN-free
+
+
+def decoder_manifest(d: DecoderDims, cache_capacity: int, file: str = "decoder.onnx") -> dict:
+    """The manifest's `decoder` section: the graph's tensors and the cache a driver needs."""
+    inputs, outputs = decoder_io(d)
+    return {
+        "file": file,
+        "inputs": [s.to_json() for s in inputs],
+        "outputs": [s.to_json() for s in outputs],
+        "num_layers": d.layers,
+        "num_heads": d.heads,
+        "num_kv_heads": d.kv_heads,
+        "head_dim": d.head_dim,
+        "hidden_size": d.hidden,
+        "vocab_size": d.vocab,
+        "cache_capacity": cache_capacity,
+        "cache_layout": CACHE_LAYOUT,
+        "mask_value": MASK_VALUE,
+    }
+
+
 def dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
     """torch.onnx dynamic_axes for every symbolic dim."""
     out = {}

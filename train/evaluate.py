@@ -49,6 +49,20 @@ def run_stream(engine, samples: np.ndarray, mode: str):
     return responses, summary
 
 
+def new_alert_tally() -> dict:
+    """The counters `score_alerts` adds to, over any number of streams."""
+    return {
+        "events": 0,
+        "detected": 0,
+        "correct": 0,
+        "responses": 0,
+        "false": 0,
+        "repeats": 0,
+        "delays": [],
+        "per_category": defaultdict(lambda: [0, 0]),
+    }
+
+
 def score_alerts(record: dict, responses: list, chunk_s: float, acc: dict) -> None:
     events = sorted((e for e in record["events"] if e.get("alert")), key=lambda e: e["start"])
     used = set()
@@ -122,16 +136,7 @@ def evaluate_bundle(
     chunk_s = engine.spec.manifest["audio"]["chunk_ms"] / 1000
     hours, n = 0.0, 0
     wer_edits = wer_words = 0
-    alert = {
-        "events": 0,
-        "detected": 0,
-        "correct": 0,
-        "responses": 0,
-        "false": 0,
-        "repeats": 0,
-        "delays": [],
-        "per_category": defaultdict(lambda: [0, 0]),
-    }
+    alert = new_alert_tally()
     assist = {"targets": 0, "answered": 0, "exact": 0, "unprompted": 0}
     decision_ms, rtf = [], []
     for record in iter_streams(data):

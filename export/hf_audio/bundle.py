@@ -140,7 +140,7 @@ def export_hf_bundle(
         dec, dec_in, dec_out, _example(dec_in, sizes), out / "decoder.onnx",
         {**common, "num_layers": dims.layers, "num_kv_heads": dims.kv_heads,
          "head_dim": dims.head_dim, "cache_capacity": cache_capacity,
-         "cache_layout": "fixed-unrotated-new-only", "control_ids": ctl.control_ids,
+         "cache_layout": specs.CACHE_LAYOUT, "control_ids": ctl.control_ids,
          "control_mode": ctl.mode, "vocab_size": dims.vocab},
     )  # fmt: skip
     export_s = time.time() - t0
@@ -190,22 +190,8 @@ def export_hf_bundle(
             "delay_embeds": 1,  # the embeds lag the audio by one (40 ms); the first is pre-roll
             "differences": list(enc_mod.DIFFERENCES),
         },
-        "decoder": {
-            "file": "decoder.onnx",
-            "inputs": [s.to_json() for s in dec_in],
-            "outputs": [s.to_json() for s in dec_out],
-            "num_layers": dims.layers,
-            "num_heads": dims.heads,
-            "num_kv_heads": dims.kv_heads,
-            "head_dim": dims.head_dim,
-            "hidden_size": dims.hidden,
-            "vocab_size": dims.vocab,
-            "cache_capacity": cache_capacity,
-            "cache_layout": "fixed-unrotated-new-only",
-            "mask_value": -1e4,
-            # Omni's 3-D (mrope) positions coincide for audio + text: one 1-D position each.
-            "positions": "1d",
-        },
+        # Omni's 3-D (mrope) positions coincide for audio + text: one 1-D position each.
+        "decoder": {**specs.decoder_manifest(dims, cache_capacity), "positions": "1d"},
         "embeddings": {"file": "embed_tokens.npy", "shape": list(embed.shape), "dtype": "float32"},
         "tokenizer": {"file": "tokenizer.json", "type": "byte-level-bpe"},
         "special_tokens": prompt.special_ids(tok),
