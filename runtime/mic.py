@@ -28,9 +28,35 @@ def import_sounddevice() -> ModuleType:
         raise SourceError(f"PortAudio is not available ({e}): {MIC_HINT}") from None
 
 
-def list_input_devices() -> list[dict[str, Any]]:
+# Streams soundflow holds open; PortAudio re-initialisation would close them.
+_open_streams = 0
+
+
+def rescan_devices() -> bool:
+    """Make PortAudio list the devices present now; True if it re-read them.
+
+    PortAudio reads its device list once, when it initialises: a USB microphone plugged in
+    later, or a sound server (PulseAudio, PipeWire) started later, stays invisible until
+    it re-initialises. Re-initialising closes every PortAudio stream in the process, so
+    this is skipped while a MicSource is capturing; an app with streams of its own should
+    pass `rescan=False` to `list_input_devices`.
+    """
+    sd = import_sounddevice()
+    if _open_streams:
+        return False
+    try:  # sounddevice's documented workaround (python-sounddevice issue #125)
+        sd._terminate()
+        sd._initialize()
+    except (AttributeError, sd.PortAudioError):
+        return False
+    return True
+
+
+def list_input_devices(rescan: bool = True) -> list[dict[str, Any]]:
     """Input devices: index, name, host API, channels, native rate, default flag."""
     sd = import_sounddevice()
+    if rescan:
+        rescan_devices()
     try:
         devices = sd.query_devices()
         default_in = sd.default.device[0]
@@ -56,15 +82,20 @@ def resolve_device(device: int | str | None) -> tuple[int, dict[str, Any]]:
     sd = import_sounddevice()
     if isinstance(device, str) and device.strip().isdigit():
         device = int(device)
-    try:
-        info = sd.query_devices(device, "input")
-    except (ValueError, sd.PortAudioError) as e:
-        names = ", ".join(f"{d['index']}: {d['name']}" for d in list_input_devices()) or "none"
-        raise SourceError(
-            f"no usable input device {device!r} ({e}); run `soundflow devices` "
-            f"and pass --device INDEX or NAME (inputs: {names})"
-        ) from None
-    return int(info["index"]), info
+    for attempt in range(2):
+        try:
+            info = sd.query_devices(device, "input")
+            return int(info["index"]), info
+        except (ValueError, sd.PortAudioError) as e:
+            reason = str(e)
+        # It may have appeared since PortAudio started: re-read the devices once.
+        if attempt or not rescan_devices():
+            break
+    names = ", ".join(f"{d['index']}: {d['name']}" for d in list_input_devices(False)) or "none"
+    raise SourceError(
+        f"no usable input device {device!r} ({reason}); run `soundflow devices` "
+        f"and pass --device INDEX or NAME (inputs: {names})"
+    )
 
 
 class MicSource(Source):
@@ -103,9 +134,10 @@ class MicSource(Source):
         self.ring.write(indata[:, 0])
 
     def start(self) -> None:
+        global _open_streams
         sd = self._sd
         try:
-            self._stream = sd.InputStream(
+            stream = sd.InputStream(
                 device=self.device_index,
                 channels=1,
                 samplerate=self.native_rate,
@@ -113,7 +145,9 @@ class MicSource(Source):
                 blocksize=self._blocksize,
                 callback=self._callback,
             )
-            self._stream.start()
+            _open_streams += 1  # counted from opening: rescan_devices must not close it
+            self._stream = stream
+            stream.start()
         except (sd.PortAudioError, ValueError) as e:
             raise SourceError(
                 f"could not open input device {self.name} at {self.native_rate} Hz mono "
@@ -121,6 +155,7 @@ class MicSource(Source):
             ) from None
 
     def stop(self) -> None:
+        global _open_streams
         if self._stream is not None:
             try:
                 self._stream.stop()
@@ -128,6 +163,7 @@ class MicSource(Source):
             except self._sd.PortAudioError:
                 pass  # the device is gone already; what was captured is in the ring
             self._stream = None
+            _open_streams -= 1
         self.ring.close()
 
     @property

@@ -38,6 +38,10 @@ def pulse_monitor(tmp_path_factory):
             "PulseAudio is not installed (apt install pulseaudio pulseaudio-utils "
             "libasound2-plugins libportaudio2)"
         )
+    # PortAudio initialises before the sound server exists, as when a USB microphone is
+    # plugged in after start-up: the device list must be re-read to find `pulse`.
+    import sounddevice  # noqa: F401
+
     if subprocess.run(["pactl", "info"], capture_output=True, timeout=20).returncode != 0:
         # As root PulseAudio warns that it is meant for users but runs fine per session.
         start = subprocess.run(
