@@ -49,12 +49,17 @@ def recipe_for(change: dict, steps: int):
     )
 
 
-def run_variant(name: str, change: dict, args) -> dict:
+def run_variant(name: str, change: dict, args, done: dict[str, dict]) -> dict:
     from soundflow.export.onnx_export import export_bundle
     from soundflow.train.evaluate import evaluate_bundle
     from soundflow.train.run import run
 
-    work = Path(args.out) / name.replace("=", "_")
+    # lambda=1 and chunk=400 ms are both the unchanged recipe: train it once
+    effective = {k: v for k, v in change.items() if v != {"lambda_stream": 1.0, "chunk_ms": 400}[k]}
+    key = "-".join(f"{k}_{v}" for k, v in effective.items()) or "baseline"
+    if key in done:
+        return {**done[key], "variant": name, **change}
+    work = Path(args.out) / key
     t0 = time.time()
     metrics = run(
         recipe_for(change, args.steps),
@@ -67,7 +72,7 @@ def run_variant(name: str, change: dict, args) -> dict:
     train_s = time.time() - t0
     export_bundle(work / "ck", work / "bundle", log=lambda *_: None)
     report = evaluate_bundle(work / "bundle", args.eval_data, max_streams=args.max_streams)
-    return {
+    done[key] = {
         "variant": name,
         **change,
         "steps": args.steps,
@@ -83,6 +88,7 @@ def run_variant(name: str, change: dict, args) -> dict:
         "trigger_delay_s_median": report["alert"]["trigger_delay_s_median"],
         "decision_ms_p50": report["runtime"]["decision_ms_p50"],
     }
+    return done[key]
 
 
 def main() -> None:
@@ -97,9 +103,9 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ablations")
     ap.add_argument("--json", default="benchmarks/results/ablations.json")
     args = ap.parse_args()
-    rows = []
+    rows, done = [], {}
     for name, change in variants(args.which):
-        rows.append(run_variant(name, change, args))
+        rows.append(run_variant(name, change, args, done))
         print(json.dumps(rows[-1]))
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=2) + "\n")

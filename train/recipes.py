@@ -97,19 +97,19 @@ RECIPES = {
             loss=LossWeights(lambda_stream=1.0, mu_ctc=0.3),
         ),
         stages=(
-            Stage("format", steps=400, lr=2e-3, chunks_per_sample=8, focus_prob=1.0, warmup=40),
+            Stage("format", steps=900, lr=2e-3, chunks_per_sample=8, focus_prob=1.0, warmup=40),
             Stage(
                 "adapter",
-                steps=600,
+                steps=1300,
                 lr=2e-3,
                 chunks_per_sample=12,
                 focus_prob=0.8,
                 trainable="audio",
             ),
-            Stage("streaming", steps=2000, lr=1.5e-3, chunks_per_sample=24, focus_prob=0.5),
+            Stage("streaming", steps=4400, lr=1.5e-3, chunks_per_sample=24, focus_prob=0.5),
             Stage(
                 "instruction",
-                steps=600,
+                steps=1400,
                 lr=5e-4,
                 chunks_per_sample=32,
                 focus_prob=0.7,
