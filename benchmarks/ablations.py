@@ -60,23 +60,28 @@ def run_variant(name: str, change: dict, args, done: dict[str, dict]) -> dict:
     if key in done:
         return {**done[key], "variant": name, **change}
     work = Path(args.out) / key
-    t0 = time.time()
-    metrics = run(
-        recipe_for(change, args.steps),
-        work / "ck",
-        data=Path(args.data),
-        eval_data=Path(args.eval_data),
-        resume=True,
-        log=lambda *_: None,
-    )
-    train_s = time.time() - t0
+    trained = work / "train_metrics.json"  # a rerun skips variants already trained
+    if trained.is_file():
+        metrics = json.loads(trained.read_text())
+    else:
+        t0 = time.time()
+        metrics = run(
+            recipe_for(change, args.steps),
+            work / "ck",
+            data=Path(args.data),
+            eval_data=Path(args.eval_data),
+            resume=True,
+            log=lambda *_: None,
+        )
+        metrics["train_seconds"] = round(time.time() - t0, 1)
+        trained.write_text(json.dumps(metrics) + "\n")
     export_bundle(work / "ck", work / "bundle", log=lambda *_: None)
     report = evaluate_bundle(work / "bundle", args.eval_data, max_streams=args.max_streams)
     done[key] = {
         "variant": name,
         **change,
         "steps": args.steps,
-        "train_seconds": round(train_s, 1),
+        "train_seconds": metrics["train_seconds"],
         "final_lm_loss": metrics.get("lm"),
         "final_stream_loss": metrics.get("stream"),
         "eval_control_accuracy": metrics.get("eval_control_accuracy"),

@@ -100,3 +100,19 @@ def test_corpora_ground_streams(corpora, tmp_path):
     assert "librispeech" in sources and "esc50" in sources
     est = [w for s in streams for w in s["words"] if w.get("timing") == "estimated"]
     assert est and all(w["end"] > w["start"] for w in est)
+
+
+def test_eval_never_asks_for_a_class_train_cannot_teach():
+    def clip(cid, label, split):
+        return library.Clip(id=cid, source="deb:x", label=label, category="Traffic", split=split)
+
+    clips = [
+        clip("a", "horn", "train"),
+        clip("b", "horn", "eval"),  # a class with train files: stays in eval
+        clip("c", "bell", "eval"),  # its only file hashed into eval: nothing could teach it
+    ]
+    ev, tr = Library(clips, "eval"), Library(clips, "train")
+    assert [c.id for c in ev] == ["b"] and [c.id for c in tr] == ["a"]
+    assert any("bell" in n for n in ev.notes)
+    default_eval, default_train = Library.default("eval"), Library.default("train")
+    assert {c.label for c in default_eval} <= {c.label for c in default_train}

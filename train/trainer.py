@@ -354,7 +354,7 @@ def evaluate(
     respond = target == batcher.respond
     hits = pred == target
     return {
-        "loss": round(terms["loss"].item(), 4),
+        **{k: round(v.item(), 4) for k, v in terms.items()},  # loss and each term
         "control_accuracy": round(hits.float().mean().item(), 4),
         "respond_recall": round(hits[respond].float().mean().item(), 4) if respond.any() else None,
     }

@@ -319,9 +319,16 @@ class Library:
     """The clips one split may use, queryable by tags, label, category and alert."""
 
     def __init__(self, clips: Iterable[Clip], split: str, notes: Iterable[str] = ()) -> None:
+        clips = list(clips)
         self.split = split
-        self.clips = [c for c in clips if c.split in ("any", split)]
         self.notes = list(notes)
+        # Eval asks only for classes train can teach: a label whose every file hashed into
+        # eval (one OpenTTD level-crossing bell, say) would be a class the model never saw.
+        taught = {c.label for c in clips if c.split in ("any", "train")}
+        untaught = sorted({c.label for c in clips if c.label not in taught})
+        if untaught and split == "eval":
+            self.notes.append("eval-only labels left out of eval: " + ", ".join(untaught))
+        self.clips = [c for c in clips if c.split in ("any", split) and c.label in taught]
 
     @classmethod
     def default(cls, split: str, packages: bool = True, extra: Iterable[Clip] = ()) -> Library:
