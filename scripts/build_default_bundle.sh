@@ -14,7 +14,7 @@ if [ "$RECIPE" = "smoke" ]; then
   rm -f soundflow/assets/demo.flac  # the smoke model gets the generated tone scene
 else
   soundflow data build --recipe default --hours 20 --seed 2 --workers 2 --out "$WORK/data/train"
-  soundflow data build --recipe default --hours 0.5 --seed 2 --workers 2 --split eval \
+  soundflow data build --recipe default --hours 1 --seed 2 --workers 2 --split eval \
     --out "$WORK/data/eval"
   # Two data-parallel processes of one thread each use 2 cores best (1.8x one process).
   soundflow train --recipe "$RECIPE" --data "$WORK/data/train" --eval-data "$WORK/data/eval" \
