@@ -272,7 +272,11 @@ def _run_stage(
                 "lr": round(lr_at(pos.step - 1, stage), 6),
                 "samples_per_s": round(seen / (time.time() - t0), 2),
             }
-            log(" ".join(f"{k}={v}" for k, v in metrics.items()))
+            log(
+                _progress(pos, stage, recipe, seen / tc.batch_size / (time.time() - t0))
+                + " "
+                + " ".join(f"{k}={v}" for k, v in metrics.items())
+            )
         # Sharded parameters need every rank for evaluation and for gathering a checkpoint.
         if (
             eval_source is not None
@@ -286,6 +290,16 @@ def _run_stage(
         if pos.step % tc.ckpt_every == 0 or last:
             _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg)
     return metrics
+
+
+def _progress(pos: Position, stage: Stage, recipe: Recipe, steps_per_s: float) -> str:
+    """`[3180/8000 40% | streaming 780/4400 | stage eta 34m]`: a progress bar that logs."""
+    total = recipe.total_steps
+    eta = (stage.steps - pos.step) / max(steps_per_s, 1e-9)
+    return (
+        f"[{pos.global_step}/{total} {100 * pos.global_step // total}% | {stage.name} "
+        f"{pos.step}/{stage.steps} | stage eta {eta / 60:.0f}m]"
+    )
 
 
 def _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg) -> None:
