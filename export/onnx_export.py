@@ -33,6 +33,12 @@ def _describe(recipe: str | None) -> str:
             "untrained stand-in: the smoke recipe, about a minute on generated tones; "
             "it reacts to beeps and chirps, it does not understand speech"
         )
+    if recipe == "default":
+        return (
+            "the embedded default: the default recipe on synthetic speech (espeak-ng, "
+            "festival) and a small sound library; README.md states its eval numbers and "
+            "limits, and how to train one on real recordings"
+        )
     return f"trained with recipe {recipe!r}" if recipe else "unknown provenance"
 
 
