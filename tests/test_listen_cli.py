@@ -83,7 +83,15 @@ def test_human_output_stdin_and_demo(smoke_bundle, wav):
     assert _jsonl(r.stdout)[-1]["chunks"] == 32 and _jsonl(r.stdout)[-1]["source"] == "stdin"
 
     r = _listen("--bundle", smoke_bundle, "--demo", "--fast", "--jsonl")
-    assert r.exit_code == 0 and _jsonl(r.stdout)[-1]["chunks"] == 40  # the 16 s demo scene
+    assert r.exit_code == 0 and _jsonl(r.stdout)[-1]["chunks"] == _demo_chunks()
+
+
+def _demo_chunks() -> int:
+    """Chunks in `--demo`: the packaged demo clip, else the generated 16 s scene."""
+    from soundflow.runtime.demo import find_demo_file
+
+    demo = find_demo_file()
+    return 40 if demo is None else int(np.ceil(sf.info(demo).duration / 0.4))
 
 
 @pytest.mark.parametrize(
@@ -208,13 +216,32 @@ def test_devices_lists_inputs_or_says_how_to_install():
         assert "pip install soundflow[mic]" in r.stderr
 
 
+def test_embedded_default_names_a_doorbell_in_the_chunk_it_rings(tmp_path):
+    """The shipped model, not only the pipeline: a doorbell (eval-band parameters, never
+    trained on) after 4 s of a quiet room is announced in the chunk where it starts."""
+    from soundflow.train.data import procedural
+
+    rng = np.random.default_rng(5)
+    ring = procedural.SOUNDS["doorbell"].make(procedural.Params(rng, "eval"))
+    bed = (rng.standard_normal(4 * 16_000) * 0.003).astype(np.float32)
+    wav = tmp_path / "doorbell.wav"
+    sf.write(wav, np.concatenate([bed, 0.5 * ring, bed]), 16_000)
+    r = _listen("--input", str(wav), "--fast", "--jsonl", "--mode", "alert")
+    assert r.exit_code == 0, r.stderr
+    responses = [e for e in _jsonl(r.stdout) if e["type"] == "response"]
+    assert responses and responses[0]["tags"].get("alert") == "doorbell", responses
+    assert responses[0]["t"] == pytest.approx(4.4)  # the end of the chunk it starts in
+
+
 def test_demo_runs_through_the_embedded_default_bundle():
     """The README's first command: no bundle, no microphone."""
     r = _listen("--demo", "--fast", "--jsonl")
     assert r.exit_code == 0, r.stderr
-    assert "untrained" in r.stderr and "default_bundle" in r.stderr
+    assert "default_bundle" in r.stderr and "untrained" not in r.stderr  # the trained default
     summary = _jsonl(r.stdout)[-1]
-    assert summary["type"] == "summary" and summary["chunks"] == 40 and summary["error"] is None
+    assert summary["type"] == "summary" and summary["error"] is None
+    assert summary["chunks"] == _demo_chunks()
+    assert any(e["type"] == "response" for e in _jsonl(r.stdout))  # it has something to say
 
 
 @pytest.mark.parametrize("failure", [ImportError("No module named 'sounddevice'"),

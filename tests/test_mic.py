@@ -160,4 +160,6 @@ def test_soundflow_listen_device_captures_the_monitor(pulse_monitor, smoke_bundl
     assert abs(summary["chunks"] * 0.4 - wall) < 1.0, (summary["chunks"], wall)
     stats = [e for e in events if e["type"] == "stats"]
     assert [s["chunks"] for s in stats] == sorted(s["chunks"] for s in stats) and stats
-    # Once a trained default bundle exists, assert its alert events here too.
+    # What the embedded default answers is asserted on files (test_listen_cli), where the
+    # audio is deterministic; a null sink starts from digital zeros, which no training
+    # stream contains, and the default model can fire on that onset.
