@@ -78,29 +78,11 @@ def build(size: str, opts: SizeOptions) -> Path:
     save_checkpoint(model, tok, ck, extra={"recipe": f"random-{size}", "step": 0})
     del model
     export_bundle(ck, bundle, cache_capacity=opts.cache_capacity, log=lambda *_: None)
-    if opts.int8:
-        _int8(bundle)
+    if opts.int8:  # no fp32 agreement report: the weights are random
+        from soundflow.export.quantize import quantize_int8
+
+        quantize_int8(bundle)
     return bundle
-
-
-def _int8(bundle: Path) -> None:
-    """export.quantize.add_int8 without its fp32 agreement report (random weights)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from soundflow.manifest import read_manifest, write_manifest
-
-    for part in ("encoder", "decoder"):
-        quantize_dynamic(
-            bundle / f"{part}.onnx", bundle / f"{part}.int8.onnx", weight_type=QuantType.QInt8
-        )
-    manifest = read_manifest(bundle)
-    manifest.setdefault("variants", {})["int8"] = {
-        "encoder": "encoder.int8.onnx",
-        "decoder": "decoder.int8.onnx",
-        "quantization": "onnxruntime dynamic, weights int8",
-    }
-    manifest.pop("files", None)
-    write_manifest(bundle, manifest)
 
 
 def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:

@@ -10,18 +10,17 @@ from pathlib import Path
 from soundflow.manifest import read_manifest, write_manifest
 
 
-def add_int8(bundle: Path | str, log=print) -> dict:
-    """Quantize both graphs' weights to int8 (activations stay float: dynamic quantization)."""
+def quantize_int8(bundle: Path | str) -> None:
+    """Write int8 graphs beside the fp32 ones (weights int8, activations float: ONNX
+    Runtime dynamic quantization) and record them in the manifest's `variants`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from soundflow.export.parity import agreement
-
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
     for part in ("encoder", "decoder"):
         quantize_dynamic(
             bundle / f"{part}.onnx", bundle / f"{part}.int8.onnx", weight_type=QuantType.QInt8
         )
+    manifest = read_manifest(bundle)
     manifest.setdefault("variants", {})["int8"] = {
         "encoder": "encoder.int8.onnx",
         "decoder": "decoder.int8.onnx",
@@ -29,6 +28,14 @@ def add_int8(bundle: Path | str, log=print) -> dict:
     }
     manifest.pop("files", None)
     write_manifest(bundle, manifest)
+
+
+def add_int8(bundle: Path | str, log=print) -> dict:
+    """`quantize_int8`, then how often the int8 graphs agree with fp32 (reported)."""
+    from soundflow.export.parity import agreement
+
+    bundle = Path(bundle)
+    quantize_int8(bundle)
     report = agreement(bundle, "encoder.int8.onnx", "decoder.int8.onnx")
     sizes = {
         p: round((bundle / f"{p}.int8.onnx").stat().st_size / 1e6, 2)

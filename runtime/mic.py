@@ -44,7 +44,7 @@ def rescan_devices() -> bool:
     sd = import_sounddevice()
     if _open_streams:
         return False
-    try:  # sounddevice's documented workaround (python-sounddevice issue #125)
+    try:  # the maintainer's workaround (python-sounddevice issue #125)
         sd._terminate()
         sd._initialize()
     except (AttributeError, sd.PortAudioError):
@@ -149,6 +149,10 @@ class MicSource(Source):
             self._stream = stream
             stream.start()
         except (sd.PortAudioError, ValueError) as e:
+            if self._stream is not None:  # opened but would not start: let it go
+                self._stream.close()
+                self._stream = None
+                _open_streams -= 1
             raise SourceError(
                 f"could not open input device {self.name} at {self.native_rate} Hz mono "
                 f"({e}); pick another with `soundflow devices` / --device"

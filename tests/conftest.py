@@ -12,6 +12,18 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: torch's threads only contend on shared cores (measured 28x slower).
+    Modules that build torch models use it through `pytestmark`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def smoke_checkpoint(tmp_path_factory) -> Path:
     """`soundflow train --recipe smoke`, trained for real (well under a minute on 2 cores)."""

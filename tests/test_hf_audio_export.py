@@ -22,6 +22,8 @@ from soundflow.export.hf_audio.encoder import StreamingAudioEncoder, state_specs
 from soundflow.export.hf_audio.frontend import MelConfig, StreamingLogMel
 from soundflow.manifest import read_manifest
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ARCHS = (tiny.QWEN2_AUDIO, tiny.QWEN2_5_OMNI)
 # Chunked vs full encoder with attention (tiny random weights, 4.8 s): Qwen2-Audio's
 # reference attends over its whole 30 s window, Omni's over 2 s windows, so Omni is closer.
@@ -30,15 +32,6 @@ ENCODER_BOUNDS = {
     tiny.QWEN2_5_OMNI: {"relative_l2": 0.05, "min_cosine": 0.99},
 }
 CHUNK = 6400
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: torch's threads only contend on shared cores (measured 28x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module", params=ARCHS)

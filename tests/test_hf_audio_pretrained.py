@@ -13,14 +13,7 @@ from soundflow import protocol
 from soundflow.export.hf_audio import detect, export_hf_bundle, source, tiny
 from soundflow.manifest import read_manifest
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: torch's threads only contend on shared cores (measured 28x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

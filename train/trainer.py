@@ -273,7 +273,7 @@ def _run_stage(
                 "samples_per_s": round(seen / (time.time() - t0), 2),
             }
             log(
-                _progress(pos, stage, recipe, seen / tc.batch_size / (time.time() - t0))
+                _progress(pos, stage, recipe, metrics["samples_per_s"] / tc.batch_size)
                 + " "
                 + " ".join(f"{k}={v}" for k, v in metrics.items())
             )
