@@ -1,0 +1,281 @@
+"""Fine-tune the Whisper-based model through the paper's four stages on stream shards, with the
+encoder frozen: every stream is encoded once (its frames cached on disk), then only the
+decoder trains. Checkpoints and optimizer state are written every few minutes for --resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from soundflow import audio, protocol
+from soundflow.train.dataset import ShardSource, chunk_targets
+from soundflow.train.whisper_model import (
+    WhisperSoundFlow,
+    cross_layout,
+    load_whisper_checkpoint,
+    save_whisper_checkpoint,
+    segment_losses,
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: int
+    lr: float  # peak, for the decoder layers; appended token rows get `new_lr`
+    trainable: str  # "new" (appended tokens) | "cross" (+ cross-attention q/out) | "decoder"
+    tasks: dict[str, float]  # task mix
+
+
+@dataclass(frozen=True)
+class WhisperRecipe:
+    name: str
+    stages: tuple[Stage, ...]
+    batch: int = 6
+    n_chunks: int = 40  # 16 s segments
+    new_lr: float = 2e-3
+    lam: float = 1.0  # L = L_lm + lam * L_stream
+    seed: int = 0
+    focus_prob: float = 0.6
+    dims: dict = field(default_factory=dict)  # WhisperModelConfig fields
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ALL = {"transcribe": 0.4, "alert": 0.3, "assist": 0.3}
+RECIPES = {
+    # The default model: tiny.en through the four stages on the default data recipe.
+    "whisper-tiny": WhisperRecipe(
+        "whisper-tiny",
+        (
+            Stage("format", 60, 0.0, "new", ALL),
+            Stage("adapter", 120, 3e-5, "cross", ALL),
+            Stage("streaming", 420, 2e-5, "decoder", ALL),
+            Stage(
+                "instruction",
+                120,
+                1e-5,
+                "decoder",
+                {"transcribe": 0.2, "alert": 0.4, "assist": 0.4},
+            ),
+        ),
+    ),
+    # A minute on CI-sized data: proves the loop, teaches nothing.
+    "whisper-smoke": WhisperRecipe(
+        "whisper-smoke",
+        (Stage("format", 2, 0.0, "new", ALL), Stage("streaming", 2, 1e-5, "decoder", ALL)),
+        batch=2,
+        n_chunks=8,
+    ),
+}
+
+
+def set_trainable(model: WhisperSoundFlow, which: str) -> list[dict]:
+    """Parameter groups for a stage; the encoder and Whisper's own token rows never train."""
+    for p in model.parameters():
+        p.requires_grad = False
+    d = model.decoder
+    d.embed_new.requires_grad = True
+    layer_params = []
+    if which in ("cross", "decoder"):
+        for layer in d.layers:
+            e = layer.encoder_attn
+            mods = [e.q_proj, e.out_proj, layer.encoder_attn_layer_norm]
+            if which == "decoder":
+                mods += [layer.self_attn, layer.self_attn_layer_norm, layer.fc1, layer.fc2,
+                         layer.final_layer_norm]  # fmt: skip
+            for m in mods:
+                for p in m.parameters():
+                    p.requires_grad = True
+                    layer_params.append(p)
+        # Cross-attention keys and values stay frozen: the memory is computed once per frame.
+        for layer in d.layers:
+            for p in (
+                *layer.encoder_attn.k_proj.parameters(),
+                *layer.encoder_attn.v_proj.parameters(),
+            ):
+                p.requires_grad = False
+        layer_params = [p for p in layer_params if p.requires_grad]
+        if which == "decoder":
+            for p in d.norm.parameters():
+                p.requires_grad = True
+                layer_params.append(p)
+    return [{"params": [d.embed_new], "group": "new"}, {"params": layer_params, "group": "layers"}]
+
+
+class FrameCache:
+    """Encoder frames per stream, computed once with the frozen streamed encoder (float16)."""
+
+    def __init__(self, source: ShardSource, model: WhisperSoundFlow, root: Path):
+        self.source, self.model, self.root = source, model, Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        w = model.cfg.window
+        self.tag = f"w{w.chunk_ms}-{w.left_context_ms}"
+        self._mem: dict[int, np.ndarray] = {}
+
+    def path(self, i: int) -> Path:
+        return self.root / f"{self.source.records[i][1]['id']}.{self.tag}.npy"
+
+    def get(self, i: int) -> np.ndarray:
+        if i in self._mem:
+            return self._mem[i]
+        p = self.path(i)
+        if p.is_file():
+            frames = np.load(p)
+        else:
+            pcm, _ = self.source.get(i)
+            frames = self.model.encoder.encode_offline(pcm).astype(np.float16)
+            tmp = p.with_suffix(".tmp.npy")
+            np.save(tmp, frames)
+            tmp.replace(p)
+        self._mem[i] = frames
+        return frames
+
+    def fill(self, log=print) -> None:
+        t0 = time.time()
+        for i in range(len(self.source)):
+            self.get(i)
+            if i % 10 == 0:
+                log(f"frames: {i + 1}/{len(self.source)} streams ({time.time() - t0:.0f} s)")
+
+
+def draw(source: ShardSource, recipe: WhisperRecipe, stage: Stage, index: int, chunk_ms: int):
+    """Sample `index` of a stage: (stream, task, start chunk, per-chunk response texts)."""
+    rng = np.random.default_rng([recipe.seed, zlib.crc32(stage.name.encode()), index])
+    i = int(rng.integers(len(source)))
+    rec = source.records[i][1]
+    tasks = list(stage.tasks)
+    p = np.array([stage.tasks[t] for t in tasks])
+    task = tasks[int(rng.choice(len(tasks), p=p / p.sum()))]
+    total = int(rec["duration"] * 1000 // chunk_ms)
+    n = recipe.n_chunks
+    due = chunk_targets(rec, task, chunk_ms, total)
+    last = max(0, total - n)
+    if due and rng.random() < recipe.focus_prob:
+        c = sorted(due)[int(rng.integers(len(due)))]
+        start = int(np.clip(c - rng.integers(n), 0, last))
+    else:
+        start = int(rng.integers(last + 1))
+    return i, task, start, [due.get(start + c) for c in range(n)]
+
+
+def make_batch(model, tok, cache: FrameCache, recipe, stage, step: int):
+    cfg = model.cfg
+    g, mem = cfg.frames_per_chunk, cfg.memory_frames
+    layouts, spans, contexts = [], [], []
+    for j in range(recipe.batch):
+        i, task, start, texts = draw(
+            cache.source, recipe, stage, step * recipe.batch + j, cfg.chunk_ms
+        )
+        frames = cache.get(i)
+        ctx = min(start * g, mem - g)  # frames from before the segment still in memory
+        lo, hi = start * g - ctx, (start + recipe.n_chunks) * g
+        span = frames[lo:hi]
+        if len(span) < hi - lo:
+            span = np.pad(span, ((0, hi - lo - len(span)), (0, 0)))
+        responses = [None if t is None else tok.encode(t)[:48] for t in texts]
+        layouts.append(cross_layout(model.vocab, task, responses))
+        spans.append(span)
+        contexts.append(ctx)
+    width = max(len(s) for s in spans)
+    x = np.zeros((len(spans), width, spans[0].shape[1]), np.float32)
+    for k, s in enumerate(spans):
+        x[k, : len(s)] = s
+    return torch.from_numpy(x), layouts, contexts
+
+
+def lr_at(step: int, stage: Stage, base: float) -> float:
+    warm = max(1, min(20, stage.steps // 10))
+    if step < warm:
+        return base * (step + 1) / warm
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, stage.steps - warm)))
+
+
+def train_whisper(recipe: WhisperRecipe, data: list[Path], out: Path, frames_dir: Path,
+                  whisper_dir: Path | None = None, resume: bool = True, until: str | None = None,
+                  checkpoint_every_s: float = 300.0, log=print) -> Path:  # fmt: skip
+    """Run (or continue) the recipe's stages; returns the checkpoint directory."""
+    from soundflow.train.whisper_ckpt import load_whisper
+
+    out = Path(out)
+    state_path = out / "trainer_state.pt"
+    source = ShardSource(data)
+    if resume and state_path.is_file():
+        model, tok, _ = load_whisper_checkpoint(out / "checkpoint")
+        state = torch.load(state_path, weights_only=False)
+        log(f"resuming at stage {state['stage']} step {state['step']}")
+    else:
+        tags = sorted(
+            {m.group(0) for t in source.texts() for m in protocol.TAG_PATTERN.finditer(t)}
+        )
+        model, tok = WhisperSoundFlow.from_whisper(load_whisper(whisper_dir), tags, **recipe.dims)
+        state = {"stage": 0, "step": 0, "opt": None, "log": []}
+    cache = FrameCache(source, model, frames_dir)
+    cache.fill(log)
+    model.train()
+    t_save = time.time()
+    for si in range(state["stage"], len(recipe.stages)):
+        stage = recipe.stages[si]
+        groups = set_trainable(model, stage.trainable)
+        opt = torch.optim.AdamW(groups, lr=1.0, weight_decay=0.0)
+        if state["opt"] is not None and state["stage"] == si:
+            opt.load_state_dict(state["opt"])
+        t0 = time.time()
+        for step in range(state["step"] if state["stage"] == si else 0, stage.steps):
+            for grp in opt.param_groups:
+                base = recipe.new_lr if grp["group"] == "new" else stage.lr
+                grp["lr"] = lr_at(step, stage, base)
+            frames, layouts, ctx = make_batch(model, tok, cache, recipe, stage, step)
+            losses = segment_losses(model, frames, layouts, ctx)
+            stream = losses["stream"] / losses["n_stream"].clamp(min=1)
+            lm = losses["lm"] / losses["n_lm"].clamp(min=1)
+            loss = lm + recipe.lam * stream
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            opt.step()
+            rate = (step + 1 - (state["step"] if state["stage"] == si else 0)) / (time.time() - t0)
+            entry = {"stage": stage.name, "step": step, "lm": float(lm), "stream": float(stream)}
+            state["log"].append(entry)
+            if step % 10 == 0 or step == stage.steps - 1:
+                eta = (stage.steps - step - 1) / max(rate, 1e-9)
+                log(f"[{stage.name} {step + 1}/{stage.steps}] lm {float(lm):.3f} stream "
+                    f"{float(stream):.4f}  {rate:.2f} step/s  stage ETA {eta / 60:.1f} min")  # fmt: skip
+            if time.time() - t_save > checkpoint_every_s:
+                _save(
+                    model,
+                    tok,
+                    out,
+                    recipe,
+                    state | {"stage": si, "step": step + 1, "opt": opt.state_dict()},
+                )
+                t_save = time.time()
+        state.update(stage=si + 1, step=0, opt=None)
+        _save(model, tok, out, recipe, state)
+        if until == stage.name:
+            log(f"stopped after stage {stage.name} (--until)")
+            break
+    return out / "checkpoint"
+
+
+def _save(model, tok, out: Path, recipe: WhisperRecipe, state: dict) -> None:
+    extra = {"recipe": recipe.name, "stage": state["stage"], "step": state["step"],
+             "stages": [asdict(s) for s in recipe.stages]}  # fmt: skip
+    save_whisper_checkpoint(model, tok, out / "checkpoint", extra)
+    tmp = out / "trainer_state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / "trainer_state.pt")
+    (out / "train_log.json").write_text(json.dumps(state["log"][-2000:]))
+
+
+def chunk_samples(recipe: WhisperRecipe) -> int:
+    return audio.chunk_samples(recipe.dims.get("chunk_ms", audio.CHUNK_MS))
