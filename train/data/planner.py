@@ -91,6 +91,9 @@ class GrammarPlanner:
 
     mean_event_s = 3.5  # rough length of a grounded event, to fill the stream
 
+    def __init__(self, split: str = "train") -> None:
+        self.split = split  # whose natural sentences the speech draws on
+
     def plan(self, scenario: Scenario, duration: float, rng: np.random.Generator, recipe: Recipe,
              labels: set[str]) -> Plan:  # fmt: skip
         kinds = [k for k in EVENT_KINDS if recipe.task_shares.get(k, 0) > 0]
@@ -158,7 +161,11 @@ class GrammarPlanner:
             ]
         # speech: a TV line, or a short exchange between the people in the room
         if rng.uniform() < scenario.tv_share:
-            return [PlannedEvent("tv", gap, "tv", n_speakers, text.chatter(rng), snr_db=snr - 3)]
+            return [
+                PlannedEvent(
+                    "tv", gap, "tv", n_speakers, text.chatter(rng, self.split), snr_db=snr - 3
+                )
+            ]
         if pools["corpus_speech"] and rng.uniform() < 0.5:  # a user corpus (LibriSpeech-style)
             return [PlannedEvent("speech", gap, "corpus", other(), snr_db=snr)]
         turns = int(rng.integers(1, 4))
@@ -170,7 +177,7 @@ class GrammarPlanner:
                 gap if k == 0 else float(rng.uniform(0.2, 0.8)),
                 "chatter",
                 s,
-                text.chatter(rng),
+                text.chatter(rng, self.split),
                 snr_db=snr,
             )
             for k, s in enumerate(speakers)

@@ -3,7 +3,7 @@
 # sound packages. Only the packages with rows in sources/labels.csv are indexed today; the
 # rest are installed so their labels can be curated (see train/data/README.md).
 set -euo pipefail
-CORE="espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-us-slt-hts"
+CORE="espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-us-slt-hts fortunes wordnet-base"
 LABELLED="sound-theme-freedesktop oxygen-sounds colobot-common-sounds openttd-opensfx"
 UNLABELLED="tuxpaint-data tuxpaint-stamps-default lincity-ng-data wesnoth-1.16-data
   warzone2100-data hedgewars-data fillets-ng-data freedoom frozen-bubble-data extremetuxracer-data

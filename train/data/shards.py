@@ -21,7 +21,7 @@ import soundfile as sf
 
 from soundflow.audio import SAMPLE_RATE
 
-from . import espeak
+from . import espeak, natural
 from .library import Library, corpus_clips
 from .planner import GrammarPlanner, choose_scenario
 from .recipe import Recipe
@@ -79,7 +79,7 @@ def render_spec(spec: StreamSpec, recipe: Recipe, split: str) -> tuple[np.ndarra
     rng = np.random.default_rng(spec.seed)
     library = library_for(split, recipe)
     scenario = choose_scenario(rng, recipe)
-    plan = GrammarPlanner().plan(scenario, spec.duration, rng, recipe, set(library.labels()))
+    plan = GrammarPlanner(split).plan(scenario, spec.duration, rng, recipe, set(library.labels()))
     audio, meta = StreamRenderer(plan, library, recipe, rng).render()
     record = {
         "id": spec.id,
@@ -163,6 +163,7 @@ def build(
     # so a stream is only reproducible from a pristine engine: each stream is rendered in
     # its own process forked from this one, after the engine is loaded but before it spoke.
     library_for(split, recipe)
+    natural.available()  # parse the sentence pools once, not in every forked process
     if espeak.available():
         espeak._engine()
     with mp.get_context("fork").Pool(max(1, workers), maxtasksperchild=1) as pool:

@@ -1,7 +1,9 @@
-"""What people say in a stream, and what the device answers: a small seeded sentence grammar.
+"""What people say in a stream, and what the device answers.
 
-Chatter is talk not addressed to the device (it gets transcribed, never answered);
-instructions are addressed and get short templated answers a tiny model can learn.
+Chatter is talk not addressed to the device (it gets transcribed, never answered): mostly
+natural English from natural.py (fortunes, WordNet glosses), split like every other source,
+and otherwise a small seeded grammar. Instructions are addressed and get short templated
+answers a tiny model can learn; hard negatives and shouts stay templated too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from soundflow.protocol import intent_tag
+
+from . import natural
 
 WAKE = "hey flow"  # optional: comprehension, not a keyword, decides whether to answer
 NUMBERS = (
@@ -69,6 +73,16 @@ HARD_NEGATIVES = (
     "turn left at the light and then go straight",
     "the doorbell at {person}s house is broken",
     "my phone was ringing during the meeting",
+    "the fire alarm test is on {time}",
+    "we need new batteries for the smoke alarm",
+    "the sirens kept me awake last night",
+    "someone rang the doorbell and ran away",
+    "can you help me carry the {thing} {time}",
+    "thanks for your help with the {thing}",
+    "the car alarm across the street went off twice",
+    "i changed my alarm clock to a softer sound",
+    "the ambulance siren was so loud on the bridge",
+    "{person} asked for help with the {thing}",
 )
 
 SHOUTS = ("help", "help me", "somebody help me", "help help", "please help me")
@@ -89,7 +103,13 @@ def _fill(template: str, rng: np.random.Generator) -> str:
     return " ".join(template.format(**slots).split())
 
 
-def chatter(rng: np.random.Generator) -> str:
+NATURAL_SHARE = 0.75  # of chatter from natural.py when its packages are installed
+
+
+def chatter(rng: np.random.Generator, split: str = "train") -> str:
+    """Talk between people: natural text of `split` (eval never says a train sentence)."""
+    if rng.uniform() < NATURAL_SHARE and natural.available():
+        return natural.sentence(rng, split)
     return _fill(str(rng.choice(CHATTER)), rng)
 
 
