@@ -93,3 +93,21 @@ def test_built_smoke_stream_says_natural_words():
         said |= {w["word"] for w in record["words"] if not w["addressed"]}
     new = said - grammar - set(text.NUMBERS)
     assert len(new & words_of(natural.sentences("train"))) >= 5, sorted(said)
+
+
+def test_without_packages_chatter_falls_back_to_the_grammar(monkeypatch, tmp_path):
+    caches = (natural._all_sources, natural.pools, natural._warn_once)
+    for c in caches:
+        c.cache_clear()
+    monkeypatch.setattr(natural, "FORTUNE_DIR", tmp_path / "none")
+    monkeypatch.setattr(natural, "WORDNET_DIR", tmp_path / "none")
+    try:
+        with pytest.warns(UserWarning, match="fortunes"):
+            said = [text.chatter(np.random.default_rng(i), "eval") for i in range(20)]
+        grammar = words_of(text.CHATTER) | {
+            w for v in text._SLOTS.values() for x in v for w in x.split()
+        }
+        assert words_of(said) <= grammar
+    finally:
+        for c in caches:
+            c.cache_clear()  # the next test sees the real pools again
