@@ -67,16 +67,32 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """The runtime's own health: a source lost, retried or back, non-finite audio
+    replaced, a poisoned state reset. `type` is "error", "warning" or "info"; `kind` is
+    stable for programs (e.g. "source_lost", "reconnected", "input_gap", "state_reset")."""
+
+    t: float  # stream seconds when it was noticed
+    kind: str
+    text: str  # one line, with the fix where there is one
+    type: str = "warning"
+    latency_ms: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(self)
+
+
+@dataclass(frozen=True)
 class Summary:
     """The last event of every run."""
 
     t: float  # stream seconds processed
     chunks: int
     responses: int
-    suppressed: int  # responses withheld by the refractory time
+    suppressed: int  # responses suppressed by the refractory time
     overruns: int
     overrun_samples: int
-    stalls: int
+    stalls: int  # chunks decided late, plus chunk lengths a live source delivered nothing
     decision_p50_ms: float
     decision_p99_ms: float
     decision_mean_ms: float
@@ -88,6 +104,12 @@ class Summary:
     scheduling: str  # "async" (perceive + respond threads) or "sync"
     interrupted: bool = False
     error: str | None = None
+    input_overflows: int = 0  # the audio device's own overflow flags (PortAudio)
+    input_gaps: int = 0  # times a live source delivered nothing for longer than its gap limit
+    input_gap_s: float = 0.0  # seconds of those gaps
+    reconnects: int = 0  # times a lost source came back
+    nonfinite_samples: int = 0  # NaN/Inf input samples replaced by 0
+    state_resets: int = 0  # streams reset because their state or output turned non-finite
     extra: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     latency_ms: float = 0.0
@@ -99,7 +121,7 @@ class Summary:
         return d
 
 
-Event = Response | Stats | Summary
+Event = Response | Stats | Notice | Summary
 
 
 def _json(ev: Any) -> dict[str, Any]:

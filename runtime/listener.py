@@ -8,8 +8,9 @@
                 print(f"{event.t:7.1f}s  {event.text}  {event.tags}")
 
 No bundle argument means the embedded default bundle; no input means the default
-microphone. Events also go to callbacks (`on_event=` or `listener.on(fn)`); the last
-event of every run is a `Summary`.
+microphone (reopened with backoff if it dies); a `PushSource` takes audio the application
+already owns. Events also go to callbacks (`on_event=` or `listener.on(fn)`); the last
+event of every run is a `Summary`, with `error` set if anything failed.
 """
 
 from __future__ import annotations
@@ -78,13 +79,20 @@ class Listener:
             return x
         if isinstance(x, np.ndarray):
             return array_source(x, self._rate or self.engine.spec.sample_rate, realtime)
+        o = self.options
         if x is not None and str(x) == "-":
-            return stdin_source(realtime=realtime)
+            return stdin_source(realtime=realtime, gap_s=o.gap_s)
         if x is not None:
-            return file_source(x, realtime)
+            return file_source(x, realtime, gap_s=o.gap_s)
         from soundflow.runtime.mic import MicSource  # optional dependency, imported late
 
-        return MicSource(self._device, ring_seconds=self.options.ring_seconds)
+        return MicSource(
+            self._device,
+            ring_seconds=o.ring_seconds,
+            reconnect=o.reconnect,
+            reconnect_tries=o.reconnect_tries,
+            timeout_s=o.source_timeout_s,
+        )
 
     def _dispatch(self, event: Event) -> None:
         for cb in self._callbacks:
@@ -119,12 +127,19 @@ class Listener:
 
     def _run(self) -> None:
         assert self.loop is not None
-        self.summary = self.loop.run()
+        self.summary = self.loop.run()  # returns a Summary whatever fails
 
     def run(self) -> Summary:
-        """Listen in the calling thread until the source ends; returns the Summary."""
+        """Listen until the source ends and return the Summary (sync or async scheduling
+        alike). Ctrl-C stops capturing; the Summary still covers what was captured."""
         self.start()
-        return self.wait()
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            self.stop()
+            self.wait()
+        assert self.summary is not None
+        return self.summary
 
     def stop(self) -> None:
         """Stop capturing; events for audio already captured still arrive."""

@@ -7,14 +7,19 @@ Async (the paper's asynchronous inference): encoding never waits for generation;
 that queue while a response is generated are decided right after it, in order. Sync
 (encode then decode in one thread) is the benchmark baseline.
 
-Latency reference per chunk: the moment its audio was complete (read from the source).
-In `--fast` mode audio has no arrival time, so the reference is the later of the read
-and the moment the decoder became free: the latency the loop would have if the audio had
-arrived just when the loop could take it.
+Latency reference per chunk: the moment its last sample arrived from a live source (the
+capture callback, the pacing clock, the push). In `--fast` mode audio has no arrival
+time, so the reference is the later of the read and the moment the decoder became free:
+the latency the loop would have if the audio had arrived just when the loop could take it.
+
+Faults end in the Summary, never in a silent thread death: any exception from a source, a
+graph or a callback sets `Summary.error`. Non-finite PCM is zeroed (counted), and a
+stream whose output turns non-finite is reset and reported as a `Notice`.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -24,12 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from soundflow.audio import SAMPLE_RATE
 from soundflow.protocol import parse_tags
 from soundflow.runtime.engine import OrtEngine
-from soundflow.runtime.events import Event, LatencyStats, Response, Stats, Summary
+from soundflow.runtime.events import Event, LatencyStats, Notice, Response, Stats, Summary
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.sources import Source, SourceError
+from soundflow.runtime.sources import Source, SourceError, Tally, finite
 from soundflow.runtime.stream import DecoderStream, EncoderStream
 
 # What a failing ONNX Runtime call raises (IO-binding runs raise plain RuntimeError).
@@ -74,10 +78,16 @@ class Loop:
         spec = engine.spec
         self.chunk_samples = spec.chunk_samples
         self.chunk_s = spec.chunk_ms / 1000.0
-        self.fifo: queue.Queue[_Chunk | None] = queue.Queue(maxsize=self.options.queue_chunks)
+        # A live source has arrival times: latency and stalls count from them.
+        self.live = bool(getattr(source, "realtime", False))
+        self.fifo: queue.Queue[_Chunk | Notice | None] = queue.Queue(
+            maxsize=self.options.queue_chunks
+        )
         self.decision_ms = LatencyStats()
         self.first_token_ms = LatencyStats()
         self.chunks = self.responses = self.suppressed = self.stalls = 0
+        self.state_resets = 0
+        self.tally = Tally()  # non-finite samples that reached the loop (custom sources)
         self.error: str | None = None
         self.interrupted = False
         self._stopping = threading.Event()
@@ -85,7 +95,15 @@ class Loop:
         self._decoder_free = 0.0
         self._decoder_failed = False
         self._next_stats = self.options.stats_every_s
+        self._t = 0.0  # stream seconds at the end of the last chunk read
+        self._decided_t = 0.0  # ... and of the last chunk decided
+        self._reader: threading.Thread | None = None  # the thread that reads the source
+        self._nonfinite_noticed = -1.0
         self.summary: Summary | None = None
+        try:
+            source.on_notice = self._source_notice
+        except AttributeError:  # a source without the attribute (slots) reports nothing
+            pass
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -95,36 +113,112 @@ class Loop:
             self._abort.set()
         self._stopping.set()
         self.interrupted = True
-        self.source.stop()
+        self._stop_source()
+
+    def _stop_source(self) -> None:
+        try:
+            self.source.stop()
+        except Exception as e:  # noqa: BLE001 - a source that cannot stop still ends the run
+            if self.error is None:
+                self.error = f"source {self.source.name} failed to stop: {_first_line(e)}"
+            self._abort.set()
 
     def _fail(self, message: str) -> None:
         if self.error is None:
             self.error = message
         self._stopping.set()
-        self.source.stop()
+        self._stop_source()
+
+    # ------------------------------------------------------------------ notices
+    def _post(self, event: Notice) -> None:
+        """Emit a notice in order with the chunks: through the FIFO when it comes from the
+        perceive thread, so callbacks keep running on the respond thread."""
+        if self.options.asynchronous and threading.current_thread() is self._reader:
+            self.fifo.put(event)
+        else:
+            self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self.emit(event)
+        except Exception as e:  # noqa: BLE001 - a failing consumer ends the run with a reason
+            self._fail(f"event handler raised {type(e).__name__}: {_first_line(e)}")
+
+    def notice(self, type_: str, kind: str, text: str) -> None:
+        self._post(Notice(t=self._t, kind=kind, text=text, type=type_))
+
+    def _source_notice(self, type_: str, kind: str, text: str) -> None:
+        self.notice(type_, kind, text)
 
     # ------------------------------------------------------------------ perceive
+    def _read_source(self) -> np.ndarray | None:
+        try:
+            return self.source.read_chunk(self.chunk_samples)
+        except SourceError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an unplugged device raises OSError & co.
+            raise SourceError(
+                f"source {self.source.name} failed: {type(e).__name__}: {_first_line(e)}"
+            ) from None
+
     def _read(self, index: int) -> _Chunk | None:
-        chunk = self.source.read_chunk(self.chunk_samples)
+        chunk = self._read_source()
         if chunk is None:
             return None
-        # Latency counts from when the chunk's last sample was captured, not from when this
-        # thread got to it: in sync mode reads queue behind decoding, and that wait counts.
+        # Latency counts from when the chunk's last sample arrived, not from when this
+        # thread got to it: reads queue behind decoding, and that wait counts.
         ready = time.monotonic()
-        arrival = self._arrival(index)
-        if arrival is not None:
-            ready = min(ready, arrival)
+        timing = getattr(self.source, "timing", None)
+        arrived, skipped = timing() if timing is not None else (None, 0.0)
+        if arrived is not None:
+            ready = min(ready, arrived)
+        # Stream time includes audio that was dropped or missed before this chunk.
+        self._t = (index + 1) * self.chunk_s + skipped
+        chunk = self._sanitise(np.asarray(chunk, np.float32).reshape(-1), index)
         pcm = chunk if self.decoder.fallback else None
-        return _Chunk(index, (index + 1) * self.chunk_s, ready, self.encoder.encode(chunk), pcm)
+        return _Chunk(index, self._t, ready, self._encode(chunk), pcm)
 
-    def _arrival(self, index: int) -> float | None:
-        """Capture time of chunk `index`'s last sample on a paced source's audio clock
-        (samples dropped by overruns came before it); None when the source has no clock."""
-        t0 = getattr(self.source, "t0", None)
-        if t0 is None:
-            return None
-        consumed = (index + 1) * self.chunk_samples + getattr(self.source, "overrun_samples", 0)
-        return t0 + consumed / SAMPLE_RATE
+    def _sanitise(self, chunk: np.ndarray, index: int) -> np.ndarray:
+        if chunk.shape != (self.chunk_samples,):
+            raise SourceError(
+                f"source {self.source.name} returned {chunk.shape[0]} samples for a "
+                f"{self.chunk_samples}-sample chunk; read_chunk must return exact chunks"
+            )
+        before = self.tally.nonfinite
+        chunk = finite(chunk, self.tally)
+        if self.tally.nonfinite != before and self._t - self._nonfinite_noticed >= 10.0:
+            self._nonfinite_noticed = self._t  # one notice per 10 s of stream, not per chunk
+            self.notice(
+                "warning",
+                "nonfinite_audio",
+                f"{self.tally.nonfinite} NaN/Inf samples from {self.source.name} so far, "
+                "replaced by silence; check the source",
+            )
+        # The encoder's contract is PCM in [-1, 1]; beyond that its state can overflow.
+        if np.abs(chunk).max() > 1.0:
+            chunk = np.clip(chunk, -1.0, 1.0)
+        return chunk
+
+    def _encode(self, chunk: np.ndarray) -> np.ndarray:
+        embeds = self.encoder.encode(chunk)
+        if np.isfinite(embeds).all():
+            return embeds
+        # The carried state is poisoned (finite input cannot give this on a sound state):
+        # start the encoder afresh on this chunk rather than go deaf for the rest of it.
+        self.encoder.reset()
+        self.state_resets += 1
+        embeds = self.encoder.encode(chunk)
+        again = not np.isfinite(embeds).all()
+        if again:
+            self.encoder.reset()
+            embeds = np.zeros_like(embeds)
+        self.notice(
+            "warning",
+            "state_reset",
+            "encoder output turned non-finite: encoder state reset"
+            + (" (this chunk is heard as silence)" if again else ""),
+        )
+        return embeds
 
     def _perceive(self) -> None:
         index = 0
@@ -139,22 +233,38 @@ class Loop:
             self._fail(str(e))
         except _ORT_ERRORS as e:
             self._fail(f"encoder failed: {_first_line(e)}")
+        except Exception as e:  # noqa: BLE001 - reported in the Summary, never lost silently
+            self._fail(f"internal error while perceiving: {type(e).__name__}: {_first_line(e)}")
         finally:
             self.fifo.put(None)
 
     # ------------------------------------------------------------------ respond
     def _reference(self, item: _Chunk) -> float:
-        return item.ready if self.options.realtime else max(item.ready, self._decoder_free)
+        return item.ready if self.live else max(item.ready, self._decoder_free)
 
     def _respond(self, item: _Chunk) -> None:
         ref = self._reference(item)
         decision = self.decoder.decide(item.embeds, item.pcm)
         decided = time.monotonic()
         self.chunks += 1
+        self._decided_t = item.t
         self.decision_ms.add((decided - ref) * 1e3)
-        if self.options.realtime and decided - item.ready > self.chunk_s:
+        if self.live and decided - item.ready > self.chunk_s:
             self.stalls += 1
-        if decision.respond:
+        if not math.isfinite(decision.p):
+            # The decoder's cache is poisoned: every later logit would be NaN too.
+            self.decoder.reset()
+            self.state_resets += 1
+            self._emit(
+                Notice(
+                    t=item.t,
+                    kind="state_reset",
+                    text="decoder output turned non-finite: decoder state reset "
+                    "(the task prompt is fed again)",
+                    type="warning",
+                )
+            )
+        elif decision.respond:
             first = self.decoder.begin_response(item.t)
             if first is None:
                 self.suppressed += 1
@@ -170,7 +280,7 @@ class Loop:
                 tags, plain = parse_tags(text.text)
                 done = time.monotonic()
                 self.responses += 1
-                self.emit(
+                self._emit(
                     Response(
                         t=item.t,
                         chunk=item.index,
@@ -188,15 +298,20 @@ class Loop:
                 )
         self._decoder_free = time.monotonic()
         if self.options.stats_every_s and item.t >= self._next_stats:
-            self._next_stats += self.options.stats_every_s
-            self.emit(self._stats(item.t))
+            while self._next_stats <= item.t:  # skipped audio may jump several periods
+                self._next_stats += self.options.stats_every_s
+            self._emit(self._stats(item.t))
+
+    def _gap_stalls(self) -> int:
+        """Chunk lengths in which a live source delivered nothing: the listener was deaf."""
+        return int(getattr(self.source, "input_gap_s", 0.0) // self.chunk_s)
 
     def _stats(self, t: float) -> Stats:
         return Stats(
             t=t,
             chunks=self.chunks,
             overruns=self.source.overruns,
-            stalls=self.stalls,
+            stalls=self.stalls + self._gap_stalls(),
             queued=self.fifo.qsize(),
             decision_p50_ms=self.decision_ms.percentile(50),
             decision_p99_ms=self.decision_ms.percentile(99),
@@ -208,39 +323,65 @@ class Loop:
         while (item := self.fifo.get()) is not None:
             if self._abort.is_set() or self._decoder_failed:
                 continue  # drain: the perceive thread must never block on a full FIFO
+            if isinstance(item, Notice):
+                self._emit(item)
+                continue
             try:
                 self._respond(item)
             except _ORT_ERRORS as e:
                 self._decoder_failed = True
                 self._fail(f"decoder failed: {_first_line(e)}")
+            except Exception as e:  # noqa: BLE001 - reported in the Summary
+                self._decoder_failed = True
+                self._fail(f"internal error while responding: {type(e).__name__}: {_first_line(e)}")
 
     # ------------------------------------------------------------------ run
     def run(self) -> Summary:
-        """Run to the end of the source (or `stop()`); emits and returns the Summary."""
+        """Run to the end of the source (or `stop()`); emits and returns the Summary.
+        Whatever fails, it returns a Summary, with `error` set."""
         t0 = time.monotonic()
         try:
             self.source.start()
-        except SourceError as e:
-            self.error = str(e)
+        except Exception as e:  # noqa: BLE001 - SourceError or anything a custom source raises
+            self.error = (
+                str(e)
+                if isinstance(e, SourceError)
+                else (
+                    f"source {self.source.name} failed to start: {type(e).__name__}: {_first_line(e)}"
+                )
+            )
+            self._close_source()
             return self._finish(t0)
         try:
             if self.options.asynchronous:
                 perceive = threading.Thread(
                     target=self._perceive, name="soundflow-perceive", daemon=True
                 )
+                self._reader = perceive
                 perceive.start()
                 self._respond_loop()
                 perceive.join()
             else:
+                self._reader = threading.current_thread()
                 self._sync(t0)
-        except Exception as e:  # noqa: BLE001 - reported in the Summary, never lost silently
+        except BaseException as e:  # noqa: BLE001 - reported in the Summary, never lost silently
             self._fail(f"internal error: {type(e).__name__}: {_first_line(e)}")
-            raise
+            if not isinstance(e, Exception):
+                self._close_source()
+                self._finish(t0)
+                raise
         finally:  # whatever happened, the run ends with a Summary
-            self.source.close()
+            self._close_source()
             if self.summary is None:
                 self._finish(t0)
         return self.summary
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception as e:  # noqa: BLE001
+            if self.error is None:
+                self.error = f"source {self.source.name} failed to close: {_first_line(e)}"
 
     def _sync(self, t0: float) -> None:
         index = 0
@@ -255,18 +396,28 @@ class Loop:
             self._fail(str(e))
         except _ORT_ERRORS as e:
             self._fail(f"inference failed: {_first_line(e)}")
+        except Exception as e:  # noqa: BLE001 - reported in the Summary
+            self._fail(f"internal error: {type(e).__name__}: {_first_line(e)}")
 
     def _finish(self, t0: float) -> Summary:
         wall = time.monotonic() - t0
-        stream_s = self.chunks * self.chunk_s
+        stream_s = max(self.chunks * self.chunk_s, self._decided_t)
+        src = self.source
+
+        def count(name: str, default=0):
+            try:
+                return getattr(src, name, default)
+            except Exception:  # noqa: BLE001 - a broken source still gets its summary
+                return default
+
         self.summary = Summary(
             t=stream_s,
             chunks=self.chunks,
             responses=self.responses,
             suppressed=self.suppressed,
-            overruns=self.source.overruns,
-            overrun_samples=self.source.overrun_samples,
-            stalls=self.stalls,
+            overruns=count("overruns"),
+            overrun_samples=count("overrun_samples"),
+            stalls=self.stalls + self._gap_stalls(),
             decision_p50_ms=self.decision_ms.percentile(50),
             decision_p99_ms=self.decision_ms.percentile(99),
             decision_mean_ms=self.decision_ms.mean(),
@@ -278,12 +429,21 @@ class Loop:
             scheduling="async" if self.options.asynchronous else "sync",
             interrupted=self.interrupted,
             error=self.error,
+            input_overflows=count("input_overflows"),
+            input_gaps=count("input_gaps"),
+            input_gap_s=float(count("input_gap_s", 0.0)),
+            reconnects=count("reconnects"),
+            nonfinite_samples=self.tally.nonfinite + count("nonfinite_samples"),
+            state_resets=self.state_resets,
             extra={
-                "source": self.source.name,
-                "realtime": self.options.realtime,
+                "source": src.name,
+                "realtime": self.live,
                 "provider": self.engine.provider,
                 "threads": self.options.session_threads(),
             },
         )
-        self.emit(self.summary)
+        try:
+            self.emit(self.summary)
+        except Exception:  # noqa: BLE001 - the Summary is still returned
+            pass
         return self.summary

@@ -6,10 +6,15 @@ The model's dimensions and defaults live in the bundle's manifest; every `None` 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,10 @@ class RuntimeOptions:
     stats_every_s: float = 10.0  # stream seconds between Stats events (0 = never)
     ring_seconds: float = 10.0  # capture ring: audio kept before the oldest is dropped
     queue_chunks: int = 64  # encoded chunks waiting for the decoder before encoding waits
+    reconnect: bool = True  # reopen a microphone that dies or goes silent, with backoff
+    reconnect_tries: int = 10  # failed reopen attempts in a row before the run ends in error
+    source_timeout_s: float = 3.0  # a microphone silent this long (after its first audio) is lost
+    gap_s: float = 1.0  # a live source silent this long is reported as an input gap
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -36,6 +45,26 @@ class RuntimeOptions:
             raise ValueError(f"threshold {self.threshold} must lie in [0, 1]")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        checks = (
+            ("refractory_s", self.refractory_s, 0, "seconds, 0 or more"),
+            ("max_response_tokens", self.max_response_tokens, 1, "tokens, 1 or more"),
+            ("cache_budget", self.cache_budget, 1, "slots, 1 or more"),
+            ("cache_window", self.cache_window, 1, "entries, 1 or more"),
+            ("stats_every_s", self.stats_every_s, 0, "seconds, 0 (never) or more"),
+            ("reconnect_tries", self.reconnect_tries, 0, "attempts, 0 or more"),
+        )
+        for name, value, low, what in checks:
+            if value is not None and not (_finite(value) and value >= low):
+                raise ValueError(f"{name} {value} is out of range: use {what}")
+        positive = (
+            ("ring_seconds", self.ring_seconds),
+            ("queue_chunks", self.queue_chunks),
+            ("source_timeout_s", self.source_timeout_s),
+            ("gap_s", self.gap_s),
+        )
+        for name, value in positive:
+            if not (_finite(value) and value > 0):
+                raise ValueError(f"{name} {value} must be a positive number")
 
     def with_(self, **changes) -> RuntimeOptions:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

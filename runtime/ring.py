@@ -81,6 +81,11 @@ class RingBuffer:
     def total_written(self) -> int:
         return self._written
 
+    @property
+    def read_position(self) -> int:
+        """Samples consumed or dropped so far (the reader's absolute position)."""
+        return self._read
+
     def _drop_overrun(self) -> None:
         w = self._written
         if w - self._read > self.capacity:
