@@ -24,7 +24,27 @@ def _shard(value: str) -> tuple[int, int]:
     return i, n
 
 
-@click.group()
+# What `pip install 'soundflow[train]'` brings; the runtime alone has none of them.
+_TRAIN_MODULES = {"torch", "transformers", "tokenizers", "safetensors", "onnx", "onnxscript",
+                  "tqdm", "matplotlib", "scipy"}  # fmt: skip
+
+
+class _DataGroup(click.Group):
+    """A missing train-extra module is one line with the install command, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as err:
+            if (err.name or "").split(".")[0] not in _TRAIN_MODULES:
+                raise
+            raise click.ClickException(
+                f"`soundflow data` needs the train extra ({err.name} is not installed): "
+                "pip install 'soundflow[train]'"
+            ) from None
+
+
+@click.group(cls=_DataGroup)
 def data() -> None:
     """Build and inspect SoundFlow training streams (shards of FLAC + JSONL)."""
 

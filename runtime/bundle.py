@@ -15,6 +15,7 @@ from typing import Any
 
 from soundflow import protocol
 from soundflow.manifest import BundleError, StateSpec, TensorSpec, read_manifest
+from soundflow.runtime.validate import validate_manifest
 
 # ONNX Runtime's type strings for the manifest's numpy dtype names.
 ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "float16": "tensor(float16)"}
@@ -102,6 +103,7 @@ def load_spec(
     path = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
     m = read_manifest(path, verify_hashes=verify_hashes)
     mpath = path / "manifest.json"
+    validate_manifest(m, mpath)  # types, ranges, paths and memory, before any field is used
     g = lambda key: _get(m, key, mpath)  # noqa: E731
     enc_file, dec_file = g("encoder.file"), g("decoder.file")
     if variant != "fp32":
