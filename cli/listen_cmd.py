@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -69,13 +71,28 @@ def _human(ev, color: bool) -> str | None:
             dim=True,
         )
     if ev.type == "summary":
+        faults = [
+            f"{name} {value}"
+            for name, value in (
+                ("input overflows", ev.input_overflows),
+                ("input gaps", ev.input_gaps),
+                ("reconnects", ev.reconnects),
+                ("non-finite samples", ev.nonfinite_samples),
+                ("state resets", ev.state_resets),
+            )
+            if value
+        ]
         return style(
             f"done: {ev.t:.1f} s of audio in {ev.wall_s:.1f} s, {ev.chunks} chunks, "
-            f"{ev.responses} responses ({ev.suppressed} withheld), overruns {ev.overruns}, "
+            f"{ev.responses} responses ({ev.suppressed} suppressed), overruns {ev.overruns}, "
             f"stalls {ev.stalls}, decision latency p50 {ev.decision_p50_ms:.1f} ms "
-            f"p99 {ev.decision_p99_ms:.1f} ms ({ev.scheduling})",
+            f"p99 {ev.decision_p99_ms:.1f} ms ({ev.scheduling})"
+            + "".join(f", {f}" for f in faults),
             bold=True,
         )
+    if ev.type in ("error", "warning", "info"):
+        colour = {"error": "red", "warning": "yellow", "info": "green"}[ev.type]
+        return style(f"[{ev.t:8.1f}s] {ev.type}: {ev.text}", fg=colour)
     return None
 
 
@@ -111,11 +128,19 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
 @click.option(
     "--bundle", "-b", type=click.Path(), help="Bundle directory (default: the embedded default)."
 )
-@click.option("--mode", "-m", help="Task prompt from the bundle's manifest (default: its first).")
+@click.option(
+    "--mode",
+    "-m",
+    metavar="MODE",
+    help="Task prompt: transcribe (live captions), alert (sounds worth an alert) or assist "
+    "(spoken instructions), as the bundle lists them. Default: the bundle's first, which "
+    "for the embedded default is alert.",
+)
 @click.option(
     "--realtime/--fast",
     default=None,
-    help="Pace file/stdin input like a microphone, or run as fast as possible (default: realtime for files, fast for stdin).",
+    help="Live (files paced like a microphone; a stdin pipe timed by its arrival, its end "
+    "an error) or as fast as possible. Default: live, except stdin redirected from a file.",
 )
 @click.option("--jsonl", is_flag=True, help="One JSON object per event on stdout, then a summary.")
 @click.option("--threshold", type=float, help="p(<respond>) needed to respond (default: manifest).")
@@ -166,7 +191,52 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
 @click.option(
     "--raw-channels", type=int, default=1, show_default=True, help="Raw PCM on stdin: channels."
 )
-def listen(
+@click.option(
+    "--reconnect/--no-reconnect",
+    default=True,
+    show_default=True,
+    help="Reopen a microphone that dies or goes silent, with backoff (0.5 s doubling to 8 s).",
+)
+@click.option(
+    "--reconnect-tries",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Failed reopen attempts in a row before giving up with a non-zero exit.",
+)
+def listen(**opts) -> None:
+    """Listen to a microphone, a file or stdin and print responses as they happen.
+
+    \b
+    Examples:
+      soundflow listen --demo
+      soundflow listen --input kitchen.wav --fast --jsonl > events.jsonl
+      arecord -f S16_LE -r 16000 -c 1 -t raw | soundflow listen --input -
+      soundflow listen --device 2 --mode alert
+
+    \b
+    Modes (--mode): transcribe  live captions
+                    alert       a response when a sound is worth an alert
+                    assist      answers to instructions spoken to the device
+
+    Ctrl-C or SIGTERM stops capturing and still reports the audio already captured (the
+    summary is written, exit 0). Errors, a microphone that does not come back after
+    --reconnect-tries, and a live stdin producer that ends, exit non-zero.
+    """
+    # systemd and `docker stop` send SIGTERM: stop as for Ctrl-C. The handler only counts;
+    # the loop below acts on it, so no write is ever interrupted half-way.
+    terms = [0]
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, lambda *_: terms.__setitem__(0, terms[0] + 1))
+    try:
+        _listen(terms=terms, **opts)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _listen(
     input_,
     device,
     demo,
@@ -187,28 +257,20 @@ def listen(
     raw_format,
     raw_rate,
     raw_channels,
+    reconnect,
+    reconnect_tries,
+    terms,
 ) -> None:
-    """Listen to a microphone, a file or stdin and print responses as they happen.
-
-    \b
-    Examples:
-      soundflow listen --demo
-      soundflow listen --input kitchen.wav --fast --jsonl > events.jsonl
-      arecord -f S16_LE -r 16000 -c 1 -t raw | soundflow listen --input -
-      soundflow listen --device 2 --mode alert
-
-    Ctrl-C stops capturing and still reports the audio already captured.
-    """
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.listener import Listener
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.sources import SourceError, array_source, stdin_source
+    from soundflow.runtime.sources import SourceError, array_source, stdin_is_live, stdin_source
 
     if sum(x is not None and x is not False for x in (input_, device, demo or None)) > 1:
         raise click.UsageError("give at most one of --input, --device and --demo")
     is_stdin = input_ == "-"
     if realtime is None:
-        realtime = not is_stdin
+        realtime = stdin_is_live(sys.stdin.buffer) if is_stdin else True
     try:
         options = RuntimeOptions(
             mode=mode,
@@ -222,6 +284,8 @@ def listen(
             threads=threads,
             provider=provider,
             stats_every_s=stats,
+            reconnect=reconnect,
+            reconnect_tries=reconnect_tries,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
@@ -250,15 +314,29 @@ def listen(
         f"{src} · {'realtime' if realtime else 'fast'} · {listener.engine.provider}{warn}",
         err=True,
     )
-    click.echo("listening (Ctrl-C to stop)", err=True)
+    click.echo("listening (Ctrl-C or SIGTERM to stop)", err=True)
     sys.stdout.flush()
     out = _Out(sys.stdout)
     color = _color() and not jsonl
     write_error: str | None = None
     summary = None
     pending = None  # an event taken from the listener but not yet written
+    stopped_at: float | None = None  # when a stop was asked for (Ctrl-C, SIGTERM)
+    handled_terms = 0
     while summary is None:
         try:
+            if terms[0] > handled_terms:
+                handled_terms = terms[0]
+                click.echo("SIGTERM: stopping, reporting the audio already captured", err=True)
+                stopped_at = stopped_at or time.monotonic()
+                listener.stop()
+            if stopped_at is not None and time.monotonic() - stopped_at > 20:
+                raise click.ClickException(
+                    "the listener did not stop within 20 s of being asked (a read is "
+                    "blocked); exiting without a summary"
+                )
+            if stopped_at is not None and time.monotonic() - stopped_at > 5:
+                listener.stop()  # a second stop abandons queued audio and blocked reads
             if pending is None:
                 pending = listener.next_event(timeout=0.5)
                 if pending is None:
@@ -275,6 +353,7 @@ def listen(
                 "stopping: reporting the audio already captured (Ctrl-C again to quit now)",
                 err=True,
             )
+            stopped_at = stopped_at or time.monotonic()
             listener.stop()
     listener.wait()
     if write_error:

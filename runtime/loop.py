@@ -320,7 +320,15 @@ class Loop:
         )
 
     def _respond_loop(self) -> None:
-        while (item := self.fifo.get()) is not None:
+        while True:
+            try:
+                item = self.fifo.get(timeout=0.25)
+            except queue.Empty:
+                if self._abort.is_set():  # a read blocked for good must not hold the Summary
+                    return
+                continue
+            if item is None:
+                return
             if self._abort.is_set() or self._decoder_failed:
                 continue  # drain: the perceive thread must never block on a full FIFO
             if isinstance(item, Notice):
@@ -360,7 +368,9 @@ class Loop:
                 self._reader = perceive
                 perceive.start()
                 self._respond_loop()
-                perceive.join()
+                while perceive.is_alive() and not self._abort.is_set():
+                    perceive.join(0.25)
+                perceive.join(1.0)  # after abort: give a blocked read a moment, no more
             else:
                 self._reader = threading.current_thread()
                 self._sync(t0)
