@@ -63,7 +63,7 @@ class _Checker:
         if v is _NOTHING:
             return None
         if not isinstance(v, int) or isinstance(v, bool):
-            raise self.fail(field, f"must be a whole number, got {_kind(v)} {_short(v)}")
+            raise self.fail(field, f"must be a whole number, got {_what(v)}")
         if not low <= v <= high:
             raise self.fail(field, f"is {v}, outside [{low}, {high}]")
         return v
@@ -73,7 +73,7 @@ class _Checker:
         if v is _NOTHING:
             return None
         if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-            raise self.fail(field, f"must be a finite number, got {_kind(v)} {_short(v)}")
+            raise self.fail(field, f"must be a finite number, got {_what(v)}")
         if not low <= v <= high:
             raise self.fail(field, f"is {v}, outside [{low}, {high}]")
         return float(v)
@@ -83,7 +83,7 @@ class _Checker:
         if v is _NOTHING:
             return None
         if not isinstance(v, str) or not v:
-            raise self.fail(field, f"must be a non-empty string, got {_kind(v)} {_short(v)}")
+            raise self.fail(field, f"must be a non-empty string, got {_what(v)}")
         return v
 
     def ids(self, field: str, vocab: int, value: Any, empty: bool = False) -> None:
@@ -139,6 +139,10 @@ def _kind(v: Any) -> str:
             type(None): "null"}.get(type(v), type(v).__name__)  # fmt: skip
 
 
+def _what(v: Any) -> str:
+    return "null" if v is None else f"{_kind(v)} {_short(v)}"
+
+
 def _short(v: Any) -> str:
     r = repr(v)
     return r if len(r) <= 40 else r[:37] + "..."
@@ -192,7 +196,7 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
     head_dim = c.int("decoder.head_dim", 1, 8192)
     hidden = c.int("decoder.hidden_size", 1, 1 << 17)
     vocab = c.int("decoder.vocab_size", 2, 1 << 24)
-    capacity = c.int("decoder.cache_capacity", 4, 1 << 24)
+    capacity = c.int("decoder.cache_capacity", 4, 1 << 31)
     c.num("decoder.mask_value", -1e38, 0.0, required=False)
     dec_in = c.tensors("decoder.inputs")
     dec_out = c.tensors("decoder.outputs")
