@@ -69,7 +69,8 @@ def finite(x: np.ndarray, tally: Tally | None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- blocks
 def _to_mono(x: np.ndarray) -> np.ndarray:
-    return x if x.ndim == 1 else x.mean(axis=1, dtype=np.float32)
+    # float64 sums: absurd (corrupt) float32 samples must not overflow into Inf here
+    return x if x.ndim == 1 else x.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def _resampled(
