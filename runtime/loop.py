@@ -50,6 +50,16 @@ def _first_line(e: BaseException) -> str:
     return (lines[0] if lines else type(e).__name__)[:300]
 
 
+def _scrub(obj: object) -> None:
+    """Zero the non-finite values of every float array an object holds (attributes, lists)."""
+    if obj is None:
+        return
+    for v in vars(obj).values() if hasattr(obj, "__dict__") else ():
+        for a in v if isinstance(v, list | tuple) else (v,):
+            if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size:
+                np.copyto(a, 0, where=~np.isfinite(a))
+
+
 @dataclass
 class _Chunk:
     index: int
@@ -98,7 +108,7 @@ class Loop:
         self._t = 0.0  # stream seconds at the end of the last chunk read
         self._decided_t = 0.0  # ... and of the last chunk decided
         self._reader: threading.Thread | None = None  # the thread that reads the source
-        self._nonfinite_noticed = -1.0
+        self._nonfinite_noticed: float | None = None
         self.summary: Summary | None = None
         try:
             source.on_notice = self._source_notice
@@ -186,7 +196,8 @@ class Loop:
             )
         before = self.tally.nonfinite
         chunk = finite(chunk, self.tally)
-        if self.tally.nonfinite != before and self._t - self._nonfinite_noticed >= 10.0:
+        last = self._nonfinite_noticed
+        if self.tally.nonfinite != before and (last is None or self._t - last >= 10.0):
             self._nonfinite_noticed = self._t  # one notice per 10 s of stream, not per chunk
             self.notice(
                 "warning",
@@ -252,8 +263,11 @@ class Loop:
         if self.live and decided - item.ready > self.chunk_s:
             self.stalls += 1
         if not math.isfinite(decision.p):
-            # The decoder's cache is poisoned: every later logit would be NaN too.
+            # The decoder's cache is poisoned: every later logit would be NaN too. A reset
+            # only marks the slots free, and a masked NaN key still turns attention to NaN,
+            # so the non-finite values are scrubbed as well.
             self.decoder.reset()
+            _scrub(getattr(self.decoder, "cache", None))
             self.state_resets += 1
             self._emit(
                 Notice(

@@ -29,23 +29,25 @@ class PushSource(RingReader):
     def __init__(
         self,
         sample_rate: int = SAMPLE_RATE,
-        channels: int | None = None,
+        channels: int = 1,
         dtype: str = "int16",
         buffer_s: float = 10.0,
         gap_s: float = 1.0,
         name: str = "push",
     ) -> None:
-        """`sample_rate`: of pushed audio unless a push says otherwise. `channels`: how
-        interleaved 1-D data or bytes are split (None: arrays are (frames,) or (frames,
-        channels) and bytes mono). `dtype`: how bytes are read. `gap_s`: pushes this far
-        apart are reported as an input gap."""
+        """`sample_rate`: of pushed audio unless a push says otherwise. `channels` and
+        `dtype`: how pushed bytes are laid out (arrays say it themselves: (frames,) or
+        (frames, channels)). `buffer_s`: audio held for a listener that falls behind.
+        `gap_s`: pushes this far apart are reported as an input gap."""
         if not buffer_s > 0:
             raise ValueError(f"buffer_s {buffer_s} must be positive")
         super().__init__(name, int(buffer_s * SAMPLE_RATE), gap_s)
         if sample_rate <= 0:
             raise ValueError(f"sample_rate {sample_rate} must be positive")
         self.sample_rate = int(sample_rate)
-        self.channels = channels
+        if channels < 1:
+            raise ValueError(f"channels {channels} must be 1 or more")
+        self.channels = int(channels)
         self.dtype = np.dtype(dtype)
         self.pushed = 0  # samples accepted, at their own rate
         self._lock = threading.Lock()  # one writer at a time: the ring has a single writer
@@ -59,14 +61,15 @@ class PushSource(RingReader):
         Safe from any thread; never blocks on the listener."""
         rate = int(sample_rate or self.sample_rate)
         if isinstance(samples, bytes | bytearray | memoryview):
-            samples = np.frombuffer(samples, self.dtype)
-        x = np.asarray(samples)
-        if self.channels and self.channels > 1 and x.ndim == 1:
-            if x.size % self.channels:
-                raise SourceError(
-                    f"pushed {x.size} samples, not a whole number of {self.channels}-channel frames"
-                )
-            x = x.reshape(-1, self.channels)
+            x = np.frombuffer(samples, self.dtype)
+            if self.channels > 1:
+                if x.size % self.channels:
+                    raise SourceError(
+                        f"pushed {x.size} samples, not whole {self.channels}-channel frames"
+                    )
+                x = x.reshape(-1, self.channels)
+        else:
+            x = np.asarray(samples)
         mono = finite(as_mono_float(x, rate), self.tally)
         with self._lock:
             if self._ended:
