@@ -210,6 +210,11 @@ class _Bytes:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._read = getattr(stream, "read1", None) or stream.read
+        try:  # the bare descriptor: a BufferedReader's lock, held by a read blocked at
+            fd = stream.fileno()  # exit, would abort the interpreter's shutdown
+            self._read = lambda n: os.read(fd, n)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            pass
         self._pending = b""
         self.total = 0  # bytes handed out
 
