@@ -176,6 +176,13 @@ class Proc:
             rest.append(json.loads(line))
         return rc, rest
 
+    def started(self, timeout=30.0) -> None:
+        """Wait for the banner: the engine is loaded and the source is reading."""
+        deadline = time.monotonic() + timeout
+        while not any("listening" in line for line in self.err):
+            assert time.monotonic() < deadline and self.p.poll() is None, "".join(self.err)
+            time.sleep(0.05)
+
     def feed(self, data: bytes) -> None:
         self.p.stdin.buffer.write(data)
         self.p.stdin.buffer.flush()
@@ -213,6 +220,7 @@ def test_live_stdin_gap_then_producer_death():
     pcm = procedural_demo()
     p = Proc("--input", "-", "--jsonl", "--stats", "0", stdin=subprocess.PIPE)
     try:
+        p.started()
         p.feed(_s16(pcm[: int(1.2 * SR)]))  # 3 chunks, then 2.5 s of nothing
         time.sleep(1.2 + 2.5)
         p.feed(_s16(pcm[int(1.2 * SR) : int(2.4 * SR)]))
@@ -228,7 +236,7 @@ def test_live_stdin_gap_then_producer_death():
     assert ("warning", "input_gap") in kinds and ("info", "input_resumed") in kinds
     summary = events[-1]
     assert summary["type"] == "summary" and summary["chunks"] == 6
-    assert summary["input_gaps"] == 1 and 2.0 < summary["input_gap_s"] < 3.5
+    assert summary["input_gaps"] == 1 and 1.8 < summary["input_gap_s"] < 3.3
     assert summary["stalls"] >= 5 and summary["realtime"] is True
 
 
@@ -236,10 +244,7 @@ def test_sigterm_while_a_live_producer_is_silent():
     p = Proc("--input", "-", "--jsonl", "--stats", "0", stdin=subprocess.PIPE)
     try:
         p.feed(_s16(procedural_demo()[:SR]))
-        deadline = time.monotonic() + 30
-        while not any("listening" in line for line in p.err):
-            assert time.monotonic() < deadline and p.p.poll() is None, "".join(p.err)
-            time.sleep(0.1)
+        p.started()
         time.sleep(1.5)  # the read of stdin is now blocked: nothing more comes
         p.p.send_signal(signal.SIGTERM)
         t = time.monotonic()
