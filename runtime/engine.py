@@ -96,7 +96,20 @@ def _zeros(shape, dtype: str) -> np.ndarray:
 
 
 class OrtEngine:
-    """Encoder + decoder sessions, the token-embedding table and the detokenizer."""
+    """Encoder + decoder sessions, the token-embedding table and the detokenizer.
+
+    `OrtEngine(bundle)` opens either decoder kind: a whisper-cross bundle gives a
+    `runtime.cross.CrossEngine` (same interface), so callers never branch on the kind."""
+
+    def __new__(cls, bundle=None, options=None, variant: str = "fp32"):
+        spec = bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
+        if cls is OrtEngine and spec.kind == "whisper-cross":
+            from soundflow.runtime.cross import CrossEngine
+
+            cls = CrossEngine
+        obj = super().__new__(cls)
+        obj._loaded = spec  # __init__ runs next with the same arguments: read the bundle once
+        return obj
 
     def __init__(
         self,
@@ -105,7 +118,7 @@ class OrtEngine:
         variant: str = "fp32",
     ) -> None:
         self.options = options or RuntimeOptions()
-        self.spec = bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
+        self.spec = self._loaded
         spec = self.spec
         check_consistency(spec)
         cache = Path.home() / ".cache" / "soundflow" / "trt" / _digest(spec)

@@ -62,7 +62,13 @@ class KVCache:
     """Fixed slots for every layer, positions per slot, insertion order for eviction."""
 
     def __init__(
-        self, n_layers: int, kv_heads: int, head_dim: int, hidden: int, policy: CachePolicy
+        self,
+        n_layers: int,
+        kv_heads: int,
+        head_dim: int,
+        hidden: int,
+        policy: CachePolicy,
+        row_dtype: type = np.float32,
     ) -> None:
         cap = policy.capacity
         self.policy = policy
@@ -71,8 +77,9 @@ class KVCache:
         self.positions = np.zeros(cap, np.int64)  # rotary position per slot
         self.valid = np.zeros(cap, bool)
         self.seq = np.full(cap, -1, np.int64)  # insertion order (-1 = empty)
-        # Input embeddings per slot, kept only where a re-prefill needs them.
-        self.embeds = np.zeros((cap, hidden), np.float32) if policy.mode == "reprefill" else None
+        # Each slot's input (an embedding row, or a token id for decoders that embed their
+        # own ids: row_dtype int64, hidden 1), kept only where a re-prefill needs them.
+        self.embeds = np.zeros((cap, hidden), row_dtype) if policy.mode == "reprefill" else None
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}  # per-q mask/position buffers
         self.reset()
 

@@ -54,6 +54,16 @@ class Decision:
 
 
 class DecoderStream:
+    """One stream's decoder state. `DecoderStream(engine)` on a whisper-cross engine gives a
+    `runtime.cross.CrossDecoderStream` (the same interface)."""
+
+    def __new__(cls, engine: OrtEngine, options: RuntimeOptions | None = None):
+        if cls is DecoderStream and engine.spec.kind == "whisper-cross":
+            from soundflow.runtime.cross import CrossDecoderStream
+
+            cls = CrossDecoderStream
+        return super().__new__(cls)
+
     def __init__(self, engine: OrtEngine, options: RuntimeOptions | None = None) -> None:
         options = options or RuntimeOptions()
         spec = engine.spec

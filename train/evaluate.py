@@ -31,8 +31,9 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return prev[-1]
 
 
-def run_stream(engine, samples: np.ndarray, mode: str):
-    """(responses, summary) of one stream through the runtime, as fast as possible."""
+def run_stream(engine, samples: np.ndarray, mode: str, threshold: float | None = None):
+    """(responses, summary) of one stream through the runtime, as fast as possible;
+    `threshold` overrides the bundle's decision thresholds."""
     from soundflow.runtime.listener import Listener
 
     responses = []
@@ -43,6 +44,7 @@ def run_stream(engine, samples: np.ndarray, mode: str):
         sample_rate=audio.SAMPLE_RATE,
         realtime=False,
         stats_every_s=0,
+        threshold=threshold,
         on_event=lambda e: responses.append(e) if e.type == "response" else None,
     )
     summary = listener.run()

@@ -149,7 +149,7 @@ class WhisperWindowEncoder(nn.Module):
             hf_encoder.embed_positions.weight[: cfg.window_frames].detach().clone(),
             requires_grad=False,
         )
-        self.layers = nn.ModuleList(_Layer(l, c.encoder_attention_heads) for l in hf_encoder.layers)
+        self.layers = nn.ModuleList(_Layer(x, c.encoder_attention_heads) for x in hf_encoder.layers)
         self.norm = hf_encoder.layer_norm
         self.d_model = c.d_model
 

@@ -123,7 +123,9 @@ class FrameCache:
         self._mem: dict[int, np.ndarray] = {}
 
     def path(self, i: int) -> Path:
-        return self.root / f"{self.source.records[i][1]['id']}.{self.tag}.npy"
+        # Stream ids repeat across builds (train-000000 in every one): the seed tells them apart.
+        rec = self.source.records[i][1]
+        return self.root / f"{rec['id']}.{rec.get('seed', 0)}.{self.tag}.npy"
 
     def get(self, i: int) -> np.ndarray:
         if i in self._mem:
@@ -279,3 +281,21 @@ def _save(model, tok, out: Path, recipe: WhisperRecipe, state: dict) -> None:
 
 def chunk_samples(recipe: WhisperRecipe) -> int:
     return audio.chunk_samples(recipe.dims.get("chunk_ms", audio.CHUNK_MS))
+
+
+def precompute_frames(data: list[Path], frames_dir: Path, shard: tuple[int, int] = (0, 1),
+                      whisper_dir: Path | None = None, log=print) -> None:  # fmt: skip
+    """Encode streams `i % n == k` of `data` (run n processes to use n cores)."""
+    from soundflow.train.whisper_ckpt import load_whisper
+
+    source = ShardSource(data)
+    model, _ = WhisperSoundFlow.from_whisper(load_whisper(whisper_dir), [])
+    cache = FrameCache(source, model, frames_dir)
+    k, n = shard
+    t0 = time.time()
+    mine = [i for i in range(len(source)) if i % n == k]
+    with torch.no_grad():
+        for j, i in enumerate(mine):
+            cache.get(i)
+            cache._mem.clear()
+            log(f"frames shard {k}/{n}: {j + 1}/{len(mine)} streams ({time.time() - t0:.0f} s)")

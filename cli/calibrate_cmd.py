@@ -1,0 +1,52 @@
+"""`soundflow calibrate`: per-label alert thresholds from a dev split, into the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="A dev split (`soundflow data build` with its own seed): neither train nor eval.",
+)
+@click.option(
+    "--false-per-hour",
+    type=click.FloatRange(min=0.0),
+    default=0.5,
+    show_default=True,
+    help="False alerts per hour allowed per label on the dev split.",
+)
+@click.option("--max-streams", type=click.IntRange(min=1), default=None)
+@click.option("--dry-run", is_flag=True, help="Print the thresholds, leave the bundle as it is.")
+def calibrate(bundle, data, false_per_hour, max_streams, dry_run):
+    """Choose one decision threshold per alert label on a dev split and write them into
+    BUNDLE's manifest (`decision.thresholds.alert`); `listen --threshold` still overrides.
+
+    \b
+    Example:
+      soundflow data build --recipe default --hours 0.4 --seed 77 --out /tmp/dev
+      soundflow calibrate soundflow/assets/default_bundle --data /tmp/dev
+    """
+    from soundflow.manifest import BundleError
+    from soundflow.train.calibrate import calibrate as run
+    from soundflow.train.calibrate import write_thresholds
+
+    if not (data / "streams.jsonl").is_file():
+        raise click.ClickException(
+            f"{data} has no streams.jsonl; build one with `soundflow data build`"
+        )
+    try:
+        report = run(bundle, data, false_per_hour=false_per_hour, max_streams=max_streams)
+        click.echo(json.dumps(report, indent=2))
+        if not dry_run:
+            write_thresholds(bundle, report)
+            click.echo(f"thresholds written to {bundle / 'manifest.json'}")
+    except BundleError as e:
+        raise click.ClickException(str(e)) from None

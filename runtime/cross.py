@@ -1,0 +1,260 @@
+"""The cross-attention decoder kind (Whisper; ARCHITECTURE.md, Contracts 2b and 3b): the engine
+that owns its two sessions, and the stream that owns its memory of frames and its token cache.
+
+Per chunk the encoder returns the new frames' cross-attention keys/values once; the stream
+writes them into a ring of `memory_frames` slots (bound once, updated in place), then feeds
+its pending token ids; the last logits decide <silence> or <respond> as in Contract 2.
+Positions are learned and absolute (below `max_positions`), so when the token cache is full
+the stream re-prefills the prompt and the newest tokens with renumbered positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundflow.manifest import BundleError
+from soundflow.runtime.bundle import BundleSpec, check_consistency, check_session
+from soundflow.runtime.detokenize import Detokenizer
+from soundflow.runtime.engine import OrtEngine, _digest, _session, select_providers
+from soundflow.runtime.kvcache import CachePolicy, KVCache
+from soundflow.runtime.options import RuntimeOptions
+from soundflow.runtime.stream import Decision, DecoderStream
+
+REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is re-prefilled
+
+
+class CrossEngine(OrtEngine):
+    """Encoder + decoder sessions of a whisper-cross bundle and its detokenizer."""
+
+    def __init__(self, bundle: BundleSpec | str | None = None,
+                 options: RuntimeOptions | None = None, variant: str = "fp32") -> None:  # fmt: skip
+        self.options = options or RuntimeOptions()
+        loaded = getattr(self, "_loaded", None)  # set by OrtEngine.__new__
+        self.spec = spec = loaded if loaded is not None else _spec(bundle, variant)
+        check_consistency(spec)
+        cache = Path.home() / ".cache" / "soundflow" / "trt" / _digest(spec)
+        self.providers = select_providers(self.options.provider, cache)
+        threads = self.options.session_threads()
+        self.encoder = _session(spec.encoder_file, self.providers, threads)
+        check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
+        self.decoder = _session(spec.decoder_file, self.providers, threads)
+        check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
+        self.detokenizer = Detokenizer.from_file(spec.tokenizer_file)
+        if self.detokenizer.vocab_size != spec.vocab:
+            raise BundleError(
+                f"{spec.tokenizer_file}: {self.detokenizer.vocab_size} tokens, the decoder has "
+                f"{spec.vocab}; copy the bundle again or re-run `soundflow export`"
+            )
+        self.embed_tokens = None  # this kind embeds its own ids inside the graph
+        n = spec.layers
+        self._state_out = [s.output for s in spec.encoder_state]
+        self._memory_out = [s.name for s in spec.encoder_outputs if s.name.startswith("present.")]
+        self._enc_outputs = [*self._state_out, *self._memory_out]
+        names = [s.name for s in spec.decoder_inputs]
+        self.past_names = [x for x in names if x.endswith((".decoder.key", ".decoder.value"))]
+        self.memory_names = [x for x in names if x.endswith((".encoder.key", ".encoder.value"))]
+        self.present_names = [s.name for s in spec.decoder_outputs if s.name.startswith("present.")]
+        if not (len(self.past_names) == len(self.memory_names) == len(self.present_names) == 2 * n):
+            raise BundleError(f"{spec.decoder_file}: expected {2 * n} cache tensors of each kind")
+        self._dec_outputs = ["logits", *self.present_names]
+
+    def new_state(self) -> dict[str, np.ndarray]:
+        """No PCM history yet: the first windows are shorter (as in training)."""
+        return {s.input: np.zeros((1, 0), np.float32) for s in self.spec.encoder_state}
+
+    reset = new_state
+
+    def encode(self, audio: np.ndarray, state: dict[str, np.ndarray]):
+        """audio (1, chunk_samples) -> (memory entry (layers, 2, heads, frames, head_dim),
+        next state)."""
+        if audio.shape != (1, self.spec.chunk_samples):
+            raise ValueError(
+                f"encoder takes (1, {self.spec.chunk_samples}) samples per chunk, got {audio.shape}"
+            )
+        outs = self.encoder.run(self._enc_outputs, {"audio": audio, **state})
+        k = len(self._state_out)
+        new = {s.input: o for s, o in zip(self.spec.encoder_state, outs[:k], strict=True)}
+        kv = outs[k:]
+        entry = np.stack(
+            [np.stack([kv[2 * i][0], kv[2 * i + 1][0]]) for i in range(self.spec.layers)]
+        )
+        return entry, new
+
+    def bind(self, cache: KVCache, memory: Memory) -> Any:
+        binding = self.decoder.io_binding()
+        for i in range(self.spec.layers):
+            binding.bind_cpu_input(self.past_names[2 * i], cache.keys[i])
+            binding.bind_cpu_input(self.past_names[2 * i + 1], cache.values[i])
+            binding.bind_cpu_input(self.memory_names[2 * i], memory.keys[i])
+            binding.bind_cpu_input(self.memory_names[2 * i + 1], memory.values[i])
+        return binding
+
+    def step(self, binding: Any, ids: np.ndarray, positions: np.ndarray, mask: np.ndarray,
+             memory_mask: np.ndarray):  # fmt: skip
+        """ids, positions (1, q) int64; mask (1,1,q,C+q); memory_mask (1,1,q,M) ->
+        (logits (q, vocab), per layer (key, value) new entries (1, heads, q, head_dim))."""
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("position_ids", positions)
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_cpu_input("encoder_attention_mask", memory_mask)
+        binding.clear_binding_outputs()
+        for name in self._dec_outputs:
+            binding.bind_output(name, "cpu")
+        self.decoder.run_with_iobinding(binding)
+        outs = binding.copy_outputs_to_cpu()
+        presents = [(outs[1 + 2 * i], outs[2 + 2 * i]) for i in range(self.spec.layers)]
+        return outs[0][0], presents
+
+    def embed(self, ids):  # pragma: no cover - the decoder-only interface, not this kind's
+        raise TypeError("a whisper-cross engine embeds token ids inside its decoder graph")
+
+
+def _spec(bundle, variant: str) -> BundleSpec:
+    from soundflow.runtime.bundle import load_spec
+
+    return bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
+
+
+class Memory:
+    """The cross-attention memory: a ring of `capacity` frames per layer, keys and values
+    (1, heads, capacity, head_dim) written in place; empty slots are masked."""
+
+    def __init__(self, layers: int, heads: int, head_dim: int, capacity: int, mask_value: float):
+        self.keys = [np.zeros((1, heads, capacity, head_dim), np.float32) for _ in range(layers)]
+        self.values = [np.zeros((1, heads, capacity, head_dim), np.float32) for _ in range(layers)]
+        self.capacity, self.mask_value = capacity, mask_value
+        self.reset()
+
+    def reset(self) -> None:
+        self.valid = np.zeros(self.capacity, bool)
+        self.next = 0  # ring write position
+
+    def add(self, entry: np.ndarray) -> None:
+        """entry (layers, 2, heads, frames, head_dim): one chunk's new frames."""
+        n = entry.shape[3]
+        slots = (self.next + np.arange(n)) % self.capacity
+        for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            k[0][:, slots] = entry[i, 0]
+            v[0][:, slots] = entry[i, 1]
+        self.valid[slots] = True
+        self.next = int((self.next + n) % self.capacity)
+
+    def mask(self, q: int) -> np.ndarray:
+        row = np.where(self.valid, 0.0, self.mask_value).astype(np.float32)
+        return np.ascontiguousarray(np.broadcast_to(row, (1, 1, q, self.capacity)))
+
+
+class CrossDecoderStream(DecoderStream):
+    """One stream's decoding state for a whisper-cross engine (same interface as
+    DecoderStream: decide, begin_response, continue_response, reset)."""
+
+    def __init__(self, engine: CrossEngine, options: RuntimeOptions | None = None) -> None:
+        options = options or RuntimeOptions()
+        spec = engine.spec
+        self.engine = engine
+        self.mode, self.prompt = spec.prompt(options.mode)
+        d = spec.decision
+        self.threshold = float(d["threshold"] if options.threshold is None else options.threshold)
+        self.thresholds = dict(d.get("thresholds", {}).get(self.mode, {}))
+        if options.threshold is not None:
+            self.thresholds = {}  # an explicit flag overrides every calibrated threshold
+        self.refractory_s = float(
+            d["refractory_s"] if options.refractory_s is None else options.refractory_s
+        )
+        self.max_tokens = int(
+            d["max_response_tokens"]
+            if options.max_response_tokens is None
+            else options.max_response_tokens
+        )
+        budget = options.cache_budget or spec.cache_capacity
+        if budget > spec.cache_capacity:
+            raise BundleError(
+                f"cache budget {budget} exceeds the bundle's cache capacity "
+                f"{spec.cache_capacity}; lower --cache-budget"
+            )
+        c = spec.control
+        self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
+        self.stops = set(spec.stop_ids) | {self.eos}
+        self.fallback = False
+        keep = REPREFILL_KEEP if options.cache_window is None else options.cache_window
+        try:
+            policy = CachePolicy(budget, len(self.prompt), keep, "reprefill")
+        except ValueError as e:
+            raise BundleError(f"cache: {e}") from None
+        self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, 1, policy, np.int64)
+        self.memory = Memory(spec.layers, spec.kv_heads, spec.head_dim, spec.memory_frames,
+                             spec.mask_value)  # fmt: skip
+        self.binding = engine.bind(self.cache, self.memory)
+        self.tag_ids = spec.tag_ids
+        self._gen_bias = np.zeros(spec.vocab, np.float32)
+        for token_id in spec.special.values():
+            if token_id not in self.stops and token_id not in self.tag_ids:
+                self._gen_bias[token_id] = -np.inf
+        self._tag_threshold = {i: self.thresholds[t] for i, t in self.tag_ids.items()
+                               if t in self.thresholds}  # fmt: skip
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.memory.reset()
+        self._pending = list(self.prompt)
+        self._last_tag: dict[int, float] = {}
+        self._p = 0.0
+        self.calls = 0
+
+    def _call(self, ids: list[int]) -> np.ndarray:
+        q = len(ids)
+        if self.cache.needs_room(q):
+            kept = self.cache.evict()  # the prompt + the newest tokens, positions renumbered
+            if kept is not None:
+                self._run(kept[:, 0].tolist())
+        return self._run(ids)
+
+    def _run(self, ids: list[int]) -> np.ndarray:
+        q = len(ids)
+        mask, pos = self.cache.inputs(q)
+        x = np.asarray(ids, np.int64)[None]
+        logits, presents = self.engine.step(
+            self.binding, x, np.ascontiguousarray(pos[:, -q:]), mask, self.memory.mask(q)
+        )
+        self.cache.add(presents, x.reshape(q, 1))
+        self.calls += 1
+        return logits
+
+    def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
+        """`audio_embeds`: the chunk's memory entry from the encoder."""
+        self.memory.add(audio_embeds)
+        last = self._call(self._pending)[-1]
+        self._pending = [self.silence]
+        pair = last[[self.silence, self.respond_id]].astype(np.float64)
+        p = float(np.exp(pair[1] - np.logaddexp(pair[0], pair[1])))
+        self._p = p
+        # A calibrated per-label threshold may ask for more than the mode's: that check waits
+        # for the response's first token (its tag), in begin_response.
+        return Decision(p, p >= min([self.threshold, *self._tag_threshold.values()]))
+
+    def begin_response(self, t: float) -> int | None:
+        first = int(np.argmax(self._call([self.respond_id])[-1] + self._gen_bias))
+        need = self._tag_threshold.get(first, self.threshold)
+        last = self._last_tag.get(first)
+        refractory = first in self.tag_ids and last is not None and t - last < self.refractory_s
+        if self._p < need or refractory:
+            self.cache.rollback(1)
+            return None
+        if first in self.tag_ids:
+            self._last_tag[first] = t
+        return first
+
+    def continue_response(self, first: int) -> Iterator[int]:
+        token, n = first, 0
+        while token not in self.stops and n < self.max_tokens:
+            yield token
+            n += 1
+            if n == self.max_tokens:
+                break
+            token = int(np.argmax(self._call([token])[-1] + self._gen_bias))
+        self._pending = [self.eos] if token in self.stops else [token, self.eos]

