@@ -186,35 +186,56 @@ def size(sizes, work, vocab, seconds, tokens, no_int8, threads, json_out):
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Eval split from `soundflow data build --split eval`.",
+    default=None,
+    help="Eval split from `soundflow data build --split eval` (the `eval` set).",
 )
-@click.option("--max-streams", type=int, default=None, help="Use only the first N streams.")
+@click.option(
+    "--sets",
+    default=None,
+    metavar="NAMES",
+    help="Comma-separated sets: eval, tuxpaint, flite (default: all available; "
+    "eval needs --data). A set whose source is missing is skipped with its reason.",
+)
+@click.option("--max-streams", type=int, default=None, help="Use only the first N streams per set.")
 @INT8
 @THREADS
 @JSON
-def peer(bundle, data, max_streams, int8, threads, json_out):
-    """soundflow's transcribe mode against pocketsphinx on the same speech streams: WER,
-    real-time factor, per-chunk latency. Needs `pip install 'soundflow[bench]'`.
+def peer(bundle, data, sets, max_streams, int8, threads, json_out):
+    """soundflow's transcribe mode against pocketsphinx on the same speech streams, per set:
+    WER, utterances, words, real-time factor, per-chunk latency. Sets: `eval` (a synthetic
+    eval split, --data), `tuxpaint` (real human speech: Tux Paint's English stamp
+    descriptions) and `flite` (flite voices rms and awb); the last two are held out of
+    training (bench/heldout.py). Needs `pip install 'soundflow[bench]'`.
 
     \b
     Example:
       soundflow data build --recipe default --split eval --hours 0.2 --out /tmp/eval
       soundflow bench peer --data /tmp/eval --json /tmp/peer.json
+      soundflow bench peer --sets tuxpaint,flite
     """
     from soundflow.bench import peer as pr
 
-    if not (data / "streams.jsonl").is_file():
-        raise click.ClickException(
-            f"{data} has no streams.jsonl; build one with "
-            "`soundflow data build --split eval --out DIR`"
-        )
+    try:
+        pr.selected_sets(sets)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--sets") from None
     opts = pr.PeerOptions(
-        max_streams=max_streams, variant="int8" if int8 else "fp32", threads=threads
+        max_streams=max_streams, sets=sets, variant="int8" if int8 else "fp32", threads=threads
     )
     result = _finish(_run(pr.run, bundle, data, opts), json_out, False)
-    for k in ("soundflow", "pocketsphinx"):
-        click.echo(_row(k, result[k], ("wer", "realtime_factor", "chunk_ms_p50", "chunk_ms_p99")))
+    for name, reason in result["skipped"].items():
+        click.echo(f"skipped {name}: {reason}")
+    if not result["table"]:
+        raise click.ClickException("no set could be scored")
+    head = ("set", "system", "WER", "utts", "words", "RTF(x)", "chunk_p50_ms", "chunk_p99_ms")
+    click.echo(f"{head[0]:9s} {head[1]:13s} " + " ".join(f"{h:>12s}" for h in head[2:]))
+    for row in result["table"]:
+        cells = [row[k] for k in pr.TABLE_KEYS]
+        cells[0] = f"{100 * cells[0]:.1f}%" if cells[0] is not None else "-"
+        click.echo(
+            f"{row['set']:9s} {row['system']:13s} "
+            + " ".join(f"{'-' if c is None else c!s:>12s}" for c in cells)
+        )
 
 
 @bench.command()

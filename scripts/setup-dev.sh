@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-us-slt-hts sox flac libsndfile1
   libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins fortunes wordnet-base
+  flite tuxpaint-stamps-default tuxpaint-data
 )
 if command -v apt-get >/dev/null 2>&1; then
   SUDO=""

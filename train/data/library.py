@@ -24,6 +24,7 @@ import soundfile as sf
 import soxr
 
 from soundflow.audio import SAMPLE_RATE
+from soundflow.bench.heldout import HELD_OUT, held_out_source
 
 from . import procedural
 
@@ -315,13 +316,39 @@ def _read_file(path: str) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+class HeldOutError(ValueError):
+    """A clip from a source that bench/heldout.py holds out of training."""
+
+
+def check_not_held_out(clip: Clip) -> None:
+    """Raise HeldOutError if the clip is one of bench/heldout.py's HELD_OUT sources."""
+    name = held_out_source(clip.path, clip.source)
+    if name is not None:
+        raise HeldOutError(
+            f"{clip.id} ({clip.path or clip.source}) is held out of training as the "
+            f"{name!r} benchmark set ({HELD_OUT[name].description}; bench/heldout.py)"
+        )
+
+
 class Library:
-    """The clips one split may use, queryable by tags, label, category and alert."""
+    """The clips one split may use, queryable by tags, label, category and alert. Clips of
+    a held-out source (bench/heldout.py's HELD_OUT) are left out, with a note, whatever
+    index or corpus they came from; `load` refuses them outright."""
 
     def __init__(self, clips: Iterable[Clip], split: str, notes: Iterable[str] = ()) -> None:
-        clips = list(clips)
         self.split = split
         self.notes = list(notes)
+        clips, held = list(clips), {}
+        for c in clips:
+            name = held_out_source(c.path, c.source)
+            if name is not None:
+                held[name] = held.get(name, 0) + 1
+        if held:
+            clips = [c for c in clips if held_out_source(c.path, c.source) is None]
+            self.notes.append(
+                "held-out benchmark sources left out: "
+                + ", ".join(f"{k} ({n} clips)" for k, n in sorted(held.items()))
+            )
         # Eval asks only for classes train can teach: a label whose every file hashed into
         # eval (one OpenTTD level-crossing bell, say) would be a class the model never saw.
         taught = {c.label for c in clips if c.split in ("any", "train")}
@@ -371,6 +398,7 @@ class Library:
 
     def load(self, clip: Clip, rng: np.random.Generator) -> np.ndarray:
         """The clip's 16 kHz mono audio. (samples,) float32."""
+        check_not_held_out(clip)
         if clip.path is None:
             sound = procedural.SOUNDS[clip.label]
             return sound.make(procedural.Params(rng, self.split))

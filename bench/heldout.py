@@ -1,0 +1,254 @@
+"""Speech sets held out of training, for `soundflow bench peer`: built on the fly from files
+on this machine, never written to a shard, and named in `HELD_OUT` so that the data library
+refuses them (train/data/library.py imports `held_out_source`).
+
+- `tuxpaint`: real human speech, the English spoken descriptions of Tux Paint's stamps
+  (`*_desc.ogg` under /usr/share/tuxpaint/stamps, Debian tuxpaint-stamps-default), each
+  scored against the first line of its sibling `<name>.txt`;
+- `flite`: two synthetic voices training never hears (flite's `rms` and `awb`; its `slt`
+  and `kal` are festival voices training uses) saying a fixed draw of sentences from the
+  natural-text eval pool (train/data/natural.py, eval split).
+
+Utterances are concatenated into streams of about `STREAM_S` seconds, each utterance
+preceded by `GAP_S` of silence and the stream closed by another, so both systems hear the
+always-on situation: speech, pauses, speech. Only stdlib, numpy, soundfile and soxr here
+at import time: the data builder imports this module.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+STREAM_S = 60.0  # target stream length
+GAP_S = 1.0  # silence before each utterance and at the end of a stream
+TUXPAINT_DIR = Path("/usr/share/tuxpaint/stamps")
+TUXPAINT_SUFFIX = "_desc.ogg"  # English; translations are "_desc_<lang>.ogg"
+FLITE_VOICES = ("rms", "awb")  # not slt/kal: the same speakers as festival voices in training
+FLITE_SENTENCES = 20
+FLITE_SEED = 20_251  # the draw from natural.py's eval pool
+
+
+@dataclass(frozen=True)
+class HeldOutSource:
+    """A source training must never use: what it is, and how to recognise its clips."""
+
+    description: str
+    packages: tuple[str, ...] = ()  # Debian packages whose files are held out
+    path_patterns: tuple[str, ...] = ()  # fnmatch patterns on a clip's absolute path
+    source_prefixes: tuple[str, ...] = ()  # Clip.source values (prefixes) that are held out
+    voices: tuple[str, ...] = ()
+
+
+HELD_OUT: dict[str, HeldOutSource] = {
+    "tuxpaint": HeldOutSource(
+        description="Tux Paint stamp descriptions (real human speech, English)",
+        packages=("tuxpaint-stamps-default", "tuxpaint-data"),
+        path_patterns=("*/tuxpaint/*", "*/tuxpaint-stamps*/*", "*/tuxpaint-data/*"),
+        source_prefixes=("tuxpaint",),
+    ),
+    "flite": HeldOutSource(
+        description="flite voices rms and awb (synthetic speakers training never hears)",
+        packages=("flite", "flite1-dev"),
+        path_patterns=("*/flite/*",),
+        source_prefixes=("flite", "tts:flite"),
+        voices=FLITE_VOICES,
+    ),
+}
+
+
+def held_out_source(path: str | Path | None, source: str = "") -> str | None:
+    """The name of the held-out source a clip (its path and Clip.source) belongs to, or None."""
+    for name, h in HELD_OUT.items():
+        if source and any(source == p or source.startswith(p + ":") for p in h.source_prefixes):
+            return name
+        if source and any(source == f"deb:{pkg}" for pkg in h.packages):
+            return name
+        if path is not None:
+            p = str(Path(str(path).split("#", 1)[0]).expanduser().absolute())
+            if any(fnmatch.fnmatch(p, pat) for pat in h.path_patterns):
+                return name
+    return None
+
+
+class SetUnavailable(Exception):
+    """A set's source is missing; the message is the one-line reason."""
+
+
+@dataclass
+class Stream:
+    id: str
+    samples: np.ndarray  # (n,) float32, 16 kHz mono
+    reference: list[str]  # normalised words
+    utterances: int
+
+
+def read_16k(path: str | Path) -> np.ndarray:
+    """A sound file as 16 kHz mono float32 (soxr resampling)."""
+    import soundfile as sf
+    import soxr
+
+    x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = x.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE)
+    # a resampled full-scale recording overshoots a little; keep what a 16-bit file holds
+    return np.ascontiguousarray(np.clip(mono, -1.0, 1.0), dtype=np.float32)
+
+
+def pack(name: str, utterances: list[tuple[np.ndarray, str]]) -> list[Stream]:
+    """(audio, reference text) utterances -> streams of about STREAM_S seconds, in order."""
+    from soundflow.train.evaluate import normalize
+
+    gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
+    streams: list[Stream] = []
+    parts: list[np.ndarray] = []
+    ref: list[str] = []
+    count = 0
+    length = 0
+
+    def close() -> None:
+        nonlocal parts, ref, count, length
+        if count:
+            samples = np.concatenate([*parts, gap])
+            streams.append(Stream(f"{name}-{len(streams):02d}", samples, ref, count))
+        parts, ref, count, length = [], [], 0, 0
+
+    for x, text in utterances:
+        if count and (length + len(gap) + len(x) + len(gap)) / SAMPLE_RATE > STREAM_S:
+            close()
+        parts += [gap, x]
+        length += len(gap) + len(x)
+        ref += normalize(text)
+        count += 1
+    close()
+    return streams
+
+
+# ---------------------------------------------------------------------- tuxpaint
+def tuxpaint_clips(root: Path = TUXPAINT_DIR) -> list[tuple[Path, str]]:
+    """(audio file, reference text) of every English stamp description with a text file."""
+    from soundflow.train.evaluate import normalize
+
+    if not root.is_dir():
+        raise SetUnavailable(
+            f"{root} not found (apt-get install tuxpaint-stamps-default tuxpaint-data)"
+        )
+    out = []
+    for ogg in sorted(root.rglob("*" + TUXPAINT_SUFFIX), key=str):
+        txt = ogg.with_name(ogg.name[: -len(TUXPAINT_SUFFIX)] + ".txt")
+        if not txt.is_file():
+            continue  # no text, no reference (wallaby has only its recording)
+        lines = txt.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = lines[0].strip() if lines else ""
+        if normalize(text):
+            out.append((ogg, text))
+    if not out:
+        raise SetUnavailable(f"no *{TUXPAINT_SUFFIX} with a sibling .txt under {root}")
+    return out
+
+
+def tuxpaint_streams(root: Path = TUXPAINT_DIR) -> list[Stream]:
+    return pack("tuxpaint", [(read_16k(p), text) for p, text in tuxpaint_clips(root)])
+
+
+# ---------------------------------------------------------------------- flite
+def flite_sentences(n: int = FLITE_SENTENCES, seed: int = FLITE_SEED) -> list[str]:
+    """A fixed draw of `n` distinct sentences from natural.py's eval pool."""
+    from soundflow.train.data import natural
+
+    pool = natural.sentences("eval") if natural.available() else ()
+    if not pool:
+        raise SetUnavailable(
+            "the natural-text eval pool is empty (apt-get install fortunes wordnet-base)"
+        )
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+    return [pool[int(i)] for i in picks]
+
+
+def _flite_voices(flite: str) -> set[str]:
+    out = subprocess.run([flite, "-lv"], capture_output=True, text=True, check=False)
+    return set(out.stdout.replace(":", " ").split())
+
+
+def flite_utterances(n: int = FLITE_SENTENCES, seed: int = FLITE_SEED) -> list[tuple]:
+    """(audio, text, voice) for each sentence, the voices taking turns."""
+    flite = shutil.which("flite")
+    if flite is None:
+        raise SetUnavailable("flite is not installed (apt-get install flite)")
+    missing = [v for v in FLITE_VOICES if v not in _flite_voices(flite)]
+    if missing:
+        raise SetUnavailable(f"flite has no voice {', '.join(missing)}")
+    out = []
+    with tempfile.TemporaryDirectory(prefix="soundflow-flite-") as tmp:
+        for i, text in enumerate(flite_sentences(n, seed)):
+            voice = FLITE_VOICES[i % len(FLITE_VOICES)]
+            wav = Path(tmp) / f"{i:03d}.wav"
+            r = subprocess.run(
+                [flite, "-voice", voice, "-t", text, "-o", str(wav)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if r.returncode != 0 or not wav.is_file():
+                msg = (r.stderr or r.stdout).strip().splitlines()
+                raise SetUnavailable(f"flite -voice {voice} failed: {msg[-1] if msg else '?'}")
+            out.append((read_16k(wav), text, voice))
+    return out
+
+
+def flite_streams(n: int = FLITE_SENTENCES, seed: int = FLITE_SEED) -> list[Stream]:
+    return pack("flite", [(x, text) for x, text, _ in flite_utterances(n, seed)])
+
+
+# ---------------------------------------------------------------------- eval shards
+def eval_streams(data: Path | None, limit: int | None = None) -> list[Stream]:
+    """The synthetic eval split built by `soundflow data build --split eval`."""
+    from soundflow.train.data.shards import iter_streams
+    from soundflow.train.evaluate import normalize
+
+    if data is None:
+        raise SetUnavailable("no --data given (soundflow data build --split eval --out DIR)")
+    if not (Path(data) / "streams.jsonl").is_file():
+        raise SetUnavailable(
+            f"{data} has no streams.jsonl (soundflow data build --split eval --out DIR)"
+        )
+    out = []
+    for record in iter_streams(data):
+        if limit is not None and len(out) >= limit:
+            break
+        ref = [w for word in record["words"] for w in normalize(word["word"])]
+        utts = sum(1 for e in record.get("events", []) if e.get("text"))
+        out.append(Stream(str(record["id"]), record["samples"], ref, utts))
+    return out
+
+
+SETS = ("eval", "tuxpaint", "flite")
+SOURCES = {
+    "eval": "synthetic eval split (soundflow data build --split eval)",
+    "tuxpaint": HELD_OUT["tuxpaint"].description,
+    "flite": HELD_OUT["flite"].description,
+}
+
+
+def load_set(name: str, data: Path | None = None, limit: int | None = None) -> list[Stream]:
+    """The streams of set `name` (at most `limit`); SetUnavailable if its source is missing."""
+    if name == "eval":
+        streams = eval_streams(data, limit)
+    elif name == "tuxpaint":
+        streams = tuxpaint_streams()
+    elif name == "flite":
+        streams = flite_streams()
+    else:
+        raise ValueError(f"unknown set {name!r}; sets: {', '.join(SETS)}")
+    if not streams:
+        raise SetUnavailable("no streams")
+    return streams[:limit] if limit is not None else streams
