@@ -130,10 +130,11 @@ def _cmd(*args):
 class Proc:
     """A `soundflow listen` process with its stdout lines read on a thread."""
 
-    def __init__(self, *args, stdin=None):
+    def __init__(self, *args, stdin=None, env=None):
         self.p = subprocess.Popen(
             _cmd(*args),
             stdin=stdin,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
