@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import queue
 import shutil
 import signal
@@ -290,3 +291,15 @@ def test_wav_header_rates_reach_the_source():
     wav += fmt + b"data" + struct.pack("<I", len(pcm)) + pcm
     r = _listen("--input", "-", "--fast", "--jsonl", "--stats", "0", input=wav)
     assert r.exit_code == 0 and _jsonl(r.stdout)[-1]["chunks"] == 5
+
+
+def test_push_example_runs():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run(
+        [sys.executable, os.path.join(root, "examples", "push.py"), "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "heard 2.0 s in 5 chunks" in p.stdout and "error None" in p.stdout
