@@ -49,8 +49,9 @@ class Listener:
         max_buffered_events: int = 10_000,
         **overrides: Any,
     ) -> None:
-        """`input`: a file path, "-" (raw s16le 16 kHz mono on stdin), a numpy array (with
-        `sample_rate`), a Source, or None for the microphone `device` (index or name).
+        """`input`: a file path, "-" (PCM or WAV/FLAC/Ogg on stdin), a numpy array (with
+        `sample_rate`), a Source such as `PushSource`, or None for the microphone `device`
+        (index or name; reopened with backoff when it dies, see `reconnect` options).
         `overrides`: any RuntimeOptions field, e.g. threshold=0.7, realtime=False."""
         self.options = (options or RuntimeOptions()).with_(mode=mode, **overrides)
         if isinstance(bundle, OrtEngine):
