@@ -19,6 +19,15 @@ DTYPES = {"float32": 4, "float16": 2, "float64": 8, "int64": 8, "int32": 4, "int
           "uint8": 1, "bool": 1}  # fmt: skip
 KINDS = ("decoder-only", "whisper-cross")
 MAX_DIM = 1 << 31
+# runtime/fallback.py's FallbackOptions: dB levels and seconds
+FALLBACK_RANGES = (
+    ("margin_db", 0.0, 120.0),
+    ("min_level_dbfs", -200.0, 0.0),
+    ("floor_rise_db_per_s", 0.0, 1000.0),
+    ("min_utterance_s", 0.0, 3600.0),
+    ("end_silence_s", 0.0, 3600.0),
+    ("max_utterance_s", 0.0, 86400.0),
+)
 _NOTHING = object()
 
 
@@ -255,6 +264,9 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
             )
         if control.get("stop_ids") is not None:
             c.ids("control.stop_ids", vocab, control["stop_ids"])
+        if c.obj("control.fallback", required=False):
+            for key, low, high in FALLBACK_RANGES:
+                c.num(f"control.fallback.{key}", low, high, required=False)
     if fallback:
         c.obj("prompt_template")
         c.ids("prompt_template.resume_ids", vocab, c.get("prompt_template.resume_ids"))

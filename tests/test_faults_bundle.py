@@ -172,6 +172,10 @@ CASES = {
         "outside",
     ),
     "mask_value a string": (_set("decoder.mask_value", "big"), "decoder.mask_value"),
+    "fallback seconds a string": (
+        _set("control", {"mode": "native", "fallback": {"end_silence_s": "soon"}}),
+        "control.fallback.end_silence_s",
+    ),
     "version a string": (_set("version", "1"), "version"),
     "a JSON list": (lambda m, d: "[1, 2, 3]", "not a soundflow bundle"),
     "nested 100000 deep": (lambda m, d: "[" * 100_000 + "]" * 100_000, "not valid JSON"),
