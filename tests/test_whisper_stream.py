@@ -25,7 +25,7 @@ def speech():
 
     pcm, _ = espeak.synthesize(
         "a smoke alarm is going off somewhere upstairs and nobody seems to notice it at all",
-        espeak.Voice("en-gb", "f2", 150, 60),
+        espeak.Voice("en", "f2", 150, 60),
     )
     return np.concatenate([pcm, np.zeros(8000, np.float32), pcm])
 
@@ -116,7 +116,7 @@ def test_runtime_matches_torch_and_the_training_forward(cross_bundle, speech):
     from soundflow.export.whisper_parity import check
 
     bundle, ck, _ = cross_bundle
-    report = check(bundle, ck, seconds=9.6)
+    report = check(bundle, ck, seconds=6.4)
     for mode, r in report["modes"].items():
         assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
         assert r["max_abs_logit_diff_ort_vs_torch"] < 1e-2, (mode, r)
@@ -132,7 +132,7 @@ def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
 
     bundle, _, _ = cross_bundle
     engine = OrtEngine(bundle)
-    enc, dec = EncoderStream(engine), DecoderStream(engine, RuntimeOptions(threshold=1.1))
+    enc, dec = EncoderStream(engine), DecoderStream(engine, RuntimeOptions())
     assert isinstance(dec, CrossDecoderStream)
     rng = np.random.default_rng(1)
     cap = engine.spec.cache_capacity

@@ -142,6 +142,10 @@ class FrameCache:
         self._mem[i] = frames
         return frames
 
+    def ready(self) -> list[int]:
+        """Streams whose frames are on disk (another process may still be writing more)."""
+        return [i for i in range(len(self.source)) if self.path(i).is_file()]
+
     def fill(self, log=print) -> None:
         t0 = time.time()
         for i in range(len(self.source)):
@@ -150,10 +154,12 @@ class FrameCache:
                 log(f"frames: {i + 1}/{len(self.source)} streams ({time.time() - t0:.0f} s)")
 
 
-def draw(source: ShardSource, recipe: WhisperRecipe, stage: Stage, index: int, chunk_ms: int):
-    """Sample `index` of a stage: (stream, task, start chunk, per-chunk response texts)."""
+def draw(source: ShardSource, recipe: WhisperRecipe, stage: Stage, index: int, chunk_ms: int,
+         pool: list[int] | None = None):  # fmt: skip
+    """Sample `index` of a stage: (stream, task, start chunk, per-chunk response texts),
+    from `pool` (stream indices; default all)."""
     rng = np.random.default_rng([recipe.seed, zlib.crc32(stage.name.encode()), index])
-    i = int(rng.integers(len(source)))
+    i = int(rng.integers(len(source))) if pool is None else pool[int(rng.integers(len(pool)))]
     rec = source.records[i][1]
     tasks = list(stage.tasks)
     p = np.array([stage.tasks[t] for t in tasks])
@@ -170,13 +176,13 @@ def draw(source: ShardSource, recipe: WhisperRecipe, stage: Stage, index: int, c
     return i, task, start, [due.get(start + c) for c in range(n)]
 
 
-def make_batch(model, tok, cache: FrameCache, recipe, stage, step: int):
+def make_batch(model, tok, cache: FrameCache, recipe, stage, step: int, pool=None):
     cfg = model.cfg
     g, mem = cfg.frames_per_chunk, cfg.memory_frames
     layouts, spans, contexts = [], [], []
     for j in range(recipe.batch):
         i, task, start, texts = draw(
-            cache.source, recipe, stage, step * recipe.batch + j, cfg.chunk_ms
+            cache.source, recipe, stage, step * recipe.batch + j, cfg.chunk_ms, pool
         )
         frames = cache.get(i)
         ctx = min(start * g, mem - g)  # frames from before the segment still in memory
@@ -204,8 +210,12 @@ def lr_at(step: int, stage: Stage, base: float) -> float:
 
 def train_whisper(recipe: WhisperRecipe, data: list[Path], out: Path, frames_dir: Path,
                   whisper_dir: Path | None = None, resume: bool = True, until: str | None = None,
-                  checkpoint_every_s: float = 300.0, log=print) -> Path:  # fmt: skip
-    """Run (or continue) the recipe's stages; returns the checkpoint directory."""
+                  checkpoint_every_s: float = 300.0, ready_only: bool = False,
+                  log=print) -> Path:  # fmt: skip
+    """Run (or continue) the recipe's stages; returns the checkpoint directory.
+    `ready_only`: draw only from streams whose frames are cached already, rescanning as
+    `precompute_frames` processes add more (trains while they encode; not reproducible
+    sample for sample, so the recipe's default encodes everything first)."""
     from soundflow.train.whisper_ckpt import load_whisper
 
     out = Path(out)
@@ -222,7 +232,9 @@ def train_whisper(recipe: WhisperRecipe, data: list[Path], out: Path, frames_dir
         model, tok = WhisperSoundFlow.from_whisper(load_whisper(whisper_dir), tags, **recipe.dims)
         state = {"stage": 0, "step": 0, "opt": None, "log": []}
     cache = FrameCache(source, model, frames_dir)
-    cache.fill(log)
+    if not ready_only:
+        cache.fill(log)
+    pool = cache.ready() if ready_only else None
     model.train()
     t_save = time.time()
     for si in range(state["stage"], len(recipe.stages)):
@@ -236,7 +248,11 @@ def train_whisper(recipe: WhisperRecipe, data: list[Path], out: Path, frames_dir
             for grp in opt.param_groups:
                 base = recipe.new_lr if grp["group"] == "new" else stage.lr
                 grp["lr"] = lr_at(step, stage, base)
-            frames, layouts, ctx = make_batch(model, tok, cache, recipe, stage, step)
+            if ready_only and step % 10 == 0:
+                pool = cache.ready()
+                if not pool:
+                    raise FileNotFoundError(f"no cached frames in {frames_dir} yet")
+            frames, layouts, ctx = make_batch(model, tok, cache, recipe, stage, step, pool)
             losses = segment_losses(model, frames, layouts, ctx)
             stream = losses["stream"] / losses["n_stream"].clamp(min=1)
             lm = losses["lm"] / losses["n_lm"].clamp(min=1)
