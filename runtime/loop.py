@@ -267,7 +267,8 @@ class Loop:
             # only marks the slots free, and a masked NaN key still turns attention to NaN,
             # so the non-finite values are scrubbed as well.
             self.decoder.reset()
-            _scrub(getattr(self.decoder, "cache", None))
+            for part in ("cache", "memory"):  # the self-attention cache, a cross-attention memory
+                _scrub(getattr(self.decoder, part, None))
             self.state_resets += 1
             self._emit(
                 Notice(

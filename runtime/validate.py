@@ -254,6 +254,12 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
     c.num("decision.threshold", 0.0, 1.0)
     c.num("decision.refractory_s", 0.0, 1e9)
     c.int("decision.max_response_tokens", 1, 1 << 16)
+    per_mode = c.obj("decision.thresholds", required=False)  # calibrated, per mode and tag
+    for mode, tags in (per_mode or {}).items():
+        if not isinstance(tags, dict):
+            raise c.fail(f"decision.thresholds.{mode}", f"must be an object, got {_kind(tags)}")
+        for tag in tags:
+            c.num(f"decision.thresholds.{mode}.{tag}", 0.0, 1.0)
     # optional sections
     control = c.obj("control", required=False)
     if control is not None:

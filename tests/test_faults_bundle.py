@@ -162,6 +162,7 @@ CASES = {
     "threshold 2": (_set("decision.threshold", 2.0), "decision.threshold"),
     "threshold NaN": (_set("decision.threshold", math.nan), "decision.threshold"),
     "max_response_tokens 0": (_set("decision.max_response_tokens", 0), "max_response_tokens"),
+    "calibrated thresholds a list": (_set("decision.thresholds", [0.5]), "decision.thresholds"),
     "control id -1": (_set("control_ids.eos", -1), "control_ids.eos"),
     "special token a string": (
         lambda m, d: m["special_tokens"].update({"<x>": "seven"}),
