@@ -5,10 +5,14 @@ sentences and Tux Paint's real spoken descriptions.
 
     python benchmarks/whisper_streaming.py --json benchmarks/results/whisper_streaming.json
 
-Ways: `full` (the whole utterance in Whisper's 30 s window: the ceiling), `window-L` (the
-shipped way: each 400 ms chunk re-encoded with L s of left context, its 20 frames kept) and
-`causal-L` (one pass with a chunk-causal mask and L s of cached left context: what a
-CarelessWhisper-style encoder computes, here without the fine-tuning it needs).
+Ways: `full` (the whole utterance in Whisper's 30 s window: the ceiling); `spliced-L` (each
+400 ms chunk re-encoded with L s of left context, its newest 20 frames kept and spliced
+after the earlier chunks'); `window-4` (the shipped memory: the last chunk's whole window,
+the chunk + 4 s, read as one input); `causal-4` (one pass with a chunk-causal mask and 4 s
+of left context: what a CarelessWhisper-style encoder computes, without the fine-tuning
+it needs). Utterances are read from the stream's start, so windows up to 4.4 s hold the
+whole utterance; the `--offset` run puts 6 s of other speech before each one, the steady
+state of an always-on stream.
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=12, help="utterances per set")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--offset", action="store_true", help="6 s of other speech before each")
     args = ap.parse_args()
     torch.set_num_threads(2)
     from tokenizers import Tokenizer
@@ -129,21 +134,34 @@ def main() -> None:
     fe = WhisperFeatureExtractor(feature_size=80)
     enc = model.model.encoder
     sets = {"flite (rms, awb)": flite_set(args.n), "tuxpaint (real)": tuxpaint_set(args.n)}
-    ways = ["full", "window-2", "window-4", "causal-4"]
+    if args.offset:  # steady state: the window starts in earlier speech, not at silence
+        lead = np.concatenate([p for p, _ in flite_set(4)])[: 6 * 16000]
+        sets = {
+            k: [(np.concatenate([lead, p]), t, len(lead)) for p, t in v] for k, v in sets.items()
+        }
+    else:
+        sets = {k: [(p, t, 0) for p, t in v] for k, v in sets.items()}
+    ways = ["full", "spliced-2", "spliced-4", "window-4", "causal-4"]
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "sets": {}, "cost": {}}
     for name, items in sets.items():
         row = {}
         for way in ways:
             edits = words = 0
-            for pcm, text in items:
-                if way == "full":
-                    feats = fe(pcm, sampling_rate=16000, return_tensors="pt").input_features
+            for pcm, text, lead in items:
+                if way == "full":  # the utterance alone: what offline Whisper would see
+                    feats = fe(pcm[lead:], sampling_rate=16000, return_tensors="pt").input_features
                     frames = enc(feats).last_hidden_state[0].numpy()
-                elif way.startswith("window"):
+                elif way.startswith("spliced"):
                     w = WhisperWindowEncoder(enc, WindowConfig(400, int(way[-1]) * 1000))
-                    frames = w.encode_offline(pcm)
+                    frames = w.chunk_frames(pcm)
+                elif way == "window-4":
+                    w = WhisperWindowEncoder(enc, WindowConfig(400, 4000))
+                    windows, lengths = w.encode_offline(pcm)
+                    frames = windows[-1, : lengths[-1]]
                 else:
                     frames = causal_frames(enc, pcm, int(way[-1]) * 1000)
+                if way.startswith(("spliced", "causal")) and lead:
+                    frames = frames[lead // 320 :]  # the utterance's own frames
                 hyp = transcribe(model, tok, frames, ck.token_ids)
                 ref = normalize(text)
                 edits += edit_distance(ref, normalize(hyp))
@@ -151,7 +169,7 @@ def main() -> None:
             row[way] = round(edits / max(words, 1), 4)
         report["sets"][name] = row | {"utterances": len(items)}
     # Per-chunk cost on this machine's threads (torch; ONNX Runtime is in `soundflow bench`).
-    for way, left in (("window-2", 2000), ("window-4", 4000)):
+    for way, left in (("spliced-2", 2000), ("window-4", 4000)):
         w = WhisperWindowEncoder(enc, WindowConfig(400, left))
         x = torch.zeros(1, w.cfg.window_samples)
         with torch.no_grad():

@@ -135,6 +135,7 @@ def dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
 DECODER_KIND = "decoder-only"
 CROSS_KIND = "whisper-cross"
 HISTORY, HISTORY_OUT, MEMORY = "history_len", "history_len_out", "memory_len"
+WINDOW = "window_len"  # encoder frames of the current window (chunk + left context)
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,9 @@ class CrossDims:
     hidden: int
     vocab: int
     chunk_samples: int
-    frames_per_chunk: int  # memory entries each chunk adds
+    frames_per_chunk: int  # encoder frames of the chunk itself
     history_samples: int  # PCM the encoder carries (its left context)
-    memory_frames: int  # cross-attention memory capacity
+    memory_frames: int  # cross-attention memory capacity: one full window
     cache_capacity: int  # self-attention slots
     max_positions: int  # learned decoder positions (Whisper: 448)
 
@@ -161,7 +162,7 @@ def cross_encoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
         TensorSpec("audio", "float32", (BATCH, d.chunk_samples)),
         TensorSpec("history", "float32", (BATCH, HISTORY)),
     ]
-    new = (BATCH, d.heads, d.frames_per_chunk, d.head_dim)
+    new = (BATCH, d.heads, WINDOW, d.head_dim)  # the whole window: it is the memory
     outputs = [TensorSpec("history_out", "float32", (BATCH, HISTORY_OUT))]
     outputs += [
         TensorSpec(n, "float32", new) for n in cross_kv_names(d.layers, "present", "encoder")

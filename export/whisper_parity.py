@@ -126,7 +126,7 @@ def check(bundle: Path | str, checkpoint: Path | str, seconds: float = 12.0, see
         )
         # int8 weights move logits by ~1 (out of a 50k vocabulary); what must hold is the
         # same tokens and decisions, so a quantized bundle is judged on those.
-        ok = ids_same and layout_ok and full < 1e-3 and (quantized or diff < 5e-2) and p_diff < 0.1
+        ok = ids_same and layout_ok and full < 5e-3 and (quantized or diff < 5e-2) and p_diff < 0.1
         report["modes"][mode] = {"same_tokens": ids_same, "layout_is_runtime": layout_ok,
                                  "max_abs_logit_diff_ort_vs_torch": diff, "max_abs_p_diff": p_diff,
                                  "max_abs_logit_diff_stream_vs_full": full, "calls": len(a.trace)}  # fmt: skip
@@ -153,12 +153,11 @@ def _training_forward_diff(model, pcm, trace) -> float:
         [i for ids, _, _ in trace for i in ids], [c for ids, _, c in trace for _ in ids], [], []
     )
     lay.control = lay.lm = [-100] * len(lay.ids)
-    frames = torch.from_numpy(model.encoder.encode_offline(pcm))[None]
-    ids, pos, self_mask, cross_mask, _, _ = batch_masks(
-        [lay], model.cfg.memory_frames, model.cfg.frames_per_chunk, [0], frames.shape[1]
-    )
+    windows, lengths = model.encoder.encode_offline(pcm)
+    memory = torch.from_numpy(windows.reshape(1, -1, windows.shape[2]))
+    ids, pos, self_mask, cross_mask, _, _ = batch_masks([lay], [lengths], windows.shape[1])
     d = model.decoder
-    h, _ = d.hidden(ids, pos, self_mask, d.empty_past(1), d.cross_kv(frames), cross_mask)
+    h, _ = d.hidden(ids, pos, self_mask, d.empty_past(1), d.cross_kv(memory), cross_mask)
     full = d.logits(h)[0].numpy()
     k, worst = 0, 0.0
     for ids_call, logits, _ in trace:

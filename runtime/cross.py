@@ -1,9 +1,10 @@
 """The cross-attention decoder kind (Whisper; ARCHITECTURE.md, Contracts 2b and 3b): the engine
 that owns its two sessions, and the stream that owns its memory of frames and its token cache.
 
-Per chunk the encoder returns the new frames' cross-attention keys/values once; the stream
-writes them into a ring of `memory_frames` slots (bound once, updated in place), then feeds
-its pending token ids; the last logits decide <silence> or <respond> as in Contract 2.
+Per chunk the encoder re-encodes its window (the chunk + 4 s before it) and returns the
+window's cross-attention keys/values; the stream writes them into its memory (bound once,
+updated in place), then feeds its pending token ids; the last logits decide <silence> or
+<respond> as in Contract 2.
 Positions are learned and absolute (below `max_positions`), so when the token cache is full
 the stream re-prefills the prompt and the newest tokens with renumbered positions.
 """
@@ -120,8 +121,9 @@ def _spec(bundle, variant: str) -> BundleSpec:
 
 
 class Memory:
-    """The cross-attention memory: a ring of `capacity` frames per layer, keys and values
-    (1, heads, capacity, head_dim) written in place; empty slots are masked."""
+    """The cross-attention memory: the current window's keys and values per layer,
+    (1, heads, capacity, head_dim) preallocated and overwritten in place each chunk; slots
+    past the window's length (the stream's first 4 s) are masked."""
 
     def __init__(self, layers: int, heads: int, head_dim: int, capacity: int, mask_value: float):
         self.keys = [np.zeros((1, heads, capacity, head_dim), np.float32) for _ in range(layers)]
@@ -131,17 +133,20 @@ class Memory:
 
     def reset(self) -> None:
         self.valid = np.zeros(self.capacity, bool)
-        self.next = 0  # ring write position
+        for a in (*self.keys, *self.values):
+            a[:] = 0.0  # a reset must also clear non-finite values (a masked NaN still poisons)
 
     def add(self, entry: np.ndarray) -> None:
-        """entry (layers, 2, heads, frames, head_dim): one chunk's new frames."""
+        """entry (layers, 2, heads, frames, head_dim): the current window, which replaces
+        the previous one."""
         n = entry.shape[3]
-        slots = (self.next + np.arange(n)) % self.capacity
+        if n > self.capacity:
+            raise ValueError(f"a window of {n} frames exceeds the memory's {self.capacity}")
         for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
-            k[0][:, slots] = entry[i, 0]
-            v[0][:, slots] = entry[i, 1]
-        self.valid[slots] = True
-        self.next = int((self.next + n) % self.capacity)
+            k[0][:, :n] = entry[i, 0]
+            v[0][:, :n] = entry[i, 1]
+        self.valid[:n] = True
+        self.valid[n:] = False
 
     def mask(self, q: int) -> np.ndarray:
         row = np.where(self.valid, 0.0, self.mask_value).astype(np.float32)

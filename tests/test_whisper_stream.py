@@ -46,16 +46,16 @@ def test_chunked_equals_offline(hf, speech, left_ms):
     enc = WhisperWindowEncoder(hf.model.encoder, WindowConfig(400, left_ms)).eval()
     s = enc.cfg.chunk_samples
     pcm = speech[: len(speech) // s * s]
-    offline = enc.encode_offline(pcm)
-    history, chunks = enc.initial_state(), []
+    windows, lengths = enc.encode_offline(pcm)
+    history = enc.initial_state()
+    n = len(pcm) // s
+    assert windows.shape == (n, enc.cfg.window_frames, 384)
     with torch.no_grad():
-        for c in range(len(pcm) // s):
+        for c in range(n):
             frames, history = enc(torch.from_numpy(pcm[None, c * s : (c + 1) * s]), history)
-            chunks.append(frames[0].numpy())
-    streamed = np.concatenate(chunks)
+            assert frames.shape[1] == lengths[c] == min(enc.cfg.window_frames, 20 * (c + 1))
+            assert np.abs(frames[0].numpy() - windows[c, : lengths[c]]).max() < 2e-3
     assert history.shape[1] == enc.cfg.history_samples  # bounded state
-    assert streamed.shape == offline.shape == (len(pcm) // s * 20, 384)
-    assert np.abs(streamed - offline).max() < 2e-3
 
 
 def test_frames_stay_close_to_full_context(hf, speech):
@@ -66,7 +66,7 @@ def test_frames_stay_close_to_full_context(hf, speech):
     feats = WhisperFeatureExtractor(feature_size=80)(pcm, sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
         full = hf.model.encoder(feats.input_features).last_hidden_state[0, :200].numpy()
-    streamed = WhisperWindowEncoder(hf.model.encoder, WindowConfig(400, 4000)).encode_offline(pcm)
+    streamed = WhisperWindowEncoder(hf.model.encoder, WindowConfig(400, 4000)).chunk_frames(pcm)
     cos = (full * streamed).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(streamed, axis=1)
     assert cos.mean() > 0.8
 
@@ -88,7 +88,7 @@ def cross_bundle(tmp_path_factory, hf):
     root = tmp_path_factory.mktemp("cross")
     tags = ["<alert:doorbell>", "<alert:smoke_alarm>", "<intent:timer>"]
     model, tok = WhisperSoundFlow.from_whisper(
-        load_whisper(), tags, memory_frames=120, cache_capacity=64
+        load_whisper(), tags, window=WindowConfig(400, 2000), cache_capacity=64
     )
     torch.manual_seed(0)
     with torch.no_grad():  # make the appended tokens distinct, so decisions vary
@@ -120,7 +120,7 @@ def test_runtime_matches_torch_and_the_training_forward(cross_bundle, speech):
     for mode, r in report["modes"].items():
         assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
         assert r["max_abs_logit_diff_ort_vs_torch"] < 1e-2, (mode, r)
-        assert r["max_abs_logit_diff_stream_vs_full"] < 1e-3, (mode, r)
+        assert r["max_abs_logit_diff_stream_vs_full"] < 5e-3, (mode, r)  # logits ~30
     assert report["ok"]
 
 
@@ -141,4 +141,4 @@ def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
         assert dec.cache.next_pos < engine.spec.max_positions
     assert dec.cache.evictions >= 1
     assert dec.memory.valid.sum() == engine.spec.memory_frames
-    assert enc.state["history"].shape == (1, 64000)
+    assert enc.state["history"].shape == (1, 32000)

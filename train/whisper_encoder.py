@@ -160,36 +160,50 @@ class WhisperWindowEncoder(nn.Module):
         return torch.zeros(batch, 0)
 
     def encode_window(self, window: torch.Tensor) -> torch.Tensor:
-        """(B, T) PCM, T <= window_samples -> (B, frames_per_chunk, d): its last frames."""
+        """(B, T) PCM, T <= window_samples -> (B, T / 320, d): the window's frames."""
         mel = self.logmel(window)
         x = nn.functional.gelu(self.conv1(mel))
         x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)
         x = x + self.positions[: x.shape[1]]
         for layer in self.layers:
             x = layer(x)
-        return self.norm(x[:, -self.cfg.frames_per_chunk :])
+        return self.norm(x)
 
     def forward(self, chunk: torch.Tensor, history: torch.Tensor):
-        """chunk (B, S), history (B, <= W - S) -> frames (B, S/320, d), next history (the
-        newest W - S samples, fewer until the stream is that long)."""
+        """chunk (B, S), history (B, <= W - S) -> the window's frames (B, T, d) (T = 220 for
+        4.4 s, fewer until the stream is that long), next history (the newest W - S samples).
+        The decoder's memory is this window: consistent frames, positions 0..T-1, as in
+        Whisper's own input (frames spliced from successive windows read far worse)."""
         window = torch.cat([history, chunk], dim=1)
         return self.encode_window(window), window[:, -self.cfg.history_samples :]
 
     @torch.no_grad()
-    def encode_offline(self, pcm: np.ndarray, batch: int = 16) -> np.ndarray:
-        """A whole (N,) array -> (chunks * frames_per_chunk, d) frames, identical to feeding
-        it chunk by chunk from an empty history (the tail is zero-padded to a whole chunk).
+    def encode_offline(self, pcm: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """A whole (N,) array -> (windows (chunks, window_frames, d), lengths (chunks,)):
+        chunk c's window frames, zero-padded after `lengths[c]`, identical to feeding it
+        chunk by chunk from an empty history (the tail is zero-padded to a whole chunk).
         Full windows are batched; the first, shorter ones run alone."""
         s, w = self.cfg.chunk_samples, self.cfg.window_samples
         n = -(-len(pcm) // s)
         padded = np.zeros(n * s, np.float32)
         padded[: len(pcm)] = pcm
-        out = []
+        full = self.cfg.window_frames
+        out = np.zeros((n, full, self.d_model), np.float32)
+        lengths = np.zeros(n, np.int64)
         short = min(n, -(-w // s) - 1)  # chunks whose window is not yet full
         for c in range(short):
-            out.append(self.encode_window(torch.from_numpy(padded[None, : (c + 1) * s]))[0])
+            f = self.encode_window(torch.from_numpy(padded[None, : (c + 1) * s]))[0].numpy()
+            out[c, : len(f)], lengths[c] = f, len(f)
         for i in range(short, n, batch):
-            ends = range(i + 1, min(n, i + batch) + 1)
+            ends = list(range(i + 1, min(n, i + batch) + 1))
             wins = np.stack([padded[e * s - w : e * s] for e in ends])
-            out.append(self.encode_window(torch.from_numpy(wins)).reshape(-1, self.d_model))
-        return torch.cat(out).numpy() if out else np.zeros((0, self.d_model), np.float32)
+            out[i : i + len(ends)] = self.encode_window(torch.from_numpy(wins)).numpy()
+            lengths[i : i + len(ends)] = full
+        return out, lengths
+
+    @torch.no_grad()
+    def chunk_frames(self, pcm: np.ndarray) -> np.ndarray:
+        """Each chunk's own newest frames, concatenated (the frames a chunk adds)."""
+        windows, lengths = self.encode_offline(pcm)
+        g = self.cfg.frames_per_chunk
+        return np.concatenate([windows[c, n - g : n] for c, n in enumerate(lengths)])

@@ -7,8 +7,9 @@ Cross-attention protocol (ARCHITECTURE.md, Contract 2b). After chunk c's frames 
     chunk c>0:  <silence> (or <eos> after a response)              -> its logits decide CTRL(c)
     respond:    <respond> r_1 .. r_k <eos>                          (all see frames <= c)
 
-Each token sees the memory as it was when it was fed: the newest `memory_frames` frames up to
-the end of its chunk. Training masks the cross-attention per token to reproduce that exactly.
+The memory is the encoder's window at the chunk the token was fed in: the chunk and up to 4 s
+before it, re-encoded as one consistent Whisper input (positions 0..T-1). Training gives each
+token exactly its chunk's window through a per-token cross-attention mask.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ class WhisperModelConfig:
     """Dimensions fixed at training time, saved in the checkpoint (run-time options apart)."""
 
     window: WindowConfig = field(default_factory=WindowConfig)
-    memory_frames: int = 400  # cross-attention memory: 8 s of 20 ms frames
     cache_capacity: int = 256  # self-attention slots (Whisper has 448 positions)
     whisper: dict = field(default_factory=dict)  # the WhisperConfig it was built from
     vocab: dict = field(default_factory=dict)  # WhisperVocab.to_dict()
@@ -59,6 +59,11 @@ class WhisperModelConfig:
     def frames_per_chunk(self) -> int:
         return self.window.frames_per_chunk
 
+    @property
+    def memory_frames(self) -> int:
+        """Cross-attention memory: one encoder window (220 frames for 4.4 s)."""
+        return self.window.window_frames
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["kind"] = "whisper-cross"
@@ -66,7 +71,7 @@ class WhisperModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> WhisperModelConfig:
-        known = {"window", "memory_frames", "cache_capacity", "whisper", "vocab", "source"}
+        known = {"window", "cache_capacity", "whisper", "vocab", "source"}
         unknown = set(d) - known - {"kind", "training"}
         if unknown:
             raise ValueError(f"config.json: unknown fields {sorted(unknown)}")
@@ -143,30 +148,34 @@ def cross_layout(vocab: WhisperVocab, task: str, responses: list[list[int] | Non
     return lay
 
 
-def batch_masks(layouts: list[CrossLayout], memory_frames: int, frames_per_chunk: int,
-                context_frames: list[int], total_frames: int):  # fmt: skip
+def batch_masks(layouts: list[CrossLayout], lengths: list[np.ndarray], window_frames: int):
     """Pad a batch; build the causal self mask and the per-token cross mask.
 
-    The memory tensor of sample b holds `context_frames[b]` frames from before the segment,
-    then its own frames; a token fed in chunk c sees frames (end - memory_frames, end] with
-    end = context + (c + 1) * frames_per_chunk, exactly the runtime's ring at that call."""
+    Sample b's memory tensor holds the windows of its segment's chunks one after another
+    (`window_frames` rows each, the first `lengths[b][c]` valid); a token fed in chunk c sees
+    rows [c * window_frames, c * window_frames + lengths[b][c]): that chunk's window, exactly
+    the runtime's memory at that call."""
     n = max(len(lay.ids) for lay in layouts)
     b = len(layouts)
+    total = max(len(x) for x in lengths) * window_frames
     ids = torch.zeros(b, n, dtype=torch.long)
     control = torch.full((b, n), IGNORE, dtype=torch.long)
     lm = torch.full((b, n), IGNORE, dtype=torch.long)
     valid = torch.zeros(b, n, dtype=torch.bool)
-    ends = torch.zeros(b, n, dtype=torch.long)
+    lo = torch.zeros(b, n, dtype=torch.long)
+    hi = torch.zeros(b, n, dtype=torch.long)
     for i, lay in enumerate(layouts):
         k = len(lay.ids)
         ids[i, :k] = torch.tensor(lay.ids)
         control[i, :k] = torch.tensor(lay.control)
         lm[i, :k] = torch.tensor(lay.lm)
         valid[i, :k] = True
-        ends[i, :k] = context_frames[i] + (torch.tensor(lay.chunk) + 1) * frames_per_chunk
-        ends[i, k:] = ends[i, k - 1]
-    f = torch.arange(total_frames)
-    sees = (f[None, None] < ends[..., None]) & (f[None, None] >= ends[..., None] - memory_frames)
+        chunk = torch.tensor(lay.chunk)
+        lo[i, :k] = chunk * window_frames
+        hi[i, :k] = lo[i, :k] + torch.as_tensor(np.asarray(lengths[i]))[chunk]
+        lo[i, k:], hi[i, k:] = lo[i, k - 1], hi[i, k - 1]
+    f = torch.arange(total)
+    sees = (f[None, None] >= lo[..., None]) & (f[None, None] < hi[..., None])
     cross = torch.where(sees, 0.0, MASK_VALUE)[:, None]  # (B, 1, n, F)
     causal = torch.ones(n, n, dtype=torch.bool).tril()
     self_ok = causal[None] & valid[:, None, :]
@@ -176,19 +185,16 @@ def batch_masks(layouts: list[CrossLayout], memory_frames: int, frames_per_chunk
     return ids, positions, self_mask, cross, control, lm
 
 
-def segment_losses(model: WhisperSoundFlow, frames: torch.Tensor, layouts: list[CrossLayout],
-                   context_frames: list[int]) -> dict[str, torch.Tensor]:  # fmt: skip
-    """frames (B, F, d) of each sample's memory span -> summed losses and their label counts."""
+def segment_losses(model: WhisperSoundFlow, memory: torch.Tensor, layouts: list[CrossLayout],
+                   lengths: list[np.ndarray]) -> dict[str, torch.Tensor]:  # fmt: skip
+    """memory (B, chunks * window_frames, d): each sample's chunk windows -> summed losses
+    and their label counts."""
     d = model.decoder
     ids, pos, self_mask, cross_mask, control, lm = batch_masks(
-        layouts,
-        model.cfg.memory_frames,
-        model.cfg.frames_per_chunk,
-        context_frames,
-        frames.shape[1],
+        layouts, lengths, model.cfg.memory_frames
     )
     with torch.no_grad():  # cross K/V projections stay frozen: computed once per frame
-        cross = d.cross_kv(frames)
+        cross = d.cross_kv(memory[:, : cross_mask.shape[-1]])
     hidden, _ = d.hidden(ids, pos, self_mask, d.empty_past(len(layouts)), cross, cross_mask)
     at = control != IGNORE
     ctrl = d.control_logits(hidden[at], model.vocab)
@@ -241,8 +247,3 @@ def load_whisper_checkpoint(path: Path | str) -> tuple[WhisperSoundFlow, Respons
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     tok = ResponseTokenizer(path / "whisper_tokenizer.json", model.vocab)
     return model.eval(), tok, raw.get("training", {})
-
-
-def frames_numpy(model: WhisperSoundFlow, pcm: np.ndarray) -> np.ndarray:
-    """The streamed encoder's frames of a whole stream (what the runtime computes)."""
-    return model.encoder.encode_offline(pcm.astype(np.float32))

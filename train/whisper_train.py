@@ -40,7 +40,7 @@ class WhisperRecipe:
     name: str
     stages: tuple[Stage, ...]
     batch: int = 6
-    n_chunks: int = 40  # 16 s segments
+    n_chunks: int = 24  # 9.6 s segments: each chunk's window is its memory (24 x 220 frames)
     new_lr: float = 2e-3
     lam: float = 1.0  # L = L_lm + lam * L_stream
     seed: int = 0
@@ -52,21 +52,16 @@ class WhisperRecipe:
 
 
 ALL = {"transcribe": 0.4, "alert": 0.3, "assist": 0.3}
+INSTRUCTION = {"transcribe": 0.2, "alert": 0.4, "assist": 0.4}
 RECIPES = {
     # The default model: tiny.en through the four stages on the default data recipe.
     "whisper-tiny": WhisperRecipe(
         "whisper-tiny",
         (
-            Stage("format", 60, 0.0, "new", ALL),
-            Stage("adapter", 120, 3e-5, "cross", ALL),
-            Stage("streaming", 420, 2e-5, "decoder", ALL),
-            Stage(
-                "instruction",
-                120,
-                1e-5,
-                "decoder",
-                {"transcribe": 0.2, "alert": 0.4, "assist": 0.4},
-            ),
+            Stage("format", 30, 0.0, "new", ALL),
+            Stage("adapter", 80, 5e-5, "cross", ALL),
+            Stage("streaming", 260, 3e-5, "decoder", ALL),
+            Stage("instruction", 70, 1.5e-5, "decoder", INSTRUCTION),
         ),
     ),
     # A minute on CI-sized data: proves the loop, teaches nothing.
@@ -113,38 +108,37 @@ def set_trainable(model: WhisperSoundFlow, which: str) -> list[dict]:
 
 
 class FrameCache:
-    """Encoder frames per stream, computed once with the frozen streamed encoder (float16)."""
+    """Each chunk's encoder window (frames + valid length), computed once with the frozen
+    streamed encoder and stored float16 beside its lengths; read back memory-mapped."""
 
     def __init__(self, source: ShardSource, model: WhisperSoundFlow, root: Path):
         self.source, self.model, self.root = source, model, Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         w = model.cfg.window
-        self.tag = f"w{w.chunk_ms}-{w.left_context_ms}"
-        self._mem: dict[int, np.ndarray] = {}
+        self.tag = f"win{w.chunk_ms}-{w.left_context_ms}"
 
     def path(self, i: int) -> Path:
         # Stream ids repeat across builds (train-000000 in every one): the seed tells them apart.
         rec = self.source.records[i][1]
         return self.root / f"{rec['id']}.{rec.get('seed', 0)}.{self.tag}.npy"
 
-    def get(self, i: int) -> np.ndarray:
-        if i in self._mem:
-            return self._mem[i]
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         p = self.path(i)
-        if p.is_file():
-            frames = np.load(p)
-        else:
+        lengths_path = p.with_suffix(".len.npy")
+        if not lengths_path.is_file():
             pcm, _ = self.source.get(i)
-            frames = self.model.encoder.encode_offline(pcm).astype(np.float16)
-            tmp = p.with_suffix(".tmp.npy")
-            np.save(tmp, frames)
-            tmp.replace(p)
-        self._mem[i] = frames
-        return frames
+            windows, lengths = self.model.encoder.encode_offline(pcm)
+            for arr, dst in ((windows.astype(np.float16), p), (lengths, lengths_path)):
+                tmp = dst.with_name(dst.name + ".tmp.npy")
+                np.save(tmp, arr)
+                tmp.replace(dst)
+        return np.load(p, mmap_mode="r"), np.load(lengths_path)
 
     def ready(self) -> list[int]:
         """Streams whose frames are on disk (another process may still be writing more)."""
-        return [i for i in range(len(self.source)) if self.path(i).is_file()]
+        return [
+            i for i in range(len(self.source)) if self.path(i).with_suffix(".len.npy").is_file()
+        ]
 
     def fill(self, log=print) -> None:
         t0 = time.time()
@@ -177,28 +171,26 @@ def draw(source: ShardSource, recipe: WhisperRecipe, stage: Stage, index: int, c
 
 
 def make_batch(model, tok, cache: FrameCache, recipe, stage, step: int, pool=None):
-    cfg = model.cfg
-    g, mem = cfg.frames_per_chunk, cfg.memory_frames
-    layouts, spans, contexts = [], [], []
+    """-> (memory (B, n_chunks * window_frames, d), layouts, per-sample window lengths)."""
+    wf = model.cfg.memory_frames
+    n = recipe.n_chunks
+    layouts, memories, lengths = [], [], []
     for j in range(recipe.batch):
         i, task, start, texts = draw(
-            cache.source, recipe, stage, step * recipe.batch + j, cfg.chunk_ms, pool
+            cache.source, recipe, stage, step * recipe.batch + j, model.cfg.chunk_ms, pool
         )
-        frames = cache.get(i)
-        ctx = min(start * g, mem - g)  # frames from before the segment still in memory
-        lo, hi = start * g - ctx, (start + recipe.n_chunks) * g
-        span = frames[lo:hi]
-        if len(span) < hi - lo:
-            span = np.pad(span, ((0, hi - lo - len(span)), (0, 0)))
+        windows, lens = cache.get(i)
+        win = np.zeros((n, wf, windows.shape[2]), np.float32)
+        got = np.asarray(windows[start : start + n], np.float32)
+        win[: len(got)] = got
+        ln = np.zeros(n, np.int64)
+        ln[: len(got)] = lens[start : start + n]
+        ln[len(got) :] = 1  # past the stream's end: one (zero) frame, never a label there
         responses = [None if t is None else tok.encode(t)[:48] for t in texts]
         layouts.append(cross_layout(model.vocab, task, responses))
-        spans.append(span)
-        contexts.append(ctx)
-    width = max(len(s) for s in spans)
-    x = np.zeros((len(spans), width, spans[0].shape[1]), np.float32)
-    for k, s in enumerate(spans):
-        x[k, : len(s)] = s
-    return torch.from_numpy(x), layouts, contexts
+        memories.append(win.reshape(n * wf, -1))
+        lengths.append(ln)
+    return torch.from_numpy(np.stack(memories)), layouts, lengths
 
 
 def lr_at(step: int, stage: Stage, base: float) -> float:
@@ -313,5 +305,4 @@ def precompute_frames(data: list[Path], frames_dir: Path, shard: tuple[int, int]
     with torch.no_grad():
         for j, i in enumerate(mine):
             cache.get(i)
-            cache._mem.clear()
             log(f"frames shard {k}/{n}: {j + 1}/{len(mine)} streams ({time.time() - t0:.0f} s)")
