@@ -1,0 +1,75 @@
+"""The embedded default model's behaviour on audio it never trained on: a held-out sentence in
+a held-out espeak-ng voice is captioned nearly word for word, and a minute of benign sound
+raises no alert. (The doorbell onset test is in test_listen_cli.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from soundflow.runtime.engine import OrtEngine
+from soundflow.train.evaluate import edit_distance, normalize, run_stream
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = OrtEngine()  # the embedded default
+    if e.spec.kind != "whisper-cross" or not e.spec.trained:
+        pytest.skip("the embedded default is not the trained Whisper-based model")
+    return e
+
+
+def _speech(seed: int) -> tuple[np.ndarray, str]:
+    from soundflow.train.data import espeak, natural
+
+    if not natural.available():
+        pytest.skip("natural text needs apt fortunes and wordnet-base")
+    rng = np.random.default_rng(seed)
+    words: list[str] = []
+    while len(words) < 10:  # a sentence long enough for a WER to mean something
+        words = natural.sentence(rng, "eval").split()
+    text = " ".join(words)
+    pcm, _ = espeak.synthesize(text, espeak.sample_voice(rng, "eval"))
+    pad = np.zeros(8000, np.float32)
+    return np.concatenate([pad, pcm, pad, pad]), text
+
+
+# The targets of issue 12, asserted as they are and marked strict xfail while the shipped model
+# misses them (strict: the day it meets one, the marker must go). Measured on the shipped
+# bundle: WER 1.0 (seed 3, a German fortune the eval pool still holds) and 0.6 (seed 4).
+MISSES = "the shipped whisper-tiny model misses this target (README, The default model)"
+
+
+@pytest.mark.xfail(strict=True, reason=MISSES)
+@pytest.mark.parametrize("seed", [3, 4])
+def test_held_out_sentence_and_voice_are_captioned(engine, seed):
+    pcm, text = _speech(seed)
+    responses, summary = run_stream(engine, pcm, "transcribe")
+    assert summary.error is None
+    hyp = [w for r in responses for w in normalize(r.text)]
+    ref = normalize(text)
+    wer = edit_distance(ref, hyp) / len(ref)
+    assert wer <= 0.25, (text, " ".join(hyp), wer)
+
+
+@pytest.mark.xfail(strict=True, reason=MISSES + ": it answers speech in alert mode")
+def test_a_minute_of_benign_sound_raises_no_alert(engine):
+    """Music, UI-like tones and room noise from the eval band (procedural, never trained
+    on), and ordinary speech: alert mode must stay silent for the whole minute."""
+    from soundflow.train.data import procedural
+
+    rng = np.random.default_rng(11)
+    parts = [procedural.music(procedural.Params(rng, "eval"))[: 20 * 16000]]
+    parts.append((rng.standard_normal(10 * 16000) * 0.01).astype(np.float32))
+    speech, _ = _speech(5)
+    parts.append(0.5 * speech)
+    t = np.arange(16000 * 3) / 16000
+    chime = 0.2 * np.sin(2 * np.pi * 660 * t) * np.exp(-3 * (t % 1.0))  # soft UI chimes
+    parts.append(chime.astype(np.float32))
+    pcm = np.concatenate(parts)
+    pcm = np.concatenate([pcm, np.zeros(max(0, 60 * 16000 - len(pcm)), np.float32)])
+    responses, summary = run_stream(engine, pcm[: 60 * 16000].astype(np.float32), "alert")
+    assert summary.error is None
+    assert [r.raw for r in responses] == []
