@@ -140,10 +140,16 @@ def weight_only_int8(src: Path | str, dst: Path | str, min_elements: int = 4096)
             helper.make_node("Mul", [init.name + "__f", init.name + "__s"], [init.name]),
         ]
         packed += n
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    old = list(g.node)
-    del g.node[:]
-    g.node.extend(nodes + old)
+    rewrite_constants(g, kept, nodes)
     onnx.save(m, str(dst))
     return {"int8_weights": packed}
+
+
+def rewrite_constants(graph, initializers: list, nodes: list) -> None:
+    """Replace a graph's initializers and put `nodes` (which compute the removed ones from
+    the kept ones) first, so every consumer still finds its input by name."""
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    old = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + old)

@@ -79,12 +79,9 @@ def share_transposed(path: Path) -> int:
     if not drop:
         return 0
     saved = sum(arrays[n].size for n in drop)
-    kept = [i for i in g.initializer if i.name not in drop]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    old = list(g.node)
-    del g.node[:]
-    g.node.extend(nodes + old)
+    from soundflow.export.quantize import rewrite_constants
+
+    rewrite_constants(g, [i for i in g.initializer if i.name not in drop], nodes)
     onnx.save(m, str(path))
     return saved
 

@@ -162,25 +162,11 @@ class CrossDecoderStream(DecoderStream):
         spec = engine.spec
         self.engine = engine
         self.mode, self.prompt = spec.prompt(options.mode)
+        budget = self._decision_options(spec, options)
         d = spec.decision
-        self.threshold = float(d["threshold"] if options.threshold is None else options.threshold)
         self.thresholds = dict(d.get("thresholds", {}).get(self.mode, {}))
         if options.threshold is not None:
             self.thresholds = {}  # an explicit flag overrides every calibrated threshold
-        self.refractory_s = float(
-            d["refractory_s"] if options.refractory_s is None else options.refractory_s
-        )
-        self.max_tokens = int(
-            d["max_response_tokens"]
-            if options.max_response_tokens is None
-            else options.max_response_tokens
-        )
-        budget = options.cache_budget or spec.cache_capacity
-        if budget > spec.cache_capacity:
-            raise BundleError(
-                f"cache budget {budget} exceeds the bundle's cache capacity "
-                f"{spec.cache_capacity}; lower --cache-budget"
-            )
         c = spec.control
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.stops = set(spec.stop_ids) | {self.eos}

@@ -69,23 +69,7 @@ class DecoderStream:
         spec = engine.spec
         self.engine = engine
         self.mode, self.prompt = spec.prompt(options.mode)
-        d = spec.decision
-        self.threshold = float(d["threshold"] if options.threshold is None else options.threshold)
-        self.refractory_s = float(
-            d["refractory_s"] if options.refractory_s is None else options.refractory_s
-        )
-        self.max_tokens = int(
-            d["max_response_tokens"]
-            if options.max_response_tokens is None
-            else options.max_response_tokens
-        )
-        budget = options.cache_budget or spec.cache_capacity
-        if budget > spec.cache_capacity:
-            raise BundleError(
-                f"cache budget {budget} exceeds the bundle's cache capacity "
-                f"{spec.cache_capacity} (positions beyond it were never trained); lower "
-                "--cache-budget or export with a larger capacity"
-            )
+        budget = self._decision_options(spec, options)
         c = spec.control
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.stops = set(spec.stop_ids) | {self.eos}
@@ -132,6 +116,28 @@ class DecoderStream:
             if token_id not in self.stops and token_id not in self.tag_ids:
                 self._gen_bias[token_id] = -np.inf
         self.reset()
+
+    def _decision_options(self, spec, options: RuntimeOptions) -> int:
+        """Threshold, refractory time and max tokens (flags over manifest defaults); returns
+        the cache budget, refused above the bundle's capacity."""
+        d = spec.decision
+        self.threshold = float(d["threshold"] if options.threshold is None else options.threshold)
+        self.refractory_s = float(
+            d["refractory_s"] if options.refractory_s is None else options.refractory_s
+        )
+        self.max_tokens = int(
+            d["max_response_tokens"]
+            if options.max_response_tokens is None
+            else options.max_response_tokens
+        )
+        budget = options.cache_budget or spec.cache_capacity
+        if budget > spec.cache_capacity:
+            raise BundleError(
+                f"cache budget {budget} exceeds the bundle's cache capacity "
+                f"{spec.cache_capacity} (positions beyond it were never trained); lower "
+                "--cache-budget or export with a larger capacity"
+            )
+        return budget
 
     def reset(self) -> None:
         self.cache.reset()
