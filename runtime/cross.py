@@ -11,7 +11,6 @@ the stream re-prefills the prompt and the newest tokens with renumbered position
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +101,7 @@ class CrossEngine(OrtEngine):
         binding.bind_cpu_input("position_ids", positions)
         binding.bind_cpu_input("attention_mask", mask)
         binding.bind_cpu_input("encoder_attention_mask", memory_mask)
-        binding.clear_binding_outputs()
-        for name in self._dec_outputs:
-            binding.bind_output(name, "cpu")
-        self.decoder.run_with_iobinding(binding)
-        outs = binding.copy_outputs_to_cpu()
-        presents = [(outs[1 + 2 * i], outs[2 + 2 * i]) for i in range(self.spec.layers)]
-        return outs[0][0], presents
+        return self._run_bound(binding)
 
     def embed(self, ids):  # pragma: no cover - the decoder-only interface, not this kind's
         raise TypeError("a whisper-cross engine embeds token ids inside its decoder graph")
@@ -171,6 +164,7 @@ class CrossDecoderStream(DecoderStream):
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.stops = set(spec.stop_ids) | {self.eos}
         self.fallback = False
+        self._resume = [self.eos]  # what follows a response (DecoderStream.continue_response)
         keep = REPREFILL_KEEP if options.cache_window is None else options.cache_window
         try:
             policy = CachePolicy(budget, len(self.prompt), keep, "reprefill")
@@ -228,8 +222,11 @@ class CrossDecoderStream(DecoderStream):
         # for the response's first token (its tag), in begin_response.
         return Decision(p, p >= min([self.threshold, *self._tag_threshold.values()]))
 
+    def _feed(self, ids: list[int]) -> np.ndarray:
+        return self._call(ids)  # this kind's graph embeds its own token ids
+
     def begin_response(self, t: float) -> int | None:
-        first = int(np.argmax(self._call([self.respond_id])[-1] + self._gen_bias))
+        first = self._next_token(self._call([self.respond_id])[-1])
         need = self._tag_threshold.get(first, self.threshold)
         last = self._last_tag.get(first)
         refractory = first in self.tag_ids and last is not None and t - last < self.refractory_s
@@ -239,13 +236,3 @@ class CrossDecoderStream(DecoderStream):
         if first in self.tag_ids:
             self._last_tag[first] = t
         return first
-
-    def continue_response(self, first: int) -> Iterator[int]:
-        token, n = first, 0
-        while token not in self.stops and n < self.max_tokens:
-            yield token
-            n += 1
-            if n == self.max_tokens:
-                break
-            token = int(np.argmax(self._call([token])[-1] + self._gen_bias))
-        self._pending = [self.eos] if token in self.stops else [token, self.eos]

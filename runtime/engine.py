@@ -190,7 +190,11 @@ class OrtEngine:
         binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds[None], np.float32))
         binding.bind_cpu_input("attention_mask", mask)
         binding.bind_cpu_input("position_ids", positions)
-        # Output shapes follow the query length, so ORT allocates them fresh each call.
+        return self._run_bound(binding)
+
+    def _run_bound(self, binding: Any) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Run a decoder call whose inputs are bound -> (logits (q, vocab), per layer new
+        (key, value)). Output shapes follow the query length, so ORT allocates them fresh."""
         binding.clear_binding_outputs()
         for name in self._dec_outputs:
             binding.bind_output(name, "cpu")

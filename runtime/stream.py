@@ -182,6 +182,10 @@ class DecoderStream:
         p = float(np.exp(pair[1] - np.logaddexp(pair[0], pair[1])))
         return Decision(p, p >= self.threshold)
 
+    def _feed(self, ids: list[int]) -> np.ndarray:
+        """Token ids -> their logits (q, vocab), through the cache."""
+        return self._call(self.engine.embed(ids))
+
     def _next_token(self, logits: np.ndarray) -> int:
         return int(np.argmax(logits + self._gen_bias))
 
@@ -207,7 +211,7 @@ class DecoderStream:
             n += 1
             if n == self.max_tokens:
                 break
-            token = self._next_token(self._call(self.engine.embed([token]))[-1])
+            token = self._next_token(self._feed([token])[-1])
         # What follows a response: <eos> (fallback: the resume ids, which close the turn),
         # after the last token of a truncated response.
         if token in self.stops:
