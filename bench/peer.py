@@ -1,6 +1,6 @@
 """`soundflow bench peer`: soundflow's transcribe mode against pocketsphinx (CMU, its own
 English model) on the same speech streams: WER, real-time factor and per-chunk latency, per
-set: the synthetic eval split (--data), and the held-out sets of bench/heldout.py (real
+set: the synthetic eval split (--data), and the held-out sets of train/heldout.py (real
 human speech from Tux Paint, unseen flite voices), which training never uses.
 
 Both get each stream as 16 kHz mono in 400 ms chunks; pocketsphinx gets int16 samples,
@@ -80,7 +80,7 @@ TABLE_KEYS = ("wer", "utterances", "words", "realtime_factor", "chunk_ms_p50", "
 
 def selected_sets(names: str | None) -> tuple[str, ...]:
     """`--sets` as a tuple (default: every set; eval is then skipped without --data)."""
-    from soundflow.bench.heldout import SETS
+    from soundflow.train.heldout import SETS
 
     if names is None:
         return SETS
@@ -164,9 +164,9 @@ def score_set(engine, decoder, streams, chunk: int) -> dict:
 
 
 def run(bundle, data, opts: PeerOptions) -> dict:
-    from soundflow.bench.heldout import GAP_S, SOURCES, STREAM_S, SetUnavailable, load_set
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train.heldout import GAP_S, SOURCES, STREAM_S, SetUnavailable, load_set
 
     names = selected_sets(opts.sets)
     decoder = pocketsphinx_decoder()

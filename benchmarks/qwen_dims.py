@@ -50,7 +50,8 @@ def build_bundle(layers: int, workdir: Path, audio_layers: int) -> Path:
     """Random-weight thinker with `layers` text layers -> bundle (model freed afterwards)."""
     import torch
 
-    from soundflow.export.hf_audio import export_hf_bundle, source, tiny
+    from soundflow.export.hf_audio import export_hf_bundle
+    from soundflow.train.hf_audio import source, tiny
 
     out = workdir / f"bundle{layers}"
     if (out / "manifest.json").is_file():  # kept from an earlier run with --workdir

@@ -205,7 +205,7 @@ def peer(bundle, data, sets, max_streams, int8, threads, json_out):
     WER, utterances, words, real-time factor, per-chunk latency. Sets: `eval` (a synthetic
     eval split, --data), `tuxpaint` (real human speech: Tux Paint's English stamp
     descriptions) and `flite` (flite voices rms and awb); the last two are held out of
-    training (bench/heldout.py). Needs `pip install 'soundflow[bench]'`.
+    training (train/heldout.py). Needs `pip install 'soundflow[bench]'`.
 
     \b
     Example:

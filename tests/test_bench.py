@@ -121,11 +121,11 @@ def test_bench_peer(smoke_bundle, tmp_path):
             assert _number(e[k][key]) and e[k][key] > 0, (k, key, e[k][key])
 
 
-# --- held-out sets (bench/heldout.py) ----------------------------------------------------
+# --- held-out sets (train/heldout.py) ----------------------------------------------------
 
 
 def _tuxpaint():
-    from soundflow.bench import heldout
+    from soundflow.train import heldout
 
     if not heldout.TUXPAINT_DIR.is_dir():
         pytest.skip(f"{heldout.TUXPAINT_DIR} absent: apt-get install tuxpaint-stamps-default")
@@ -152,7 +152,7 @@ def test_tuxpaint_set_finds_clips_and_references():
 
 
 def test_flite_set_builds_plausible_audio():
-    from soundflow.bench import heldout
+    from soundflow.train import heldout
     from soundflow.train.data import natural
     from soundflow.train.evaluate import normalize
 
@@ -217,8 +217,8 @@ def test_bench_peer_skips_missing_source_and_rejects_unknown_set(tmp_path):
 
 
 def test_library_refuses_held_out_sources(tmp_path):
-    from soundflow.bench.heldout import HELD_OUT, held_out_source
     from soundflow.train.data.library import Clip, HeldOutError, Library
+    from soundflow.train.heldout import HELD_OUT, held_out_source
 
     assert set(HELD_OUT) == {"tuxpaint", "flite"}
     tux = "/usr/share/tuxpaint/stamps/animals/marsupials/kangaroo_desc.ogg"

@@ -31,10 +31,15 @@ def test_graphs_match_declared_specs(smoke_bundle):
             assert [t.name for t in tensors] == [d["name"] for d in declared]
             for t, d in zip(tensors, declared, strict=True):
                 assert _shape(t) == d["shape"], (part, t.name)
-                assert onnx.helper.tensor_dtype_to_np_dtype(t.type.tensor_type.elem_type).name == d["dtype"]
+                assert (
+                    onnx.helper.tensor_dtype_to_np_dtype(t.type.tensor_type.elem_type).name
+                    == d["dtype"]
+                )
         meta = {p.key: p.value for p in model.metadata_props}
         assert int(meta["chunk_samples"]) == manifest["audio"]["chunk_samples"]
-    dec_meta = {p.key: p.value for p in onnx.load(str(smoke_bundle / "decoder.onnx")).metadata_props}
+    dec_meta = {
+        p.key: p.value for p in onnx.load(str(smoke_bundle / "decoder.onnx")).metadata_props
+    }
     assert json.loads(dec_meta["control_ids"]) == manifest["control_ids"]
     assert int(dec_meta["cache_capacity"]) == manifest["decoder"]["cache_capacity"]
     names = [i["name"] for i in manifest["decoder"]["inputs"]]
@@ -55,8 +60,9 @@ def test_parity_with_torch(smoke_bundle, smoke_checkpoint):
 
 
 def test_check_cli_prints_max_difference_last(smoke_bundle, smoke_checkpoint):
-    result = CliRunner().invoke(cli, ["export", "--check", str(smoke_bundle),
-                                      "--checkpoint", str(smoke_checkpoint)])
+    result = CliRunner().invoke(
+        cli, ["export", "--check", str(smoke_bundle), "--checkpoint", str(smoke_checkpoint)]
+    )
     assert result.exit_code == 0, result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("parity ok: max |delta logit|")
@@ -68,9 +74,13 @@ def test_int8_variant_is_listed_and_runs(smoke_bundle):
 
     manifest = read_manifest(smoke_bundle)
     int8 = manifest["variants"]["int8"]
-    sess = ort.InferenceSession(str(smoke_bundle / int8["decoder"]), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(smoke_bundle / int8["decoder"]), providers=["CPUExecutionProvider"]
+    )
     assert [i.name for i in sess.get_inputs()] == [i["name"] for i in manifest["decoder"]["inputs"]]
-    assert (smoke_bundle / int8["decoder"]).stat().st_size < (smoke_bundle / "decoder.onnx").stat().st_size
+    assert (smoke_bundle / int8["decoder"]).stat().st_size < (
+        smoke_bundle / "decoder.onnx"
+    ).stat().st_size
 
 
 def test_any_changed_byte_is_refused_naming_the_file(smoke_bundle, tmp_path):
@@ -125,7 +135,7 @@ def test_export_errors_are_one_line(tmp_path):
 def test_export_cli_recognizes_a_pretrained_audio_llm(tmp_path):
     """`soundflow export HF_DIR` on a tiny random Qwen2-Audio checkpoint writes the same
     bundle format, and its parity line comes last."""
-    from soundflow.export.hf_audio.tiny import tiny_checkpoint
+    from soundflow.train.hf_audio.tiny import tiny_checkpoint
 
     ckpt = tiny_checkpoint("qwen2_audio", tmp_path / "qwen", native=True)
     out = tmp_path / "bundle"

@@ -17,10 +17,11 @@ import onnx
 import pytest
 import torch
 
-from soundflow.export.hf_audio import detect, export_hf_bundle, parity, reference, source, tiny
-from soundflow.export.hf_audio.encoder import StreamingAudioEncoder, state_specs
-from soundflow.export.hf_audio.frontend import MelConfig, StreamingLogMel
+from soundflow.export.hf_audio import export_hf_bundle, parity
 from soundflow.manifest import read_manifest
+from soundflow.train.hf_audio import detect, reference, source, tiny
+from soundflow.train.hf_audio.encoder import StreamingAudioEncoder, state_specs
+from soundflow.train.hf_audio.frontend import MelConfig, StreamingLogMel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -135,8 +136,8 @@ def test_decoder_matches_multimodal_forward(exported):
     """The bundle's decoder fed prefix, audio and suffix incrementally == the checkpoint's
     forward(input_ids with <|AUDIO|> placeholders, input_features): the positions it assigns
     (Omni: 3-D mrope, all three equal for audio + text) are the runtime's 1-D positions."""
-    from soundflow.export.hf_audio.prompt import load_tokenizer
     from soundflow.export.parity import OrtBackend
+    from soundflow.train.hf_audio.prompt import load_tokenizer
 
     arch, ckpt, bundle, llm, manifest = exported
     tok = load_tokenizer(ckpt)

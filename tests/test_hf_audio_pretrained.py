@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from soundflow import protocol
-from soundflow.export.hf_audio import detect, export_hf_bundle, source, tiny
+from soundflow.export.hf_audio import export_hf_bundle
 from soundflow.manifest import read_manifest
+from soundflow.train.hf_audio import detect, source, tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

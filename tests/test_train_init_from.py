@@ -16,7 +16,7 @@ from soundflow.manifest import read_manifest  # noqa: E402
 
 
 def test_train_from_pretrained_resume_and_export(tmp_path, monkeypatch):
-    from soundflow.export.hf_audio.tiny import tiny_checkpoint
+    from soundflow.train.hf_audio.tiny import tiny_checkpoint
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     base = tiny_checkpoint("qwen2_audio", tmp_path / "base")  # plain: no control tokens
@@ -41,6 +41,8 @@ def test_train_from_pretrained_resume_and_export(tmp_path, monkeypatch):
 
 
 def test_init_from_refuses_a_non_audio_llm_directory(tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--recipe", "smoke", "--out", str(tmp_path / "o"),
-                                      "--init-from", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli,
+        ["train", "--recipe", "smoke", "--out", str(tmp_path / "o"), "--init-from", str(tmp_path)],
+    )
     assert result.exit_code != 0 and "not a Qwen2-Audio or Qwen2.5-Omni" in result.output

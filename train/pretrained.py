@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from soundflow import audio, protocol
-from soundflow.export.hf_audio import prompt, source
-from soundflow.export.hf_audio.encoder import StreamingAudioEncoder, state_specs
-from soundflow.export.hf_audio.frontend import MelConfig
 from soundflow.train.config import CTC_ALPHABET
+from soundflow.train.hf_audio import prompt, source
+from soundflow.train.hf_audio.encoder import StreamingAudioEncoder, state_specs
+from soundflow.train.hf_audio.frontend import MelConfig
 from soundflow.train.model import decoder_losses
 from soundflow.train.sequence import Layout, collate
 

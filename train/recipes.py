@@ -48,7 +48,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class TrainRecipe:
     name: str
     model: ModelConfig
     train: TrainConfig
@@ -63,7 +63,7 @@ class Recipe:
 
 RECIPES = {
     # About 30 s on 2 idle CPU cores: proves the whole pipeline on generated tones.
-    "smoke": Recipe(
+    "smoke": TrainRecipe(
         name="smoke",
         model=ModelConfig(
             encoder=EncoderConfig(d_model=64, n_layers=2, n_heads=4, left_context=20),
@@ -81,7 +81,7 @@ RECIPES = {
         data="toy",
     ),
     # The embedded default: ~5 M parameters, sized to train on 2 CPU cores in < 3 hours.
-    "default": Recipe(
+    "default": TrainRecipe(
         name="default",
         model=ModelConfig(
             encoder=EncoderConfig(d_model=144, n_layers=4, n_heads=4, left_context=50),
@@ -121,7 +121,7 @@ RECIPES = {
 }
 
 
-def get_recipe(name: str, steps: int | None = None, **train_overrides) -> Recipe:
+def get_recipe(name: str, steps: int | None = None, **train_overrides) -> TrainRecipe:
     """A recipe by name; `steps` rescales every stage so the total is about `steps`."""
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")

@@ -13,12 +13,12 @@ from soundflow.train.checkpoint import load_checkpoint
 from soundflow.train.dataset import ShardSource, ToySource
 from soundflow.train.model import SoundFlowModel
 from soundflow.train.pretrained import load_pretrained
-from soundflow.train.recipes import Recipe
+from soundflow.train.recipes import TrainRecipe
 from soundflow.train.tokenizer import load_tokenizer, train_tokenizer
 from soundflow.train.trainer import init_distributed, train, world
 
 
-def sources(recipe: Recipe, data: Path | None, eval_data: Path | None):
+def sources(recipe: TrainRecipe, data: Path | None, eval_data: Path | None):
     if recipe.data == "toy":
         return (
             ToySource(recipe.toy_streams, seed=recipe.train.seed),
@@ -32,7 +32,7 @@ def sources(recipe: Recipe, data: Path | None, eval_data: Path | None):
     return ShardSource([data]), (ShardSource([eval_data]) if eval_data else None)
 
 
-def tokenizer_texts(recipe: Recipe, source) -> list[str]:
+def tokenizer_texts(recipe: TrainRecipe, source) -> list[str]:
     if hasattr(source, "texts"):
         return source.texts()
     texts = []
@@ -43,7 +43,7 @@ def tokenizer_texts(recipe: Recipe, source) -> list[str]:
 
 
 def run(
-    recipe: Recipe,
+    recipe: TrainRecipe,
     out: Path,
     data: Path | None = None,
     eval_data: Path | None = None,
@@ -55,7 +55,7 @@ def run(
 ) -> dict:
     """Train `recipe` into `out`. `init_from`: a local Qwen2-Audio / Qwen2.5-Omni checkpoint
     to start from (its weights loaded, soundflow's tokens added, embeddings resized)."""
-    from soundflow.export.hf_audio import detect
+    from soundflow.train.hf_audio import detect
 
     init_distributed()
     rank, size = world()

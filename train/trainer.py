@@ -22,7 +22,7 @@ from soundflow.train.checkpoint import save_checkpoint
 from soundflow.train.dataset import Segment, StreamSource, draw
 from soundflow.train.model import SoundFlowModel, combine_losses, parameter_counts
 from soundflow.train.parallel import Parallel, autocast
-from soundflow.train.recipes import Recipe, Stage
+from soundflow.train.recipes import Stage, TrainRecipe
 from soundflow.train.sequence import IGNORE, layout
 from soundflow.train.tokenizer import encode_response, prompt_ids, special_ids
 
@@ -77,7 +77,7 @@ def label_counts(batches) -> dict[str, float]:
     }
 
 
-def max_sequence(recipe: Recipe, cfg) -> int:
+def max_sequence(recipe: TrainRecipe, cfg) -> int:
     """Decoder positions the longest stage's segments span (prompt + audio + control, with
     room for responses): the runtime keeps its cache within what training has seen."""
     chunks = max(s.chunks_per_sample for s in recipe.stages)
@@ -122,7 +122,7 @@ class Position:
 
 
 def train(
-    recipe: Recipe,
+    recipe: TrainRecipe,
     model: SoundFlowModel,
     tokenizer,
     source: StreamSource,
@@ -292,7 +292,7 @@ def _run_stage(
     return metrics
 
 
-def _progress(pos: Position, stage: Stage, recipe: Recipe, steps_per_s: float) -> str:
+def _progress(pos: Position, stage: Stage, recipe: TrainRecipe, steps_per_s: float) -> str:
     """`[3180/8000 40% | streaming 780/4400 | stage eta 34m]`: a progress bar that logs."""
     total = recipe.total_steps
     eta = (stage.steps - pos.step) / max(steps_per_s, 1e-9)
@@ -341,7 +341,7 @@ def evaluate(
     model: SoundFlowModel,
     batcher: Batcher,
     source: StreamSource,
-    recipe: Recipe,
+    recipe: TrainRecipe,
     stage: Stage,
     device,
 ) -> dict:

@@ -18,10 +18,10 @@ import torch
 from soundflow import __version__, audio
 from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder
-from soundflow.export.hf_audio import encoder as enc_mod
-from soundflow.export.hf_audio import prompt, source
-from soundflow.export.hf_audio.frontend import MelConfig
 from soundflow.manifest import write_manifest
+from soundflow.train.hf_audio import encoder as enc_mod
+from soundflow.train.hf_audio import prompt, source
+from soundflow.train.hf_audio.frontend import MelConfig
 
 OPSET = 17
 DEFAULT_CACHE_CAPACITY = 1024  # decoder KV slots the runtime preallocates

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from soundflow.export.graphs import CachedDecoder
-from soundflow.export.hf_audio import reference, source
-from soundflow.export.hf_audio.encoder import StreamingAudioEncoder
-from soundflow.export.hf_audio.frontend import MelConfig
 from soundflow.export.parity import MASKED, OrtBackend, ReferenceDriver
 from soundflow.manifest import read_manifest
+from soundflow.train.hf_audio import reference, source
+from soundflow.train.hf_audio.encoder import StreamingAudioEncoder
+from soundflow.train.hf_audio.frontend import MelConfig
 
 ORT_TOL = 1e-3  # ORT vs torch, and cached vs full forward: float32 reordering only
 

@@ -24,7 +24,7 @@ import soundfile as sf
 import soxr
 
 from soundflow.audio import SAMPLE_RATE
-from soundflow.bench.heldout import HELD_OUT, held_out_source
+from soundflow.train.heldout import HELD_OUT, held_out_source
 
 from . import procedural
 
@@ -317,22 +317,22 @@ def _read_file(path: str) -> np.ndarray:
 
 
 class HeldOutError(ValueError):
-    """A clip from a source that bench/heldout.py holds out of training."""
+    """A clip from a source that train/heldout.py holds out of training."""
 
 
 def check_not_held_out(clip: Clip) -> None:
-    """Raise HeldOutError if the clip is one of bench/heldout.py's HELD_OUT sources."""
+    """Raise HeldOutError if the clip is one of train/heldout.py's HELD_OUT sources."""
     name = held_out_source(clip.path, clip.source)
     if name is not None:
         raise HeldOutError(
             f"{clip.id} ({clip.path or clip.source}) is held out of training as the "
-            f"{name!r} benchmark set ({HELD_OUT[name].description}; bench/heldout.py)"
+            f"{name!r} benchmark set ({HELD_OUT[name].description}; train/heldout.py)"
         )
 
 
 class Library:
     """The clips one split may use, queryable by tags, label, category and alert. Clips of
-    a held-out source (bench/heldout.py's HELD_OUT) are left out, with a note, whatever
+    a held-out source (train/heldout.py's HELD_OUT) are left out, with a note, whatever
     index or corpus they came from; `load` refuses them outright."""
 
     def __init__(self, clips: Iterable[Clip], split: str, notes: Iterable[str] = ()) -> None:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from soundflow import protocol
-from soundflow.export.hf_audio.source import QWEN2_5_OMNI, QWEN2_AUDIO
+from soundflow.train.hf_audio.source import QWEN2_5_OMNI, QWEN2_AUDIO
 
 QWEN_SPECIAL = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>",

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from soundflow.export.hf_audio.frontend import MelConfig, StreamingLogMel
-from soundflow.export.hf_audio.source import QWEN2_5_OMNI, AudioLLM
 from soundflow.manifest import StateSpec, TensorSpec
+from soundflow.train.hf_audio.frontend import MelConfig, StreamingLogMel
+from soundflow.train.hf_audio.source import QWEN2_5_OMNI, AudioLLM
 
 MASKED = -1e4  # additive mask; fits fp16 engines
 DIFFERENCES = (
