@@ -53,6 +53,18 @@ def test_pool_is_large_split_and_clean():
 
 
 @needs_packages
+def test_fortunes_that_are_not_english_are_left_out():
+    """German Jabberwocky (in the literature fortunes) and Latin mottos read as English
+    nonsense to a synthesizer and to Whisper alike; they are in no pool."""
+    everything = set(natural.sentences("train")) | set(natural.sentences("eval"))
+    assert not [s for s in everything if "wimmelten" in s.split() or "lacessit" in s.split()]
+    vocab = natural._english_vocab(["the cat sat on a mat"])
+    assert natural.is_english("the cat sat on a mat", vocab)
+    assert not natural.is_english("die schlichte toven wirrten und wimmelten", vocab)
+    assert any("don't look back" in s for s in everything)  # ordinary fortunes stay
+
+
+@needs_packages
 def test_sampling_is_deterministic_and_split_bound():
     def draw(seed, split):
         rng = np.random.default_rng(seed)

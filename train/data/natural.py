@@ -10,6 +10,8 @@ The slot grammar in text.py teaches a model the grammar; these teach it English.
 Everything is cleaned into speakable transcripts (ASCII, lowercase, letters and
 apostrophes, small numbers spelled out, 3-25 words; no URLs, code or odd symbols) and
 split by a stable hash of the sentence, so eval streams never say a training sentence.
+Fortunes that are mostly not English words (German Jabberwocky, Latin mottos, deliberate
+misspellings) are dropped: a word counts as English if WordNet lists it or uses it.
 Without the packages `available()` is False and text.py keeps its grammar.
 """
 
@@ -30,6 +32,8 @@ SKIP_FORTUNES = {"ascii-art", "translate-me"}  # pictures; non-English
 SKIP_DIRS = {"off"}  # fortunes-off installs its offensive cookies there
 EVAL_SHARE = 10  # percent of sentences, by sha1 of the text, that only eval says
 MIN_WORDS, MAX_WORDS = 3, 25
+ENGLISH_SHARE = 0.7  # a fortune needs this share of its words in WordNet's vocabulary
+WORDNET_INDEX = ("index.noun", "index.verb", "index.adj", "index.adv")
 # Which source a natural sentence comes from: conversational ones over dictionary glosses.
 SOURCE_WEIGHTS = {"fortunes": 0.45, "examples": 0.35, "definitions": 0.2}
 
@@ -124,6 +128,24 @@ def _in_split(sentence: str, split: str) -> bool:
     return (bucket < EVAL_SHARE) == (split == "eval")
 
 
+def _english_vocab(glosses: list[str]) -> set[str]:
+    """Every word WordNet lists as a lemma or uses in its (English) glosses."""
+    vocab = {w for g in glosses for w in g.split()}
+    for name in WORDNET_INDEX:
+        p = WORDNET_DIR / name
+        if p.is_file():
+            with open(p, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if not line.startswith("  "):
+                        vocab.update(line.split(" ", 1)[0].lower().split("_"))
+    return vocab
+
+
+def is_english(sentence: str, vocab: set[str]) -> bool:
+    words = sentence.split()
+    return sum(w in vocab for w in words) >= ENGLISH_SHARE * len(words)
+
+
 @functools.lru_cache(maxsize=1)
 def _all_sources() -> dict[str, tuple[str, ...]]:
     raw: dict[str, list[str]] = {"fortunes": [], "examples": [], "definitions": []}
@@ -143,6 +165,9 @@ def _all_sources() -> dict[str, tuple[str, ...]]:
         kept = {c for c in map(clean, sents) if c and c not in seen}
         seen |= kept
         out[source] = tuple(sorted(kept))
+    if out["definitions"] or out["examples"]:  # without WordNet there is no vocabulary to ask
+        vocab = _english_vocab([*out["definitions"], *out["examples"]])
+        out["fortunes"] = tuple(s for s in out["fortunes"] if is_english(s, vocab))
     return out
 
 
