@@ -204,6 +204,14 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     show_default=True,
     help="Failed reopen attempts in a row before giving up with a non-zero exit.",
 )
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Send the audio to a `soundflow serve` server (ws://HOST:PORT) and print its events.",
+)
+@click.option(
+    "--token", default=None, help="The server's token (with --server; default: $SOUNDFLOW_TOKEN)."
+)
 def listen(**opts) -> None:
     """Listen to a microphone, a file or stdin and print responses as they happen.
 
@@ -213,6 +221,7 @@ def listen(**opts) -> None:
       soundflow listen --input kitchen.wav --fast --jsonl > events.jsonl
       arecord -f S16_LE -r 16000 -c 1 -t raw | soundflow listen --input -
       soundflow listen --device 2 --mode alert
+      soundflow listen --server ws://127.0.0.1:8765 --input kitchen.wav
 
     \b
     Modes (--mode): transcribe  live captions
@@ -260,7 +269,13 @@ def _listen(
     reconnect,
     reconnect_tries,
     terms,
+    server=None,
+    token=None,
 ) -> None:
+    if server:
+        from soundflow.cli.listen_remote import listen_remote
+
+        return listen_remote(**{k: v for k, v in locals().items() if k != "listen_remote"})
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.listener import Listener
     from soundflow.runtime.options import RuntimeOptions

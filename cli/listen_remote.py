@@ -1,0 +1,162 @@
+"""`soundflow listen --server URL`: the audio goes to a `soundflow serve` server and its
+events are printed exactly as local `listen` prints its own (same lines, same JSONL)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import click
+
+
+def _event(d: dict) -> SimpleNamespace:
+    """A server event (JSON) with the attributes `listen_cmd._human` reads."""
+    ev = SimpleNamespace(**d)
+    ev.to_json = lambda: d
+    return ev
+
+
+def listen_remote(*, input_, device, demo, bundle, mode, realtime, jsonl, threshold, refractory,
+                  max_tokens, cache_budget, threads, provider, int8, sync, stats, raw_format,
+                  raw_rate, raw_channels, reconnect, reconnect_tries, terms, server, token,
+                  **_ignored) -> None:  # fmt: skip
+    from soundflow.cli.listen_cmd import _color, _Out, _write
+    from soundflow.runtime.client import ServerError, ServerStream, send_source
+    from soundflow.runtime.events import Notice
+    from soundflow.runtime.sources import (
+        SourceError,
+        array_source,
+        file_source,
+        stdin_is_live,
+        stdin_source,
+    )
+
+    local_only = {"--bundle": bundle, "--int8": int8 or None, "--sync": sync or None,
+                  "--threads": threads, "--cache-budget": cache_budget,
+                  "--provider": None if provider == "auto" else provider}  # fmt: skip
+    given = [k for k, v in local_only.items() if v is not None]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)}: set on the server (`soundflow serve`), not with --server"
+        )
+    if sum(x is not None and x is not False for x in (input_, device, demo or None)) > 1:
+        raise click.UsageError("give at most one of --input, --device and --demo")
+    is_stdin = input_ == "-"
+    if realtime is None:
+        realtime = stdin_is_live(sys.stdin.buffer) if is_stdin else True
+    try:
+        if demo:
+            from soundflow.runtime.demo import procedural_demo
+
+            source = array_source(procedural_demo(), 16000, realtime)
+        elif is_stdin:
+            source = stdin_source(raw_format, raw_rate, raw_channels, realtime)
+        elif input_ is not None:
+            source = file_source(input_, realtime)
+        else:
+            from soundflow.runtime.mic import MicSource
+
+            source = MicSource(device, reconnect=reconnect, reconnect_tries=reconnect_tries)
+    except SourceError as e:
+        raise click.ClickException(str(e)) from None
+    options = {"threshold": threshold, "refractory_s": refractory,
+               "max_response_tokens": max_tokens, "stats_every_s": stats}  # fmt: skip
+    try:
+        stream = ServerStream(
+            server, mode, token=token or os.environ.get("SOUNDFLOW_TOKEN"),
+            realtime=bool(realtime), options={k: v for k, v in options.items() if v is not None},
+        )  # fmt: skip
+    except ServerError as e:
+        raise click.ClickException(str(e)) from None
+    r = stream.ready
+    warn = "" if r.get("trained", True) else "  [UNTRAINED smoke model: responses are placeholders]"
+    click.echo(
+        f"soundflow listen · server {server} · {r.get('bundle')} · mode {r.get('mode')} · "
+        f"{source.name} · {'realtime' if realtime else 'fast'} · session {r.get('session')}{warn}",
+        err=True,
+    )
+    click.echo("listening (Ctrl-C or SIGTERM to stop)", err=True)
+    out = _Out(sys.stdout)
+    color = _color() and not jsonl
+    lock = threading.Lock()
+    sent = [0]
+
+    def notice(type_: str, kind: str, text: str) -> None:  # the local source's health
+        t = sent[0] * stream.chunk_samples / 16000
+        with lock:
+            _write(out, Notice(t=t, kind=kind, text=text, type=type_), jsonl, color)
+
+    source.on_notice = notice
+    stop = threading.Event()
+    failure: list[str] = []
+
+    def pump() -> None:
+        try:
+            send_source(stream, _Counted(source, sent), stop)
+        except SourceError as e:
+            failure.append(str(e))
+        except Exception as e:  # noqa: BLE001 - the connection went, reported below
+            failure.append(f"sending to {server} failed: {type(e).__name__}: {e}")
+
+    sender = threading.Thread(target=pump, name="soundflow-listen-send", daemon=True)
+    sender.start()
+    summary, write_error, stopped_at, handled = None, None, None, 0
+    try:
+        while summary is None:
+            try:
+                if terms[0] > handled:
+                    handled = terms[0]
+                    click.echo("SIGTERM: stopping, reporting the audio already sent", err=True)
+                    stopped_at = stopped_at or time.monotonic()
+                    stop.set()
+                    source.stop()
+                if stopped_at is not None and time.monotonic() - stopped_at > 20:
+                    raise click.ClickException("the server did not send its summary within 20 s")
+                d = stream.next_event(timeout=0.5)
+                if d is None:
+                    continue
+                with lock:
+                    if write_error is None:
+                        write_error = _write(out, _event(d), jsonl, color)
+                        if write_error:
+                            stop.set()
+                if d.get("type") == "summary":
+                    summary = d
+            except KeyboardInterrupt:
+                click.echo("stopping: reporting the audio already sent", err=True)
+                stopped_at = stopped_at or time.monotonic()
+                stop.set()
+                source.stop()
+    except ServerError as e:
+        raise click.ClickException(failure[0] if failure else str(e)) from None
+    finally:
+        stream.close()
+    sender.join(2)
+    if write_error:
+        raise click.ClickException(write_error)
+    if failure:
+        raise click.ClickException(failure[0])
+    if summary.get("error"):
+        raise click.ClickException(summary["error"])
+
+
+class _Counted:
+    """A Source that counts the chunks read from it (for the times of local notices)."""
+
+    def __init__(self, source, sent: list[int]) -> None:
+        self._source, self._sent = source, sent
+
+    def read_chunk(self, n: int):
+        chunk = self._source.read_chunk(n)
+        if chunk is not None:
+            self._sent[0] += 1
+        return chunk
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+
+__all__ = ["listen_remote"]

@@ -1,0 +1,140 @@
+"""`soundflow serve`: many live streams over WebSocket from one engine (runtime/server.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from soundflow.manifest import BundleError
+
+
+@click.command()
+@click.option(
+    "--bundle", "-b", type=click.Path(), help="Bundle directory (default: the embedded default)."
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; anything but loopback needs --token.",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=8765,
+    show_default=True,
+    help="TCP port (0: any free port, printed).",
+)
+@click.option(
+    "--max-streams",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Open streams; more are refused (close 1013).",
+)
+@click.option(
+    "--token",
+    default=None,
+    help="Shared secret clients send in their hello (compared in constant time). Default: $SOUNDFLOW_TOKEN.",
+)
+@click.option(
+    "--batch",
+    type=click.Choice(["off", "encoder", "full"]),
+    default="encoder",
+    show_default=True,
+    help="Batch the encoder calls of streams with a chunk ready (encoder), also their decision steps (full), or neither (off).",
+)
+@click.option(
+    "--max-wait-ms",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Longest wait for other streams' chunks before a batch.",
+)
+@click.option(
+    "--max-frame-kb",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Largest binary frame; bigger ones close the stream (1009).",
+)
+@click.option(
+    "--buffer",
+    "buffer_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds of audio buffered per live stream before the oldest is dropped.",
+)
+@click.option("--threads", type=int, help="Intra-op threads per ONNX session (default: all cores).")
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-connection log lines on stderr.")
+def serve(bundle, host, port, max_streams, token, batch, max_wait_ms, max_frame_kb, buffer_s,
+          threads, provider, int8, quiet) -> None:  # fmt: skip
+    """Serve live streams over WebSocket: one engine, one state per connection.
+
+    \b
+    A connection sends a JSON hello, then binary PCM frames of any size, then
+    {"type": "end"}; it receives the events of `listen --jsonl` and a summary.
+    README.md ("Serve") documents the protocol.
+
+    \b
+    Examples:
+      soundflow serve                                   # ws://127.0.0.1:8765
+      soundflow serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+      soundflow listen --server ws://127.0.0.1:8765 --input talk.wav
+
+    SIGTERM or Ctrl-C stops accepting, decides the audio every open stream has sent,
+    sends each its summary (close 1001) and exits 0.
+    """
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "soundflow serve needs the WebSocket library: pip install 'soundflow[serve]'"
+        ) from None
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.server import ServerConfig, run_server
+
+    token = token or os.environ.get("SOUNDFLOW_TOKEN") or None
+    try:
+        config = ServerConfig(
+            host=host, port=port, max_streams=max_streams, token=token, batch=batch,
+            max_wait_ms=max_wait_ms, max_frame_bytes=max_frame_kb * 1024, buffer_s=buffer_s,
+        )  # fmt: skip
+        options = RuntimeOptions(threads=threads, provider=provider, asynchronous=False)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        engine = OrtEngine(bundle, options, variant="int8" if int8 else "fp32")
+    except BundleError as e:
+        raise click.ClickException(str(e)) from None
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(f"soundflow serve: {msg}", err=True)
+
+    def ready(server) -> None:
+        spec = engine.spec
+        click.echo(
+            f"soundflow serve · bundle {spec.path} · {spec.label} · {engine.provider} · "
+            f"batch {batch} · max {max_streams} streams" + (" · token required" if token else ""),
+            err=True,
+        )
+        # One line on stdout with the address, for scripts (--port 0 picks a free port).
+        click.echo(f"listening on ws://{host}:{server.port}")
+        sys.stdout.flush()
+
+    try:
+        run_server(engine, config, log=log, on_ready=ready)
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
