@@ -14,6 +14,7 @@ very samples the local loop would have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -55,8 +56,11 @@ class ServerStream:
                  "channels": channels, "realtime": realtime, "options": options or {}}  # fmt: skip
         if token is not None:
             hello["token"] = token
+        self._context = contextlib.ExitStack()
         try:
-            self.ws = connect(url, open_timeout=open_timeout, compression=None, max_size=None)
+            self.ws = self._context.enter_context(
+                connect(url, open_timeout=open_timeout, compression=None, max_size=None)
+            )
         except (OSError, TimeoutError) as e:
             raise ServerError(
                 f"cannot connect to {url}: {e}; is `soundflow serve` running?"
@@ -77,6 +81,13 @@ class ServerStream:
         return int(self.ready["sample_rate"] * self.ready["chunk_ms"] // 1000)
 
     def _refusal(self, event: dict | None) -> str:
+        from websockets.exceptions import ConnectionClosed
+
+        try:  # the close frame follows the error event
+            while True:
+                self.ws.recv(timeout=5)
+        except (ConnectionClosed, TimeoutError):
+            pass
         code, reason = self.ws.close_code, self.ws.close_reason
         text = event.get("text") if event else reason
         return f"the server refused the stream: {text or 'no reason given'} (close code {code})"
@@ -142,7 +153,7 @@ class ServerStream:
                 yield ev
 
     def close(self) -> None:
-        self.ws.close()
+        self._context.close()
 
     def __enter__(self) -> ServerStream:
         return self
