@@ -277,3 +277,47 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
     )
     for k in ("alert_first_window", "alert_last_window"):
         click.echo(_row(k, result[k], ("precision", "recall", "false_alerts_per_hour")))
+
+
+@bench.command("serve")
+@BUNDLE
+@click.option(
+    "--streams", default="1,4,16,32", show_default=True, help="Stream counts, comma-separated."
+)
+@click.option(
+    "--seconds", type=float, default=20.0, show_default=True, help="Audio per stream (real time)."
+)
+@click.option(
+    "--batch",
+    "batches",
+    default="off,encoder,full",
+    show_default=True,
+    help="Server batch modes to compare.",
+)
+@click.option(
+    "--mode", default="transcribe", show_default=True, help="Task prompt of every stream."
+)
+@THREADS
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+)
+@JSON
+def serve_(bundle, streams, seconds, batches, mode, threads, provider, json_out):
+    """N real-time WebSocket streams against one `soundflow serve` process, per batch mode:
+    streams held at real time, decision latency p50/p99, server CPU and RSS.
+
+    \b
+    Example:
+      soundflow bench serve --streams 1,4,16,32 --json benchmarks/results/serve.json
+    """
+    from soundflow.bench import serve as sv
+
+    counts = [int(x) for x in streams.split(",") if x.strip()]
+    modes = [x.strip() for x in batches.split(",") if x.strip()]
+    result = _finish(
+        _run(sv.run, bundle, counts, seconds, modes, mode, threads, provider), json_out, False
+    )
+    click.echo(sv.table(result))
