@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from soundflow.manifest import BundleError
-from soundflow.runtime.bundle import BundleSpec, check_consistency, check_session
+from soundflow.runtime.bundle import BundleSpec, check_consistency, check_metadata, check_session
 from soundflow.runtime.detokenize import Detokenizer
 from soundflow.runtime.engine import OrtEngine, _digest, _session, select_providers
 from soundflow.runtime.kvcache import CachePolicy, KVCache
@@ -43,6 +43,8 @@ class CrossEngine(OrtEngine):
         check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
         self.decoder = _session(spec.decoder_file, self.providers, threads)
         check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
+        check_metadata(self.encoder, spec.encoder_file, spec.manifest)
+        check_metadata(self.decoder, spec.decoder_file, spec.manifest)
         self.detokenizer = Detokenizer.from_file(spec.tokenizer_file)
         if self.detokenizer.vocab_size != spec.vocab:
             raise BundleError(
