@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soundflow import protocol
 from soundflow.bench.common import make_source, pyplot, run_probe, synthetic_blocks
-from soundflow.runtime.kvcache import MASKED
+from soundflow.runtime.kvcache import attention_inputs
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,11 @@ def recompute_call(engine, embeds: np.ndarray, prompt: tuple[int, ...], silence:
     parts = [engine.embed(prompt)]
     for i, e in enumerate(outs):
         parts += [e] if i == len(outs) - 1 else [e, sil]
-    x = np.concatenate(parts)[None]  # (1, T, hidden)
-    T = x.shape[1]
-    mask = np.triu(np.full((T, T), MASKED, np.float32), k=1)[None, None]
-    feeds = {"inputs_embeds": x, "attention_mask": mask, "position_ids": np.arange(T)[None]}
-    for name in engine.past_names:
-        feeds[name] = np.zeros((1, spec.kv_heads, 0, spec.head_dim), np.float32)
-    engine.decoder.run(["logits"], feeds)
+    x = np.concatenate(parts)  # (T, hidden)
+    # An empty cache: no slots, T new entries at positions 0..T-1, causal.
+    mask, pos = attention_inputs(np.zeros(0, bool), np.zeros(0, np.int64), 0, len(x))
+    empty = [np.zeros((1, spec.kv_heads, 0, spec.head_dim), np.float32)] * len(engine.past_names)
+    engine.decoder.run([protocol.LOGITS], engine.decoder_feeds(x, mask, pos, empty))
     return time.perf_counter() - t0
 
 
@@ -184,11 +183,9 @@ def layouts(engine, opts: ScaleOptions) -> dict:
         fixed.append(round(_median_time(fixed_step), 3))
         shape = (1, spec.kv_heads, n, spec.head_dim)
         past = {name: np.zeros(shape, np.float32) for name in engine.past_names}
-        mask = np.zeros((1, 1, q, n + q), np.float32)
-        mask[0, 0, :, n:] = np.triu(np.full((q, q), MASKED, np.float32), k=1)
-        pos = np.arange(n + q)[None]
-
-        feeds = {"inputs_embeds": x[None], "attention_mask": mask, "position_ids": pos, **past}
+        # n valid entries at positions 0..n-1, the q new ones after them
+        mask, pos = attention_inputs(np.ones(n, bool), np.arange(n), n, q)
+        feeds = engine.decoder_feeds(x, mask, pos, [past[k] for k in engine.past_names])
 
         def growing_step(feeds=feeds, past=past):
             outs = engine.decoder.run(None, feeds)

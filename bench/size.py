@@ -88,7 +88,6 @@ def build(size: str, opts: SizeOptions) -> Path:
 def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     """In a fresh process: load, decide on a stream, generate, and time bare ORT calls."""
     from soundflow.runtime.engine import OrtEngine
-    from soundflow.runtime.kvcache import CachePolicy, KVCache
     from soundflow.runtime.options import RuntimeOptions
 
     rss0 = rss_mb()
@@ -110,31 +109,22 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     n = times.n
     runtime_chunk_ms = wall / max(n, 1) * 1e3
 
-    # Tokens/s through the runtime's cache path (KVCache + IO binding), one token per call.
+    # Tokens/s through the runtime's stream (KVCache + IO binding), one token per call.
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+
     q = spec.embeds_per_chunk + 1
-    C = spec.cache_capacity
-    cache = KVCache(
-        spec.layers, spec.kv_heads, spec.head_dim, spec.hidden, CachePolicy.default(C, 2, q)
-    )
-    binding = engine.bind_cache(cache)
-    live = {}  # the cache arrays themselves, for bare calls interleaved with runtime ones
-    for i in range(spec.layers):
-        live[engine.past_names[2 * i]] = cache.keys[i]
-        live[engine.past_names[2 * i + 1]] = cache.values[i]
+    tokens = DecoderStream(engine, runtime)
+    live = _live(engine, tokens)  # the cache arrays, for bare calls interleaved with the stream's
     x = engine.embed([1])
     token_ms, bare_ms = [], []
     for _ in range(opts.tokens):
         t = time.perf_counter()
-        if cache.needs_room(1):
-            cache.evict()
-        mask, pos = cache.inputs(1)
-        logits, presents = engine.decode_step(binding, x, mask, pos)
-        cache.add(presents)
+        logits = tokens.feed_embeds(x)
         x = engine.embed([int(np.argmax(logits[-1]))])
         token_ms.append((time.perf_counter() - t) * 1e3)
-        if not cache.needs_room(1):  # the same call, bare, right after (same contention)
-            mask, pos = cache.inputs(1)
-            f = {"inputs_embeds": x[None], "attention_mask": mask, "position_ids": pos, **live}
+        if not tokens.cache.needs_room(1):  # the same call, bare, right after (same contention)
+            mask, pos = tokens.cache.inputs(1)
+            f = engine.decoder_feeds(x, mask, pos, live)
             t = time.perf_counter()
             engine.decoder.run(None, f)
             bare_ms.append((time.perf_counter() - t) * 1e3)
@@ -145,16 +135,11 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     # DecoderStream.decide (embedding lookup, mask, IO binding, cache write), then the
     # same two calls made bare (`session.run`) on the same audio, state, embeddings and
     # cache arrays.
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
-
     enc, dec = EncoderStream(engine), DecoderStream(engine, runtime)
     pcm = np.concatenate(list(synthetic_blocks(CHUNK_REPS * chunk_s)))
     chunks = pcm[: CHUNK_REPS * spec.chunk_samples].reshape(CHUNK_REPS, -1)
     dec.decide(enc.encode(chunks[0]))  # the prompt goes in with the first chunk
-    live = {}
-    for i in range(spec.layers):
-        live[engine.past_names[2 * i]] = dec.cache.keys[i]
-        live[engine.past_names[2 * i + 1]] = dec.cache.values[i]
+    live = _live(engine, dec)
     run_ms, bare_ms = [], []
     for chunk in chunks[1:]:
         state = enc.state
@@ -167,7 +152,7 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
         x = np.concatenate([engine.embed(dec._pending), embeds])
         mask, pos = dec.cache.inputs(len(x))
         feeds_e = {engine._audio_name: chunk[None], **state}
-        feeds_d = {"inputs_embeds": x[None], "attention_mask": mask, "position_ids": pos, **live}
+        feeds_d = engine.decoder_feeds(x, mask, pos, live)
         t = time.perf_counter()
         engine.encoder.run(None, feeds_e)
         engine.decoder.run(None, feeds_d)
@@ -195,6 +180,11 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
         "cpu_percent": round(cpu, 1),
         "chunks": n,
     }
+
+
+def _live(engine, stream) -> list[np.ndarray]:
+    """A stream's cache arrays, (key, value) per layer: the past of a bare `session.run`."""
+    return [a for k, v in zip(stream.cache.keys, stream.cache.values, strict=True) for a in (k, v)]
 
 
 def _measure_fresh(bundle: Path, variant: str, opts: SizeOptions) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import torch
 
-from soundflow import __version__, protocol
+from soundflow import __version__, audio, protocol
 from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder, EncoderGraph
 from soundflow.manifest import write_manifest
@@ -135,7 +135,7 @@ def export_bundle(
     }
     meta_common = {
         "soundflow_version": __version__,
-        "sample_rate": cfg.chunk_samples * 1000 // cfg.chunk_ms,
+        "sample_rate": audio.SAMPLE_RATE,
         "chunk_ms": cfg.chunk_ms,
         "chunk_samples": cfg.chunk_samples,
     }
@@ -159,6 +159,7 @@ def export_bundle(
             "head_dim": dims.head_dim,
             "cache_capacity": cache_capacity,
             "cache_layout": specs.CACHE_LAYOUT,
+            "mask_value": specs.MASK_VALUE,
             "control_ids": control,
             "vocab_size": dims.vocab,
         },
@@ -175,7 +176,7 @@ def export_bundle(
             "parameters": counts,
         },
         "audio": {
-            "sample_rate": 16000,
+            "sample_rate": audio.SAMPLE_RATE,
             "chunk_ms": cfg.chunk_ms,
             "chunk_samples": cfg.chunk_samples,
         },

@@ -36,7 +36,7 @@ def add_int8(bundle: Path | str, log=print) -> dict:
 
     bundle = Path(bundle)
     quantize_int8(bundle)
-    report = agreement(bundle, "encoder.int8.onnx", "decoder.int8.onnx")
+    report = agreement(bundle, "int8")
     sizes = {
         p: round((bundle / f"{p}.int8.onnx").stat().st_size / 1e6, 2)
         for p in ("encoder", "decoder")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from soundflow import audio
+from soundflow import audio, protocol
 from soundflow.manifest import StateSpec, TensorSpec
 from soundflow.train.config import ModelConfig
 
@@ -65,38 +65,35 @@ def encoder_state(cfg: ModelConfig) -> list[StateSpec]:
 
 def encoder_io(cfg: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
     states = encoder_state(cfg)
-    inputs = [TensorSpec("audio", "float32", (BATCH, cfg.chunk_samples))]
+    inputs = [TensorSpec(protocol.AUDIO, "float32", (BATCH, cfg.chunk_samples))]
     inputs += [TensorSpec(s.input, s.dtype, s.shape) for s in states]
     outputs = [
-        TensorSpec("audio_embeds", "float32", (BATCH, cfg.embeds_per_chunk, cfg.hidden_size))
+        TensorSpec(
+            protocol.AUDIO_EMBEDS, "float32", (BATCH, cfg.embeds_per_chunk, cfg.hidden_size)
+        )
     ]
     outputs += [TensorSpec(s.output, s.dtype, s.shape) for s in states]
     return inputs, outputs
 
 
-def past_names(layers: int) -> list[str]:
-    return [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
-
-
-def present_names(layers: int) -> list[str]:
-    return [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+past_names, present_names = protocol.past_names, protocol.present_names  # names: protocol.py
 
 
 def decoder_io(d: DecoderDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     kv_past = (BATCH, d.kv_heads, CACHE, d.head_dim)
     kv_new = (BATCH, d.kv_heads, QUERY, d.head_dim)
     inputs = [
-        TensorSpec("inputs_embeds", "float32", (BATCH, QUERY, d.hidden)),
-        TensorSpec("attention_mask", "float32", (BATCH, 1, QUERY, KEYS)),
-        TensorSpec("position_ids", "int64", (BATCH, KEYS)),
+        TensorSpec(protocol.INPUTS_EMBEDS, "float32", (BATCH, QUERY, d.hidden)),
+        TensorSpec(protocol.ATTENTION_MASK, "float32", (BATCH, 1, QUERY, KEYS)),
+        TensorSpec(protocol.POSITION_IDS, "int64", (BATCH, KEYS)),
     ] + [TensorSpec(n, "float32", kv_past) for n in past_names(d.layers)]
-    outputs = [TensorSpec("logits", "float32", (BATCH, QUERY, d.vocab))]
+    outputs = [TensorSpec(protocol.LOGITS, "float32", (BATCH, QUERY, d.vocab))]
     outputs += [TensorSpec(n, "float32", kv_new) for n in present_names(d.layers)]
     return inputs, outputs
 
 
 CACHE_LAYOUT = "fixed-unrotated-new-only"
-MASK_VALUE = -1e4  # additive mask for masked keys; finite so fp16 engines stay NaN-free
+MASK_VALUE = protocol.MASK_VALUE  # additive, finite (fp16 engines stay NaN-free)
 
 
 def decoder_manifest(d: DecoderDims, cache_capacity: int, file: str = "decoder.onnx") -> dict:
@@ -159,7 +156,7 @@ def cross_kv_names(layers: int, prefix: str, side: str) -> list[str]:
 
 def cross_encoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     inputs = [
-        TensorSpec("audio", "float32", (BATCH, d.chunk_samples)),
+        TensorSpec(protocol.AUDIO, "float32", (BATCH, d.chunk_samples)),
         TensorSpec("history", "float32", (BATCH, HISTORY)),
     ]
     new = (BATCH, d.heads, WINDOW, d.head_dim)  # the whole window: it is the memory
@@ -179,8 +176,8 @@ def cross_decoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     memory = (BATCH, d.heads, MEMORY, d.head_dim)
     inputs = [
         TensorSpec("input_ids", "int64", (BATCH, QUERY)),
-        TensorSpec("position_ids", "int64", (BATCH, QUERY)),
-        TensorSpec("attention_mask", "float32", (BATCH, 1, QUERY, KEYS)),
+        TensorSpec(protocol.POSITION_IDS, "int64", (BATCH, QUERY)),
+        TensorSpec(protocol.ATTENTION_MASK, "float32", (BATCH, 1, QUERY, KEYS)),
         TensorSpec("encoder_attention_mask", "float32", (BATCH, 1, QUERY, MEMORY)),
     ]
     inputs += [
@@ -191,7 +188,7 @@ def cross_decoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
         TensorSpec(n, "float32", memory)
         for n in cross_kv_names(d.layers, "past_key_values", "encoder")
     ]
-    outputs = [TensorSpec("logits", "float32", (BATCH, QUERY, d.vocab))]
+    outputs = [TensorSpec(protocol.LOGITS, "float32", (BATCH, QUERY, d.vocab))]
     new = (BATCH, d.heads, QUERY, d.head_dim)
     outputs += [
         TensorSpec(n, "float32", new) for n in cross_kv_names(d.layers, "present", "decoder")

@@ -8,6 +8,7 @@ a `BundleError` that names the file and the fix.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -175,7 +176,7 @@ def load_spec(
         kv_heads=int(g("decoder.num_kv_heads")),
         head_dim=int(g("decoder.head_dim")),
         cache_capacity=int(g("decoder.cache_capacity")),
-        mask_value=float(m["decoder"].get("mask_value", -1e4)),
+        mask_value=float(m["decoder"].get("mask_value", protocol.MASK_VALUE)),
         encoder_file=path / enc_file,
         decoder_file=path / dec_file,
         encoder_inputs=tuple(TensorSpec.from_json(s) for s in g("encoder.inputs")),
@@ -234,6 +235,64 @@ def check_session(
                         f"{file}: {kind} {s.name} has shape {arg.shape}, manifest says "
                         f"{list(s.shape)}; {fix}"
                     )
+
+
+# ONNX metadata key (written by the exporter into each graph, sherpa-onnx's habit) -> the
+# manifest field it must equal. A graph found on its own says how to drive it; inside a
+# bundle, the runtime reads it back and refuses a graph from another export.
+METADATA_FIELDS = {
+    "kind": "decoder.kind",
+    "sample_rate": "audio.sample_rate",
+    "chunk_ms": "audio.chunk_ms",
+    "chunk_samples": "audio.chunk_samples",
+    "embeds_per_chunk": "encoder.embeds_per_chunk",
+    "state": "encoder.state",
+    "hidden_size": "decoder.hidden_size",
+    "num_layers": "decoder.num_layers",
+    "num_heads": "decoder.num_heads",
+    "num_kv_heads": "decoder.num_kv_heads",
+    "head_dim": "decoder.head_dim",
+    "vocab_size": "decoder.vocab_size",
+    "cache_capacity": "decoder.cache_capacity",
+    "cache_layout": "decoder.cache_layout",
+    "memory_frames": "decoder.memory_frames",
+    "max_positions": "decoder.max_positions",
+    "mask_value": "decoder.mask_value",
+    "control_ids": "control_ids",
+    "source_architecture": "source.architecture",
+}
+METADATA_DEFAULTS = {"decoder.kind": "decoder-only"}
+
+
+def graph_metadata(session: Any) -> dict[str, Any]:
+    """The constants a graph carries in its ONNX metadata, JSON values decoded."""
+    out: dict[str, Any] = {}
+    for key, raw in session.get_modelmeta().custom_metadata_map.items():
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw  # strings are stored bare
+    return out
+
+
+def check_metadata(session: Any, file: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every constant the graph's metadata declares must be the manifest's (keys the graph
+    does not carry are not checked); returns the metadata."""
+    meta = graph_metadata(session)
+    for key, dotted in METADATA_FIELDS.items():
+        if key not in meta:
+            continue
+        cur: Any = manifest
+        for part in dotted.split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        want = METADATA_DEFAULTS.get(dotted) if cur is None else cur
+        if want is not None and meta[key] != want:
+            raise BundleError(
+                f"{file}: the graph's metadata says {key} = {meta[key]!r}, manifest.json says "
+                f"{dotted} = {want!r}; the graph is from another export: copy the bundle "
+                f"again or {FIX}"
+            )
+    return meta
 
 
 def check_consistency(spec: BundleSpec) -> None:

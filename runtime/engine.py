@@ -15,8 +15,15 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from soundflow import protocol
 from soundflow.manifest import BundleError
-from soundflow.runtime.bundle import BundleSpec, check_consistency, check_session, load_spec
+from soundflow.runtime.bundle import (
+    BundleSpec,
+    check_consistency,
+    check_metadata,
+    check_session,
+    load_spec,
+)
 from soundflow.runtime.detokenize import Detokenizer
 from soundflow.runtime.kvcache import KVCache
 from soundflow.runtime.options import RuntimeOptions
@@ -56,7 +63,7 @@ def select_providers(provider: str, cache_dir: Path | None = None) -> list[Any]:
     if provider == "tensorrt":
         where = cache_dir or Path.home() / ".cache" / "soundflow" / "trt"
         chain = [(name, _trt_options(where)), "CUDAExecutionProvider"]  # CUDA: what TRT declines
-    return chain + ["CPUExecutionProvider"]
+    return chain + ([] if name == "CPUExecutionProvider" else ["CPUExecutionProvider"])
 
 
 def _session(path, providers: list[str], threads: int) -> ort.InferenceSession:
@@ -95,6 +102,34 @@ def _zeros(shape, dtype: str) -> np.ndarray:
     return np.zeros([1 if isinstance(d, str) else d for d in shape], dtype=dtype)
 
 
+def zero_state(spec: BundleSpec) -> dict[str, np.ndarray]:
+    """Fresh encoder state: zeros for every carried tensor (stream start), batch 1."""
+    return {s.input: _zeros(s.shape, s.dtype) for s in spec.encoder_state}
+
+
+def contract_names(spec: BundleSpec) -> tuple[list[str], list[str]]:
+    """The decoder-only graph's cache names (soundflow/protocol.py), checked against the
+    manifest's signature: -> (past names, present names), (key, value) per layer."""
+    past, present = protocol.past_names(spec.layers), protocol.present_names(spec.layers)
+    want = {
+        "encoder inputs": ({protocol.AUDIO}, spec.encoder_inputs),
+        "encoder outputs": ({protocol.AUDIO_EMBEDS}, spec.encoder_outputs),
+        "decoder inputs": (
+            {protocol.INPUTS_EMBEDS, protocol.ATTENTION_MASK, protocol.POSITION_IDS, *past},
+            spec.decoder_inputs,
+        ),
+        "decoder outputs": ({protocol.LOGITS, *present}, spec.decoder_outputs),
+    }
+    for what, (names, specs) in want.items():
+        missing = sorted(names - {s.name for s in specs})
+        if missing:
+            raise BundleError(
+                f"{spec.path / 'manifest.json'}: {what} lack {missing} (soundflow's graph "
+                "contract); re-run `soundflow export`"
+            )
+    return past, present
+
+
 class OrtEngine:
     """Encoder + decoder sessions, the token-embedding table and the detokenizer.
 
@@ -128,6 +163,8 @@ class OrtEngine:
         check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
         self.decoder = _session(spec.decoder_file, self.providers, threads)
         check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
+        check_metadata(self.encoder, spec.encoder_file, spec.manifest)
+        check_metadata(self.decoder, spec.decoder_file, spec.manifest)
         try:
             self.embed_tokens = np.load(spec.embeddings_file, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -141,13 +178,12 @@ class OrtEngine:
             )
         self.embed_tokens = self.embed_tokens.astype(np.float32, copy=False)
         self.detokenizer = Detokenizer.from_file(spec.tokenizer_file)
-        self._audio_name = spec.encoder_inputs[0].name
-        self._embeds_name = spec.encoder_outputs[0].name
+        self.past_names, self.present_names = contract_names(spec)
+        self._audio_name = protocol.AUDIO
+        self._embeds_name = protocol.AUDIO_EMBEDS
         self._state_out = [s.output for s in spec.encoder_state]
         self._enc_outputs = [self._embeds_name, *self._state_out]
-        self.past_names = [s.name for s in spec.decoder_inputs[3:]]
-        self.present_names = [s.name for s in spec.decoder_outputs[1:]]
-        self._dec_outputs = ["logits", *self.present_names]
+        self._dec_outputs = [protocol.LOGITS, *self.present_names]
 
     @property
     def provider(self) -> str:
@@ -157,7 +193,7 @@ class OrtEngine:
     # ------------------------------------------------------------------ encoder
     def new_state(self) -> dict[str, np.ndarray]:
         """Fresh encoder state: zeros for every carried tensor (stream start)."""
-        return {s.input: _zeros(s.shape, s.dtype) for s in self.spec.encoder_state}
+        return zero_state(self.spec)
 
     reset = new_state
 
@@ -187,10 +223,25 @@ class OrtEngine:
     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
         """embeds (q, hidden); mask (1,1,q,C+q); positions (1,C+q) ->
         (logits (q, vocab), per layer (key, value) new entries (1, kv_heads, q, head_dim))."""
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds[None], np.float32))
-        binding.bind_cpu_input("attention_mask", mask)
-        binding.bind_cpu_input("position_ids", positions)
+        x = np.ascontiguousarray(embeds[None], np.float32)
+        binding.bind_cpu_input(protocol.INPUTS_EMBEDS, x)
+        binding.bind_cpu_input(protocol.ATTENTION_MASK, mask)
+        binding.bind_cpu_input(protocol.POSITION_IDS, positions)
         return self._run_bound(binding)
+
+    def decoder_feeds(
+        self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """One decoder call as a plain `session.run` feed dict (no binding): embeds (q,
+        hidden), mask and positions as `decode_step` takes them, past (key, value) per layer
+        in order. For the benchmarks' bare calls, which time ORT without the stream."""
+        feeds = {
+            protocol.INPUTS_EMBEDS: np.ascontiguousarray(embeds[None], np.float32),
+            protocol.ATTENTION_MASK: mask,
+            protocol.POSITION_IDS: positions,
+        }
+        feeds.update(zip(self.past_names, past, strict=True))
+        return feeds
 
     def _run_bound(self, binding: Any) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
         """Run a decoder call whose inputs are bound -> (logits (q, vocab), per layer new

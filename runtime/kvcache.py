@@ -25,8 +25,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MASKED = -1e4  # additive mask value of the contract (not -inf: fp16 engines stay finite)
+from soundflow.protocol import MASK_VALUE
+
+MASKED = MASK_VALUE  # the contract's additive mask value (not -inf: fp16 engines stay finite)
 POLICIES = ("evict", "reprefill")
+
+
+def attention_inputs(
+    valid: np.ndarray,
+    positions: np.ndarray,
+    next_pos: int,
+    q: int,
+    mask_value: float = MASKED,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
+    causal: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The decoder's attention_mask (1, 1, q, C + q), additive, and position_ids (1, C + q)
+    for q new entries after C cache slots (`valid`, their `positions`); the new entries take
+    positions next_pos.. and attend causally. The one place these inputs are built (the
+    stream's cache, the benchmarks' bare calls and offline passes all come here); `out` and
+    `causal` are preallocated buffers."""
+    c = len(valid)
+    if out is None:
+        out = (np.empty((1, 1, q, c + q), np.float32), np.empty((1, c + q), np.int64))
+    mask, pos = out
+    mask[0, 0, :, :c] = np.where(valid, 0.0, mask_value)[None, :]
+    if causal is None:
+        causal = np.triu(np.full((q, q), mask_value, np.float32), k=1)
+    mask[0, 0, :, c:] = causal
+    pos[0, :c] = positions
+    np.add(np.arange(q, dtype=np.int64), next_pos, out=pos[0, c:])
+    return mask, pos
 
 
 @dataclass(frozen=True)
@@ -69,9 +98,11 @@ class KVCache:
         hidden: int,
         policy: CachePolicy,
         row_dtype: type = np.float32,
+        mask_value: float = MASKED,
     ) -> None:
         cap = policy.capacity
         self.policy = policy
+        self.mask_value = float(mask_value)  # the bundle's (manifest `decoder.mask_value`)
         self.keys = [np.zeros((1, kv_heads, cap, head_dim), np.float32) for _ in range(n_layers)]
         self.values = [np.zeros((1, kv_heads, cap, head_dim), np.float32) for _ in range(n_layers)]
         self.positions = np.zeros(cap, np.int64)  # rotary position per slot
@@ -138,19 +169,15 @@ class KVCache:
             raise RuntimeError(f"no room for {q} entries: call evict() first")
         cap = self.capacity
         if q not in self._bufs:  # preallocated per query length (a handful ever occur)
-            causal = np.triu(np.full((q, q), MASKED, np.float32), k=1)
             self._bufs[q] = (
                 np.empty((1, 1, q, cap + q), np.float32),
                 np.empty((1, cap + q), np.int64),
-                causal,
-                np.arange(q, dtype=np.int64),
+                np.triu(np.full((q, q), self.mask_value, np.float32), k=1),
             )
-        mask, pos, causal, steps = self._bufs[q]
-        mask[0, 0, :, :cap] = np.where(self.valid, 0.0, MASKED)[None, :]
-        mask[0, 0, :, cap:] = causal
-        pos[0, :cap] = self.positions
-        np.add(steps, self.next_pos, out=pos[0, cap:])
-        return mask, pos
+        mask, pos, causal = self._bufs[q]
+        return attention_inputs(
+            self.valid, self.positions, self.next_pos, q, self.mask_value, (mask, pos), causal
+        )
 
     def add(
         self,

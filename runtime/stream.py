@@ -12,25 +12,32 @@ Decision: p = softmax([logit_silence, logit_respond])[1]; respond iff p >= thres
 the response's tag (its first token) has not fired within the refractory time. A response
 withheld that way is rolled back out of the cache, as if the model had stayed silent.
 
-Fallback bundles (a plain chat model, manifest `control.mode == "fallback"`) have no
-control tokens: the utterance-end policy (runtime/fallback.py) decides from the chunk's
-PCM, the audio of successive chunks follows on without separators, and a response is a
-chat turn: `respond_ids` of the mode, the answer until a stop id, then `resume_ids`. An
-explicit `threshold` option overrides the policy (respond iff its p >= threshold).
+The stream drives the protocol; what decides and which ids frame a turn are delegated
+to runtime/policy.py (`self.decision`, `self.turns`), chosen from the manifest's
+`control.mode`: fallback bundles (a plain chat model) have no control tokens, so the
+utterance-end policy decides from the chunk's PCM, the audio of successive chunks follows
+on without separators, and a response is a chat turn (`respond_ids`, the answer until a
+stop id, `resume_ids`).
+
+This is the one implementation of the decoding protocol: the runtime's loop, the export
+parity checks (on ONNX Runtime and on the torch backend, export/torch_engine.py) and the
+benchmarks all drive decoders through these streams.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from soundflow.manifest import BundleError
+from soundflow.runtime import policy as decision_policy
 from soundflow.runtime.engine import OrtEngine
-from soundflow.runtime.fallback import FallbackOptions, UtteranceEndPolicy
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
+from soundflow.runtime.policy import Decision, control_p
+
+__all__ = ["Decision", "DecoderStream", "EncoderStream", "control_p"]
 
 
 class EncoderStream:
@@ -45,12 +52,6 @@ class EncoderStream:
 
     def reset(self) -> None:
         self.state = self.engine.new_state()
-
-
-@dataclass
-class Decision:
-    p: float  # p(<respond>)
-    respond: bool  # p >= threshold (before the refractory check)
 
 
 class DecoderStream:
@@ -73,19 +74,13 @@ class DecoderStream:
         c = spec.control
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.stops = set(spec.stop_ids) | {self.eos}
-        self.fallback = spec.control_mode == "fallback"
-        if self.fallback:
-            self.policy = UtteranceEndPolicy(
-                spec.sample_rate, FallbackOptions.from_manifest(spec.manifest)
-            )
-            self._threshold_override = options.threshold
-            self._respond_prefix = list(spec.respond_ids[self.mode])  # type: ignore[index]
-            self._resume = list(spec.resume_ids)
-            self._between: list[int] = []  # chunks of one user turn follow on directly
-        else:
-            self._respond_prefix = [self.respond_id]
-            self._resume = [self.eos]
-            self._between = [self.silence]
+        self.decision, self.turns = decision_policy.for_spec(
+            spec, self.mode, self.threshold, options.threshold
+        )
+        self.fallback = self.decision.needs_pcm  # the loop passes each chunk's PCM
+        self._respond_prefix = list(self.turns.respond)
+        self._resume = list(self.turns.resume)
+        self._between = list(self.turns.between)
         self.max_query = (
             max(len(self.prompt), len(self._resume) + 1, len(self._respond_prefix), 2)
             + spec.embeds_per_chunk
@@ -106,7 +101,14 @@ class DecoderStream:
                     )
         except ValueError as e:
             raise BundleError(f"cache: {e}") from None
-        self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, spec.hidden, policy)
+        self.cache = KVCache(
+            spec.layers,
+            spec.kv_heads,
+            spec.head_dim,
+            spec.hidden,
+            policy,
+            mask_value=spec.mask_value,
+        )
         self.binding = engine.bind_cache(self.cache)
         self.tag_ids = spec.tag_ids
         # Generation may end with a stop id or emit tags; other special tokens never belong
@@ -144,8 +146,7 @@ class DecoderStream:
         self._pending = list(self.prompt)  # token ids fed before the next chunk's audio
         self._last_tag: dict[int, float] = {}
         self.calls = 0
-        if self.fallback:
-            self.policy.reset()
+        self.decision.reset()
 
     # ------------------------------------------------------------------ one call
     def _call(self, x: np.ndarray) -> np.ndarray:
@@ -156,6 +157,11 @@ class DecoderStream:
             if again is not None:  # re-prefill the kept context into the cleared cache
                 self._run(again)
         return self._run(x)
+
+    def feed_embeds(self, x: np.ndarray) -> np.ndarray:
+        """Feed embeddings x (q, hidden) through the cache outside the protocol (parity checks
+        and benchmarks); returns their logits (q, vocab)."""
+        return self._call(x)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         mask, pos = self.cache.inputs(len(x))
@@ -171,16 +177,7 @@ class DecoderStream:
         x = np.concatenate([self.engine.embed(self._pending), audio_embeds])
         last = self._call(x)[-1]
         self._pending = list(self._between)
-        if self.fallback:
-            if pcm is None:
-                raise ValueError("a fallback-control bundle decides from the chunk's PCM: pass pcm")
-            d = self.policy.step(pcm)
-            if self._threshold_override is not None:
-                return Decision(d.p, d.p >= self._threshold_override)
-            return Decision(d.p, d.respond)
-        pair = last[[self.silence, self.respond_id]].astype(np.float64)
-        p = float(np.exp(pair[1] - np.logaddexp(pair[0], pair[1])))
-        return Decision(p, p >= self.threshold)
+        return self.decision.decide(last, pcm)
 
     def _feed(self, ids: list[int]) -> np.ndarray:
         """Token ids -> their logits (q, vocab), through the cache."""

@@ -57,3 +57,26 @@ def parse_tags(text: str) -> tuple[dict[str, str], str]:
 def chunk_index(t_seconds: float, chunk_ms: int) -> int:
     """The chunk whose audio contains stream time t (a target due at t lands there)."""
     return int(t_seconds * 1000 // chunk_ms)
+
+
+# ---------------------------------------------------------------------- the graph contract
+# The tensor names and the mask value of the decoder-only bundle (ARCHITECTURE.md,
+# Contract 3), declared once: export/specs.py builds the graph signatures from them and the
+# runtime binds by them (the runtime may not import export/).
+AUDIO = "audio"  # encoder input: one chunk of PCM
+AUDIO_EMBEDS = "audio_embeds"  # encoder output: the chunk's embeddings in decoder space
+INPUTS_EMBEDS = "inputs_embeds"
+ATTENTION_MASK = "attention_mask"
+POSITION_IDS = "position_ids"
+LOGITS = "logits"
+MASK_VALUE = -1e4  # additive mask for masked keys; finite so fp16 engines stay NaN-free
+
+
+def past_names(layers: int) -> list[str]:
+    """Decoder cache inputs, (key, value) per layer in layer order."""
+    return [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def present_names(layers: int) -> list[str]:
+    """Decoder outputs holding one call's new cache entries, in the order of past_names."""
+    return [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]

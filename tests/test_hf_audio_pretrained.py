@@ -58,9 +58,9 @@ def test_trainer_batches_run_and_learn(started):
     for _ in range(4):
         opt.zero_grad()
         terms = combine_losses(model(*batch), totals, LossWeights())
-        terms["loss"].backward()
+        terms.loss.backward()
         opt.step()
-        losses.append(terms["loss"].item())
+        losses.append(terms.loss.item())
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 

@@ -1,5 +1,6 @@
 """The ONNX Runtime engines and the decoder stream on a real smoke-trained bundle:
-bit-for-bit agreement with the exporter's reference driver, and refusal of bad bundles."""
+the same streams on the torch backend and one full forward agree, and bad bundles are
+refused."""
 
 from __future__ import annotations
 
@@ -26,31 +27,38 @@ def toy_pcm():
 
 
 @pytest.mark.parametrize("threshold", [None, 0.0])
-def test_matches_the_exporters_reference_driver(smoke_bundle, toy_pcm, threshold):
-    from soundflow.export.parity import OrtBackend, ReferenceDriver
+def test_one_driver_two_backends_and_one_full_forward(
+    smoke_bundle, smoke_checkpoint, toy_pcm, threshold
+):
+    """The runtime's own streams on ONNX Runtime == on the torch backend (same decisions,
+    tokens, p to 1e-5), and the calls they made == one full-sequence transformers forward."""
+    torch = pytest.importorskip("torch")
+    from soundflow.export.parity import cached_vs_full, compare, drive
+    from soundflow.export.torch_engine import TorchEngine
+    from soundflow.train.checkpoint import load_checkpoint
 
-    manifest = read_manifest(smoke_bundle)
-    embed = np.load(smoke_bundle / "embed_tokens.npy")
-    for task in manifest["tasks"]:
-        opts = RuntimeOptions(
-            mode=task, threshold=threshold, refractory_s=0.0, max_response_tokens=32
-        )
-        engine = OrtEngine(smoke_bundle, opts)
-        enc, dec = EncoderStream(engine), DecoderStream(engine, opts)
-        ref_thr = manifest["decision"]["threshold"] if threshold is None else threshold
-        ref = ReferenceDriver(OrtBackend(smoke_bundle), manifest, embed).run(
-            toy_pcm, task, force_every=0, max_tokens=32, threshold=ref_thr
-        )
-        ps, tokens, eos = [], [], manifest["control_ids"]["eos"]
-        for c in range(len(toy_pcm) // 6400):
-            d = dec.decide(enc.encode(toy_pcm[c * 6400 : (c + 1) * 6400]))
-            ps.append(d.p)
-            if d.respond:
-                tokens += list(dec.continue_response(dec.begin_response(c * 0.4)))
-                tokens.append(eos)  # every smoke response ends well before max tokens
-        np.testing.assert_allclose(ps, ref.p_respond, atol=1e-5)
-        assert [p >= dec.threshold for p in ps] == ref.decisions
-        assert tokens == ref.tokens
+    model, _, _ = load_checkpoint(smoke_checkpoint)
+    ort_engine = OrtEngine(smoke_bundle, RuntimeOptions(threads=1))
+    torch_engine = TorchEngine.from_model(model, ort_engine.spec)
+
+    @torch.no_grad()
+    def full(x):
+        return model.decoder(inputs_embeds=torch.from_numpy(x[None])).logits[0].numpy()
+
+    generated = 0
+    for task in ort_engine.spec.modes:
+        kw = dict(force_every=0, max_tokens=32, threshold=threshold)
+        ref, got = drive(torch_engine, toy_pcm, task, **kw), drive(ort_engine, toy_pcm, task, **kw)
+        r = compare(ref, got)
+        assert r["decisions_equal"] and r["tokens_equal"], r
+        np.testing.assert_allclose(got.p_respond, ref.p_respond, atol=1e-5)
+        assert r["max_abs_logit_diff"] < 1e-3, r
+        assert cached_vs_full(got, full) < 1e-3
+        if threshold == 0.0:  # every chunk responds: generation is exercised
+            assert all(got.decisions)
+        generated += len(got.tokens)
+    if threshold == 0.0:
+        assert generated > 0
 
 
 def test_state_and_cache_are_per_stream(smoke_bundle, toy_pcm):

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from soundflow import audio
+from soundflow import audio, protocol
 from soundflow.train.config import ModelConfig
 from soundflow.train.frontend import LogMel
 
 # Fixed log-mel normalisation (not per-utterance, which would need the future).
 LOGMEL_MEAN, LOGMEL_STD = -6.0, 4.0
-MASKED = -1e4  # additive mask value; finite so fp16 engines stay NaN-free
+MASKED = protocol.MASK_VALUE  # the contract's additive mask value
 
 
 @dataclass

@@ -122,21 +122,36 @@ def _ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+@dataclass
+class LossTerms:
+    """One micro-batch's loss and its terms (each a sum over the step's label count)."""
+
+    loss: torch.Tensor  # L = L_lm + lambda * L_stream + mu * L_ctc: what is backpropagated
+    lm: torch.Tensor
+    stream: torch.Tensor
+    ctc: torch.Tensor | None = None  # only when the model has a CTC head and mu > 0
+
+    def items(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, value) of every term present, in log order (the train_log.jsonl keys)."""
+        out = [("lm", self.lm), ("stream", self.stream)]
+        if self.ctc is not None:
+            out.append(("ctc", self.ctc))
+        return [*out, ("loss", self.loss)]
+
+
 def combine_losses(
     parts: dict[str, torch.Tensor], totals: dict[str, float], weights: LossWeights
-) -> dict[str, torch.Tensor]:
+) -> LossTerms:
     """Each term's sum over this micro-batch over its count in the whole step (all
     micro-batches, all ranks): L = L_lm + lambda * L_stream + mu * L_ctc."""
-    out = {
-        "lm": parts["lm_sum"] / max(totals["lm_n"], 1),
-        "stream": parts["stream_sum"] / max(totals["stream_n"], 1),
-    }
-    loss = out["lm"] + weights.lambda_stream * out["stream"]
+    lm = parts["lm_sum"] / max(totals["lm_n"], 1)
+    stream = parts["stream_sum"] / max(totals["stream_n"], 1)
+    loss = lm + weights.lambda_stream * stream
+    ctc = None
     if "ctc_sum" in parts and weights.mu_ctc > 0:
-        out["ctc"] = parts["ctc_sum"] / max(totals["ctc_n"], 1)
-        loss = loss + weights.mu_ctc * out["ctc"]
-    out["loss"] = loss
-    return out
+        ctc = parts["ctc_sum"] / max(totals["ctc_n"], 1)
+        loss = loss + weights.mu_ctc * ctc
+    return LossTerms(loss, lm, stream, ctc)
 
 
 def parameter_counts(model: SoundFlowModel) -> dict[str, int]:

@@ -10,8 +10,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -77,6 +79,33 @@ def label_counts(batches) -> dict[str, float]:
     }
 
 
+@runtime_checkable
+class TrainableModel(Protocol):
+    """The model the trainer drives: SoundFlowModel (train/model.py) and the pretrained
+    audio LLM of train/pretrained.py. `forward` returns the loss sums and label counts
+    (`decoder_losses`; with `control_ids` also the control targets and predictions), which
+    `combine_losses` turns into a LossTerms over the whole step."""
+
+    cfg: Any  # chunk_ms, embeds_per_chunk, ...: what Batcher and draw read
+    encoder: torch.nn.Module
+    adapter: torch.nn.Module
+    ctc_head: torch.nn.Module
+    decoder: torch.nn.Module
+
+    def __call__(
+        self, pcm: torch.Tensor, layouts, ctc, control_ids: tuple[int, int] | None = None
+    ) -> dict[str, torch.Tensor]: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+
+@runtime_checkable
+class SavesOwnCheckpoint(Protocol):
+    """A model whose checkpoint is not soundflow's layout (train/pretrained.py: the HF one)."""
+
+    def save_checkpoint(self, tokenizer, out: Path, extra: dict) -> None: ...
+
+
 def max_sequence(recipe: TrainRecipe, cfg) -> int:
     """Decoder positions the longest stage's segments span (prompt + audio + control, with
     room for responses): the runtime keeps its cache within what training has seen."""
@@ -92,7 +121,7 @@ def lr_at(step: int, stage: Stage) -> float:
     return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def set_trainable(model: SoundFlowModel, which: str) -> list[torch.nn.Parameter]:
+def set_trainable(model: TrainableModel, which: str) -> list[torch.nn.Parameter]:
     groups = {
         "all": [model],
         "audio": [model.encoder, model.adapter, model.ctc_head],
@@ -123,7 +152,7 @@ class Position:
 
 def train(
     recipe: TrainRecipe,
-    model: SoundFlowModel,
+    model: TrainableModel,
     tokenizer,
     source: StreamSource,
     eval_source: StreamSource | None,
@@ -164,23 +193,12 @@ def train(
         name = recipe.stages[min(pos.stage, len(recipe.stages) - 1)].name
         log(f"resumed at step {pos.global_step} (stage {name}, step {pos.step}) from {state_dir}")
     metrics: dict = {}
+    ctx = StageContext(
+        recipe, model, parallel, tokenizer, source, eval_source, out, device, until, log
+    )
     while pos.stage < len(recipe.stages):
         stage = recipe.stages[pos.stage]
-        metrics = _run_stage(
-            recipe,
-            stage,
-            model,
-            parallel,
-            tokenizer,
-            source,
-            eval_source,
-            out,
-            pos,
-            device,
-            until,
-            log,
-            resume_optimizer=resume and pos.step > 0,
-        )
+        metrics = _run_stage(ctx, stage, pos, resume_optimizer=resume and pos.step > 0)
         if pos.step < stage.steps:  # stopped by `until`
             break
         pos = Position(pos.stage + 1, 0, pos.global_step)
@@ -188,21 +206,26 @@ def train(
     return metrics
 
 
-def _run_stage(
-    recipe,
-    stage,
-    model,
-    parallel,
-    tokenizer,
-    source,
-    eval_source,
-    out,
-    pos,
-    device,
-    until,
-    log,
-    resume_optimizer,
-) -> dict:
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage of one `train` call shares (the stage and the position vary)."""
+
+    recipe: TrainRecipe
+    model: TrainableModel
+    parallel: Parallel
+    tokenizer: Any
+    source: StreamSource
+    eval_source: StreamSource | None
+    out: Path
+    device: torch.device
+    until: int | None
+    log: Callable[..., None]
+
+
+def _run_stage(ctx: StageContext, stage: Stage, pos: Position, resume_optimizer: bool) -> dict:
+    recipe, model, parallel, tokenizer = ctx.recipe, ctx.model, ctx.parallel, ctx.tokenizer
+    source, eval_source, out, device = ctx.source, ctx.eval_source, ctx.out, ctx.device
+    until, log = ctx.until, ctx.log
     rank, size = world()
     tc, cfg = recipe.train, model.cfg
     micro = tc.batch_size // (size * tc.grad_accum)
@@ -251,7 +274,7 @@ def _run_stage(
         for pcm, lays, ctc in batches:
             with autocast(device):
                 terms = combine_losses(step_model(pcm.to(device), lays, ctc), totals, tc.loss)
-            (terms["loss"] * size).backward()  # DDP and FSDP average gradients over ranks
+            (terms.loss * size).backward()  # DDP and FSDP average gradients over ranks
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -316,7 +339,7 @@ def _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg) -
         "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
         "max_sequence": max_sequence(recipe, cfg),
     }
-    if hasattr(model, "save_checkpoint"):  # started from a pretrained audio LLM: its HF layout
+    if isinstance(model, SavesOwnCheckpoint):  # a pretrained audio LLM: its HF layout
         model.save_checkpoint(tokenizer, out, extra=extra)
     else:
         save_checkpoint(model, tokenizer, out, state_dict=weights, extra=extra)
@@ -338,7 +361,7 @@ def _all_sum(values: dict[str, float], size: int) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(
-    model: SoundFlowModel,
+    model: TrainableModel,
     batcher: Batcher,
     source: StreamSource,
     recipe: TrainRecipe,

@@ -23,7 +23,7 @@ from soundflow import protocol
 SOT = "<|startoftranscript|>"
 EOT = "<|endoftext|>"  # soundflow's <eos>: Whisper ends every transcript with it
 NO_TIMESTAMPS = "<|notimestamps|>"
-MASK_VALUE = -1e4  # additive; finite so fp16 engines stay NaN-free (export/specs.py too)
+MASK_VALUE = protocol.MASK_VALUE  # additive; finite so fp16 engines stay NaN-free
 
 
 @dataclass(frozen=True)

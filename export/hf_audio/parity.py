@@ -1,5 +1,5 @@
 """Parity of an HF-derived bundle: ONNX Runtime against the torch graphs over a streamed run
-(export.parity's driver), the chunked encoder against the full transformers encoder on the
+(the runtime's own stream on both backends, export.parity), the chunked encoder against the full transformers encoder on the
 same audio, and cached decoding against one full forward of the checkpoint's own text model.
 """
 
@@ -11,8 +11,13 @@ import numpy as np
 import torch
 
 from soundflow.export.graphs import CachedDecoder
-from soundflow.export.parity import MASKED, OrtBackend, ReferenceDriver
+from soundflow.export.parity import cached_vs_full, compare, drive
+from soundflow.export.torch_engine import TorchEngine
 from soundflow.manifest import read_manifest
+from soundflow.runtime.bundle import load_spec
+from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.options import RuntimeOptions
+from soundflow.runtime.stream import DecoderStream
 from soundflow.train.hf_audio import reference, source
 from soundflow.train.hf_audio.encoder import StreamingAudioEncoder
 from soundflow.train.hf_audio.frontend import MelConfig
@@ -32,22 +37,13 @@ def test_signal(seconds: float, seed: int = 0, sr: int = 16_000) -> np.ndarray:
     return x.astype(np.float32)
 
 
-class HFTorchBackend:
-    """The exported torch modules, driven like the ORT sessions (export.parity's interface)."""
-
-    def __init__(self, llm: source.AudioLLM, manifest: dict, mel: MelConfig):
-        enc = manifest["encoder"]
-        left = next(s for s in enc["state"] if s["input"] == "cache_frames")["shape"][1]
-        self.enc = StreamingAudioEncoder(llm, manifest["audio"]["chunk_samples"], mel, left).eval()
-        self.dec = CachedDecoder(llm.text).eval()
-
-    @torch.no_grad()
-    def encode(self, feeds):
-        return [o.numpy() for o in self.enc(*(torch.from_numpy(v) for v in feeds.values()))]
-
-    @torch.no_grad()
-    def decode(self, feeds):
-        return [o.numpy() for o in self.dec(*(torch.from_numpy(v) for v in feeds.values()))]
+def torch_engine(llm: source.AudioLLM, bundle, mel: MelConfig) -> TorchEngine:
+    """The exported torch modules behind the runtime's engine interface (export/torch_engine.py)."""
+    spec = load_spec(bundle)
+    enc = spec.manifest["encoder"]
+    left = next(s for s in enc["state"] if s["input"] == "cache_frames")["shape"][1]
+    encoder = StreamingAudioEncoder(llm, spec.chunk_samples, mel, left)
+    return TorchEngine(spec, encoder, CachedDecoder(llm.text))
 
 
 def encoder_vs_reference(chunked: list[np.ndarray], ref: np.ndarray, window_embeds: int) -> dict:
@@ -71,41 +67,37 @@ def encoder_vs_reference(chunked: list[np.ndarray], ref: np.ndarray, window_embe
     }
 
 
-def check(bundle: Path | str, checkpoint_dir: Path | str, chunks: int = 12, seed: int = 0,
-          llm: source.AudioLLM | None = None) -> dict:  # fmt: skip
+def check(
+    bundle: Path | str,
+    checkpoint_dir: Path | str,
+    chunks: int = 12,
+    seed: int = 0,
+    llm: source.AudioLLM | None = None,
+) -> dict:
     """ORT vs torch (decisions, tokens, logits, embeds), cached vs full forward, and the
     chunked encoder vs the full transformers encoder; `ok` covers the exact checks only."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     llm = llm or source.load(checkpoint_dir)
     mel = MelConfig.from_checkpoint(checkpoint_dir, llm.audio_config.num_mel_bins)
-    embed = np.load(bundle / manifest["embeddings"]["file"])
     chunk = manifest["audio"]["chunk_samples"]
     pcm = test_signal(chunks * chunk / mel.sample_rate, seed)
     task = next(iter(manifest["tasks"]))
-    ref = ReferenceDriver(HFTorchBackend(llm, manifest, mel), manifest, embed).run(pcm, task)
-    got = ReferenceDriver(OrtBackend(bundle), manifest, embed).run(pcm, task)
-    with torch.no_grad():  # the whole fed sequence at once, through transformers itself
-        seq = torch.from_numpy(np.concatenate(ref.embeds)[None])
-        hidden = llm.text.model(inputs_embeds=seq).last_hidden_state
-        full = llm.text.lm_head(hidden)[0].numpy()
+    ref = drive(torch_engine(llm, bundle, mel), pcm, task)
+    got = drive(OrtEngine(bundle, RuntimeOptions(provider="cpu", threads=1)), pcm, task)
+
+    @torch.no_grad()
+    def full(x: np.ndarray) -> np.ndarray:  # the whole fed sequence, through transformers itself
+        hidden = llm.text.model(inputs_embeds=torch.from_numpy(x[None])).last_hidden_state
+        return llm.text.lm_head(hidden)[0].numpy()
+
     enc_window = manifest["source"]["encoder_window_frames"] // 2
     report = {
         "architecture": llm.architecture,
         "task": task,
         "chunks": chunks,
-        "decoder_calls": len(ref.logits),
-        "generated_tokens": len(ref.tokens),
-        "decisions_equal": ref.decisions == got.decisions,
-        "tokens_equal": ref.tokens == got.tokens,
-        "max_abs_logit_diff": max(
-            float(np.abs(a - b).max()) for a, b in zip(ref.logits, got.logits, strict=False)
-        ),
-        "max_abs_embed_diff": max(
-            float(np.abs(a - b).max())
-            for a, b in zip(ref.audio_embeds, got.audio_embeds, strict=True)
-        ),
-        "max_abs_cached_vs_full_diff": float(np.abs(np.concatenate(ref.logits) - full).max()),
+        **compare(ref, got),
+        "max_abs_cached_vs_full_diff": cached_vs_full(ref, full),
         "encoder_vs_full": encoder_vs_reference(
             got.audio_embeds, reference.audio_embeds(llm, pcm, mel), enc_window
         ),
@@ -120,33 +112,11 @@ def check(bundle: Path | str, checkpoint_dir: Path | str, chunks: int = 12, seed
     return report
 
 
-def incremental_logits(backend, manifest: dict, pieces: list[np.ndarray]) -> np.ndarray:
-    """Feed embedding pieces (each (t, hidden)) one decoder call each, onto a fresh cache
-    filled in order; -> the logits of every fed position, (sum t, vocab)."""
-    dec = manifest["decoder"]
-    layers, cap = dec["num_layers"], dec["cache_capacity"]
-    past = [
-        np.zeros((1, dec["num_kv_heads"], cap, dec["head_dim"]), np.float32)
-        for _ in range(2 * layers)
-    ]
-    used, out = 0, []
-    for x in pieces:
-        t = len(x)
-        mask = np.full((1, 1, t, cap + t), MASKED, np.float32)
-        mask[..., :used] = 0.0
-        mask[0, 0, :, cap:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
-        pos = np.concatenate([np.arange(cap), np.arange(used, used + t)])[None]
-        feeds = {"inputs_embeds": x[None].astype(np.float32), "attention_mask": mask,
-                 "position_ids": pos}  # fmt: skip
-        for i in range(layers):
-            feeds[f"past_key_values.{i}.key"] = past[2 * i]
-            feeds[f"past_key_values.{i}.value"] = past[2 * i + 1]
-        logits, *new = backend.decode(feeds)
-        for j, arr in enumerate(new):
-            past[j][:, :, used : used + t] = arr
-        used += t
-        out.append(logits[0])
-    return np.concatenate(out)
+def incremental_logits(engine, pieces: list[np.ndarray]) -> np.ndarray:
+    """Feed embedding pieces (each (t, hidden)) one decoder call each through a fresh runtime
+    stream's cache; -> the logits of every fed position, (sum t, vocab)."""
+    stream = DecoderStream(engine)
+    return np.concatenate([stream.feed_embeds(x) for x in pieces])
 
 
 def summary_line(report: dict) -> str:

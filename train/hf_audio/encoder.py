@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from soundflow import protocol
 from soundflow.manifest import StateSpec, TensorSpec
 from soundflow.train.hf_audio.frontend import MelConfig, StreamingLogMel
 from soundflow.train.hf_audio.source import QWEN2_5_OMNI, AudioLLM
 
-MASKED = -1e4  # additive mask; fits fp16 engines
+MASKED = protocol.MASK_VALUE  # the contract's additive mask value
 DIFFERENCES = (
     "attention: a frame sees its window's frames up to the end of its own chunk, not the "
     "window's future (chunk-causal); deeper layers' cached keys were computed the same way",
@@ -78,9 +79,9 @@ def state_specs(d: EncoderDims) -> list[StateSpec]:
 
 def io_specs(d: EncoderDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     states = state_specs(d)
-    inputs = [TensorSpec("audio", "float32", ("batch", d.chunk_samples))]
+    inputs = [TensorSpec(protocol.AUDIO, "float32", ("batch", d.chunk_samples))]
     inputs += [TensorSpec(s.input, s.dtype, s.shape) for s in states]
-    outputs = [TensorSpec("audio_embeds", "float32", ("batch", d.embeds_per_chunk, d.hidden))]
+    outputs = [TensorSpec(protocol.AUDIO_EMBEDS, "float32", ("batch", d.embeds_per_chunk, d.hidden))]
     outputs += [TensorSpec(s.output, s.dtype, s.shape) for s in states]
     return inputs, outputs
 

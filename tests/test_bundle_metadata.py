@@ -1,0 +1,75 @@
+"""Declared once, read back: every graph carries its driving constants in its ONNX metadata
+(written by the exporter from export/specs.py), and the runtime checks them against the
+manifest, so a graph from another export is refused by name."""
+
+from __future__ import annotations
+
+import shutil
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from soundflow import audio, protocol
+from soundflow.manifest import BundleError, read_manifest, write_manifest
+from soundflow.runtime.bundle import METADATA_FIELDS, check_metadata, graph_metadata
+from soundflow.runtime.engine import OrtEngine
+
+
+def _meta(path):
+    return graph_metadata(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+
+
+def test_a_graph_on_its_own_says_how_to_drive_it(smoke_bundle):
+    enc, dec = _meta(smoke_bundle / "encoder.onnx"), _meta(smoke_bundle / "decoder.onnx")
+    m = read_manifest(smoke_bundle)
+    assert enc["sample_rate"] == dec["sample_rate"] == audio.SAMPLE_RATE
+    assert enc["chunk_samples"] == m["audio"]["chunk_samples"]
+    assert enc["state"] == m["encoder"]["state"]
+    assert dec["mask_value"] == protocol.MASK_VALUE == m["decoder"]["mask_value"]
+    for key in ("num_layers", "num_kv_heads", "head_dim", "cache_capacity", "vocab_size"):
+        assert dec[key] == m["decoder"][key], key
+    assert dec["control_ids"] == m["control_ids"]
+    # every key the exporter writes that the manifest also holds is one the runtime checks
+    assert {"cache_capacity", "mask_value", "chunk_samples", "state"} <= set(METADATA_FIELDS)
+
+
+def _retag(path, **values):
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key in values:
+            prop.value = str(values[prop.key])
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize(
+    ("graph", "key", "value"),
+    [
+        ("decoder.onnx", "cache_capacity", 512),
+        ("encoder.onnx", "chunk_samples", 3200),
+        ("decoder.onnx", "mask_value", -1e9),
+    ],
+)
+def test_runtime_refuses_a_graph_whose_metadata_disagrees(
+    smoke_bundle, tmp_path, graph, key, value
+):
+    b = tmp_path / "b"
+    shutil.copytree(smoke_bundle, b)
+    _retag(b / graph, **{key: value})
+    m = read_manifest(smoke_bundle)
+    m.pop("files")
+    write_manifest(b, m)  # validly hashed: only the metadata disagrees
+    with pytest.raises(BundleError, match=rf"{graph}: the graph's metadata says {key}"):
+        OrtEngine(b)
+
+
+def test_metadata_check_compares_only_what_the_graph_carries(smoke_bundle):
+    s = ort.InferenceSession(str(smoke_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    m = read_manifest(smoke_bundle)
+    assert (
+        check_metadata(s, smoke_bundle / "decoder.onnx", m)["num_layers"]
+        == m["decoder"]["num_layers"]
+    )
+    m["decoder"]["num_layers"] += 1
+    with pytest.raises(BundleError, match="num_layers"):
+        check_metadata(s, smoke_bundle / "decoder.onnx", m)
