@@ -42,7 +42,7 @@ from soundflow.manifest import BundleError
 @click.option(
     "--batch",
     type=click.Choice(["off", "encoder", "full"]),
-    default="encoder",
+    default="off",
     show_default=True,
     help="Batch the encoder calls of streams with a chunk ready (encoder), also their decision steps (full), or neither (off).",
 )
