@@ -1,8 +1,9 @@
-"""Shared fixtures: one real smoke-trained checkpoint and its exported bundle per session."""
+"""Shared fixtures: the golden smoke-trained checkpoint and its exported bundle per session."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,22 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+GOLDEN = Path(__file__).parent / "data" / "smoke_checkpoint"  # tests/data/make_golden.py
+
+
 @pytest.fixture(scope="session")
 def smoke_checkpoint(tmp_path_factory) -> Path:
-    """`soundflow train --recipe smoke`, trained for real (well under a minute on 2 cores)."""
+    """The golden smoke checkpoint (`soundflow train --recipe smoke`, seeded, committed under
+    tests/data by tests/data/make_golden.py), copied so a test may write next to it; with
+    SOUNDFLOW_RETRAIN=1 (or the files missing) it is trained for real instead."""
     pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("smoke_ck")
+    if os.environ.get("SOUNDFLOW_RETRAIN") != "1" and (GOLDEN / "model.safetensors").is_file():
+        shutil.copytree(GOLDEN, out, dirs_exist_ok=True)
+        return out
     from soundflow.train.recipes import get_recipe
     from soundflow.train.run import run
 
-    out = tmp_path_factory.mktemp("smoke_ck")
     run(get_recipe("smoke"), out, log=lambda *_: None)
     return out
 
