@@ -192,7 +192,7 @@ def library(split: str, out: str | None) -> None:
 @data.command()
 @click.option("--dry-run", is_flag=True, help="Print the apt-get command only.")
 def setup(dry_run: bool) -> None:
-    """Install the Debian sound packages and festival voices design.md allows (needs root)."""
+    """Install the Debian sound packages and festival voices training may use (train/data/README.md; needs root)."""
     script = Path(__file__).resolve().parent.parent / "train" / "data" / "setup_sources.sh"
     if not script.is_file():
         from soundflow.train import data as data_pkg

@@ -23,7 +23,7 @@ def test_label_table_is_curated_and_complete():
             continue
         assert re.fullmatch(r"[a-z0-9_]+", r["label"]) and r["category"] in CATEGORIES, r
         assert r["alert"] in ("0", "1") and r["caption"], r
-    # design.md excludes these recordings from sound-theme-freedesktop.
+    # train/data/README.md excludes these recordings from sound-theme-freedesktop.
     excluded = {r["pattern"] for r in rows if not r["label"]}
     assert {"stereo/audio-channel-*", "stereo/audio-test-signal.oga"} <= excluded
 

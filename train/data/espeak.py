@@ -30,7 +30,7 @@ PARAM_RANGE = 4
 PARAM_WORDGAP = 7
 EE_OK = 0
 
-# Sweeps for the split: eval voices and variants are never used for training (design.md).
+# Sweeps for the split: eval voices and variants are never used for training (train/data/README.md, the split table).
 TRAIN_VOICES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland")
 EVAL_VOICES = ("en-gb-x-gbclan", "en-us-nyc", "en-gb-x-gbcwmd")
 # variant -> gender, so "what did she just say" names the right speaker.

@@ -20,7 +20,7 @@ from soundflow.audio import SAMPLE_RATE
 
 from .espeak import Word
 
-# kal_diphone trains; slt (when installed) is kept for eval only (design.md, "Eval split").
+# kal_diphone trains; slt (when installed) is kept for eval only (train/data/README.md, the split table).
 TRAIN_VOICES = {"kal_diphone": "m"}
 EVAL_VOICES = {"cmu_us_slt_arctic_hts": "f"}
 

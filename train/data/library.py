@@ -1,6 +1,6 @@
 """The clip library: an index of every sound a stream can be grounded with, and its loader.
 
-Sources: procedural generators, the Debian sound packages design.md allows (labelled by
+Sources: procedural generators, the Debian sound packages train/data/README.md lists (labelled by
 the curated sources/labels.csv, never by file names), and user corpora (LibriSpeech-style
 folders, ESC-50-style CSVs, JSONL manifests). Speech synthesis lives in espeak/festival.
 """

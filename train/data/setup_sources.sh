@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the training sources design.md allows: espeak-ng, festival voices, and the Debian
+# Install the training sources train/data/README.md lists: espeak-ng, festival voices, and the Debian
 # sound packages. Only the packages with rows in sources/labels.csv are indexed today; the
 # rest are installed so their labels can be curated (see train/data/README.md).
 set -euo pipefail
