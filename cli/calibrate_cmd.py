@@ -1,4 +1,5 @@
-"""`soundflow calibrate`: per-label alert thresholds from a dev split, into the manifest."""
+"""`soundflow calibrate`: per-tag decision thresholds (alert labels, assist intents) from a dev
+split, into the manifest."""
 
 from __future__ import annotations
 
@@ -23,15 +24,25 @@ import click
     show_default=True,
     help="False alerts per hour allowed per label on the dev split.",
 )
+@click.option(
+    "--mode",
+    "modes",
+    type=click.Choice(["alert", "assist"]),
+    multiple=True,
+    default=("alert", "assist"),
+    show_default=True,
+    help="Modes to calibrate (repeat the flag for several).",
+)
 @click.option("--max-streams", type=click.IntRange(min=1), default=None)
 @click.option("--dry-run", is_flag=True, help="Print the thresholds, leave the bundle as it is.")
-def calibrate(bundle, data, false_per_hour, max_streams, dry_run):
-    """Choose one decision threshold per alert label on a dev split and write them into
-    BUNDLE's manifest (`decision.thresholds.alert`); `listen --threshold` still overrides.
+def calibrate(bundle, data, false_per_hour, modes, max_streams, dry_run):
+    """Choose one decision threshold per tag on a dev split (per alert label in alert mode,
+    per intent in assist mode) and write them into BUNDLE's manifest
+    (`decision.thresholds.MODE`); `listen --threshold` still overrides.
 
     \b
     Example:
-      soundflow data build --recipe default --hours 0.4 --seed 77 --out /tmp/dev
+      soundflow data build --recipe default --hours 1 --seed 77 --out /tmp/dev
       soundflow calibrate soundflow/assets/default_bundle --data /tmp/dev
     """
     from soundflow.manifest import BundleError
@@ -43,10 +54,13 @@ def calibrate(bundle, data, false_per_hour, max_streams, dry_run):
             f"{data} has no streams.jsonl; build one with `soundflow data build`"
         )
     try:
-        report = run(bundle, data, false_per_hour=false_per_hour, max_streams=max_streams)
-        click.echo(json.dumps(report, indent=2))
-        if not dry_run:
-            write_thresholds(bundle, report)
-            click.echo(f"thresholds written to {bundle / 'manifest.json'}")
+        for mode in modes:
+            report = run(
+                bundle, data, false_per_hour=false_per_hour, max_streams=max_streams, mode=mode
+            )
+            click.echo(json.dumps(report, indent=2))
+            if not dry_run:
+                write_thresholds(bundle, report)
+                click.echo(f"{mode} thresholds written to {bundle / 'manifest.json'}")
     except BundleError as e:
         raise click.ClickException(str(e)) from None

@@ -5,6 +5,7 @@ decoder.onnx (tokens onto a fixed self-attention cache and a bounded memory), no
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import time
@@ -21,7 +22,14 @@ from soundflow.manifest import write_manifest
 from soundflow.train.whisper_model import WhisperSoundFlow, load_whisper_checkpoint
 
 # Decision defaults; calibration on a dev split overrides them (export --calibration).
-DECISION = {"threshold": 0.5, "refractory_s": 8.0, "max_response_tokens": 40}
+# no_repeat_ngram and opens_with are the runtime's generation guards (runtime/cross.py).
+DECISION = {
+    "threshold": 0.5,
+    "refractory_s": 8.0,
+    "max_response_tokens": 40,
+    "no_repeat_ngram": 3,
+    "opens_with": {"transcribe": "text", "alert": "alert", "assist": "intent"},
+}
 
 
 class EncoderGraph(nn.Module):
@@ -194,7 +202,7 @@ def export_whisper_bundle(
         "special_tokens": special,
         "control_ids": control,
         "tasks": tasks,
-        "decision": dict(DECISION) | (decision or {}),
+        "decision": copy.deepcopy(DECISION) | (decision or {}),
         "cache_policy": {"sinks": "prompt", "capacity": d.cache_capacity, "mode": "reprefill"},
         "export": {
             "opset": OPSET,

@@ -25,6 +25,12 @@ from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.stream import Decision, DecoderStream
 
 REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is re-prefilled
+# A response ends where it would say a token n-gram for the second time: Whisper's decoder,
+# fed a window it cannot read, loops ("for it for it for it ...") up to max tokens.
+NO_REPEAT_NGRAM = 3
+# decision.opens_with: what a mode's responses open with ("alert" | "intent" tag, or "text").
+# Every alert target opens with an alert tag and every answer with an intent tag, so a response
+# that opens otherwise (a caption in alert mode: the model heard speech) is withheld.
 
 
 class CrossEngine(OrtEngine):
@@ -183,6 +189,10 @@ class CrossDecoderStream(DecoderStream):
                 self._gen_bias[token_id] = -np.inf
         self._tag_threshold = {i: self.thresholds[t] for i, t in self.tag_ids.items()
                                if t in self.thresholds}  # fmt: skip
+        # Both checked by runtime/validate.py when the manifest is read.
+        self.no_repeat = int(d.get("no_repeat_ngram", NO_REPEAT_NGRAM))
+        self.opens_with = d.get("opens_with", {}).get(self.mode)
+        self._response: list[int] = []
         self.reset()
 
     def reset(self) -> None:
@@ -227,12 +237,33 @@ class CrossDecoderStream(DecoderStream):
     def _feed(self, ids: list[int]) -> np.ndarray:
         return self._call(ids)  # this kind's graph embeds its own token ids
 
+    def _next_token(self, logits: np.ndarray) -> int:
+        """Greedy, except that a token completing an n-gram the response already holds
+        ends the response instead (`no_repeat_ngram`; 0 turns the guard off)."""
+        token = int(np.argmax(logits + self._gen_bias))
+        r, n = self._response, self.no_repeat
+        if n and len(r) >= n - 1 and token not in self.stops:
+            gram = (*r[len(r) - n + 1 :], token)
+            if any(tuple(r[i : i + n]) == gram for i in range(len(r) - n + 1)):
+                return self.eos
+        r.append(token)
+        return token
+
+    def _opens_right(self, first: int) -> bool:
+        if self.opens_with is None:
+            return True
+        tag = self.tag_ids.get(first)
+        if self.opens_with == "text":
+            return tag is None
+        return tag is not None and tag.startswith(f"<{self.opens_with}:")
+
     def begin_response(self, t: float) -> int | None:
+        self._response = []
         first = self._next_token(self._call([self.respond_id])[-1])
         need = self._tag_threshold.get(first, self.threshold)
         last = self._last_tag.get(first)
         refractory = first in self.tag_ids and last is not None and t - last < self.refractory_s
-        if self._p < need or refractory:
+        if self._p < need or refractory or not self._opens_right(first):
             self.cache.rollback(1)
             return None
         if first in self.tag_ids:

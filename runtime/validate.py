@@ -260,6 +260,11 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
             raise c.fail(f"decision.thresholds.{mode}", f"must be an object, got {_kind(tags)}")
         for tag in tags:
             c.num(f"decision.thresholds.{mode}.{tag}", 0.0, 1.0)
+    c.int("decision.no_repeat_ngram", 0, 64, required=False)  # generation guards (cross.py)
+    for mode in c.obj("decision.opens_with", required=False) or {}:
+        kind = c.str(f"decision.opens_with.{mode}")
+        if kind not in ("alert", "intent", "text"):
+            raise c.fail(f"decision.opens_with.{mode}", f"is {kind!r}, not alert, intent or text")
     # optional sections
     control = c.obj("control", required=False)
     if control is not None:

@@ -18,7 +18,7 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   # Data: train, a dev split for calibration (other streams, same voice pool) and the eval
   # split (voices, sentences and sounds training never uses). Each build is seconds to minutes.
   [ -f "$WORK/data/train/streams.jsonl" ] || soundflow data build --recipe default --hours 4 --seed 5 --workers 2 --out "$WORK/data/train"
-  [ -f "$WORK/data/dev/streams.jsonl" ] || soundflow data build --recipe default --hours 0.4 --seed 77 --workers 2 --out "$WORK/data/dev"
+  [ -f "$WORK/data/dev/streams.jsonl" ] || soundflow data build --recipe default --hours 1 --seed 77 --workers 2 --out "$WORK/data/dev"
   [ -f "$WORK/data/eval/streams.jsonl" ] || soundflow data build --recipe default --hours 0.5 --seed 5 --workers 2 --split eval --out "$WORK/data/eval"
   # The frozen encoder's frames are cached per stream (WORK/frames), then the decoder trains.
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" soundflow train --recipe whisper-tiny --data "$WORK/data/train" \

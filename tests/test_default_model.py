@@ -54,6 +54,40 @@ def test_held_out_sentence_and_voice_are_captioned(engine, seed):
     assert wer <= 0.25, (text, " ".join(hyp), wer)
 
 
+def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+
+
+def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
+    """The generation guards (runtime/cross.py): a caption ends where it would repeat itself
+    (unguarded, seed 9's sentence comes out as "... who proposed a doctrine of total and
+    military theorist who proposed ..."), and in alert mode every response names a label.
+    The same bundle with the guards off loops, so this test can fail."""
+    import json
+    import shutil
+
+    pcm = _speech(9)[0]
+    loose = tmp_path / "loose"
+    shutil.copytree(engine.spec.path, loose)
+    manifest = json.loads((loose / "manifest.json").read_text())
+    manifest["decision"]["no_repeat_ngram"] = 0
+    manifest["decision"].pop("opens_with", None)
+    (loose / "manifest.json").write_text(json.dumps(manifest))
+
+    def loops(eng) -> list[str]:
+        responses, _ = run_stream(eng, pcm, "transcribe")
+        return [
+            r.text
+            for r in responses
+            if len(set(_trigrams(r.text.split()))) < len(_trigrams(r.text.split()))
+        ]
+
+    assert loops(engine) == []
+    assert loops(OrtEngine(loose)) != []  # what the guard is for
+    responses, _ = run_stream(engine, pcm, "alert")
+    assert all(r.alert for r in responses), [r.raw for r in responses]
+
+
 @pytest.mark.xfail(strict=True, reason=MISSES + ": it answers speech in alert mode")
 def test_a_minute_of_benign_sound_raises_no_alert(engine):
     """Music, UI-like tones and room noise from the eval band (procedural, never trained

@@ -163,6 +163,11 @@ CASES = {
     "threshold NaN": (_set("decision.threshold", math.nan), "decision.threshold"),
     "max_response_tokens 0": (_set("decision.max_response_tokens", 0), "max_response_tokens"),
     "calibrated thresholds a list": (_set("decision.thresholds", [0.5]), "decision.thresholds"),
+    "no_repeat_ngram -1": (_set("decision.no_repeat_ngram", -1), "decision.no_repeat_ngram"),
+    "opens_with unknown kind": (
+        _set("decision.opens_with", {"alert": "siren"}),
+        "decision.opens_with.alert",
+    ),
     "control id -1": (_set("control_ids.eos", -1), "control_ids.eos"),
     "special token a string": (
         lambda m, d: m["special_tokens"].update({"<x>": "seven"}),

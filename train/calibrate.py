@@ -1,6 +1,6 @@
-"""Decision calibration on a dev split (neither train nor eval): one threshold per alert label,
-chosen to hold false alerts down, written into the bundle's manifest as defaults that
-`--threshold` overrides. Torch-free: it runs the bundle through the runtime.
+"""Decision calibration on a dev split (neither train nor eval): one threshold per alert label
+(alert mode) and per intent (assist mode), chosen to hold false responses down, written into
+the bundle's manifest as defaults that `--threshold` overrides. Torch-free (the runtime).
 """
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from soundflow import protocol
 from soundflow.manifest import MANIFEST_NAME, write_manifest
-from soundflow.train.evaluate import ALERT_WINDOW_S, run_stream
+from soundflow.train.evaluate import ALERT_WINDOW_S, ASSIST_WINDOW_S, run_stream
 
 GRID = tuple(round(x, 2) for x in np.arange(0.3, 0.97, 0.05))
+
+
+MODES = {"alert": "alert", "assist": "intent"}  # mode -> the tag kind its responses open with
 
 
 def _label_of(response, record, chunk_s: float) -> str:
@@ -29,11 +33,26 @@ def _label_of(response, record, chunk_s: float) -> str:
     return "false"
 
 
+def _intent_of(response, record, chunk_s: float) -> str:
+    """'hit' if the response answers an instruction that just ended with its intent, 'wrong'
+    if with another, 'false' when no instruction is due."""
+    for target in record["targets"].get("assist", []):
+        if target["t"] - 1e-6 <= response.t <= target["t"] + ASSIST_WINDOW_S + chunk_s:
+            tags, _ = protocol.parse_tags(target["text"])
+            return "hit" if response.intent == tags.get("intent") else "wrong"
+    return "false"
+
+
 def calibrate(bundle: Path | str, dev: Path | str, floor: float = 0.2,
-              false_per_hour: float = 0.5, max_streams: int | None = None) -> dict:  # fmt: skip
-    """Run alert mode on `dev` with a low threshold; for each label pick the lowest grid
-    threshold whose false alerts per hour stay within `false_per_hour` (summed over labels,
-    the stream-wide budget is labels x that)."""
+              false_per_hour: float = 0.5, max_streams: int | None = None,
+              mode: str = "alert") -> dict:  # fmt: skip
+    """Run `mode` (alert or assist) on `dev` with a low threshold; for each tag pick the
+    lowest grid threshold whose false responses per hour stay within `false_per_hour`
+    (summed over tags, the stream-wide budget is tags x that)."""
+    if mode not in MODES:
+        raise ValueError(f"calibration is for {sorted(MODES)}, not {mode!r}")
+    kind = MODES[mode]
+    outcome_of = _label_of if mode == "alert" else _intent_of
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data.shards import iter_streams
@@ -46,10 +65,10 @@ def calibrate(bundle: Path | str, dev: Path | str, floor: float = 0.2,
         if max_streams is not None and n >= max_streams:
             break
         hours += record["duration"] / 3600
-        responses, _ = run_stream(engine, record["samples"], "alert", threshold=floor)
+        responses, _ = run_stream(engine, record["samples"], mode, threshold=floor)
         for r in responses:
-            if r.alert:
-                seen[r.alert].append((r.probability, _label_of(r, record, chunk_s)))
+            if r.tags.get(kind):
+                seen[r.tags[kind]].append((r.probability, outcome_of(r, record, chunk_s)))
     thresholds, table = {}, {}
     for label, rows in sorted(seen.items()):
         p = np.array([x for x, _ in rows])
@@ -60,22 +79,27 @@ def calibrate(bundle: Path | str, dev: Path | str, floor: float = 0.2,
                 choice = thr
                 break
         kept = p >= choice
-        thresholds[f"<alert:{label}>"] = float(choice)
+        thresholds[f"<{kind}:{label}>"] = float(choice)
         table[label] = {"threshold": choice, "responses": len(rows),
                         "hits_kept": int((kept & (outcome == "hit")).sum()),
                         "hits": int((outcome == "hit").sum()),
                         "false_kept": int((kept & (outcome != "hit")).sum()),
                         "false": int((outcome != "hit").sum())}  # fmt: skip
-    return {"dev": str(dev), "hours": round(hours, 3), "floor": floor,
+    return {"mode": mode, "dev": str(dev), "hours": round(hours, 3), "floor": floor,
             "false_per_hour_per_label": false_per_hour, "thresholds": thresholds, "labels": table}  # fmt: skip
 
 
-def write_thresholds(bundle: Path | str, report: dict, mode: str = "alert") -> None:
+def write_thresholds(bundle: Path | str, report: dict) -> None:
     """Store the thresholds in the manifest (`decision.thresholds[mode]`) and rehash it."""
     bundle = Path(bundle)
+    mode = report.get("mode", "alert")
     manifest = json.loads((bundle / MANIFEST_NAME).read_text())
     manifest["decision"].setdefault("thresholds", {})[mode] = report["thresholds"]
-    manifest["decision"]["calibration"] = {k: report[k] for k in ("dev", "hours", "floor",
-                                           "false_per_hour_per_label")}  # fmt: skip
+    keys = ("dev", "hours", "floor", "false_per_hour_per_label")
+    calibration = manifest["decision"].get("calibration", {})
+    if "dev" in calibration:  # the single-mode record of earlier bundles
+        calibration = {"alert": calibration}
+    calibration[mode] = {k: report[k] for k in keys}
+    manifest["decision"]["calibration"] = calibration
     manifest.pop("files", None)
     write_manifest(bundle, manifest)
