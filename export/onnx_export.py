@@ -73,6 +73,13 @@ def _finish_graph(path: Path, outputs: list[specs.TensorSpec], meta: dict) -> No
     """Declare output shapes from the specs (the tracer leaves some anonymous) and write
     every constant a driver needs into the graph's metadata (sherpa-onnx's habit)."""
     m = onnx.load(str(path))
+    declare(m, outputs, meta)
+    onnx.save(m, str(path))
+
+
+def declare(m: onnx.ModelProto, outputs: list[specs.TensorSpec], meta: dict) -> None:
+    """In place: every output's dims from its spec, and `meta` as the graph's metadata
+    (strings bare, other values as JSON; runtime.bundle.graph_metadata reads them back)."""
     by_name = {s.name: s for s in outputs}
     for out in m.graph.output:
         dims = out.type.tensor_type.shape.dim
@@ -84,7 +91,6 @@ def _finish_graph(path: Path, outputs: list[specs.TensorSpec], meta: dict) -> No
     del m.metadata_props[:]
     for k, v in meta.items():
         m.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
-    onnx.save(m, str(path))
 
 
 def export_bundle(

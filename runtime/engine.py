@@ -155,16 +155,7 @@ class OrtEngine:
         self.options = options or RuntimeOptions()
         self.spec = self._loaded
         spec = self.spec
-        check_consistency(spec)
-        cache = Path.home() / ".cache" / "soundflow" / "trt" / _digest(spec)
-        self.providers = select_providers(self.options.provider, cache)
-        threads = self.options.session_threads()
-        self.encoder = _session(spec.encoder_file, self.providers, threads)
-        check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
-        self.decoder = _session(spec.decoder_file, self.providers, threads)
-        check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
-        check_metadata(self.encoder, spec.encoder_file, spec.manifest)
-        check_metadata(self.decoder, spec.decoder_file, spec.manifest)
+        self._open_sessions(spec)
         try:
             self.embed_tokens = np.load(spec.embeddings_file, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -184,6 +175,20 @@ class OrtEngine:
         self._state_out = [s.output for s in spec.encoder_state]
         self._enc_outputs = [self._embeds_name, *self._state_out]
         self._dec_outputs = [protocol.LOGITS, *self.present_names]
+
+    def _open_sessions(self, spec: BundleSpec) -> None:
+        """Both sessions on the chosen providers, each checked against the manifest: its
+        signature (names, dtypes, fixed dims) and its metadata (the constants it carries)."""
+        check_consistency(spec)
+        cache = Path.home() / ".cache" / "soundflow" / "trt" / _digest(spec)
+        self.providers = select_providers(self.options.provider, cache)
+        threads = self.options.session_threads()
+        self.encoder = _session(spec.encoder_file, self.providers, threads)
+        check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
+        self.decoder = _session(spec.decoder_file, self.providers, threads)
+        check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
+        check_metadata(self.encoder, spec.encoder_file, spec.manifest)
+        check_metadata(self.decoder, spec.decoder_file, spec.manifest)
 
     @property
     def provider(self) -> str:

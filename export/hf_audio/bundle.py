@@ -18,6 +18,7 @@ import torch
 from soundflow import __version__, audio
 from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder
+from soundflow.export.onnx_export import declare
 from soundflow.manifest import write_manifest
 from soundflow.train.hf_audio import encoder as enc_mod
 from soundflow.train.hf_audio import prompt, source
@@ -54,17 +55,7 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
                 dynamic_axes=specs.dynamic_axes(inputs + outputs), do_constant_folding=True,
             )  # fmt: skip
         m = onnx.load(str(raw), load_external_data=False)  # weights stay on disk
-        by_name = {s.name: s for s in outputs}
-        for out in m.graph.output:
-            dims = out.type.tensor_type.shape.dim
-            for dim, want in zip(dims, by_name[out.name].shape, strict=True):
-                if isinstance(want, str):
-                    dim.dim_param = want
-                else:
-                    dim.dim_value = want
-        del m.metadata_props[:]
-        for k, v in meta.items():
-            m.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
+        declare(m, outputs, meta)
         _gather_external(m, Path(tmp), path.parent, path.name + ".data")
         onnx.save(m, str(path))
 
