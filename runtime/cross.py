@@ -11,15 +11,14 @@ the stream re-prefills the prompt and the newest tokens with renumbered position
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from soundflow.manifest import BundleError
-from soundflow.runtime.bundle import BundleSpec, check_consistency, check_metadata, check_session
+from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.detokenize import Detokenizer
-from soundflow.runtime.engine import OrtEngine, _digest, _session, select_providers
+from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.stream import Decision, DecoderStream
@@ -41,16 +40,7 @@ class CrossEngine(OrtEngine):
         self.options = options or RuntimeOptions()
         loaded = getattr(self, "_loaded", None)  # set by OrtEngine.__new__
         self.spec = spec = loaded if loaded is not None else _spec(bundle, variant)
-        check_consistency(spec)
-        cache = Path.home() / ".cache" / "soundflow" / "trt" / _digest(spec)
-        self.providers = select_providers(self.options.provider, cache)
-        threads = self.options.session_threads()
-        self.encoder = _session(spec.encoder_file, self.providers, threads)
-        check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
-        self.decoder = _session(spec.decoder_file, self.providers, threads)
-        check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
-        check_metadata(self.encoder, spec.encoder_file, spec.manifest)
-        check_metadata(self.decoder, spec.decoder_file, spec.manifest)
+        self._open_sessions(spec)  # OrtEngine's: sessions, signatures, metadata
         self.detokenizer = Detokenizer.from_file(spec.tokenizer_file)
         if self.detokenizer.vocab_size != spec.vocab:
             raise BundleError(
