@@ -26,7 +26,7 @@ THREADS = click.option(
 
 
 def _finish(result: dict, json_out: Path | None, png: bool, plot=None) -> dict:
-    from soundflow.bench.common import write_json
+    from soundflow.benchmarks.common import write_json
 
     result = write_json(json_out, result)
     if json_out and png and plot is not None:
@@ -79,7 +79,7 @@ def latency(bundle, seconds, mode, threshold, max_tokens, int8, threads, json_ou
     Example:
       soundflow bench latency --seconds 60 --json /tmp/latency.json
     """
-    from soundflow.bench import latency as lat
+    from soundflow.benchmarks import latency as lat
 
     opts = lat.LatencyOptions(
         seconds=seconds,
@@ -118,7 +118,7 @@ def scale(bundle, minutes, mode, recompute_max_tokens, int8, threads, json_out, 
     Example:
       soundflow bench scale --minutes 60 --json /tmp/scale.json
     """
-    from soundflow.bench import scale as sc
+    from soundflow.benchmarks import scale as sc
 
     opts = sc.ScaleOptions(
         minutes=minutes,
@@ -163,7 +163,7 @@ def size(sizes, work, vocab, seconds, tokens, no_int8, threads, json_out):
     Example:
       soundflow bench size --sizes tiny,qwen2-0.5b --json /tmp/size.json
     """
-    from soundflow.bench import size as sz
+    from soundflow.benchmarks import size as sz
 
     opts = sz.SizeOptions(
         sizes=tuple(s.strip() for s in sizes.split(",") if s.strip()),
@@ -213,7 +213,7 @@ def peer(bundle, data, sets, max_streams, int8, threads, json_out):
       soundflow bench peer --data /tmp/eval --json /tmp/peer.json
       soundflow bench peer --sets tuxpaint,flite
     """
-    from soundflow.bench import peer as pr
+    from soundflow.benchmarks import peer as pr
 
     try:
         pr.selected_sets(sets)
@@ -257,7 +257,7 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
     Example:
       soundflow bench soak --hours 8 --json /tmp/soak.json
     """
-    from soundflow.bench import soak as sk
+    from soundflow.benchmarks import soak as sk
 
     opts = sk.SoakOptions(
         hours=hours,
@@ -313,7 +313,7 @@ def serve_(bundle, streams, seconds, batches, mode, threads, provider, json_out)
     Example:
       soundflow bench serve --streams 1,4,16,32 --json benchmarks/results/serve.json
     """
-    from soundflow.bench import serve as sv
+    from soundflow.benchmarks import serve as sv
 
     counts = [int(x) for x in streams.split(",") if x.strip()]
     modes = [x.strip() for x in batches.split(",") if x.strip()]

@@ -50,7 +50,7 @@ def test_bench_scale(smoke_bundle, tmp_path):
     lay = r["layouts"]
     assert len(lay["cache_tokens"]) == len(lay["fixed_inplace_ms"]) == len(lay["growing_copy_ms"])
     png = tmp_path / "scale.png"  # written when matplotlib is installed
-    from soundflow.bench.common import pyplot
+    from soundflow.benchmarks.common import pyplot
 
     if pyplot() is None:
         assert not png.exists()

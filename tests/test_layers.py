@@ -1,7 +1,7 @@
 """The package layers of ARCHITECTURE.md, checked on the source: every `import` statement
 (module level or inside a function) of every module, walked with `ast`.
 
-    soundflow (core, stdlib) <- runtime <- train <- export <- bench <- cli
+    soundflow (core, stdlib) <- runtime <- train <- export <- benchmarks <- cli
 
 A module may import its own layer and the layers below it, never one above; so the
 top-level packages have no import cycle. The one exception is `soundflow/__init__.py`,
@@ -23,7 +23,7 @@ LAYERS = {
     "runtime": ("soundflow.runtime", 1),
     "train": ("soundflow.train", 2),
     "export": ("soundflow.export", 3),
-    "bench": ("soundflow.bench", 4),
+    "benchmarks": ("soundflow.benchmarks", 4),
     "cli": ("soundflow.cli", 5),
 }
 FACADE = ROOT / "soundflow" / "__init__.py"

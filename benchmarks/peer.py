@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soundflow.bench.common import bundle_name, pct
+from soundflow.benchmarks.common import bundle_name, pct
 
 INSTALL_HINT = "pip install 'soundflow[bench]' (pocketsphinx, with its English model)"
 

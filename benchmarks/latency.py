@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soundflow.bench.common import bundle_name, make_source, pct, pyplot, rss_mb, run_probe
+from soundflow.benchmarks.common import bundle_name, make_source, pct, pyplot, rss_mb, run_probe
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from soundflow import protocol
-from soundflow.bench.common import make_source, pyplot, run_probe, synthetic_blocks
+from soundflow.benchmarks.common import make_source, pyplot, run_probe, synthetic_blocks
 from soundflow.runtime.kvcache import attention_inputs
 
 

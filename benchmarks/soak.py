@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soundflow.bench.common import (
+from soundflow.benchmarks.common import (
     bundle_name,
     make_source,
     pct,

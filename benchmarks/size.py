@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soundflow.bench.common import make_source, pct, rss_mb, run_probe, synthetic_blocks
+from soundflow.benchmarks.common import make_source, pct, rss_mb, run_probe, synthetic_blocks
 
 # Decoder sizes (transformers Qwen2 configs). "qwen2-0.5b" is Qwen2-0.5B's decoder body.
 SIZES = {

@@ -1,1 +1,0 @@
-"""Benchmarks behind `soundflow bench`: latency, scale, size, peer, soak (results: benchmarks/)."""
