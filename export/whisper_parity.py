@@ -81,6 +81,7 @@ def drive(engine, pcm: np.ndarray, mode: str, respond_every: int = 7, max_tokens
     opts = RuntimeOptions(mode=mode, max_response_tokens=max_tokens, refractory_s=0.0)
     enc = EncoderStream(engine)
     dec = _Recorder(engine, opts)
+    dec.opens_with, dec.no_repeat = None, 0  # the model's own tokens: no policy guards
     s = engine.spec.chunk_samples
     responses: list[list[int] | None] = []
     for c in range(len(pcm) // s):
