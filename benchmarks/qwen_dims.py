@@ -24,15 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-# Qwen2.5-Omni-3B thinker (config.json of the release): text and audio towers.
-TEXT_3B = dict(
-    hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-    num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
-)  # fmt: skip
-AUDIO_3B = dict(
-    d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
-    num_mel_bins=128, max_source_positions=1500,
-)  # fmt: skip
+# Qwen2.5-Omni-3B thinker (config.json of the release): text and audio towers, a data file.
+_OMNI_3B = json.loads((Path(__file__).with_name("qwen2_5_omni_3b.json")).read_text())
+TEXT_3B, AUDIO_3B = _OMNI_3B["text"], _OMNI_3B["audio"]
 
 
 def rss_gb() -> float:
@@ -175,8 +169,11 @@ def main() -> None:
         for key in ("decide_ms_per_chunk", "step_ms_per_token"):
             xs, ys = np.array(counts, float), np.array([rows[t][c][key] for c in counts])
             slope, icpt = np.polyfit(xs, ys, 1) if len(xs) > 1 else (ys[0] / xs[0], 0.0)
-            fit[key] = {"per_layer_ms": float(slope), "fixed_ms": float(icpt),
-                        "at_36_layers_ms": float(icpt + slope * full)}  # fmt: skip
+            fit[key] = {
+                "per_layer_ms": float(slope),
+                "fixed_ms": float(icpt),
+                "at_36_layers_ms": float(icpt + slope * full),
+            }
         enc_ms = rows[t][counts[0]]["encoder_ms_per_chunk"]
         step36 = fit["step_ms_per_token"]["at_36_layers_ms"]
         per_threads[t] = {

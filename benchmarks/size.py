@@ -17,15 +17,12 @@ import numpy as np
 
 from soundflow.benchmarks.common import make_source, pct, rss_mb, run_probe, synthetic_blocks
 
-# Decoder sizes (transformers Qwen2 configs). "qwen2-0.5b" is Qwen2-0.5B's decoder body.
+# Decoder sizes (transformers Qwen2 configs), a data file beside this module.
 SIZES = {
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, intermediate_size=256),
-    "small": dict(hidden_size=384, num_hidden_layers=8, num_attention_heads=6,
-                  num_key_value_heads=2, intermediate_size=1536),
-    "qwen2-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                       num_key_value_heads=2, intermediate_size=4864),
-}  # fmt: skip
+    k: v
+    for k, v in json.loads((Path(__file__).with_name("sizes.json")).read_text()).items()
+    if not k.startswith("_")
+}
 
 
 CHUNK_REPS = 12  # chunks timed through the runtime and bare, interleaved

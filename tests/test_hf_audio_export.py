@@ -171,8 +171,15 @@ def test_runtime_end_to_end(exported):
 
     _, _, bundle, _, _ = exported
     pcm = parity.test_signal(2.0, seed=4)
-    listener = Listener(bundle, input=pcm, sample_rate=16_000, mode="assist",
-                        realtime=False, threshold=0.0, max_response_tokens=3)  # fmt: skip
+    listener = Listener(
+        bundle,
+        input=pcm,
+        sample_rate=16_000,
+        mode="assist",
+        realtime=False,
+        threshold=0.0,
+        max_response_tokens=3,
+    )
     events = list(listener.events(timeout=60))
     summary = events[-1]
     assert summary.type == "summary" and summary.error is None, summary
@@ -219,17 +226,27 @@ def test_external_weights_are_gathered_into_one_file(exported, tmp_path):
     m = onnx.load(str(bundle / "encoder.onnx"))
     src, dst = tmp_path / "raw", tmp_path / "out"
     src.mkdir(), dst.mkdir()
-    onnx.save(m, str(src / "encoder.onnx"), save_as_external_data=True,
-              all_tensors_to_one_file=False, size_threshold=1024, convert_attribute=True)  # fmt: skip
+    onnx.save(
+        m,
+        str(src / "encoder.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=1024,
+        convert_attribute=True,
+    )
     m = onnx.load(str(src / "encoder.onnx"), load_external_data=False)
     _gather_external(m, src, dst, "encoder.onnx.data")
     onnx.save(m, str(dst / "encoder.onnx"))
     assert sorted(p.name for p in dst.iterdir()) == ["encoder.onnx", "encoder.onnx.data"]
     a = ort.InferenceSession(str(bundle / "encoder.onnx"), providers=["CPUExecutionProvider"])
     b = ort.InferenceSession(str(dst / "encoder.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {i.name: np.zeros([1 if isinstance(d, str) else d for d in i.shape],
-                              np.int64 if "int64" in i.type else np.float32)
-             for i in a.get_inputs()}  # fmt: skip
+    feeds = {
+        i.name: np.zeros(
+            [1 if isinstance(d, str) else d for d in i.shape],
+            np.int64 if "int64" in i.type else np.float32,
+        )
+        for i in a.get_inputs()
+    }
     feeds["audio"] = parity.test_signal(0.4)[None]
     for x, y in zip(a.run(None, feeds), b.run(None, feeds), strict=True):
         assert np.array_equal(x, y)
@@ -246,8 +263,15 @@ def test_runtime_fallback_answers_at_utterance_ends(exported):
     speech = (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 4 * t))) * 0.2 * np.sin(2 * np.pi * 220 * t)
     quiet = lambda s: rng.normal(0, 0.003, int(s * 16_000))  # noqa: E731
     pcm = np.concatenate([quiet(1.2), speech, quiet(1.6), speech, quiet(1.2)]).astype(np.float32)
-    listener = Listener(bundle, input=pcm, sample_rate=16_000, mode="assist",
-                        realtime=False, max_response_tokens=3, stats_every_s=0)  # fmt: skip
+    listener = Listener(
+        bundle,
+        input=pcm,
+        sample_rate=16_000,
+        mode="assist",
+        realtime=False,
+        max_response_tokens=3,
+        stats_every_s=0,
+    )
     events = list(listener.events(timeout=60))
     assert events[-1].error is None, events[-1]
     answers = [e.t for e in events if e.type == "response"]

@@ -78,8 +78,15 @@ def test_saved_checkpoint_exports_native_and_runs(started, tmp_path):
         tok.token_to_id(protocol.task_token("alert")),
     ]
     pcm = np.random.default_rng(0).standard_normal(16_000 * 2).astype(np.float32) * 0.1
-    listener = Listener(tmp_path / "bundle", input=pcm, sample_rate=16_000, mode="alert",
-                        realtime=False, threshold=0.0, max_response_tokens=3)  # fmt: skip
+    listener = Listener(
+        tmp_path / "bundle",
+        input=pcm,
+        sample_rate=16_000,
+        mode="alert",
+        realtime=False,
+        threshold=0.0,
+        max_response_tokens=3,
+    )
     events = list(listener.events(timeout=60))
     summary = events[-1]
     assert summary.type == "summary" and summary.error is None, summary

@@ -92,8 +92,9 @@ class PretrainedAudioLM(nn.Module):
         embeds = torch.cat(out, dim=1)
         return embeds, embeds
 
-    def forward(self, pcm, layouts: list[Layout], ctc_targets=None,
-                control_ids=None) -> dict[str, torch.Tensor]:  # fmt: skip
+    def forward(
+        self, pcm, layouts: list[Layout], ctc_targets=None, control_ids=None
+    ) -> dict[str, torch.Tensor]:
         """Loss sums and label counts, as `SoundFlowModel.forward` (see `combine_losses`)."""
         embeds, frames = self.audio_embeds(pcm)
         inputs, mask, stream_labels, lm_labels = collate(
@@ -107,9 +108,14 @@ class PretrainedAudioLM(nn.Module):
             lengths = torch.tensor([len(x) for x in ctc_targets], dtype=torch.long)
             flat = torch.tensor([i for x in ctc_targets for i in x], dtype=torch.long)
             per = nn.functional.ctc_loss(
-                log_probs, flat.to(pcm.device), torch.full((b,), t, dtype=torch.long),
-                lengths, blank=0, reduction="none", zero_infinity=True,
-            )  # fmt: skip
+                log_probs,
+                flat.to(pcm.device),
+                torch.full((b,), t, dtype=torch.long),
+                lengths,
+                blank=0,
+                reduction="none",
+                zero_infinity=True,
+            )
             out["ctc_sum"] = (per / lengths.clamp(min=1).to(per)).sum()
             out["ctc_n"] = torch.tensor(len(ctc_targets))
         return out

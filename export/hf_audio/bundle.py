@@ -50,10 +50,16 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript-exporter deprecation, tracer notes
             torch.onnx.export(
-                module, example, str(raw), dynamo=False, opset_version=OPSET,
-                input_names=[s.name for s in inputs], output_names=[s.name for s in outputs],
-                dynamic_axes=specs.dynamic_axes(inputs + outputs), do_constant_folding=True,
-            )  # fmt: skip
+                module,
+                example,
+                str(raw),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[s.name for s in inputs],
+                output_names=[s.name for s in outputs],
+                dynamic_axes=specs.dynamic_axes(inputs + outputs),
+                do_constant_folding=True,
+            )
         m = onnx.load(str(raw), load_external_data=False)  # weights stay on disk
         declare(m, outputs, meta)
         _gather_external(m, Path(tmp), path.parent, path.name + ".data")
@@ -121,19 +127,39 @@ def export_hf_bundle(
     enc_in, enc_out = enc_mod.io_specs(ed)
     states = enc_mod.state_specs(ed)
     export_graph(
-        enc, enc_in, enc_out, _example(enc_in, {specs.BATCH: 1}), out / "encoder.onnx",
-        {**common, "embeds_per_chunk": ed.embeds_per_chunk, "hidden_size": ed.hidden,
-         "state": [s.to_json() for s in states], "delay_embeds": 1},
-    )  # fmt: skip
+        enc,
+        enc_in,
+        enc_out,
+        _example(enc_in, {specs.BATCH: 1}),
+        out / "encoder.onnx",
+        {
+            **common,
+            "embeds_per_chunk": ed.embeds_per_chunk,
+            "hidden_size": ed.hidden,
+            "state": [s.to_json() for s in states],
+            "delay_embeds": 1,
+        },
+    )
     dec_in, dec_out = specs.decoder_io(dims)
     sizes = {specs.BATCH: 1, specs.QUERY: 3, specs.CACHE: 5, specs.KEYS: 8}
     export_graph(
-        dec, dec_in, dec_out, _example(dec_in, sizes), out / "decoder.onnx",
-        {**common, "num_layers": dims.layers, "num_kv_heads": dims.kv_heads,
-         "head_dim": dims.head_dim, "cache_capacity": cache_capacity,
-         "cache_layout": specs.CACHE_LAYOUT, "control_ids": ctl.control_ids,
-         "control_mode": ctl.mode, "vocab_size": dims.vocab},
-    )  # fmt: skip
+        dec,
+        dec_in,
+        dec_out,
+        _example(dec_in, sizes),
+        out / "decoder.onnx",
+        {
+            **common,
+            "num_layers": dims.layers,
+            "num_kv_heads": dims.kv_heads,
+            "head_dim": dims.head_dim,
+            "cache_capacity": cache_capacity,
+            "cache_layout": specs.CACHE_LAYOUT,
+            "control_ids": ctl.control_ids,
+            "control_mode": ctl.mode,
+            "vocab_size": dims.vocab,
+        },
+    )
     export_s = time.time() - t0
     embed = llm.text.get_input_embeddings().weight.detach().float().numpy()
     np.save(out / "embed_tokens.npy", embed)
@@ -158,7 +184,7 @@ def export_hf_bundle(
                     if ctl.mode == prompt.NATIVE
                     else "plain chat model: responds at utterance ends (control fallback)"
                 )
-            ),  # fmt: skip
+            ),
             "parameters": counts,
         },
         "source": {

@@ -81,7 +81,9 @@ def io_specs(d: EncoderDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     states = state_specs(d)
     inputs = [TensorSpec(protocol.AUDIO, "float32", ("batch", d.chunk_samples))]
     inputs += [TensorSpec(s.input, s.dtype, s.shape) for s in states]
-    outputs = [TensorSpec(protocol.AUDIO_EMBEDS, "float32", ("batch", d.embeds_per_chunk, d.hidden))]
+    outputs = [
+        TensorSpec(protocol.AUDIO_EMBEDS, "float32", ("batch", d.embeds_per_chunk, d.hidden))
+    ]
     outputs += [TensorSpec(s.output, s.dtype, s.shape) for s in states]
     return inputs, outputs
 
@@ -127,8 +129,19 @@ class StreamingAudioEncoder(nn.Module):
         right = nn.functional.conv1d(x[..., 2:], w[..., 2:], stride=stride)
         return y - left * at_start[:, None] - right * at_end[:, None]
 
-    def forward(self, audio, pcm_state, mel_peak, mel_state, conv_state, cache_key, cache_value,
-                cache_frames, pool_state, chunk_index):  # fmt: skip
+    def forward(
+        self,
+        audio,
+        pcm_state,
+        mel_peak,
+        mel_state,
+        conv_state,
+        cache_key,
+        cache_value,
+        cache_frames,
+        pool_state,
+        chunk_index,
+    ):
         d = self.dims
         b = audio.shape[0]
         feats, pcm_out, peak_out = self.frontend(audio, pcm_state, mel_peak, chunk_index == 0)
@@ -174,9 +187,17 @@ class StreamingAudioEncoder(nn.Module):
         pooled = paired.reshape(b, d.embeds_per_chunk, 2, d.d_model).mean(dim=2)
         embeds = self.proj(self.norm(pooled))
         return (
-            embeds, pcm_out, peak_out, mel_in[..., -2:], c_in[..., -1:],
-            torch.stack(new_k), torch.stack(new_v), frames_out, x[:, -1:], chunk_index + 1,
-        )  # fmt: skip
+            embeds,
+            pcm_out,
+            peak_out,
+            mel_in[..., -2:],
+            c_in[..., -1:],
+            torch.stack(new_k),
+            torch.stack(new_v),
+            frames_out,
+            x[:, -1:],
+            chunk_index + 1,
+        )
 
     def _heads(self, t):
         b, s, _ = t.shape

@@ -12,9 +12,16 @@ from soundflow import protocol
 from soundflow.train.hf_audio.source import QWEN2_5_OMNI, QWEN2_AUDIO
 
 QWEN_SPECIAL = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>",
-    "<|audio_eos|>", "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>",
-)  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+    "<|IMAGE|>",
+    "<|VIDEO|>",
+    "<|vision_bos|>",
+)
 TEXTS = [
     "hello there, how can I help you today?",
     "a smoke alarm is going off in the kitchen",
@@ -33,26 +40,37 @@ def tiny_tokenizer(vocab_size: int = 400, native: bool = False):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=special, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=special,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     tok.train_from_iterator(TEXTS, trainer=trainer)
     return tok
 
 
 def text_dims(layers=2, hidden=64, heads=4, kv_heads=2, ffn=128, vocab=400) -> dict:
     return dict(
-        hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
-        max_position_embeddings=4096, rms_norm_eps=1e-6,
-    )  # fmt: skip
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        vocab_size=vocab,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+    )
 
 
 def audio_dims(layers=2, d_model=32, heads=4, ffn=64, n_mels=128) -> dict:
     return dict(
-        d_model=d_model, encoder_layers=layers, encoder_attention_heads=heads,
-        encoder_ffn_dim=ffn, num_mel_bins=n_mels, max_source_positions=1500,
-    )  # fmt: skip
+        d_model=d_model,
+        encoder_layers=layers,
+        encoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        num_mel_bins=n_mels,
+        max_source_positions=1500,
+    )
 
 
 def build(arch: str, text: dict | None = None, audio: dict | None = None, tok=None, seed=0):
@@ -75,9 +93,10 @@ def build(arch: str, text: dict | None = None, audio: dict | None = None, tok=No
     torch.manual_seed(seed)
     if arch == QWEN2_AUDIO:
         cfg = Qwen2AudioConfig(
-            audio_config=audio, text_config={"model_type": "qwen2", **text},
+            audio_config=audio,
+            text_config={"model_type": "qwen2", **text},
             audio_token_index=ids["<|AUDIO|>"],
-        )  # fmt: skip
+        )
         return Qwen2AudioForConditionalGeneration(cfg).eval(), tok
     head_dim = text["hidden_size"] // text["num_attention_heads"]
     unit = head_dim // 2 // 8  # mrope_section splits head_dim/2 frequencies t:h:w as 2:3:3
@@ -85,13 +104,21 @@ def build(arch: str, text: dict | None = None, audio: dict | None = None, tok=No
     rope = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": section}
     cfg = Qwen2_5OmniThinkerConfig(
         audio_config={**audio, "output_dim": text["hidden_size"], "n_window": 100},
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2,
-                           out_hidden_size=text["hidden_size"], fullatt_block_indexes=[0]),
+        vision_config=dict(
+            depth=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=text["hidden_size"],
+            fullatt_block_indexes=[0],
+        ),
         text_config={**text, "rope_parameters": rope},
-        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"],
-        video_token_index=ids["<|VIDEO|>"], audio_start_token_id=ids["<|audio_bos|>"],
+        audio_token_index=ids["<|AUDIO|>"],
+        image_token_index=ids["<|IMAGE|>"],
+        video_token_index=ids["<|VIDEO|>"],
+        audio_start_token_id=ids["<|audio_bos|>"],
         audio_end_token_id=ids["<|audio_eos|>"],
-    )  # fmt: skip
+    )
     # A standalone thinker config lacks this; its forward reads it to build positions.
     cfg.vision_start_token_id = ids["<|vision_bos|>"]
     return Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval(), tok
@@ -103,10 +130,19 @@ def save_checkpoint(model, tok, out: Path | str) -> Path:
     model.save_pretrained(out)
     tok.save(str(out / "tokenizer.json"))
     n_mels = model.config.audio_config.num_mel_bins
-    (out / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": n_mels,
-        "sampling_rate": 16000, "hop_length": 160, "n_fft": 400, "chunk_length": 30,
-    }, indent=2))  # fmt: skip
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "WhisperFeatureExtractor",
+                "feature_size": n_mels,
+                "sampling_rate": 16000,
+                "hop_length": 160,
+                "n_fft": 400,
+                "chunk_length": 30,
+            },
+            indent=2,
+        )
+    )
     return out
 
 
