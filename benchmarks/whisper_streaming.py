@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from soundflow.protocol import MASK_VALUE
 from soundflow.train.evaluate import edit_distance, normalize
 from soundflow.train.whisper_ckpt import load_whisper
 from soundflow.train.whisper_encoder import WhisperWindowEncoder, WindowConfig
@@ -87,7 +88,7 @@ def causal_frames(hf_enc, pcm: np.ndarray, left_ms: int) -> np.ndarray:
     left = left_ms // 20
     i, j = torch.arange(t)[:, None], torch.arange(t)[None]
     ok = (chunk[j] <= chunk[i]) & (j >= (chunk[i] + 1) * 20 - 20 - left)
-    mask = torch.where(ok, 0.0, -1e4)[None, None]
+    mask = torch.where(ok, 0.0, MASK_VALUE)[None, None]
     enc = WhisperWindowEncoder(hf_enc, WindowConfig(400, 4000))
     for layer in enc.layers:
         b, n, d = x.shape
