@@ -8,7 +8,6 @@ import json
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,12 @@ import torch
 from soundflow import __version__, audio
 from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder
-from soundflow.export.onnx_export import declare
+from soundflow.export.onnx_export import OPSET, _export, declare
 from soundflow.manifest import write_manifest
 from soundflow.train.hf_audio import encoder as enc_mod
 from soundflow.train.hf_audio import prompt, source
 from soundflow.train.hf_audio.frontend import MelConfig
 
-OPSET = 17
 DEFAULT_CACHE_CAPACITY = 1024  # decoder KV slots the runtime preallocates
 # Pretrained chat models answer at length; a turn is longer than a soundflow response.
 DECISION_DEFAULTS = {"threshold": 0.5, "refractory_s": 8.0, "max_response_tokens": 64}
@@ -47,19 +45,8 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / path.name
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation, tracer notes
-            torch.onnx.export(
-                module,
-                example,
-                str(raw),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=[s.name for s in inputs],
-                output_names=[s.name for s in outputs],
-                dynamic_axes=specs.dynamic_axes(inputs + outputs),
-                do_constant_folding=True,
-            )
+        with torch.no_grad():
+            _export(module, inputs, outputs, example, raw)  # the soundflow exporter's call
         m = onnx.load(str(raw), load_external_data=False)  # weights stay on disk
         declare(m, outputs, meta)
         _gather_external(m, Path(tmp), path.parent, path.name + ".data")
