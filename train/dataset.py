@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -28,6 +28,13 @@ class Segment:
 class StreamSource(Protocol):
     def __len__(self) -> int: ...
     def get(self, i: int) -> tuple[np.ndarray, dict]: ...
+
+
+@runtime_checkable
+class TextSource(Protocol):
+    """A source that lists every target text at once (the tokenizer trains on them)."""
+
+    def texts(self) -> list[str]: ...
 
 
 class ToySource:

@@ -10,7 +10,7 @@ import torch
 
 from soundflow import protocol
 from soundflow.train.checkpoint import load_checkpoint
-from soundflow.train.dataset import ShardSource, ToySource
+from soundflow.train.dataset import ShardSource, TextSource, ToySource
 from soundflow.train.model import SoundFlowModel
 from soundflow.train.pretrained import load_pretrained
 from soundflow.train.recipes import TrainRecipe
@@ -33,7 +33,7 @@ def sources(recipe: TrainRecipe, data: Path | None, eval_data: Path | None):
 
 
 def tokenizer_texts(recipe: TrainRecipe, source) -> list[str]:
-    if hasattr(source, "texts"):
+    if isinstance(source, TextSource):
         return source.texts()
     texts = []
     for i in range(min(len(source), 256)):
