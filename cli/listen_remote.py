@@ -24,8 +24,8 @@ def listen_remote(*, input_, device, demo, bundle, mode, realtime, jsonl, thresh
                   raw_rate, raw_channels, reconnect, reconnect_tries, terms, server, token,
                   **_ignored) -> None:  # fmt: skip
     from soundflow.cli.listen_cmd import _color, _Out, _write
-    from soundflow.runtime.client import ServerError, ServerStream, send_source
     from soundflow.runtime.events import Notice
+    from soundflow.runtime.serve import ServerError, ServerStream, send_source
     from soundflow.runtime.sources import (
         SourceError,
         array_source,

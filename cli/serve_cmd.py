@@ -1,4 +1,4 @@
-"""`soundflow serve`: many live streams over WebSocket from one engine (runtime/server.py)."""
+"""`soundflow serve`: many live streams over WebSocket from one engine (runtime/serve/)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def serve(bundle, host, port, max_streams, token, batch, max_wait_ms, max_frame_
         ) from None
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.server import ServerConfig, run_server
+    from soundflow.runtime.serve import ServerConfig, run_server
 
     token = token or os.environ.get("SOUNDFLOW_TOKEN") or None
     try:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,15 +22,17 @@ websockets = pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from soundflow.runtime.client import ServerError, ServerStream, stream_source  # noqa: E402
 from soundflow.runtime.engine import OrtEngine  # noqa: E402
 from soundflow.runtime.listener import Listener  # noqa: E402
 from soundflow.runtime.options import RuntimeOptions  # noqa: E402
-from soundflow.runtime.server import (  # noqa: E402
+from soundflow.runtime.serve import (  # noqa: E402
     BackgroundServer,
     ProtocolError,
     ServerConfig,
+    ServerError,
+    ServerStream,
     parse_hello,
+    stream_source,
 )
 from soundflow.runtime.sources import file_source  # noqa: E402
 
@@ -117,7 +120,7 @@ def test_eight_streams_match_local_listen(engine, audio, reference):
 
 def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
     """Both decoder kinds' batched paths against one call per stream, chunk by chunk."""
-    from soundflow.runtime.batching import BatchDecoder, BatchEncoder
+    from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder
     from soundflow.runtime.stream import DecoderStream, EncoderStream
 
     for bundle in (smoke_bundle, None):
@@ -230,6 +233,58 @@ def test_faults_do_not_disturb_other_streams(engine, audio, reference):
         assert len(good) == 2
         for p, events in zip(audio, good, strict=True):
             assert key(events) == key(reference[p])
+        deadline = time.monotonic() + 10
+        while (
+            srv.server.sessions or srv.server.scheduler.sessions
+        ) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not srv.server.sessions and not srv.server.scheduler.sessions
+
+
+def test_a_client_that_does_not_read_is_dropped_with_4001(engine, audio, reference):
+    """A live client that sends audio but stops reading its events (a tiny receive
+    buffer, its WebSocket reader paused after one frame) is dropped with close 4001 once
+    `max_pending_events` are queued behind its socket buffers; two streams running at the
+    same time still get local listen's events, and no state is left behind."""
+    cfg = ServerConfig(port=0, max_pending_events=4, send_buffer_bytes=4096)
+    with BackgroundServer(engine, cfg) as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
+        sock.connect(("127.0.0.1", srv.server.port))
+        ws = connect(srv.url, sock=sock, compression=None, max_size=None, max_queue=(1, 0))
+        ws.__enter__()  # its reader stops after one unread frame
+        options = {"stats_every_s": 0.001}  # a stats event per chunk
+        hello = {"type": "hello", "format": "s16le", "realtime": True, "options": options}
+        ws.send(json.dumps(hello))
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+        frame = (np.random.default_rng(5).standard_normal(6400) * 1000).astype("<i2").tobytes()
+        deadline = time.monotonic() + 30
+
+        def pump() -> None:  # 0.4 s of audio every 10 ms; the client never calls recv
+            try:
+                while not srv.server.dropped and time.monotonic() < deadline:
+                    ws.send(frame)
+                    time.sleep(0.01)
+            except ConnectionClosed:
+                pass
+
+        sender = threading.Thread(target=pump)
+        sender.start()
+        good: list = []
+        runner = threading.Thread(target=lambda: good.extend(run_streams(srv.url, audio)))
+        runner.start()
+        while not srv.server.dropped and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sender.join(10)
+        assert srv.server.dropped == 1, "the stalled client was not dropped in 30 s"
+        events = _until_closed(ws)  # what the socket held, then the close frame
+        assert events and all(e["type"] != "summary" for e in events)
+        assert (ws.close_code, ws.close_reason) == (4001, "client does not read its events")
+        runner.join(120)
+        assert len(good) == 2
+        for p, got in zip(audio, good, strict=True):
+            assert key(got) == key(reference[p])
+            assert got[-1]["type"] == "summary" and got[-1]["error"] is None
         deadline = time.monotonic() + 10
         while (
             srv.server.sessions or srv.server.scheduler.sessions

@@ -1,16 +1,5 @@
-"""A client for `soundflow serve`: send a stream's audio, receive its events.
-
-    with ServerStream("ws://127.0.0.1:8765", mode="transcribe") as stream:
-        stream.send(samples)            # float32 16 kHz mono (or bytes of the hello's format)
-        ...
-        stream.end()
-        for event in stream.events():   # dicts: the JSON of `listen --jsonl`, summary last
-            print(event)
-
-`stream_source(url, source, on_event)` sends any runtime `Source` (a file, stdin, a
-microphone) chunk by chunk, as local `listen` would read it, so the server decides on the
-very samples the local loop would have.
-"""
+"""A client for `soundflow serve` (`listen --server`): `ServerStream` sends one stream's
+audio and receives its events; `stream_source` sends any runtime `Source`."""
 
 from __future__ import annotations
 
@@ -22,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from soundflow.runtime.serve.protocol import FORMATS
 from soundflow.runtime.sources import Source
 
 
@@ -30,7 +20,15 @@ class ServerError(RuntimeError):
 
 
 class ServerStream:
-    """One stream on a server (blocking; `send` and `events` may run on two threads)."""
+    """One stream on a server (blocking; `send` and `events` may run on two threads).
+
+    with ServerStream("ws://127.0.0.1:8765", mode="transcribe") as stream:
+        stream.send(samples)            # float32 16 kHz mono (or bytes of the hello's format)
+        ...
+        stream.end()
+        for event in stream.events():   # dicts: the JSON of `listen --jsonl`, summary last
+            print(event)
+    """
 
     def __init__(
         self,
@@ -104,7 +102,7 @@ class ServerStream:
     def send(self, samples: np.ndarray | bytes) -> None:
         """A frame of audio: bytes of the hello's format, or an array (converted)."""
         if not isinstance(samples, bytes | bytearray | memoryview):
-            dtype = {"f32le": "<f4", "s16le": "<i2", "s32le": "<i4"}[self.format]
+            dtype = FORMATS[self.format]
             a = np.asarray(samples)
             if np.dtype(dtype).kind == "i" and a.dtype.kind == "f":
                 scale = -np.iinfo(dtype).min
@@ -184,7 +182,10 @@ def stream_source(
     mode: str | None = None,
     **kwargs: Any,
 ) -> dict:
-    """Send a Source to a server, deliver its events to `on_event`; returns the summary."""
+    """Send a Source to a server, deliver its events to `on_event`; returns the summary.
+
+    The source is sent chunk by chunk, as local `listen` would read it, so the server
+    decides on the very samples the local loop would have."""
     realtime = bool(getattr(source, "realtime", False))
     with ServerStream(url, mode, realtime=realtime, **kwargs) as stream:
         errors: list[BaseException] = []

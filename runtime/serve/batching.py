@@ -1,20 +1,5 @@
 """Batched graph calls across streams: one encoder call (and optionally one decoder
-decision step) for every stream that has a chunk ready.
-
-The graphs have a batch axis; a stream's state is a batch-1 slice of it. Encoder states
-are stacked along each tensor's own batch axis (read from the session's symbolic shapes:
-the smoke kind's `cache_key` has it second) and split back per stream. Streams whose
-state shapes differ (a whisper-cross stream's PCM history grows during its first 4 s) go
-in separate calls, one per shape.
-
-The batched decision step stacks each stream's fixed-capacity token cache (and, for the
-cross kind, its memory) along the batch axis: the cache arrays have the same capacity for
-every stream and empty slots are masked per row, so the stack needs no padding. Streams
-whose query lengths differ (the first chunk's prompt, a re-prefill) run in separate
-calls. What each row writes back (its new cache entries, its pending tokens) is exactly
-what `DecoderStream.decide` would write; `tests/test_serve.py` checks batched against
-one call per stream.
-"""
+decision step) for every stream that has a chunk ready, split back per stream."""
 
 from __future__ import annotations
 
@@ -42,7 +27,13 @@ def _row(a: np.ndarray, axis: int, b: int) -> np.ndarray:
 
 class BatchEncoder:
     """`encode(chunks, states)` for many streams of one engine in as few calls as their
-    state shapes allow. Results equal `engine.encode` per stream to float rounding."""
+    state shapes allow. Results equal `engine.encode` per stream to float rounding.
+
+    The graphs have a batch axis; a stream's state is a batch-1 slice of it. States are
+    stacked along each tensor's own batch axis (read from the session's symbolic shapes:
+    the smoke kind's `cache_key` has it second) and split back per stream. Streams whose
+    state shapes differ (a whisper-cross stream's PCM history grows during its first 4 s)
+    go in separate calls, one per shape."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -100,7 +91,15 @@ class BatchDecoder:
     """One decoder call for the decision step of many streams of one engine.
 
     `decide(streams, embeds)` has the effect of `stream.decide(embeds)` on each stream,
-    and returns their Decisions."""
+    and returns their Decisions.
+
+    Each stream's fixed-capacity token cache (and, for the cross kind, its memory) is
+    stacked along the batch axis: every stream's cache has the same capacity and empty
+    slots are masked per row, so the stack needs no padding. Streams whose query lengths
+    differ (the first chunk's prompt, a re-prefill) run in separate calls. What each row
+    writes back (its new cache entries, its pending tokens) is exactly what
+    `DecoderStream.decide` would write; `tests/test_serve.py` checks batched against one
+    call per stream."""
 
     def __init__(self, engine) -> None:
         self.engine = engine

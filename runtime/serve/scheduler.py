@@ -1,0 +1,167 @@
+"""The one thread that runs the graphs for every session: each round a chunk from every
+stream that has one, encoded (and optionally decided) in batched calls, then responses."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from soundflow.runtime.events import LatencyStats, Notice
+from soundflow.runtime.loop import _ORT_ERRORS, _Chunk, _first_line
+from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder, can_batch_decide
+from soundflow.runtime.serve.session import Session
+
+if TYPE_CHECKING:
+    from soundflow.runtime.serve.server import Server
+
+
+class Scheduler:
+    """The one thread that runs the graphs: each round takes one chunk from every session
+    that has one, encodes them in one call (per state shape), decides, responds."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.engine = server.engine
+        self.config = server.config
+        self.encoder = BatchEncoder(self.engine)
+        self.decoder = BatchDecoder(self.engine)
+        self.chunk = self.engine.spec.chunk_samples
+        self.sessions: list[Session] = []
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.rounds = 0
+        self.batch_sizes = LatencyStats()
+        self.thread = threading.Thread(target=self._run, name="soundflow-serve", daemon=True)
+
+    def add(self, s: Session) -> None:
+        with self.lock:
+            self.sessions.append(s)
+        self.wakeup.set()
+
+    def remove(self, s: Session) -> None:
+        with self.lock:
+            if s in self.sessions:
+                self.sessions.remove(s)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.wakeup.wait(0.1)
+            self.wakeup.clear()
+            with self.lock:
+                live = [s for s in self.sessions if not (s.gone or s.done)]
+            ready = [s for s in live if s.ready(self.chunk)]
+            if ready and len(ready) < len(live) and self.config.max_wait_ms > 0:
+                # A bounded wait for the others' chunks: one quiet stream delays no one
+                # by more than max_wait_ms.
+                deadline = time.monotonic() + self.config.max_wait_ms / 1e3
+                while len(ready) < len(live) and time.monotonic() < deadline:
+                    self.wakeup.wait(max(0.0, deadline - time.monotonic()))
+                    self.wakeup.clear()
+                    ready = [s for s in live if s.ready(self.chunk)]
+            now = time.monotonic()
+            for s in live:
+                if s not in ready:
+                    s.watch(now)
+            for i in range(0, len(ready), self.config.max_batch):
+                self._round(ready[i : i + self.config.max_batch])
+            if ready:
+                self.wakeup.set()  # more may be buffered: go round again at once
+
+    def _round(self, sessions: list[Session]) -> None:
+        chunks, got = [], []
+        for s in sessions:
+            try:
+                item = self._read(s)
+            except Exception as e:  # noqa: BLE001 - this stream fails, the others go on
+                self._fail(s, f"internal error while reading: {type(e).__name__}: {_first_line(e)}")
+                continue
+            if item is None:
+                self._finish(s)
+            else:
+                chunks.append(item)
+                got.append(s)
+        if not got:
+            return
+        self.rounds += 1
+        self.batch_sizes.add(len(got))
+        try:
+            if self.config.batch == "off":
+                encoded = [s.loop.encoder.engine.encode(c[None], s.loop.encoder.state)
+                           for s, (c, _, _) in zip(got, chunks, strict=True)]  # fmt: skip
+                self.encoder.calls += len(got)
+            else:
+                encoded = self.encoder.encode(
+                    [c for c, _, _ in chunks], [s.loop.encoder.state for s in got]
+                )
+        except _ORT_ERRORS as e:
+            for s in got:
+                self._fail(s, f"encoder failed: {_first_line(e)}")
+            return
+        items = []
+        for s, (pcm, ready, t), (embeds, state) in zip(got, chunks, encoded, strict=True):
+            loop = s.loop
+            if np.isfinite(embeds).all():
+                loop.encoder.state = state
+            else:  # the Loop's own recovery: reset the state, encode again, notice
+                embeds = loop._encode(pcm)
+            keep = pcm if loop.decoder.fallback else None
+            items.append(_Chunk(loop.index, t, ready, embeds, keep))
+            loop.index += 1
+            s.aio.call_soon_threadsafe(s._room_now)
+        if self.config.batch == "full":
+            rows = [i for i, s in enumerate(got) if can_batch_decide(s.stream)]
+            if len(rows) > 1:
+                try:
+                    decided = self.decoder.decide(
+                        [got[i].stream for i in rows], [items[i].embeds for i in rows]
+                    )
+                except _ORT_ERRORS as e:
+                    for i in rows:
+                        self._fail(got[i], f"decoder failed: {_first_line(e)}")
+                    return
+                for i, d in zip(rows, decided, strict=True):
+                    got[i].loop.decoder.decided = d
+        for s, item in zip(got, items, strict=True):
+            if s.failed or s.gone:
+                continue
+            try:
+                s.loop._respond(item)
+            except _ORT_ERRORS as e:
+                self._fail(s, f"decoder failed: {_first_line(e)}")
+            except Exception as e:  # noqa: BLE001
+                self._fail(
+                    s, f"internal error while responding: {type(e).__name__}: {_first_line(e)}"
+                )
+            if s.loop.error and not s.failed:  # a failing event handler & co.
+                self._fail(s, s.loop.error)
+
+    def _read(self, s: Session) -> tuple[np.ndarray, float, float] | None:
+        """The next chunk of a ready session: (pcm, arrival, stream t), or None at its end."""
+        loop = s.loop
+        chunk = s.source.read_chunk(self.chunk)
+        if chunk is None:
+            return None
+        ready = time.monotonic()
+        arrived, skipped = s.source.timing()
+        if arrived is not None:
+            ready = min(ready, arrived)
+        loop._t = (loop.index + 1) * loop.chunk_s + skipped
+        pcm = loop._sanitise(np.asarray(chunk, np.float32).reshape(-1), loop.index)
+        return pcm, ready, loop._t
+
+    def _fail(self, s: Session, message: str) -> None:
+        if s.failed:
+            return
+        s.failed = message
+        s.loop.error = s.loop.error or message
+        s.loop._emit(Notice(t=s.loop._t, kind="stream_failed", text=message, type="error"))
+        self._finish(s)
+
+    def _finish(self, s: Session) -> None:
+        if not s.done:
+            s.done = True
+            s.loop._finish(s.loop.t0)  # emits the Summary
