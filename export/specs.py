@@ -68,9 +68,7 @@ def encoder_io(cfg: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
     inputs = [TensorSpec(protocol.AUDIO, "float32", (BATCH, cfg.chunk_samples))]
     inputs += [TensorSpec(s.input, s.dtype, s.shape) for s in states]
     outputs = [
-        TensorSpec(
-            protocol.AUDIO_EMBEDS, "float32", (BATCH, cfg.embeds_per_chunk, cfg.hidden_size)
-        )
+        TensorSpec(protocol.AUDIO_EMBEDS, "float32", (BATCH, cfg.embeds_per_chunk, cfg.hidden_size))
     ]
     outputs += [TensorSpec(s.output, s.dtype, s.shape) for s in states]
     return inputs, outputs
