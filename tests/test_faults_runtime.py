@@ -25,8 +25,20 @@ EVERY_CHUNK = {"threshold": 0.0, "refractory_s": 0.0, "max_response_tokens": 1}
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return OrtEngine(None, RuntimeOptions())
+def engine(tmp_path_factory):
+    """The embedded default without its `opens_with` rule, which withholds an alert-mode
+    response that does not open with a label: here every chunk must answer."""
+    import json
+    import shutil
+
+    from soundflow.runtime.bundle import load_spec
+
+    bundle = tmp_path_factory.mktemp("every-chunk") / "bundle"
+    shutil.copytree(load_spec(None).path, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["decision"].pop("opens_with", None)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return OrtEngine(bundle, RuntimeOptions())
 
 
 def _pcm(seconds: float) -> np.ndarray:
