@@ -67,8 +67,17 @@ async def _client(url: str, pcm: np.ndarray, phase: float, mode: str | None, t0:
 
     n = 6400
     async with connect(url, compression=None, max_size=None, open_timeout=60) as ws:
-        await ws.send(json.dumps({"type": "hello", "mode": mode, "format": "f32le",
-                                  "realtime": True, "options": {"stats_every_s": 0}}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "mode": mode,
+                    "format": "f32le",
+                    "realtime": True,
+                    "options": {"stats_every_s": 0},
+                }
+            )
+        )
         ready = json.loads(await ws.recv())
         if ready.get("type") != "ready":
             raise RuntimeError(f"server refused a stream: {ready.get('text')}")
@@ -100,8 +109,21 @@ async def _streams(url: str, n: int, pcm: np.ndarray, mode: str | None) -> list[
 
 
 def _start_server(bundle, batch: str, threads: int | None, provider: str):
-    cmd = [sys.executable, "-m", "soundflow.cli", "serve", "--port", "0", "--quiet",
-           "--batch", batch, "--max-streams", "256", "--provider", provider]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "soundflow.cli",
+        "serve",
+        "--port",
+        "0",
+        "--quiet",
+        "--batch",
+        batch,
+        "--max-streams",
+        "256",
+        "--provider",
+        provider,
+    ]
     if bundle:
         cmd += ["--bundle", str(bundle)]
     if threads:
@@ -151,8 +173,16 @@ def measure(url: str, pid: int, n: int, pcm: np.ndarray, mode: str | None) -> di
     }
 
 
-def run(bundle, streams: list[int], seconds: float, batches: list[str], mode: str | None,
-        threads: int | None = None, provider: str = "auto", log=print) -> dict:  # fmt: skip
+def run(
+    bundle,
+    streams: list[int],
+    seconds: float,
+    batches: list[str],
+    mode: str | None,
+    threads: int | None = None,
+    provider: str = "auto",
+    log=print,
+) -> dict:
     pcm = speech(seconds)
     rows = []
     for batch in batches:

@@ -36,24 +36,74 @@ def rows(d: Path) -> list[tuple[str, str, str, str]]:
             r = lat[k]
             k = f"{k}, {model}"
             out += [
-                (f"decision latency p50 / p99, {k}", f"{r['decision_ms_p50']} / {r['decision_ms_p99']} ms", "p99 <= 20 ms" if k == "fifo, default bundle" else "", f"`{c}` ({load})"),
-                (f"first-chunk decision, {k}", f"{r['first_chunk_decision_ms']} ms", "", "same run"),
-                (f"first token p50, completion p50, {k}", f"{r['first_token_ms_p50']} ms, {r['completion_ms_p50']} ms ({r['responses']} responses)", "", "same run"),
-                (f"stall rate, overruns, {k}", f"{100 * r['stall_rate']:.1f} %, {r['overruns']} ({r['chunks']} chunks)", "0, 0" if name == "latency" else "", "same run"),
-                (f"CPU, RSS, {k}", f"{r['cpu_percent']} % of a core, {r['rss_mb']} MB", "", "same run"),
-            ]  # fmt: skip
+                (
+                    f"decision latency p50 / p99, {k}",
+                    f"{r['decision_ms_p50']} / {r['decision_ms_p99']} ms",
+                    "p99 <= 20 ms" if k == "fifo, default bundle" else "",
+                    f"`{c}` ({load})",
+                ),
+                (
+                    f"first-chunk decision, {k}",
+                    f"{r['first_chunk_decision_ms']} ms",
+                    "",
+                    "same run",
+                ),
+                (
+                    f"first token p50, completion p50, {k}",
+                    f"{r['first_token_ms_p50']} ms, {r['completion_ms_p50']} ms ({r['responses']} responses)",
+                    "",
+                    "same run",
+                ),
+                (
+                    f"stall rate, overruns, {k}",
+                    f"{100 * r['stall_rate']:.1f} %, {r['overruns']} ({r['chunks']} chunks)",
+                    "0, 0" if name == "latency" else "",
+                    "same run",
+                ),
+                (
+                    f"CPU, RSS, {k}",
+                    f"{r['cpu_percent']} % of a core, {r['rss_mb']} MB",
+                    "",
+                    "same run",
+                ),
+            ]
     sc = _load(d, "scale")
     if sc:
         c, load = sc["meta"]["command"], _load_note(sc)
         ca, rc, lay = sc["cached"], sc["recompute"], sc["layouts"]
         p10 = ca.get("per_chunk_ms_p10") or [None]
         out += [
-            ("per-chunk cost, cached, 1 min -> 60 min (median)", f"{ca['per_chunk_ms'][0]} -> {ca['per_chunk_ms'][-1]} ms (x{ca['end_to_start_ratio']})", "within 10 %", f"`{c}` ({load})"),
-            ("per-chunk cost, cached, 1 min -> 60 min (p10)", f"{p10[0]} -> {p10[-1]} ms (x{ca.get('end_to_start_ratio_p10')})", "within 10 %", "same run"),
-            (f"per-chunk cost, recompute, {rc['minutes'][0]} -> {rc['minutes'][-1]} min", f"{rc['per_chunk_ms'][0]} -> {rc['per_chunk_ms'][-1]} ms (x{rc['end_to_start_ratio']}; capped: {rc['cap_reason']})", "", "same run"),
-            (f"decoder step, fixed in place, {lay['cache_tokens'][0]} -> {lay['cache_tokens'][-1]} cache tokens", f"{lay['fixed_inplace_ms'][0]} -> {lay['fixed_inplace_ms'][-1]} ms", "", "same run"),
-            (f"decoder step, growing copied, {lay['cache_tokens'][0]} -> {lay['cache_tokens'][-1]} cache tokens", f"{lay['growing_copy_ms'][0]} -> {lay['growing_copy_ms'][-1]} ms", "", "same run"),
-        ]  # fmt: skip
+            (
+                "per-chunk cost, cached, 1 min -> 60 min (median)",
+                f"{ca['per_chunk_ms'][0]} -> {ca['per_chunk_ms'][-1]} ms (x{ca['end_to_start_ratio']})",
+                "within 10 %",
+                f"`{c}` ({load})",
+            ),
+            (
+                "per-chunk cost, cached, 1 min -> 60 min (p10)",
+                f"{p10[0]} -> {p10[-1]} ms (x{ca.get('end_to_start_ratio_p10')})",
+                "within 10 %",
+                "same run",
+            ),
+            (
+                f"per-chunk cost, recompute, {rc['minutes'][0]} -> {rc['minutes'][-1]} min",
+                f"{rc['per_chunk_ms'][0]} -> {rc['per_chunk_ms'][-1]} ms (x{rc['end_to_start_ratio']}; capped: {rc['cap_reason']})",
+                "",
+                "same run",
+            ),
+            (
+                f"decoder step, fixed in place, {lay['cache_tokens'][0]} -> {lay['cache_tokens'][-1]} cache tokens",
+                f"{lay['fixed_inplace_ms'][0]} -> {lay['fixed_inplace_ms'][-1]} ms",
+                "",
+                "same run",
+            ),
+            (
+                f"decoder step, growing copied, {lay['cache_tokens'][0]} -> {lay['cache_tokens'][-1]} cache tokens",
+                f"{lay['growing_copy_ms'][0]} -> {lay['growing_copy_ms'][-1]} ms",
+                "",
+                "same run",
+            ),
+        ]
     sz = _load(d, "size")
     if sz:
         c, load = sz["meta"]["command"], _load_note(sz)
@@ -67,7 +117,7 @@ def rows(d: Path) -> list[tuple[str, str, str, str]]:
                         "overhead <= 10 %",
                         f"`{c}` ({load})",
                     )
-                )  # fmt: skip
+                )
     pe = _load(d, "peer")
     if pe:
         c, load = pe["meta"]["command"], _load_note(pe)
@@ -80,17 +130,37 @@ def rows(d: Path) -> list[tuple[str, str, str, str]]:
                     "soundflow WER <= pocketsphinx" if k == "soundflow" else "",
                     f"`{c}` ({load})",
                 )
-            )  # fmt: skip
+            )
     so = _load(d, "soak")
     if so:
         c, load = so["meta"]["command"], _load_note(so)
         a, b = so["alert_first_window"], so["alert_last_window"]
         out += [
-            ("soak RSS growth (after first minute; from start)", f"{so.get('rss_growth_after_first_sample_mb')} MB; {so['rss_growth_mb']} MB ({so['rss_mb_start']} -> {so['rss_mb_end']} MB)", "< 5 MB", f"`{c}` ({load})"),
-            ("soak slow chunks, overruns, evictions", f"{so['slow_chunks']}, {so['overruns']}, {so['cache_evictions']} ({so['chunks']} chunks, RTF {so['realtime_factor']})", "0", "same run"),
-            ("soak alert precision / recall / false per h, first h", f"{a['precision']} / {a['recall']} / {a['false_alerts_per_hour']}", "", "same run"),
-            ("soak alert precision / recall / false per h, last h", f"{b['precision']} / {b['recall']} / {b['false_alerts_per_hour']}", "same as first", "same run"),
-        ]  # fmt: skip
+            (
+                "soak RSS growth (after first minute; from start)",
+                f"{so.get('rss_growth_after_first_sample_mb')} MB; {so['rss_growth_mb']} MB ({so['rss_mb_start']} -> {so['rss_mb_end']} MB)",
+                "< 5 MB",
+                f"`{c}` ({load})",
+            ),
+            (
+                "soak slow chunks, overruns, evictions",
+                f"{so['slow_chunks']}, {so['overruns']}, {so['cache_evictions']} ({so['chunks']} chunks, RTF {so['realtime_factor']})",
+                "0",
+                "same run",
+            ),
+            (
+                "soak alert precision / recall / false per h, first h",
+                f"{a['precision']} / {a['recall']} / {a['false_alerts_per_hour']}",
+                "",
+                "same run",
+            ),
+            (
+                "soak alert precision / recall / false per h, last h",
+                f"{b['precision']} / {b['recall']} / {b['false_alerts_per_hour']}",
+                "same as first",
+                "same run",
+            ),
+        ]
     return out
 
 

@@ -25,8 +25,17 @@ def _shard(value: str) -> tuple[int, int]:
 
 
 # What `pip install 'soundflow[train]'` brings; the runtime alone has none of them.
-_TRAIN_MODULES = {"torch", "transformers", "tokenizers", "safetensors", "onnx", "onnxscript",
-                  "tqdm", "matplotlib", "scipy"}  # fmt: skip
+_TRAIN_MODULES = {
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "onnx",
+    "onnxscript",
+    "tqdm",
+    "matplotlib",
+    "scipy",
+}
 
 
 class _DataGroup(click.Group):

@@ -19,10 +19,34 @@ def _event(d: dict) -> SimpleNamespace:
     return ev
 
 
-def listen_remote(*, input_, device, demo, bundle, mode, realtime, jsonl, threshold, refractory,
-                  max_tokens, cache_budget, threads, provider, int8, sync, stats, raw_format,
-                  raw_rate, raw_channels, reconnect, reconnect_tries, terms, server, token,
-                  **_ignored) -> None:  # fmt: skip
+def listen_remote(
+    *,
+    input_,
+    device,
+    demo,
+    bundle,
+    mode,
+    realtime,
+    jsonl,
+    threshold,
+    refractory,
+    max_tokens,
+    cache_budget,
+    threads,
+    provider,
+    int8,
+    sync,
+    stats,
+    raw_format,
+    raw_rate,
+    raw_channels,
+    reconnect,
+    reconnect_tries,
+    terms,
+    server,
+    token,
+    **_ignored,
+) -> None:
     from soundflow.cli.listen_cmd import _color, _Out, _write
     from soundflow.runtime.events import Notice
     from soundflow.runtime.serve import ServerError, ServerStream, send_source
@@ -34,9 +58,14 @@ def listen_remote(*, input_, device, demo, bundle, mode, realtime, jsonl, thresh
         stdin_source,
     )
 
-    local_only = {"--bundle": bundle, "--int8": int8 or None, "--sync": sync or None,
-                  "--threads": threads, "--cache-budget": cache_budget,
-                  "--provider": None if provider == "auto" else provider}  # fmt: skip
+    local_only = {
+        "--bundle": bundle,
+        "--int8": int8 or None,
+        "--sync": sync or None,
+        "--threads": threads,
+        "--cache-budget": cache_budget,
+        "--provider": None if provider == "auto" else provider,
+    }
     given = [k for k, v in local_only.items() if v is not None]
     if given:
         raise click.UsageError(
@@ -62,13 +91,20 @@ def listen_remote(*, input_, device, demo, bundle, mode, realtime, jsonl, thresh
             source = MicSource(device, reconnect=reconnect, reconnect_tries=reconnect_tries)
     except SourceError as e:
         raise click.ClickException(str(e)) from None
-    options = {"threshold": threshold, "refractory_s": refractory,
-               "max_response_tokens": max_tokens, "stats_every_s": stats}  # fmt: skip
+    options = {
+        "threshold": threshold,
+        "refractory_s": refractory,
+        "max_response_tokens": max_tokens,
+        "stats_every_s": stats,
+    }
     try:
         stream = ServerStream(
-            server, mode, token=token or os.environ.get("SOUNDFLOW_TOKEN"),
-            realtime=bool(realtime), options={k: v for k, v in options.items() if v is not None},
-        )  # fmt: skip
+            server,
+            mode,
+            token=token or os.environ.get("SOUNDFLOW_TOKEN"),
+            realtime=bool(realtime),
+            options={k: v for k, v in options.items() if v is not None},
+        )
     except ServerError as e:
         raise click.ClickException(str(e)) from None
     r = stream.ready

@@ -77,8 +77,21 @@ from soundflow.manifest import BundleError
 )
 @click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-connection log lines on stderr.")
-def serve(bundle, host, port, max_streams, token, batch, max_wait_ms, max_frame_kb, buffer_s,
-          threads, provider, int8, quiet) -> None:  # fmt: skip
+def serve(
+    bundle,
+    host,
+    port,
+    max_streams,
+    token,
+    batch,
+    max_wait_ms,
+    max_frame_kb,
+    buffer_s,
+    threads,
+    provider,
+    int8,
+    quiet,
+) -> None:
     """Serve live streams over WebSocket: one engine, one state per connection.
 
     \b
@@ -108,9 +121,15 @@ def serve(bundle, host, port, max_streams, token, batch, max_wait_ms, max_frame_
     token = token or os.environ.get("SOUNDFLOW_TOKEN") or None
     try:
         config = ServerConfig(
-            host=host, port=port, max_streams=max_streams, token=token, batch=batch,
-            max_wait_ms=max_wait_ms, max_frame_bytes=max_frame_kb * 1024, buffer_s=buffer_s,
-        )  # fmt: skip
+            host=host,
+            port=port,
+            max_streams=max_streams,
+            token=token,
+            batch=batch,
+            max_wait_ms=max_wait_ms,
+            max_frame_bytes=max_frame_kb * 1024,
+            buffer_s=buffer_s,
+        )
         options = RuntimeOptions(threads=threads, provider=provider, asynchronous=False)
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -88,9 +88,20 @@ import click
     help="whisper-* recipes: stop after this stage (checkpointed); continue with --resume.",
 )
 def train(
-    recipe, out, data, eval_data, steps, until, resume, nproc, strategy, init_from, whisper,
-    frames, until_stage,
-) -> None:  # fmt: skip
+    recipe,
+    out,
+    data,
+    eval_data,
+    steps,
+    until,
+    resume,
+    nproc,
+    strategy,
+    init_from,
+    whisper,
+    frames,
+    until_stage,
+) -> None:
     """Train a model from a recipe.
 
     \b

@@ -149,8 +149,12 @@ def export_whisper_bundle(
     tok.save(out / "tokenizer.json")
 
     special = {t: vocab.id(t) for t in vocab.added} | dict(vocab.whisper_ids)
-    control = {"silence": vocab.silence, "respond": vocab.respond, "eos": vocab.eos,
-               "bos": vocab.id("<|startoftranscript|>")}  # fmt: skip
+    control = {
+        "silence": vocab.silence,
+        "respond": vocab.respond,
+        "eos": vocab.eos,
+        "bos": vocab.id("<|startoftranscript|>"),
+    }
     tasks = {t: {"prompt_ids": vocab.prompt(t)} for t in protocol.TASKS}
     meta = {
         "soundflow_version": __version__,
@@ -159,13 +163,31 @@ def export_whisper_bundle(
         "chunk_ms": model.cfg.chunk_ms,
         "chunk_samples": d.chunk_samples,
     }
-    _finish_graph(out / "encoder.onnx", enc_out, meta | {
-        "frames_per_chunk": d.frames_per_chunk, "history_samples": d.history_samples,
-        "state": [s.to_json() for s in specs.cross_encoder_state(d)]})  # fmt: skip
-    _finish_graph(out / "decoder.onnx", dec_out, meta | {
-        "num_layers": d.layers, "num_heads": d.heads, "head_dim": d.head_dim,
-        "cache_capacity": d.cache_capacity, "memory_frames": d.memory_frames,
-        "max_positions": d.max_positions, "control_ids": control, "vocab_size": d.vocab})  # fmt: skip
+    _finish_graph(
+        out / "encoder.onnx",
+        enc_out,
+        meta
+        | {
+            "frames_per_chunk": d.frames_per_chunk,
+            "history_samples": d.history_samples,
+            "state": [s.to_json() for s in specs.cross_encoder_state(d)],
+        },
+    )
+    _finish_graph(
+        out / "decoder.onnx",
+        dec_out,
+        meta
+        | {
+            "num_layers": d.layers,
+            "num_heads": d.heads,
+            "head_dim": d.head_dim,
+            "cache_capacity": d.cache_capacity,
+            "memory_frames": d.memory_frames,
+            "max_positions": d.max_positions,
+            "control_ids": control,
+            "vocab_size": d.vocab,
+        },
+    )
     n_enc = sum(p.numel() for p in model.encoder.parameters())
     n_dec = sum(p.numel() for p in model.decoder.parameters())
     recipe = training.get("recipe")
@@ -188,7 +210,7 @@ def export_whisper_bundle(
             "sample_rate": audio.SAMPLE_RATE,
             "chunk_ms": model.cfg.chunk_ms,
             "chunk_samples": d.chunk_samples,
-        },  # fmt: skip
+        },
         "encoder": {
             "file": "encoder.onnx",
             "inputs": [s.to_json() for s in enc_in],

@@ -128,9 +128,14 @@ def check(bundle: Path | str, checkpoint: Path | str, seconds: float = 12.0, see
         # int8 weights move logits by ~1 (out of a 50k vocabulary); what must hold is the
         # same tokens and decisions, so a quantized bundle is judged on those.
         ok = ids_same and layout_ok and full < 5e-3 and (quantized or diff < 5e-2) and p_diff < 0.1
-        report["modes"][mode] = {"same_tokens": ids_same, "layout_is_runtime": layout_ok,
-                                 "max_abs_logit_diff_ort_vs_torch": diff, "max_abs_p_diff": p_diff,
-                                 "max_abs_logit_diff_stream_vs_full": full, "calls": len(a.trace)}  # fmt: skip
+        report["modes"][mode] = {
+            "same_tokens": ids_same,
+            "layout_is_runtime": layout_ok,
+            "max_abs_logit_diff_ort_vs_torch": diff,
+            "max_abs_p_diff": p_diff,
+            "max_abs_logit_diff_stream_vs_full": full,
+            "calls": len(a.trace),
+        }
         report["ok"] &= ok
     report["max_abs_logit_diff"] = max(
         m["max_abs_logit_diff_ort_vs_torch"] for m in report["modes"].values()

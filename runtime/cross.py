@@ -35,8 +35,12 @@ NO_REPEAT_NGRAM = 3
 class CrossEngine(OrtEngine):
     """Encoder + decoder sessions of a whisper-cross bundle and its detokenizer."""
 
-    def __init__(self, bundle: BundleSpec | str | None = None,
-                 options: RuntimeOptions | None = None, variant: str = "fp32") -> None:  # fmt: skip
+    def __init__(
+        self,
+        bundle: BundleSpec | str | None = None,
+        options: RuntimeOptions | None = None,
+        variant: str = "fp32",
+    ) -> None:
         self.options = options or RuntimeOptions()
         loaded = getattr(self, "_loaded", None)  # set by OrtEngine.__new__
         self.spec = spec = loaded if loaded is not None else _spec(bundle, variant)
@@ -91,8 +95,14 @@ class CrossEngine(OrtEngine):
             binding.bind_cpu_input(self.memory_names[2 * i + 1], memory.values[i])
         return binding
 
-    def step(self, binding: Any, ids: np.ndarray, positions: np.ndarray, mask: np.ndarray,
-             memory_mask: np.ndarray):  # fmt: skip
+    def step(
+        self,
+        binding: Any,
+        ids: np.ndarray,
+        positions: np.ndarray,
+        mask: np.ndarray,
+        memory_mask: np.ndarray,
+    ):
         """ids, positions (1, q) int64; mask (1,1,q,C+q); memory_mask (1,1,q,M) ->
         (logits (q, vocab), per layer (key, value) new entries (1, heads, q, head_dim))."""
         binding.bind_cpu_input("input_ids", ids)
@@ -169,16 +179,18 @@ class CrossDecoderStream(DecoderStream):
         except ValueError as e:
             raise BundleError(f"cache: {e}") from None
         self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, 1, policy, np.int64)
-        self.memory = Memory(spec.layers, spec.kv_heads, spec.head_dim, spec.memory_frames,
-                             spec.mask_value)  # fmt: skip
+        self.memory = Memory(
+            spec.layers, spec.kv_heads, spec.head_dim, spec.memory_frames, spec.mask_value
+        )
         self.binding = engine.bind(self.cache, self.memory)
         self.tag_ids = spec.tag_ids
         self._gen_bias = np.zeros(spec.vocab, np.float32)
         for token_id in spec.special.values():
             if token_id not in self.stops and token_id not in self.tag_ids:
                 self._gen_bias[token_id] = -np.inf
-        self._tag_threshold = {i: self.thresholds[t] for i, t in self.tag_ids.items()
-                               if t in self.thresholds}  # fmt: skip
+        self._tag_threshold = {
+            i: self.thresholds[t] for i, t in self.tag_ids.items() if t in self.thresholds
+        }
         # Both checked by runtime/validate.py when the manifest is read.
         self.no_repeat = int(d.get("no_repeat_ngram", NO_REPEAT_NGRAM))
         self.opens_with = d.get("opens_with", {}).get(self.mode)

@@ -15,8 +15,16 @@ from soundflow.audio import SAMPLE_RATE
 from soundflow.manifest import BundleError, confined
 
 FIX = "re-run `soundflow export CHECKPOINT --out DIR`"
-DTYPES = {"float32": 4, "float16": 2, "float64": 8, "int64": 8, "int32": 4, "int8": 1,
-          "uint8": 1, "bool": 1}  # fmt: skip
+DTYPES = {
+    "float32": 4,
+    "float16": 2,
+    "float64": 8,
+    "int64": 8,
+    "int32": 4,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
+}
 KINDS = ("decoder-only", "whisper-cross")
 MAX_DIM = 1 << 31
 # runtime/fallback.py's FallbackOptions: dB levels and seconds
@@ -144,8 +152,13 @@ class _Checker:
 
 
 def _kind(v: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(v), type(v).__name__)  # fmt: skip
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
 
 
 def _what(v: Any) -> str:

@@ -42,8 +42,9 @@ def _copy_with_config(src, dst, edit):
 
 
 def test_unknown_field_is_named(smoke_checkpoint, tmp_path):
-    bad = _copy_with_config(smoke_checkpoint, tmp_path / "bad",
-                            lambda c: c["encoder"].update(n_expert=3))
+    bad = _copy_with_config(
+        smoke_checkpoint, tmp_path / "bad", lambda c: c["encoder"].update(n_expert=3)
+    )
     with pytest.raises(CheckpointError, match="n_expert"):
         load_config(bad)
 
@@ -61,7 +62,10 @@ def test_wrong_version_and_missing_files(smoke_checkpoint, tmp_path):
 
 
 def test_mismatched_weights_are_refused(smoke_checkpoint, tmp_path):
-    bad = _copy_with_config(smoke_checkpoint, tmp_path / "wide",
-                            lambda c: c["encoder"].update(n_layers=c["encoder"]["n_layers"] + 1))
+    bad = _copy_with_config(
+        smoke_checkpoint,
+        tmp_path / "wide",
+        lambda c: c["encoder"].update(n_layers=c["encoder"]["n_layers"] + 1),
+    )
     with pytest.raises(CheckpointError, match="does not match config.json"):
         load_checkpoint(bad)

@@ -43,8 +43,13 @@ def test_room_adds_a_decaying_tail():
 
 
 def test_microphone_band_limits():
-    cfg = augment.AugmentConfig(band_prob=1.0, low_cut_hz=(300.0, 300.0), high_cut_hz=(3400.0, 3400.0),
-                                mic_noise_db=(-120.0, -120.0), clip_prob=0.0)  # fmt: skip
+    cfg = augment.AugmentConfig(
+        band_prob=1.0,
+        low_cut_hz=(300.0, 300.0),
+        high_cut_hz=(3400.0, 3400.0),
+        mic_noise_db=(-120.0, -120.0),
+        clip_prob=0.0,
+    )
     x = sine(100.0) + sine(1000.0) + sine(7000.0)
     y, info = augment.microphone(x, np.random.default_rng(0), cfg)
     spec = np.abs(np.fft.rfft(y[SR // 4 :]))

@@ -29,8 +29,19 @@ def test_label_table_is_curated_and_complete():
 
 
 def test_missing_packages_fall_back_and_say_so():
-    table = [{"package": "no-such-package-xyz", "pattern": "*", "label": "bell", "category": "Daily",
-              "tags": "", "alert": "0", "caption": "a bell", "license": "x", "note": ""}]  # fmt: skip
+    table = [
+        {
+            "package": "no-such-package-xyz",
+            "pattern": "*",
+            "label": "bell",
+            "category": "Daily",
+            "tags": "",
+            "alert": "0",
+            "caption": "a bell",
+            "license": "x",
+            "note": "",
+        }
+    ]
     clips, missing = library.package_clips(table)
     assert clips == [] and missing == ["no-such-package-xyz"]
 
@@ -59,8 +70,18 @@ def corpora(tmp_path):
     (libri / "19-198.trans.txt").write_text("\n".join(lines) + "\n")
     manifest = tmp_path / "m.jsonl"
     sf.write(tmp_path / "beep.wav", np.sin(np.arange(8000) / 3).astype(np.float32), 8000)
-    manifest.write_text(json.dumps({"path": "beep.wav", "label": "timer_beep", "category": "Equipment",
-                                    "tags": ["beep"], "caption": "a timer beeping"}) + "\n")  # fmt: skip
+    manifest.write_text(
+        json.dumps(
+            {
+                "path": "beep.wav",
+                "label": "timer_beep",
+                "category": "Equipment",
+                "tags": ["beep"],
+                "caption": "a timer beeping",
+            }
+        )
+        + "\n"
+    )
     return esc / "meta" / "esc50.csv", tmp_path / "libri", manifest
 
 
@@ -91,8 +112,14 @@ def test_corpus_loaders(corpora):
 def test_corpora_ground_streams(corpora, tmp_path):
     esc_csv, libri, _ = corpora
     base = load_recipe("smoke").to_dict()
-    base.update(corpora=[{"kind": "esc50", "path": str(esc_csv)}, {"kind": "librispeech", "path": str(libri)}],
-                scenarios=["street_crossing"], task_shares={"speech": 0.6, "alert": 0.4})  # fmt: skip
+    base.update(
+        corpora=[
+            {"kind": "esc50", "path": str(esc_csv)},
+            {"kind": "librispeech", "path": str(libri)},
+        ],
+        scenarios=["street_crossing"],
+        task_shares={"speech": 0.6, "alert": 0.4},
+    )
     recipe = Recipe.from_dict(base)
     shards.build(tmp_path / "d", recipe, 2 / 60, seed=1)
     streams = list(shards.iter_streams(tmp_path / "d", load_audio=False))

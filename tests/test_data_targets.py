@@ -80,13 +80,19 @@ def test_targets_follow_the_contract(streams):
 
 def test_hand_written_plan_gets_history_answers():
     # A plan as an LLM planner would write it: doorbell, chatter, then two questions.
-    plan = Plan("living_room_tv", "room", 40.0, 2, (
-        PlannedEvent("sound", 1.0, "doorbell", snr_db=15),
-        PlannedEvent("speech", 1.0, "chatter", 1, "i left the keys on the table", snr_db=15),
-        PlannedEvent("instruction", 1.0, "instruction", 0, intent="history_sound", snr_db=15),
-        PlannedEvent("instruction", 1.0, "instruction", 0, intent="history_speech", snr_db=15),
-        PlannedEvent("sound", 1.0, "kettle_boil", snr_db=15),
-    ))  # fmt: skip
+    plan = Plan(
+        "living_room_tv",
+        "room",
+        40.0,
+        2,
+        (
+            PlannedEvent("sound", 1.0, "doorbell", snr_db=15),
+            PlannedEvent("speech", 1.0, "chatter", 1, "i left the keys on the table", snr_db=15),
+            PlannedEvent("instruction", 1.0, "instruction", 0, intent="history_sound", snr_db=15),
+            PlannedEvent("instruction", 1.0, "instruction", 0, intent="history_speech", snr_db=15),
+            PlannedEvent("sound", 1.0, "kettle_boil", snr_db=15),
+        ),
+    )
     plan = Plan.from_json(plan.to_json())  # the plan is plain data
     lib = Library(procedural_clips(), "train")
     audio, meta = StreamRenderer(plan, lib, load_recipe("smoke"), np.random.default_rng(0)).render()

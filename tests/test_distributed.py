@@ -20,8 +20,19 @@ TOLERANCE = 1e-4
 
 def _train(out, *args, nproc=1):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "soundflow.cli", "train", "--recipe", "smoke", "--out", str(out),
-           "--steps", "8", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "soundflow.cli",
+        "train",
+        "--recipe",
+        "smoke",
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        *args,
+    ]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -36,7 +47,11 @@ def _losses(out):
 
 def _close(a: dict, b: dict, steps) -> None:
     for step in steps:
-        assert abs(a[step] - b[step]) <= TOLERANCE * max(1.0, abs(a[step])), (step, a[step], b[step])
+        assert abs(a[step] - b[step]) <= TOLERANCE * max(1.0, abs(a[step])), (
+            step,
+            a[step],
+            b[step],
+        )
 
 
 @pytest.fixture(scope="module")

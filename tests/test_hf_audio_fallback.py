@@ -32,8 +32,15 @@ def _decide(pcm, chunk_ms=400, **opts):
 
 @pytest.mark.parametrize("chunk_ms", [200, 400, 800])
 def test_one_response_per_utterance_shortly_after_it_ends(chunk_ms):
-    pcm = np.concatenate([_noise(2.0, 0.003, 0), _speechlike(1.2, 1), _noise(2.0, 0.003, 2),
-                          _speechlike(0.8, 3), _noise(1.6, 0.003, 4)])  # fmt: skip
+    pcm = np.concatenate(
+        [
+            _noise(2.0, 0.003, 0),
+            _speechlike(1.2, 1),
+            _noise(2.0, 0.003, 2),
+            _speechlike(0.8, 3),
+            _noise(1.6, 0.003, 4),
+        ]
+    )
     decisions = _decide(pcm, chunk_ms)
     times = [(i + 1) * chunk_ms / 1000 for i, d in enumerate(decisions) if d.respond]
     assert len(times) == 2

@@ -249,8 +249,10 @@ def test_demo_runs_through_the_embedded_default_bundle():
     assert any(e["type"] == "response" for e in _jsonl(r.stdout))  # it has something to say
 
 
-@pytest.mark.parametrize("failure", [ImportError("No module named 'sounddevice'"),
-                                     OSError("PortAudio library not found")])  # fmt: skip
+@pytest.mark.parametrize(
+    "failure",
+    [ImportError("No module named 'sounddevice'"), OSError("PortAudio library not found")],
+)
 def test_missing_sounddevice_or_portaudio_names_the_fix(smoke_bundle, monkeypatch, failure):
     import importlib
 

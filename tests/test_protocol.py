@@ -8,7 +8,9 @@ from soundflow.train.sequence import IGNORE, layout
 
 def test_layout_places_control_and_response_labels():
     sil, resp, eos = 4, 5, 3
-    lay = layout([2, 7], [None, [20, 21]], embeds_per_chunk=2, silence_id=sil, respond_id=resp, eos_id=eos)
+    lay = layout(
+        [2, 7], [None, [20, 21]], embeds_per_chunk=2, silence_id=sil, respond_id=resp, eos_id=eos
+    )
     # prompt(2) | a a sil | a a resp 20 21 eos
     assert lay.token_ids == [2, 7, 0, 0, sil, 0, 0, resp, 20, 21, eos]
     assert lay.audio_index == [-1, -1, 0, 1, -1, 2, 3, -1, -1, -1, -1]

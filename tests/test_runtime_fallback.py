@@ -63,8 +63,13 @@ def test_policy_decides_and_turns_are_fed(fallback_bundle):
 
 
 def test_explicit_threshold_overrides_the_policy(fallback_bundle):
-    responses, summary = _run(fallback_bundle, _scene()[: 6400 * 6], threshold=0.0,
-                              refractory_s=0.0, max_response_tokens=3)  # fmt: skip
+    responses, summary = _run(
+        fallback_bundle,
+        _scene()[: 6400 * 6],
+        threshold=0.0,
+        refractory_s=0.0,
+        max_response_tokens=3,
+    )
     assert summary.error is None and len(responses) == 6  # every chunk answers
 
 

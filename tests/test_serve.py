@@ -67,8 +67,13 @@ def engine() -> OrtEngine:
 
 def local_events(engine, path, mode="transcribe") -> list[dict]:
     events: list[dict] = []
-    Listener(engine, mode=mode, input=str(path), realtime=False,
-             on_event=lambda e: events.append(e.to_json())).run()  # fmt: skip
+    Listener(
+        engine,
+        mode=mode,
+        input=str(path),
+        realtime=False,
+        on_event=lambda e: events.append(e.to_json()),
+    ).run()
     return events
 
 
@@ -84,8 +89,9 @@ def run_streams(url, paths, mode="transcribe", **kwargs) -> list[list[dict]]:
     def go(i, p):
         try:
             events: list[dict] = []
-            stream_source(url, file_source(str(p), realtime=False), events.append, mode=mode,
-                          **kwargs)  # fmt: skip
+            stream_source(
+                url, file_source(str(p), realtime=False), events.append, mode=mode, **kwargs
+            )
             results[i] = events
         except Exception as e:  # noqa: BLE001
             errors.append(e)
@@ -150,8 +156,13 @@ def test_smoke_bundle_served_like_local(smoke_bundle):
     eng = OrtEngine(smoke_bundle, RuntimeOptions(asynchronous=False))
     pcm = (np.random.default_rng(3).standard_normal(16000 * 4) * 0.1).astype(np.float32)
     ref: list[dict] = []
-    Listener(eng, input=pcm, sample_rate=16000, realtime=False,
-             on_event=lambda e: ref.append(e.to_json())).run()  # fmt: skip
+    Listener(
+        eng,
+        input=pcm,
+        sample_rate=16000,
+        realtime=False,
+        on_event=lambda e: ref.append(e.to_json()),
+    ).run()
     for batch in ("off", "encoder", "full"):
         with BackgroundServer(eng, ServerConfig(port=0, batch=batch)) as srv:
             results = []
@@ -311,8 +322,15 @@ def test_max_streams_refused_with_a_clear_message(engine):
 def test_hello_validation_and_binding():
     h = parse_hello('{"type": "hello", "sample_rate": 48000, "format": "f32le", "channels": 2}')
     assert (h.sample_rate, h.format, h.channels, h.realtime) == (48000, "f32le", 2, True)
-    for bad in ('[1]', '{"sample_rate": "fast"}', '{"format": "mp3"}', '{"channels": 0}',
-                '{"options": {"beam": 4}}', '{"options": {"threshold": "x"}}', b"\x00"):  # fmt: skip
+    for bad in (
+        "[1]",
+        '{"sample_rate": "fast"}',
+        '{"format": "mp3"}',
+        '{"channels": 0}',
+        '{"options": {"beam": 4}}',
+        '{"options": {"threshold": "x"}}',
+        b"\x00",
+    ):
         with pytest.raises(ProtocolError):
             parse_hello(bad)
     with pytest.raises(ValueError, match="without a token"):
@@ -326,9 +344,11 @@ def test_sigterm_drains_open_streams_with_summaries(audio):
     its summary, closes with 1001 and exits 0."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "soundflow.cli", "serve", "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("listening on ws://"), proc.stderr.read()

@@ -43,9 +43,14 @@ def _intent_of(response, record, chunk_s: float) -> str:
     return "false"
 
 
-def calibrate(bundle: Path | str, dev: Path | str, floor: float = 0.2,
-              false_per_hour: float = 0.5, max_streams: int | None = None,
-              mode: str = "alert") -> dict:  # fmt: skip
+def calibrate(
+    bundle: Path | str,
+    dev: Path | str,
+    floor: float = 0.2,
+    false_per_hour: float = 0.5,
+    max_streams: int | None = None,
+    mode: str = "alert",
+) -> dict:
     """Run `mode` (alert or assist) on `dev` with a low threshold; for each tag pick the
     lowest grid threshold whose false responses per hour stay within `false_per_hour`
     (summed over tags, the stream-wide budget is tags x that)."""
@@ -80,13 +85,23 @@ def calibrate(bundle: Path | str, dev: Path | str, floor: float = 0.2,
                 break
         kept = p >= choice
         thresholds[f"<{kind}:{label}>"] = float(choice)
-        table[label] = {"threshold": choice, "responses": len(rows),
-                        "hits_kept": int((kept & (outcome == "hit")).sum()),
-                        "hits": int((outcome == "hit").sum()),
-                        "false_kept": int((kept & (outcome != "hit")).sum()),
-                        "false": int((outcome != "hit").sum())}  # fmt: skip
-    return {"mode": mode, "dev": str(dev), "hours": round(hours, 3), "floor": floor,
-            "false_per_hour_per_label": false_per_hour, "thresholds": thresholds, "labels": table}  # fmt: skip
+        table[label] = {
+            "threshold": choice,
+            "responses": len(rows),
+            "hits_kept": int((kept & (outcome == "hit")).sum()),
+            "hits": int((outcome == "hit").sum()),
+            "false_kept": int((kept & (outcome != "hit")).sum()),
+            "false": int((outcome != "hit").sum()),
+        }
+    return {
+        "mode": mode,
+        "dev": str(dev),
+        "hours": round(hours, 3),
+        "floor": floor,
+        "false_per_hour_per_label": false_per_hour,
+        "thresholds": thresholds,
+        "labels": table,
+    }
 
 
 def write_thresholds(bundle: Path | str, report: dict) -> None:

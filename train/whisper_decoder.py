@@ -117,9 +117,16 @@ class ResponseTokenizer:
         spec = json.loads(self.tok.to_str())
         for i, content in enumerate(self.vocab.added):
             spec["added_tokens"].append(
-                {"id": self.vocab.base_size + i, "content": content, "single_word": False,
-                 "lstrip": False, "rstrip": False, "normalized": False, "special": True}
-            )  # fmt: skip
+                {
+                    "id": self.vocab.base_size + i,
+                    "content": content,
+                    "single_word": False,
+                    "lstrip": False,
+                    "rstrip": False,
+                    "normalized": False,
+                    "special": True,
+                }
+            )
         path.write_text(json.dumps(spec, ensure_ascii=False))
 
 

@@ -185,8 +185,12 @@ def batch_masks(layouts: list[CrossLayout], lengths: list[np.ndarray], window_fr
     return ids, positions, self_mask, cross, control, lm
 
 
-def segment_losses(model: WhisperSoundFlow, memory: torch.Tensor, layouts: list[CrossLayout],
-                   lengths: list[np.ndarray]) -> dict[str, torch.Tensor]:  # fmt: skip
+def segment_losses(
+    model: WhisperSoundFlow,
+    memory: torch.Tensor,
+    layouts: list[CrossLayout],
+    lengths: list[np.ndarray],
+) -> dict[str, torch.Tensor]:
     """memory (B, chunks * window_frames, d): each sample's chunk windows -> summed losses
     and their label counts."""
     d = model.decoder
@@ -205,8 +209,9 @@ def segment_losses(model: WhisperSoundFlow, memory: torch.Tensor, layouts: list[
 
 
 # ---------------------------------------------------------------------- checkpoint
-def save_whisper_checkpoint(model: WhisperSoundFlow, tok: ResponseTokenizer, out: Path,
-                            extra: dict | None = None) -> Path:  # fmt: skip
+def save_whisper_checkpoint(
+    model: WhisperSoundFlow, tok: ResponseTokenizer, out: Path, extra: dict | None = None
+) -> Path:
     from safetensors.torch import save_file
 
     out = Path(out)

@@ -113,8 +113,13 @@ def set_trainable(model: WhisperSoundFlow, which: str) -> list[dict]:
             e = layer.encoder_attn
             mods = [e.q_proj, e.out_proj, layer.encoder_attn_layer_norm]
             if which == "decoder":
-                mods += [layer.self_attn, layer.self_attn_layer_norm, layer.fc1, layer.fc2,
-                         layer.final_layer_norm]  # fmt: skip
+                mods += [
+                    layer.self_attn,
+                    layer.self_attn_layer_norm,
+                    layer.fc1,
+                    layer.fc2,
+                    layer.final_layer_norm,
+                ]
             for m in mods:
                 for p in m.parameters():
                     p.requires_grad = True
@@ -175,8 +180,14 @@ class FrameCache:
                 log(f"frames: {i + 1}/{len(self.source)} streams ({time.time() - t0:.0f} s)")
 
 
-def draw(source: ShardSource, recipe: WhisperRecipe, stage: Stage, index: int, chunk_ms: int,
-         pool: list[int] | None = None):  # fmt: skip
+def draw(
+    source: ShardSource,
+    recipe: WhisperRecipe,
+    stage: Stage,
+    index: int,
+    chunk_ms: int,
+    pool: list[int] | None = None,
+):
     """Sample `index` of a stage: (stream, task, start chunk, per-chunk response texts),
     from `pool` (stream indices; default all)."""
     rng = np.random.default_rng([recipe.seed, zlib.crc32(stage.name.encode()), index])
@@ -229,10 +240,18 @@ def lr_at(step: int, stage: Stage, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, stage.steps - warm)))
 
 
-def train_whisper(recipe: WhisperRecipe, data: list[Path], out: Path, frames_dir: Path,
-                  whisper_dir: Path | None = None, resume: bool = True, until: str | None = None,
-                  checkpoint_every_s: float = 300.0, ready_only: bool = False,
-                  log=print) -> Path:  # fmt: skip
+def train_whisper(
+    recipe: WhisperRecipe,
+    data: list[Path],
+    out: Path,
+    frames_dir: Path,
+    whisper_dir: Path | None = None,
+    resume: bool = True,
+    until: str | None = None,
+    checkpoint_every_s: float = 300.0,
+    ready_only: bool = False,
+    log=print,
+) -> Path:
     """Run (or continue) the recipe's stages; returns the checkpoint directory.
     `ready_only`: draw only from streams whose frames are cached already, rescanning as
     `precompute_frames` processes add more (trains while they encode; not reproducible
@@ -287,8 +306,10 @@ def train_whisper(recipe: WhisperRecipe, data: list[Path], out: Path, frames_dir
             state["log"].append(entry)
             if step % 10 == 0 or step == stage.steps - 1:
                 eta = (stage.steps - step - 1) / max(rate, 1e-9)
-                log(f"[{stage.name} {step + 1}/{stage.steps}] lm {float(lm):.3f} stream "
-                    f"{float(stream):.4f}  {rate:.2f} step/s  stage ETA {eta / 60:.1f} min")  # fmt: skip
+                log(
+                    f"[{stage.name} {step + 1}/{stage.steps}] lm {float(lm):.3f} stream "
+                    f"{float(stream):.4f}  {rate:.2f} step/s  stage ETA {eta / 60:.1f} min"
+                )
             if time.time() - t_save > checkpoint_every_s:
                 _save(
                     model,
@@ -307,8 +328,12 @@ def train_whisper(recipe: WhisperRecipe, data: list[Path], out: Path, frames_dir
 
 
 def _save(model, tok, out: Path, recipe: WhisperRecipe, state: dict) -> None:
-    extra = {"recipe": recipe.name, "stage": state["stage"], "step": state["step"],
-             "stages": [asdict(s) for s in recipe.stages]}  # fmt: skip
+    extra = {
+        "recipe": recipe.name,
+        "stage": state["stage"],
+        "step": state["step"],
+        "stages": [asdict(s) for s in recipe.stages],
+    }
     save_whisper_checkpoint(model, tok, out / "checkpoint", extra)
     tmp = out / "trainer_state.pt.tmp"
     torch.save(state, tmp)
@@ -320,8 +345,13 @@ def chunk_samples(recipe: WhisperRecipe) -> int:
     return audio.chunk_samples(recipe.dims.get("chunk_ms", audio.CHUNK_MS))
 
 
-def precompute_frames(data: list[Path], frames_dir: Path, shard: tuple[int, int] = (0, 1),
-                      whisper_dir: Path | None = None, log=print) -> None:  # fmt: skip
+def precompute_frames(
+    data: list[Path],
+    frames_dir: Path,
+    shard: tuple[int, int] = (0, 1),
+    whisper_dir: Path | None = None,
+    log=print,
+) -> None:
     """Encode streams `i % n == k` of `data` (run n processes to use n cores)."""
     from soundflow.train.whisper_ckpt import load_whisper
 

@@ -50,8 +50,15 @@ class ServerStream:
                 "the WebSocket client needs: pip install 'soundflow[serve]'"
             ) from None
         self.format = format
-        hello = {"type": "hello", "mode": mode, "sample_rate": sample_rate, "format": format,
-                 "channels": channels, "realtime": realtime, "options": options or {}}  # fmt: skip
+        hello = {
+            "type": "hello",
+            "mode": mode,
+            "sample_rate": sample_rate,
+            "format": format,
+            "channels": channels,
+            "realtime": realtime,
+            "options": options or {},
+        }
         if token is not None:
             hello["token"] = token
         self._context = contextlib.ExitStack()

@@ -90,8 +90,10 @@ class Scheduler:
         self.batch_sizes.add(len(got))
         try:
             if self.config.batch == "off":
-                encoded = [s.loop.encoder.engine.encode(c[None], s.loop.encoder.state)
-                           for s, (c, _, _) in zip(got, chunks, strict=True)]  # fmt: skip
+                encoded = [
+                    s.loop.encoder.engine.encode(c[None], s.loop.encoder.state)
+                    for s, (c, _, _) in zip(got, chunks, strict=True)
+                ]
                 self.encoder.calls += len(got)
             else:
                 encoded = self.encoder.encode(

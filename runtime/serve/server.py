@@ -87,8 +87,12 @@ def is_loopback(host: str) -> bool:
 class Server:
     """The WebSocket server. `await serve()` runs until `shutdown()` (SIGTERM)."""
 
-    def __init__(self, engine: OrtEngine, config: ServerConfig | None = None,
-                 log: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: OrtEngine,
+        config: ServerConfig | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config or ServerConfig()
         self.log = log or (lambda _msg: None)
@@ -219,14 +223,24 @@ class Server:
         self.sessions[sid] = session
         self.scheduler.add(session)
         spec = self.engine.spec
-        self.log(f"{sid} open: {ws.remote_address} mode {session.mode} {hello.format} "
-                 f"{hello.sample_rate} Hz x{hello.channels} {'live' if hello.realtime else 'fast'}")  # fmt: skip
+        self.log(
+            f"{sid} open: {ws.remote_address} mode {session.mode} {hello.format} "
+            f"{hello.sample_rate} Hz x{hello.channels} {'live' if hello.realtime else 'fast'}"
+        )
         ready = {
-            "type": "ready", "t": 0.0, "text": "", "latency_ms": 0.0,
-            "session": sid, "protocol": PROTOCOL_VERSION, "mode": session.mode,
-            "bundle": spec.label, "trained": spec.trained, "chunk_ms": spec.chunk_ms,
-            "sample_rate": spec.sample_rate, "modes": list(spec.modes),
-        }  # fmt: skip
+            "type": "ready",
+            "t": 0.0,
+            "text": "",
+            "latency_ms": 0.0,
+            "session": sid,
+            "protocol": PROTOCOL_VERSION,
+            "mode": session.mode,
+            "bundle": spec.label,
+            "trained": spec.trained,
+            "chunk_ms": spec.chunk_ms,
+            "sample_rate": spec.sample_rate,
+            "modes": list(spec.modes),
+        }
         sender = asyncio.ensure_future(self._send_events(ws, session))
         reason = "closed"
         try:

@@ -86,9 +86,10 @@ class Session:
         """Called on the scheduler thread by the Loop."""
         if ev.type == "summary":
             ev = dataclasses.replace(
-                ev, scheduling=f"server ({self.server.config.batch})",
+                ev,
+                scheduling=f"server ({self.server.config.batch})",
                 extra={**ev.extra, "session": self.id, "bytes_in": self.bytes_in},
-            )  # fmt: skip
+            )
         text = event_json(ev)
         self.aio.call_soon_threadsafe(self._deliver, text, ev.type == "summary")
 

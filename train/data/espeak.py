@@ -35,11 +35,30 @@ TRAIN_VOICES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland")
 EVAL_VOICES = ("en-gb-x-gbclan", "en-us-nyc", "en-gb-x-gbcwmd")
 # variant -> gender, so "what did she just say" names the right speaker.
 TRAIN_VARIANTS = {
-    "m1": "m", "m2": "m", "m3": "m", "m4": "m", "m7": "m", "f1": "f", "f2": "f",
-    "f3": "f", "f4": "f", "Alex": "m", "Andrea": "f", "adam": "m", "anika": "f",
-    "belinda": "f", "benjamin": "m", "david": "m", "linda": "f", "steph": "f",
-    "edward": "m", "grandma": "f", "grandpa": "m", "john": "m", "max": "m",
-}  # fmt: skip
+    "m1": "m",
+    "m2": "m",
+    "m3": "m",
+    "m4": "m",
+    "m7": "m",
+    "f1": "f",
+    "f2": "f",
+    "f3": "f",
+    "f4": "f",
+    "Alex": "m",
+    "Andrea": "f",
+    "adam": "m",
+    "anika": "f",
+    "belinda": "f",
+    "benjamin": "m",
+    "david": "m",
+    "linda": "f",
+    "steph": "f",
+    "edward": "m",
+    "grandma": "f",
+    "grandpa": "m",
+    "john": "m",
+    "max": "m",
+}
 EVAL_VARIANTS = {"m5": "m", "m6": "m", "f5": "f", "Annie": "f", "robert": "m", "aunty": "f"}
 
 
@@ -107,9 +126,15 @@ class _Engine:
         self._cb = _CALLBACK(self._on_audio)  # kept alive: C holds the pointer
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lock = threading.Lock()
 

@@ -247,10 +247,19 @@ def librispeech_clips(root: str | Path) -> list[Clip]:
             if audio.is_file() and text:
                 cid = f"librispeech:{utt}"
                 clips.append(
-                    Clip(cid, "librispeech", "speech", "Speech", ("speech",), license="see corpus",
-                         split=_file_split(cid), path=str(audio), text=text.lower(),
-                         extra={"speaker": utt.split("-")[0]})
-                )  # fmt: skip
+                    Clip(
+                        cid,
+                        "librispeech",
+                        "speech",
+                        "Speech",
+                        ("speech",),
+                        license="see corpus",
+                        split=_file_split(cid),
+                        path=str(audio),
+                        text=text.lower(),
+                        extra={"speaker": utt.split("-")[0]},
+                    )
+                )
     return clips
 
 

@@ -29,25 +29,80 @@ class Scenario:
 SCENARIOS = {
     s.name: s
     for s in (
-        Scenario("kitchen_night", ("hum", "room"), ("smoke_alarm", "kettle_whistle", "glass_break", "co_alarm", "alarm_clock"),
-                 ("dishes", "water_tap", "clock_tick", "footsteps", "steam_hiss", "paper_crumple"),
-                 ("kettle_boil", "microwave_beep", "notification_chime")),
-        Scenario("street_crossing", ("traffic", "wind", "rain"), ("siren", "car_horn", "explosion", "crash", "level_crossing"),
-                 ("engine", "dog_bark", "footsteps", "bird_chirp", "impact", "aircraft", "train", "helicopter",
-                  "jackhammer", "wind_gust"), ("phone_busy_tone", "ship_horn")),
-        Scenario("workshop", ("hum", "room"), ("alarm", "co_alarm", "smoke_alarm", "glass_break", "explosion"),
-                 ("engine", "vacuum", "machinery", "steam_hiss", "impact", "typing", "jackhammer", "power_saw",
-                  "electric_sparking"), ("microwave_beep", "notification_chime")),
-        Scenario("nursery", ("room", "hum", "rain"), ("baby_cry", "doorbell", "smoke_alarm", "phone_ring"),
-                 ("music", "bird_chirp", "footsteps", "cough", "clock_tick"), ("notification_chime",)),
-        Scenario("office", ("hum", "room"), ("phone_ring", "smoke_alarm", "alarm"),
-                 ("typing", "footsteps", "cough", "clock_tick", "paper_crumple", "camera_shutter", "cash_register"),
-                 ("notification_chime", "phone_ringback", "phone_busy_tone")),
-        Scenario("living_room_tv", ("room", "rain"), ("doorbell", "phone_ring", "glass_break", "baby_cry"),
-                 ("music", "applause", "dog_bark", "knock", "footsteps", "vacuum"), ("notification_chime", "bell"),
-                 tv_share=0.4),
+        Scenario(
+            "kitchen_night",
+            ("hum", "room"),
+            ("smoke_alarm", "kettle_whistle", "glass_break", "co_alarm", "alarm_clock"),
+            ("dishes", "water_tap", "clock_tick", "footsteps", "steam_hiss", "paper_crumple"),
+            ("kettle_boil", "microwave_beep", "notification_chime"),
+        ),
+        Scenario(
+            "street_crossing",
+            ("traffic", "wind", "rain"),
+            ("siren", "car_horn", "explosion", "crash", "level_crossing"),
+            (
+                "engine",
+                "dog_bark",
+                "footsteps",
+                "bird_chirp",
+                "impact",
+                "aircraft",
+                "train",
+                "helicopter",
+                "jackhammer",
+                "wind_gust",
+            ),
+            ("phone_busy_tone", "ship_horn"),
+        ),
+        Scenario(
+            "workshop",
+            ("hum", "room"),
+            ("alarm", "co_alarm", "smoke_alarm", "glass_break", "explosion"),
+            (
+                "engine",
+                "vacuum",
+                "machinery",
+                "steam_hiss",
+                "impact",
+                "typing",
+                "jackhammer",
+                "power_saw",
+                "electric_sparking",
+            ),
+            ("microwave_beep", "notification_chime"),
+        ),
+        Scenario(
+            "nursery",
+            ("room", "hum", "rain"),
+            ("baby_cry", "doorbell", "smoke_alarm", "phone_ring"),
+            ("music", "bird_chirp", "footsteps", "cough", "clock_tick"),
+            ("notification_chime",),
+        ),
+        Scenario(
+            "office",
+            ("hum", "room"),
+            ("phone_ring", "smoke_alarm", "alarm"),
+            (
+                "typing",
+                "footsteps",
+                "cough",
+                "clock_tick",
+                "paper_crumple",
+                "camera_shutter",
+                "cash_register",
+            ),
+            ("notification_chime", "phone_ringback", "phone_busy_tone"),
+        ),
+        Scenario(
+            "living_room_tv",
+            ("room", "rain"),
+            ("doorbell", "phone_ring", "glass_break", "baby_cry"),
+            ("music", "applause", "dog_bark", "knock", "footsteps", "vacuum"),
+            ("notification_chime", "bell"),
+            tv_share=0.4,
+        ),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -82,8 +137,14 @@ class Plan:
 
 
 class Planner(Protocol):
-    def plan(self, scenario: Scenario, duration: float, rng: np.random.Generator, recipe: Recipe,
-             labels: set[str]) -> Plan: ...  # fmt: skip
+    def plan(
+        self,
+        scenario: Scenario,
+        duration: float,
+        rng: np.random.Generator,
+        recipe: Recipe,
+        labels: set[str],
+    ) -> Plan: ...
 
 
 class GrammarPlanner:
@@ -94,8 +155,14 @@ class GrammarPlanner:
     def __init__(self, split: str = "train") -> None:
         self.split = split  # whose natural sentences the speech draws on
 
-    def plan(self, scenario: Scenario, duration: float, rng: np.random.Generator, recipe: Recipe,
-             labels: set[str]) -> Plan:  # fmt: skip
+    def plan(
+        self,
+        scenario: Scenario,
+        duration: float,
+        rng: np.random.Generator,
+        recipe: Recipe,
+        labels: set[str],
+    ) -> Plan:
         kinds = [k for k in EVENT_KINDS if recipe.task_shares.get(k, 0) > 0]
         weights = np.array([recipe.task_shares[k] for k in kinds], np.float64)
         weights /= weights.sum()
@@ -106,8 +173,14 @@ class GrammarPlanner:
             pick(scenario.negatives),
         )
         n_speakers = int(rng.integers(2, 4))  # the device's user plus 1-2 others
-        pools = {"alerts": alerts, "ordinary": ordinary, "negatives": negatives, "n_speakers": n_speakers,
-                 "corpus_speech": "speech" in labels, "overlap": recipe.overlap_prob}  # fmt: skip
+        pools = {
+            "alerts": alerts,
+            "ordinary": ordinary,
+            "negatives": negatives,
+            "n_speakers": n_speakers,
+            "corpus_speech": "speech" in labels,
+            "overlap": recipe.overlap_prob,
+        }
         mean_gap = max(0.5, 60.0 / recipe.events_per_minute - self.mean_event_s)
         events: list[PlannedEvent] = []
         t = 0.0

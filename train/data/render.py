@@ -25,13 +25,22 @@ BED_LOOP_S = 12.0  # beds are generated once per stream and looped through smoot
 
 # What the device calls a sound when asked about it later ("that was ...").
 NOUNS = {
-    "smoke_alarm": "a smoke alarm", "co_alarm": "a carbon monoxide alarm", "siren": "a siren",
-    "phone_ring": "a phone ringing", "doorbell": "the doorbell", "car_horn": "a car horn",
-    "kettle_whistle": "the kettle whistling", "glass_break": "glass breaking", "baby_cry": "a baby crying",
-    "alarm_clock": "an alarm clock", "alarm": "an alarm", "explosion": "a loud bang",
-    "shout_for_help": "someone shouting for help", "level_crossing": "a level crossing bell",
+    "smoke_alarm": "a smoke alarm",
+    "co_alarm": "a carbon monoxide alarm",
+    "siren": "a siren",
+    "phone_ring": "a phone ringing",
+    "doorbell": "the doorbell",
+    "car_horn": "a car horn",
+    "kettle_whistle": "the kettle whistling",
+    "glass_break": "glass breaking",
+    "baby_cry": "a baby crying",
+    "alarm_clock": "an alarm clock",
+    "alarm": "an alarm",
+    "explosion": "a loud bang",
+    "shout_for_help": "someone shouting for help",
+    "level_crossing": "a level crossing bell",
     "crash": "a crash",
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -126,17 +135,28 @@ class StreamRenderer:
             gender = said[-1]["gender"] if said else str(self.rng.choice(["m", "f"]))
             pronoun = "he" if gender == "m" else "she"
             ins = text.instruction(self.rng, e.intent, pronoun)
-            return text.Instruction(ins.intent, ins.text, ins.answer.format(
-                answer=text.answer_speech(pronoun, said[-1]["text"] if said else None)))  # fmt: skip
+            return text.Instruction(
+                ins.intent,
+                ins.text,
+                ins.answer.format(
+                    answer=text.answer_speech(pronoun, said[-1]["text"] if said else None)
+                ),
+            )
         ins = text.instruction(self.rng, e.intent)
         if e.intent == "history_sound":
             sounds = [h for h in before if h["kind"] in ("sound", "shout")]
-            return text.Instruction(ins.intent, ins.text, ins.answer.format(
-                answer=text.answer_sound(sounds[-1]["noun"] if sounds else None)))  # fmt: skip
+            return text.Instruction(
+                ins.intent,
+                ins.text,
+                ins.answer.format(answer=text.answer_sound(sounds[-1]["noun"] if sounds else None)),
+            )
         if e.intent == "history_alert":
             alerts = [h for h in before if h["alert"]]
-            return text.Instruction(ins.intent, ins.text, ins.answer.format(
-                answer=text.answer_alert(alerts[-1]["noun"] if alerts else None)))  # fmt: skip
+            return text.Instruction(
+                ins.intent,
+                ins.text,
+                ins.answer.format(answer=text.answer_alert(alerts[-1]["noun"] if alerts else None)),
+            )
         return ins
 
     def render(self) -> tuple[np.ndarray, dict]:
@@ -160,15 +180,26 @@ class StreamRenderer:
             gain = bed_rms * 10 ** (e.snr_db / 20) / _rms(x[onset:offset])
             mix[start : start + len(x)] += gain * x
             t0, t1 = (start + onset) / SR, (start + offset) / SR
-            ev = {"start": round(t0, 4), "end": round(t1, 4), "category": info["category"],
-                  "label": info["label"], "alert": info["alert"], "source": info["source"],
-                  "snr_db": round(e.snr_db, 2)}  # fmt: skip
+            ev = {
+                "start": round(t0, 4),
+                "end": round(t1, 4),
+                "category": info["category"],
+                "label": info["label"],
+                "alert": info["alert"],
+                "source": info["source"],
+                "snr_db": round(e.snr_db, 2),
+            }
             if "text" in info:
                 ev.update(text=info["text"], speaker=info["speaker"], addressed=info["addressed"])
             events.append(ev)
             for w in info.get("words", []):
-                wd = {"word": w.word, "start": round(start / SR + w.start, 4), "end": round(start / SR + w.end, 4),
-                      "speaker": info["speaker"], "addressed": info["addressed"]}  # fmt: skip
+                wd = {
+                    "word": w.word,
+                    "start": round(start / SR + w.start, 4),
+                    "end": round(start / SR + w.end, 4),
+                    "speaker": info["speaker"],
+                    "addressed": info["addressed"],
+                }
                 if "timing" in info:
                     wd["timing"] = info["timing"]
                 words.append(wd)
@@ -179,8 +210,15 @@ class StreamRenderer:
                 )
             if "answer" in info:
                 targets["assist"].append({"t": words[-1]["end"], "text": info["answer"]})
-            self.history.append({**ev, "kind": e.kind if e.kind != "tv" else "tv", "noun": info["noun"],
-                                 "speaker_index": e.speaker, "gender": info.get("gender", "")})  # fmt: skip
+            self.history.append(
+                {
+                    **ev,
+                    "kind": e.kind if e.kind != "tv" else "tv",
+                    "noun": info["noun"],
+                    "speaker_index": e.speaker,
+                    "gender": info.get("gender", ""),
+                }
+            )
             cursor = max(cursor, start + offset)
         mix, mic = augment.microphone(mix, rng, aug)
         peak = float(np.max(np.abs(mix)))
@@ -188,8 +226,15 @@ class StreamRenderer:
             mix *= 0.98 / peak
         for v in targets.values():
             v.sort(key=lambda d: d["t"])
-        meta = {"scenario": self.plan.scenario, "bed": self.plan.bed, "bed_db": round(bed_db, 2),
-                "mic": mic, "events": events, "words": words, "targets": targets}  # fmt: skip
+        meta = {
+            "scenario": self.plan.scenario,
+            "bed": self.plan.bed,
+            "bed_db": round(bed_db, 2),
+            "mic": mic,
+            "events": events,
+            "words": words,
+            "targets": targets,
+        }
         return mix.astype(np.float32), meta
 
     def _ground(self, i: int, e: PlannedEvent, at: float):
@@ -206,15 +251,32 @@ class StreamRenderer:
             if offset <= onset:
                 return None
             noun = NOUNS.get(clip.label, clip.caption)
-            return x, onset, offset, {"category": clip.category, "label": clip.label, "alert": clip.alert,
-                                      "source": clip.source if clip.path is None else clip.id,
-                                      "caption": clip.caption, "noun": noun}  # fmt: skip
+            return (
+                x,
+                onset,
+                offset,
+                {
+                    "category": clip.category,
+                    "label": clip.label,
+                    "alert": clip.alert,
+                    "source": clip.source if clip.path is None else clip.id,
+                    "caption": clip.caption,
+                    "noun": noun,
+                },
+            )
         if e.kind == "speech" and e.label == "corpus":
             return self._ground_corpus_speech(e)
         spk = self.speakers[e.speaker]
-        info = {"category": "Speech", "label": e.label or e.kind, "alert": False, "speaker": spk.id,
-                "addressed": e.kind == "instruction", "gender": spk.gender, "noun": "someone talking",
-                "source": "tts:" + spk.id}  # fmt: skip
+        info = {
+            "category": "Speech",
+            "label": e.label or e.kind,
+            "alert": False,
+            "speaker": spk.id,
+            "addressed": e.kind == "instruction",
+            "gender": spk.gender,
+            "noun": "someone talking",
+            "source": "tts:" + spk.id,
+        }
         if e.kind == "instruction":
             ins = self._instruction(e, at)
             words_text, info["answer"], info["label"] = (
@@ -228,11 +290,22 @@ class StreamRenderer:
             # A shout: the person, louder and higher, alert-worthy whatever the scenario.
             v = spk.voice
             if isinstance(v, espeak.Voice):
-                v = espeak.Voice(v.name, v.variant, rate=max(v.rate, 170), pitch=min(99, v.pitch + 25),
-                                 pitch_range=90, gender=v.gender)  # fmt: skip
+                v = espeak.Voice(
+                    v.name,
+                    v.variant,
+                    rate=max(v.rate, 170),
+                    pitch=min(99, v.pitch + 25),
+                    pitch_range=90,
+                    gender=v.gender,
+                )
             spk = Speaker(spk.id, spk.gender, v)
-            info.update(category="Human", label="shout_for_help", alert=True,
-                        caption="someone is shouting for help", noun=NOUNS["shout_for_help"])  # fmt: skip
+            info.update(
+                category="Human",
+                label="shout_for_help",
+                alert=True,
+                caption="someone is shouting for help",
+                noun=NOUNS["shout_for_help"],
+            )
         x, said = self._say(i, words_text, spk)
         factor = float(rng.uniform(*aug.speed))
         x = augment.speed_perturb(x, factor)
@@ -277,7 +350,21 @@ class StreamRenderer:
             espeak.Word(t, float(cuts[k]) / SR, float(cuts[k + 1]) / SR) for k, t in enumerate(toks)
         ]
         speaker = f"{clip.source}:{clip.extra.get('speaker', clip.id)}"
-        return x, onset, offset, {"category": "Speech", "label": "corpus_speech", "alert": False,
-                                  "source": clip.id, "speaker": speaker, "addressed": False,
-                                  "gender": "", "noun": "someone talking", "words": words,
-                                  "text": clip.text, "timing": "estimated"}  # fmt: skip
+        return (
+            x,
+            onset,
+            offset,
+            {
+                "category": "Speech",
+                "label": "corpus_speech",
+                "alert": False,
+                "source": clip.id,
+                "speaker": speaker,
+                "addressed": False,
+                "gender": "",
+                "noun": "someone talking",
+                "words": words,
+                "text": clip.text,
+                "timing": "estimated",
+            },
+        )

@@ -17,9 +17,19 @@ from .shards import iter_streams
 
 def statistics(directory: str | Path) -> dict:
     """Totals over every stream, read one stream at a time (audio is not loaded)."""
-    st: dict = {"streams": 0, "hours": 0.0, "events": 0, "words": 0, "addressed_words": 0,
-                "by_category": Counter(), "by_label": Counter(), "by_scenario": Counter(),
-                "targets": Counter(), "speakers": set(), "sources": Counter()}  # fmt: skip
+    st: dict = {
+        "streams": 0,
+        "hours": 0.0,
+        "events": 0,
+        "words": 0,
+        "addressed_words": 0,
+        "by_category": Counter(),
+        "by_label": Counter(),
+        "by_scenario": Counter(),
+        "targets": Counter(),
+        "speakers": set(),
+        "sources": Counter(),
+    }
     chunks = alert_chunks = respond_chunks = 0
     for s in iter_streams(directory, load_audio=False):
         st["streams"] += 1
@@ -63,13 +73,21 @@ def format_statistics(st: dict) -> str:
     return "\n".join(lines)
 
 
-COLORS = {"Human": "tab:red", "Daily": "tab:orange", "Equipment": "tab:purple", "Traffic": "tab:brown",
-          "Nature": "tab:green", "Music": "tab:pink", "Speech": "tab:blue"}  # fmt: skip
+COLORS = {
+    "Human": "tab:red",
+    "Daily": "tab:orange",
+    "Equipment": "tab:purple",
+    "Traffic": "tab:brown",
+    "Nature": "tab:green",
+    "Music": "tab:pink",
+    "Speech": "tab:blue",
+}
 TASK_Y = {"transcribe": 0.2, "alert": 0.5, "assist": 0.8}
 
 
-def render_timeline(directory: str | Path, png: str | Path, stream_id: str | None = None,
-                    max_seconds: float = 120.0) -> str:  # fmt: skip
+def render_timeline(
+    directory: str | Path, png: str | Path, stream_id: str | None = None, max_seconds: float = 120.0
+) -> str:
     """Draw one stream (the first, or `stream_id`) up to max_seconds; returns its id."""
     import matplotlib
 

@@ -34,13 +34,32 @@ NUMBERS = (
 
 _SLOTS = {
     "person": ("mom", "dad", "anna", "the kids", "your brother", "the neighbour", "my boss", "sam"),
-    "thing": ("keys", "coffee", "laundry", "groceries", "car", "dishes", "homework", "report", "bike", "plants"),
+    "thing": (
+        "keys",
+        "coffee",
+        "laundry",
+        "groceries",
+        "car",
+        "dishes",
+        "homework",
+        "report",
+        "bike",
+        "plants",
+    ),
     "place": ("kitchen", "garage", "office", "table", "shelf", "hallway", "garden", "bedroom"),
-    "time": ("tonight", "tomorrow", "later", "this morning", "after lunch", "on friday", "next week"),
+    "time": (
+        "tonight",
+        "tomorrow",
+        "later",
+        "this morning",
+        "after lunch",
+        "on friday",
+        "next week",
+    ),
     "verb": ("finish", "clean", "move", "fix", "check", "pick up", "bring", "wash", "sort out"),
     "food": ("pasta", "soup", "rice", "a sandwich", "pizza", "salad", "toast", "curry"),
     "feeling": ("tired", "hungry", "happy", "busy", "cold", "late", "ready"),
-}  # fmt: skip
+}
 
 # Talk between people. {x} slots draw from _SLOTS.
 CHATTER = (
