@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -30,36 +32,14 @@ PARAM_RANGE = 4
 PARAM_WORDGAP = 7
 EE_OK = 0
 
-# Sweeps for the split: eval voices and variants are never used for training (train/data/README.md, the split table).
-TRAIN_VOICES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland")
-EVAL_VOICES = ("en-gb-x-gbclan", "en-us-nyc", "en-gb-x-gbcwmd")
-# variant -> gender, so "what did she just say" names the right speaker.
-TRAIN_VARIANTS = {
-    "m1": "m",
-    "m2": "m",
-    "m3": "m",
-    "m4": "m",
-    "m7": "m",
-    "f1": "f",
-    "f2": "f",
-    "f3": "f",
-    "f4": "f",
-    "Alex": "m",
-    "Andrea": "f",
-    "adam": "m",
-    "anika": "f",
-    "belinda": "f",
-    "benjamin": "m",
-    "david": "m",
-    "linda": "f",
-    "steph": "f",
-    "edward": "m",
-    "grandma": "f",
-    "grandpa": "m",
-    "john": "m",
-    "max": "m",
-}
-EVAL_VARIANTS = {"m5": "m", "m6": "m", "f5": "f", "Annie": "f", "robert": "m", "aunty": "f"}
+# Sweeps for the split: eval voices and variants are never used for training (train/data/README.md,
+# the split table). espeak_voices.json holds them; variants map to a gender, so "what did she just
+# say" names the right speaker.
+_VOICES = json.loads(Path(__file__).with_name("espeak_voices.json").read_text(encoding="utf-8"))
+TRAIN_VOICES: tuple[str, ...] = tuple(_VOICES["train"]["voices"])
+EVAL_VOICES: tuple[str, ...] = tuple(_VOICES["eval"]["voices"])
+TRAIN_VARIANTS: dict[str, str] = _VOICES["train"]["variants"]
+EVAL_VARIANTS: dict[str, str] = _VOICES["eval"]["variants"]
 
 
 class EspeakError(RuntimeError):

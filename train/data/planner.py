@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -26,83 +27,18 @@ class Scenario:
     tv_share: float = 0.0  # share of speech that comes from a TV (band-limited, music)
 
 
-SCENARIOS = {
-    s.name: s
-    for s in (
-        Scenario(
-            "kitchen_night",
-            ("hum", "room"),
-            ("smoke_alarm", "kettle_whistle", "glass_break", "co_alarm", "alarm_clock"),
-            ("dishes", "water_tap", "clock_tick", "footsteps", "steam_hiss", "paper_crumple"),
-            ("kettle_boil", "microwave_beep", "notification_chime"),
-        ),
-        Scenario(
-            "street_crossing",
-            ("traffic", "wind", "rain"),
-            ("siren", "car_horn", "explosion", "crash", "level_crossing"),
-            (
-                "engine",
-                "dog_bark",
-                "footsteps",
-                "bird_chirp",
-                "impact",
-                "aircraft",
-                "train",
-                "helicopter",
-                "jackhammer",
-                "wind_gust",
-            ),
-            ("phone_busy_tone", "ship_horn"),
-        ),
-        Scenario(
-            "workshop",
-            ("hum", "room"),
-            ("alarm", "co_alarm", "smoke_alarm", "glass_break", "explosion"),
-            (
-                "engine",
-                "vacuum",
-                "machinery",
-                "steam_hiss",
-                "impact",
-                "typing",
-                "jackhammer",
-                "power_saw",
-                "electric_sparking",
-            ),
-            ("microwave_beep", "notification_chime"),
-        ),
-        Scenario(
-            "nursery",
-            ("room", "hum", "rain"),
-            ("baby_cry", "doorbell", "smoke_alarm", "phone_ring"),
-            ("music", "bird_chirp", "footsteps", "cough", "clock_tick"),
-            ("notification_chime",),
-        ),
-        Scenario(
-            "office",
-            ("hum", "room"),
-            ("phone_ring", "smoke_alarm", "alarm"),
-            (
-                "typing",
-                "footsteps",
-                "cough",
-                "clock_tick",
-                "paper_crumple",
-                "camera_shutter",
-                "cash_register",
-            ),
-            ("notification_chime", "phone_ringback", "phone_busy_tone"),
-        ),
-        Scenario(
-            "living_room_tv",
-            ("room", "rain"),
-            ("doorbell", "phone_ring", "glass_break", "baby_cry"),
-            ("music", "applause", "dog_bark", "knock", "footsteps", "vacuum"),
-            ("notification_chime", "bell"),
-            tv_share=0.4,
-        ),
-    )
-}
+def _load_scenarios() -> dict[str, Scenario]:
+    """The places a stream can be set in, from scenarios.json in file order (choose_scenario
+    draws from them in this order, so reordering the file changes every seeded build)."""
+    rows = json.loads(Path(__file__).with_name("scenarios.json").read_text(encoding="utf-8"))
+    out = {}
+    for row in rows:
+        s = Scenario(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()})
+        out[s.name] = s
+    return out
+
+
+SCENARIOS = _load_scenarios()
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,16 @@
 
 Every generator draws its parameters through `Params`, which gives the train and eval
 splits disjoint bands of each range, so eval sounds are never ones training heard.
+`SOUNDS` pairs each generator with its label, category, tags, alert flag and caption, read
+from sounds.json beside this file.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import signal
@@ -369,130 +373,19 @@ class Sound:
     make: Callable[[Params], np.ndarray]
 
 
-SOUNDS = {
-    s.label: s
-    for s in (
-        Sound(
-            "smoke_alarm",
-            "Equipment",
-            ("alarm", "beep", "kitchen"),
-            True,
-            "a smoke alarm is going off",
-            smoke_alarm,
-        ),
-        Sound(
-            "co_alarm",
-            "Equipment",
-            ("alarm", "beep"),
-            True,
-            "a carbon monoxide alarm is going off",
-            co_alarm,
-        ),
-        Sound(
-            "siren",
-            "Traffic",
-            ("siren", "street", "vehicle"),
-            True,
-            "a siren is sounding nearby",
-            siren,
-        ),
-        Sound(
-            "phone_ring",
-            "Daily",
-            ("phone", "ring", "office", "home"),
-            True,
-            "a phone is ringing",
-            phone_ring,
-        ),
-        Sound(
-            "doorbell",
-            "Daily",
-            ("doorbell", "bell", "home"),
-            True,
-            "someone rang the doorbell",
-            doorbell,
-        ),
-        Sound(
-            "car_horn",
-            "Traffic",
-            ("horn", "street", "vehicle"),
-            True,
-            "a car horn is honking",
-            car_horn,
-        ),
-        Sound(
-            "kettle_whistle",
-            "Equipment",
-            ("kettle", "whistle", "kitchen"),
-            True,
-            "the kettle is whistling",
-            kettle_whistle,
-        ),
-        Sound(
-            "glass_break",
-            "Daily",
-            ("glass", "crash", "home"),
-            True,
-            "something made of glass just broke",
-            glass_break,
-        ),
-        Sound("baby_cry", "Human", ("baby", "cry", "nursery"), True, "a baby is crying", baby_cry),
-        Sound(
-            "dog_bark",
-            "Nature",
-            ("dog", "animal", "home", "street"),
-            False,
-            "a dog barking",
-            dog_bark,
-        ),
-        Sound("knock", "Daily", ("knock", "door", "home"), False, "someone knocking", knock),
-        Sound("footsteps", "Human", ("footsteps", "home", "office"), False, "footsteps", footsteps),
-        Sound(
-            "microwave_beep",
-            "Equipment",
-            ("beep", "kitchen"),
-            False,
-            "the microwave beeping",
-            microwave_beep,
-        ),
-        Sound(
-            "kettle_boil",
-            "Equipment",
-            ("kettle", "kitchen"),
-            False,
-            "the kettle heating up",
-            kettle_boil,
-        ),
-        Sound(
-            "engine",
-            "Traffic",
-            ("engine", "vehicle", "street", "workshop"),
-            False,
-            "an engine running",
-            engine,
-        ),
-        Sound("typing", "Equipment", ("keyboard", "office"), False, "someone typing", typing),
-        Sound(
-            "clock_tick", "Daily", ("clock", "home", "office"), False, "a clock ticking", clock_tick
-        ),
-        Sound(
-            "vacuum", "Equipment", ("vacuum", "home", "workshop"), False, "a vacuum cleaner", vacuum
-        ),
-        Sound("water_tap", "Daily", ("water", "kitchen"), False, "water running", water_tap),
-        Sound("dishes", "Daily", ("dishes", "kitchen"), False, "dishes clinking", dishes),
-        Sound("applause", "Human", ("applause", "tv"), False, "people clapping", applause),
-        Sound(
-            "bird_chirp",
-            "Nature",
-            ("bird", "animal", "street", "nursery"),
-            False,
-            "birds chirping",
-            bird_chirp,
-        ),
-        Sound("cough", "Human", ("cough", "home", "office"), False, "someone coughing", cough),
-        Sound("music", "Music", ("music", "tv", "home"), False, "some music", music),
-    )
-}
+def _load_sounds() -> dict[str, Sound]:
+    """sounds.json, in file order; each label is made by the generator of the same name above."""
+    rows = json.loads(Path(__file__).with_name("sounds.json").read_text(encoding="utf-8"))
+    out = {}
+    for row in rows:
+        make = globals().get(row["label"])
+        if getattr(make, "__module__", None) != __name__:
+            raise ValueError(f"sounds.json: no generator named {row['label']!r} in {__name__}")
+        out[row["label"]] = Sound(**{**row, "tags": tuple(row["tags"])}, make=make)
+    return out
+
+
+SOUNDS = _load_sounds()
 
 BEDS: dict[str, Callable[[Params, int], np.ndarray]] = {
     "room": bed_room,

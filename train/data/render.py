@@ -7,7 +7,9 @@ alert-worthy onset, assist at the end of an addressed instruction (answered from
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -23,24 +25,11 @@ SR = SAMPLE_RATE
 MAX_CLIP_S = 12.0  # longer grounded clips are cut (faded): a stream is many events
 BED_LOOP_S = 12.0  # beds are generated once per stream and looped through smooth joins
 
-# What the device calls a sound when asked about it later ("that was ...").
-NOUNS = {
-    "smoke_alarm": "a smoke alarm",
-    "co_alarm": "a carbon monoxide alarm",
-    "siren": "a siren",
-    "phone_ring": "a phone ringing",
-    "doorbell": "the doorbell",
-    "car_horn": "a car horn",
-    "kettle_whistle": "the kettle whistling",
-    "glass_break": "glass breaking",
-    "baby_cry": "a baby crying",
-    "alarm_clock": "an alarm clock",
-    "alarm": "an alarm",
-    "explosion": "a loud bang",
-    "shout_for_help": "someone shouting for help",
-    "level_crossing": "a level crossing bell",
-    "crash": "a crash",
-}
+# What the device calls a sound when asked about it later ("that was ..."): label -> noun,
+# from nouns.json; a label not listed there is called by its clip's caption.
+NOUNS: dict[str, str] = json.loads(
+    Path(__file__).with_name("nouns.json").read_text(encoding="utf-8")
+)
 
 
 @dataclass(frozen=True)

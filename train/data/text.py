@@ -3,12 +3,15 @@
 Chatter is talk not addressed to the device (it gets transcribed, never answered): mostly
 natural English from natural.py (fortunes, WordNet glosses), split like every other source,
 and otherwise a small seeded grammar. Instructions are addressed and get short templated
-answers a tiny model can learn; hard negatives and shouts stay templated too.
+answers a tiny model can learn; hard negatives and shouts stay templated too. The slot word
+lists, numbers, chatter templates and hard negatives live in phrases.json beside this file.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,92 +20,15 @@ from soundflow.protocol import intent_tag
 from . import natural
 
 WAKE = "hey flow"  # optional: comprehension, not a keyword, decides whether to answer
-NUMBERS = (
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "ten",
-    "fifteen",
-    "twenty",
-    "thirty",
-)
 
-_SLOTS = {
-    "person": ("mom", "dad", "anna", "the kids", "your brother", "the neighbour", "my boss", "sam"),
-    "thing": (
-        "keys",
-        "coffee",
-        "laundry",
-        "groceries",
-        "car",
-        "dishes",
-        "homework",
-        "report",
-        "bike",
-        "plants",
-    ),
-    "place": ("kitchen", "garage", "office", "table", "shelf", "hallway", "garden", "bedroom"),
-    "time": (
-        "tonight",
-        "tomorrow",
-        "later",
-        "this morning",
-        "after lunch",
-        "on friday",
-        "next week",
-    ),
-    "verb": ("finish", "clean", "move", "fix", "check", "pick up", "bring", "wash", "sort out"),
-    "food": ("pasta", "soup", "rice", "a sandwich", "pizza", "salad", "toast", "curry"),
-    "feeling": ("tired", "hungry", "happy", "busy", "cold", "late", "ready"),
-}
-
+# Word lists and templates, from phrases.json (order matters: every draw is seeded).
+_PHRASES = json.loads(Path(__file__).with_name("phrases.json").read_text(encoding="utf-8"))
+NUMBERS: tuple[str, ...] = tuple(_PHRASES["numbers"])
+_SLOTS: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _PHRASES["slots"].items()}
 # Talk between people. {x} slots draw from _SLOTS.
-CHATTER = (
-    "did you see the {thing} in the {place}",
-    "i left the {thing} on the {place}",
-    "we should {verb} the {thing} {time}",
-    "can you {verb} the {thing} {time}",
-    "i think {person} wants {food} {time}",
-    "are you {feeling} already",
-    "i am so {feeling} today",
-    "{person} called about the {thing}",
-    "let us have {food} {time}",
-    "the {thing} is still in the {place}",
-    "where did you put the {thing}",
-    "i will {verb} the {thing} after this",
-    "do you know when {person} is coming",
-    "that was a long day at the {place}",
-)
-
+CHATTER: tuple[str, ...] = tuple(_PHRASES["chatter"])
 # Talk that sounds like an alarm or an instruction but is neither: no alert, no answer.
-HARD_NEGATIVES = (
-    "the smoke alarm at work went off yesterday",
-    "i need to buy a new kettle",
-    "we heard a siren on the way home",
-    "the baby was crying all night last week",
-    "she asked me what that noise was",
-    "remind me to call {person} {time}",
-    "i set a timer for {n} minutes and forgot it",
-    "the water flow in the {place} is low",
-    "turn left at the light and then go straight",
-    "the doorbell at {person}s house is broken",
-    "my phone was ringing during the meeting",
-    "the fire alarm test is on {time}",
-    "we need new batteries for the smoke alarm",
-    "the sirens kept me awake last night",
-    "someone rang the doorbell and ran away",
-    "can you help me carry the {thing} {time}",
-    "thanks for your help with the {thing}",
-    "the car alarm across the street went off twice",
-    "i changed my alarm clock to a softer sound",
-    "the ambulance siren was so loud on the bridge",
-    "{person} asked for help with the {thing}",
-)
+HARD_NEGATIVES: tuple[str, ...] = tuple(_PHRASES["hard_negatives"])
 
 SHOUTS = ("help", "help me", "somebody help me", "help help", "please help me")
 
