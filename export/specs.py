@@ -173,10 +173,10 @@ def cross_decoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     past = (BATCH, d.heads, CACHE, d.head_dim)
     memory = (BATCH, d.heads, MEMORY, d.head_dim)
     inputs = [
-        TensorSpec("input_ids", "int64", (BATCH, QUERY)),
+        TensorSpec(protocol.INPUT_IDS, "int64", (BATCH, QUERY)),
         TensorSpec(protocol.POSITION_IDS, "int64", (BATCH, QUERY)),
         TensorSpec(protocol.ATTENTION_MASK, "float32", (BATCH, 1, QUERY, KEYS)),
-        TensorSpec("encoder_attention_mask", "float32", (BATCH, 1, QUERY, MEMORY)),
+        TensorSpec(protocol.ENCODER_ATTENTION_MASK, "float32", (BATCH, 1, QUERY, MEMORY)),
     ]
     inputs += [
         TensorSpec(n, "float32", past)

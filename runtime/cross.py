@@ -15,14 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from soundflow import protocol
 from soundflow.manifest import BundleError
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.detokenize import Detokenizer
 from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.stream import Decision, DecoderStream
+from soundflow.runtime.policy import Decision, control_p
+from soundflow.runtime.stream import DecoderStream
 
+INPUT_IDS, ENCODER_ATTENTION_MASK = protocol.INPUT_IDS, protocol.ENCODER_ATTENTION_MASK
 REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is re-prefilled
 # A response ends where it would say a token n-gram for the second time: Whisper's decoder,
 # fed a window it cannot read, loops ("for it for it for it ...") up to max tokens.
@@ -77,7 +80,7 @@ class CrossEngine(OrtEngine):
             raise ValueError(
                 f"encoder takes (1, {self.spec.chunk_samples}) samples per chunk, got {audio.shape}"
             )
-        outs = self.encoder.run(self._enc_outputs, {"audio": audio, **state})
+        outs = self.encoder.run(self._enc_outputs, {protocol.AUDIO: audio, **state})
         k = len(self._state_out)
         new = {s.input: o for s, o in zip(self.spec.encoder_state, outs[:k], strict=True)}
         kv = outs[k:]
@@ -105,11 +108,26 @@ class CrossEngine(OrtEngine):
     ):
         """ids, positions (1, q) int64; mask (1,1,q,C+q); memory_mask (1,1,q,M) ->
         (logits (q, vocab), per layer (key, value) new entries (1, heads, q, head_dim))."""
-        binding.bind_cpu_input("input_ids", ids)
-        binding.bind_cpu_input("position_ids", positions)
-        binding.bind_cpu_input("attention_mask", mask)
-        binding.bind_cpu_input("encoder_attention_mask", memory_mask)
+        binding.bind_cpu_input(INPUT_IDS, ids)
+        binding.bind_cpu_input(protocol.POSITION_IDS, positions)
+        binding.bind_cpu_input(protocol.ATTENTION_MASK, mask)
+        binding.bind_cpu_input(ENCODER_ATTENTION_MASK, memory_mask)
         return self._run_bound(binding)
+
+    def step_feeds(self, ids, positions, mask, memory_mask, cache: KVCache, memory: Memory):
+        """The inputs of one `step` as a plain `session.run` feed (no binding), for batching."""
+        feeds = {
+            INPUT_IDS: ids,
+            protocol.POSITION_IDS: positions,
+            protocol.ATTENTION_MASK: mask,
+            ENCODER_ATTENTION_MASK: memory_mask,
+        }
+        for i in range(self.spec.layers):
+            feeds[self.past_names[2 * i]] = cache.keys[i]
+            feeds[self.past_names[2 * i + 1]] = cache.values[i]
+            feeds[self.memory_names[2 * i]] = memory.keys[i]
+            feeds[self.memory_names[2 * i + 1]] = memory.values[i]
+        return feeds
 
     def embed(self, ids):  # pragma: no cover - the decoder-only interface, not this kind's
         raise TypeError("a whisper-cross engine embeds token ids inside its decoder graph")
@@ -205,13 +223,11 @@ class CrossDecoderStream(DecoderStream):
         self._p = 0.0
         self.calls = 0
 
-    def _call(self, ids: list[int]) -> np.ndarray:
-        q = len(ids)
+    def _make_room(self, q: int) -> None:
         if self.cache.needs_room(q):
             kept = self.cache.evict()  # the prompt + the newest tokens, positions renumbered
             if kept is not None:
                 self._run(kept[:, 0].tolist())
-        return self._run(ids)
 
     def _run(self, ids: list[int]) -> np.ndarray:
         q = len(ids)
@@ -220,21 +236,40 @@ class CrossDecoderStream(DecoderStream):
         logits, presents = self.engine.step(
             self.binding, x, np.ascontiguousarray(pos[:, -q:]), mask, self.memory.mask(q)
         )
-        self.cache.add(presents, x.reshape(q, 1))
+        return self.absorb(ids, logits, presents)
+
+    def prepare_decision(self, audio_embeds: np.ndarray) -> list[int]:
+        """`audio_embeds`: the chunk's memory entry from the encoder; the query is the
+        pending token ids."""
+        self.memory.add(audio_embeds)
+        ids = list(self._pending)
+        self._make_room(len(ids))
+        return ids
+
+    def feeds(self, query: list[int]) -> dict[str, np.ndarray]:
+        q = len(query)
+        mask, pos = self.cache.inputs(q)
+        return self.engine.step_feeds(
+            np.asarray(query, np.int64)[None],
+            np.ascontiguousarray(pos[:, -q:]),
+            mask.copy(),
+            self.memory.mask(q),
+            self.cache,
+            self.memory,
+        )
+
+    def absorb(self, query: list[int], logits: np.ndarray, presents) -> np.ndarray:
+        q = len(query)
+        self.cache.add(presents, np.asarray(query, np.int64).reshape(q, 1))
         self.calls += 1
         return logits
 
-    def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
-        """`audio_embeds`: the chunk's memory entry from the encoder."""
-        self.memory.add(audio_embeds)
-        last = self._call(self._pending)[-1]
+    def conclude(self, last: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
         self._pending = [self.silence]
-        pair = last[[self.silence, self.respond_id]].astype(np.float64)
-        p = float(np.exp(pair[1] - np.logaddexp(pair[0], pair[1])))
-        self._p = p
+        self._p = control_p(last, self.silence, self.respond_id)
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
-        return Decision(p, p >= min([self.threshold, *self._tag_threshold.values()]))
+        return Decision(self._p, self._p >= min([self.threshold, *self._tag_threshold.values()]))
 
     def _feed(self, ids: list[int]) -> np.ndarray:
         return self._call(ids)  # this kind's graph embeds its own token ids

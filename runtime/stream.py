@@ -149,13 +149,16 @@ class DecoderStream:
         self.decision.reset()
 
     # ------------------------------------------------------------------ one call
-    def _call(self, x: np.ndarray) -> np.ndarray:
-        """Feed embeddings x (q, hidden); returns logits (q, vocab)."""
-        q = len(x)
+    def _make_room(self, q: int) -> None:
+        """Evict (and re-prefill the kept context) if a q-entry call would not fit."""
         if self.cache.needs_room(q):
             again = self.cache.evict()
             if again is not None:  # re-prefill the kept context into the cleared cache
                 self._run(again)
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        """Feed embeddings x (q, hidden); returns logits (q, vocab)."""
+        self._make_room(len(x))
         return self._run(x)
 
     def feed_embeds(self, x: np.ndarray) -> np.ndarray:
@@ -166,18 +169,41 @@ class DecoderStream:
     def _run(self, x: np.ndarray) -> np.ndarray:
         mask, pos = self.cache.inputs(len(x))
         logits, presents = self.engine.decode_step(self.binding, x, mask, pos)
-        self.cache.add(presents, x)
+        return self.absorb(x, logits, presents)
+
+    # ------------------------------------------------------------------ protocol
+    # decide() is prepare_decision -> one decoder call -> absorb -> conclude. The steps are
+    # public so a batcher (runtime/serve/batching.py) can stack many streams' calls into one
+    # session.run and hand each its rows back: the protocol itself stays here.
+    def prepare_decision(self, audio_embeds: np.ndarray) -> np.ndarray:
+        """The decision call's query (pending tokens + the chunk's embeddings, (q, hidden)),
+        with room made for it in the cache."""
+        x = np.concatenate([self.engine.embed(self._pending), audio_embeds])
+        self._make_room(len(x))
+        return x
+
+    def feeds(self, query: np.ndarray) -> dict[str, np.ndarray]:
+        """The decoder inputs of one call of `query`, as a plain `session.run` feed."""
+        mask, pos = self.cache.inputs(len(query))
+        past = [a for kv in zip(self.cache.keys, self.cache.values, strict=True) for a in kv]
+        return self.engine.decoder_feeds(query, mask.copy(), pos.copy(), past)
+
+    def absorb(self, query, logits: np.ndarray, presents) -> np.ndarray:
+        """Write one call's new cache entries (per layer (key, value)); returns its logits."""
+        self.cache.add(presents, query)
         self.calls += 1
         return logits
 
-    # ------------------------------------------------------------------ protocol
+    def conclude(self, last: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
+        """Decide from the decision call's last logits; set what the next chunk follows."""
+        self._pending = list(self._between)
+        return self.decision.decide(last, pcm)
+
     def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
         """Feed the pending tokens and one chunk's embeddings (n, hidden); decide.
         `pcm` (the chunk's samples) is needed by fallback bundles only."""
-        x = np.concatenate([self.engine.embed(self._pending), audio_embeds])
-        last = self._call(x)[-1]
-        self._pending = list(self._between)
-        return self.decision.decide(last, pcm)
+        x = self.prepare_decision(audio_embeds)
+        return self.conclude(self._run(x)[-1], pcm)
 
     def _feed(self, ids: list[int]) -> np.ndarray:
         """Token ids -> their logits (q, vocab), through the cache."""

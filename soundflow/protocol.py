@@ -69,6 +69,8 @@ INPUTS_EMBEDS = "inputs_embeds"
 ATTENTION_MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 LOGITS = "logits"
+INPUT_IDS = "input_ids"  # the cross-attention kind (Contract 3c) embeds its own token ids
+ENCODER_ATTENTION_MASK = "encoder_attention_mask"  # cross kind: masks empty memory slots
 MASK_VALUE = -1e4  # additive mask for masked keys; finite so fp16 engines stay NaN-free
 
 

@@ -7,7 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from soundflow.runtime.stream import Decision
+from soundflow import protocol
+from soundflow.runtime.policy import Decision
 
 _BATCH = "batch"
 
@@ -41,7 +42,7 @@ class BatchEncoder:
         sess = engine.encoder
         ins = {i.name: i.shape for i in sess.get_inputs()}
         outs = {o.name: o.shape for o in sess.get_outputs()}
-        self.audio_name = "audio" if self.cross else engine._audio_name
+        self.audio_name = protocol.AUDIO if self.cross else engine._audio_name
         self.states = [(s.input, s.output) for s in engine.spec.encoder_state]
         self.in_axis = {name: _batch_axis(ins[name]) for name, _ in self.states}
         self.outputs = list(engine._enc_outputs)
@@ -91,88 +92,36 @@ class BatchDecoder:
     """One decoder call for the decision step of many streams of one engine.
 
     `decide(streams, embeds)` has the effect of `stream.decide(embeds)` on each stream,
-    and returns their Decisions.
-
-    Each stream's fixed-capacity token cache (and, for the cross kind, its memory) is
-    stacked along the batch axis: every stream's cache has the same capacity and empty
-    slots are masked per row, so the stack needs no padding. Streams whose query lengths
-    differ (the first chunk's prompt, a re-prefill) run in separate calls. What each row
-    writes back (its new cache entries, its pending tokens) is exactly what
-    `DecoderStream.decide` would write; `tests/test_serve.py` checks batched against one
-    call per stream."""
+    and returns their Decisions: each stream prepares its query and feeds
+    (`prepare_decision`, `feeds`), the feeds are stacked along the batch axis, and each
+    stream absorbs its rows and decides (`absorb`, `conclude`), so the protocol stays in
+    runtime/stream.py and runtime/cross.py. Every stream's fixed-capacity token cache (and,
+    for the cross kind, its memory) has the same capacity and empty slots are masked per
+    row, so the stack needs no padding; streams whose query lengths differ (the first
+    chunk's prompt, a re-prefill) run in separate calls. `tests/test_serve.py` checks
+    batched against one call per stream."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
-        self.cross = engine.spec.kind == "whisper-cross"
-        self.outputs = ["logits", *engine.present_names]
+        self.outputs = [protocol.LOGITS, *engine.present_names]
         self.calls = 0
 
     def decide(self, streams: list, embeds: list[np.ndarray]) -> list[Decision]:
-        prepared = [self._prepare(s, e) for s, e in zip(streams, embeds, strict=True)]
+        queries = [s.prepare_decision(e) for s, e in zip(streams, embeds, strict=True)]
+        feeds = [s.feeds(q) for s, q in zip(streams, queries, strict=True)]
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (feed, _) in enumerate(prepared):
+        for i, feed in enumerate(feeds):
             groups[tuple((k, v.shape) for k, v in feed.items())].append(i)
         decisions: list = [None] * len(streams)
+        layers = self.engine.spec.layers
         for idxs in groups.values():
-            names = list(prepared[idxs[0]][0])
-            feed = {n: np.concatenate([prepared[i][0][n] for i in idxs]) for n in names}
-            outs = self.engine.decoder.run(self.outputs, feed)
+            stacked = {n: np.concatenate([feeds[i][n] for i in idxs]) for n in feeds[idxs[0]]}
+            outs = self.engine.decoder.run(self.outputs, stacked)
             self.calls += 1
-            layers = self.engine.spec.layers
             for b, i in enumerate(idxs):
-                logits = outs[0][b]
                 presents = [
                     (outs[1 + 2 * j][b : b + 1], outs[2 + 2 * j][b : b + 1]) for j in range(layers)
                 ]
-                decisions[i] = self._consume(streams[i], prepared[i][1], logits, presents)
+                logits = streams[i].absorb(queries[i], outs[0][b], presents)
+                decisions[i] = streams[i].conclude(logits[-1])
         return decisions
-
-    # ------------------------------------------------------------------ one row
-    def _prepare(self, s, embeds: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """What `s.decide(embeds)` would bind for its call (after any eviction)."""
-        e = self.engine
-        if self.cross:
-            s.memory.add(embeds)
-            x = np.asarray(s._pending, np.int64)
-        else:
-            x = np.concatenate([e.embed(s._pending), embeds]).astype(np.float32)
-        q = len(x)
-        if s.cache.needs_room(q):  # as the stream's own _call: evict, re-prefill if asked
-            kept = s.cache.evict()
-            if kept is not None:
-                s._run(kept[:, 0].tolist() if self.cross else kept)
-        mask, pos = s.cache.inputs(q)
-        feed: dict[str, np.ndarray] = {}
-        if self.cross:
-            feed["input_ids"] = x[None]
-            feed["position_ids"] = np.ascontiguousarray(pos[:, -q:])
-            feed["attention_mask"] = mask.copy()
-            feed["encoder_attention_mask"] = s.memory.mask(q)
-            for j in range(e.spec.layers):
-                feed[e.past_names[2 * j]] = s.cache.keys[j]
-                feed[e.past_names[2 * j + 1]] = s.cache.values[j]
-                feed[e.memory_names[2 * j]] = s.memory.keys[j]
-                feed[e.memory_names[2 * j + 1]] = s.memory.values[j]
-        else:
-            feed["inputs_embeds"] = x[None]
-            feed["attention_mask"] = mask.copy()
-            feed["position_ids"] = pos.copy()
-            for j in range(e.spec.layers):
-                feed[e.past_names[2 * j]] = s.cache.keys[j]
-                feed[e.past_names[2 * j + 1]] = s.cache.values[j]
-        return feed, x
-
-    def _consume(self, s, x: np.ndarray, logits: np.ndarray, presents) -> Decision:
-        """Write the row's new entries and decide, as the tail of `s.decide`."""
-        q = len(x)
-        s.cache.add(presents, x.reshape(q, 1) if self.cross else x)
-        s.calls += 1
-        last = logits[-1]
-        pair = last[[s.silence, s.respond_id]].astype(np.float64)
-        p = float(np.exp(pair[1] - np.logaddexp(pair[0], pair[1])))
-        if self.cross:
-            s._pending = [s.silence]
-            s._p = p
-            return Decision(p, p >= min([s.threshold, *s._tag_threshold.values()]))
-        s._pending = list(s._between)
-        return Decision(p, p >= s.threshold)
