@@ -10,9 +10,10 @@ Ways: `full` (the whole utterance in Whisper's 30 s window: the ceiling); `splic
 after the earlier chunks'); `window-4` (the shipped memory: the last chunk's whole window,
 the chunk + 4 s, read as one input); `causal-4` (one pass with a chunk-causal mask and 4 s
 of left context: what a CarelessWhisper-style encoder computes, without the fine-tuning
-it needs). Utterances are read from the stream's start, so windows up to 4.4 s hold the
-whole utterance; the `--offset` run puts 6 s of other speech before each one, the steady
-state of an always-on stream.
+it needs). Utterances are read from the stream's start and flite's are at most 4.4 s long,
+so every way's frames cover the whole utterance (Tux Paint's clips are 1-3 s); the
+`--offset` run puts 6 s of other speech before each one, the steady state of an always-on
+stream.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from soundflow.train.evaluate import edit_distance, normalize
 from soundflow.train.whisper_ckpt import load_whisper
 from soundflow.train.whisper_encoder import WhisperWindowEncoder, WindowConfig
 
+MAX_UTTERANCE_S = 4.4  # the window: longer utterances would be cut by window-4, not misread
+
 
 def flite_set(n: int = 12) -> list[tuple[np.ndarray, str]]:
     import soundfile as sf
@@ -44,13 +47,14 @@ def flite_set(n: int = 12) -> list[tuple[np.ndarray, str]]:
     rng = np.random.default_rng(3)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(n):
+        while len(out) < n:
             text = natural.sentence(rng, "eval")
-            wav = Path(tmp) / f"{i}.wav"
-            voice = ("rms", "awb")[i % 2]
+            wav = Path(tmp) / f"{len(out)}.wav"
+            voice = ("rms", "awb")[len(out) % 2]
             subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
             x, sr = sf.read(wav, dtype="float32")
-            out.append((soxr.resample(x, sr, 16000).astype(np.float32), text))
+            if len(x) / sr <= MAX_UTTERANCE_S:  # one window holds it: every way sees it all
+                out.append((soxr.resample(x, sr, 16000).astype(np.float32), text))
     return out
 
 
@@ -113,7 +117,9 @@ def transcribe(model, tok, frames: np.ndarray, ids: dict) -> str:
         encoder_outputs=BaseModelOutput(last_hidden_state=torch.from_numpy(frames)[None]),
         decoder_input_ids=torch.tensor([[ids["<|startoftranscript|>"], ids["<|notimestamps|>"]]]),
         max_new_tokens=60,
-        no_repeat_ngram_size=0,
+        # As the runtime does (runtime/cross.py): without it, frames the decoder cannot read
+        # make it loop to max_new_tokens, and the WER measures the loop, not the frames.
+        no_repeat_ngram_size=3,
     )
     return tok.decode(out[0].tolist())
 
