@@ -216,11 +216,6 @@ def test_devices_lists_inputs_or_says_how_to_install():
         assert "pip install 'soundflow[mic]'" in r.stderr or "libportaudio2" in r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped whisper-tiny model calls this doorbell a smoke alarm, 0.4 s late "
-    "(README, The default model)",
-)
 def test_embedded_default_names_a_doorbell_in_the_chunk_it_rings(tmp_path):
     """The shipped model, not only the pipeline: a doorbell (eval-band parameters, never
     trained on) after 4 s of a quiet room is announced in the chunk where it starts."""
