@@ -38,7 +38,8 @@ def _speech(seed: int) -> tuple[np.ndarray, str]:
 
 # The targets of issue 12, asserted as they are and marked strict xfail while the shipped model
 # misses them (strict: the day it meets one, the marker must go). Measured on the shipped
-# bundle: WER 1.0 (seed 3, a German fortune the eval pool still holds) and 0.6 (seed 4).
+# bundle: WER 0.64 (seed 3) and 0.40 (seed 4: "the name player must cash the stealing gomjec
+# before it falls or pay for it"); whole-utterance Whisper tiny.en itself gets 0.53 on seed 4.
 MISSES = "the shipped whisper-tiny model misses this target (README, The default model)"
 
 
