@@ -39,8 +39,24 @@ import click
 @click.option(
     "--tensorrt", is_flag=True, help="Also build TensorRT plans (needs tensorrt and a GPU)."
 )
+@click.option(
+    "--dynamic-encoder",
+    is_flag=True,
+    help="Whisper-based checkpoints: after the parity check, give the encoder int8 MatMuls "
+    "(ONNX Runtime dynamic quantization), about half its CPU time; the change is reported.",
+)
 @click.option("--no-check", is_flag=True, help="Skip the parity check after exporting.")
-def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tensorrt, no_check):
+def export(
+    checkpoint,
+    out,
+    check_bundle,
+    check_ckpt,
+    cache_capacity,
+    int8,
+    tensorrt,
+    dynamic_encoder,
+    no_check,
+):
     """Export a checkpoint to an ONNX bundle, then check its parity with torch.
 
     \b
@@ -85,7 +101,7 @@ def export(checkpoint, out, check_bundle, check_ckpt, cache_capacity, int8, tens
         from soundflow.train.whisper_model import is_whisper_checkpoint
 
         if is_whisper_checkpoint(checkpoint):  # the cross-attention kind (Contract 3b)
-            _export_whisper(checkpoint, out, int8, no_check)
+            _export_whisper(checkpoint, out, int8, no_check, dynamic_encoder)
             return
         arch = _hf_architecture(checkpoint)
         if arch:  # a pretrained audio LLM (Qwen2-Audio, Qwen2.5-Omni): ARCHITECTURE.md 3b
@@ -140,14 +156,21 @@ def _run_check(check, format_report, bundle: Path, checkpoint: Path) -> None:
         raise SystemExit(1)
 
 
-def _export_whisper(checkpoint: Path, out: Path, int8: bool, no_check: bool) -> None:
+def _export_whisper(
+    checkpoint: Path, out: Path, int8: bool, no_check: bool, dynamic_encoder: bool = False
+) -> None:
     """Whisper-based checkpoints: `--int8` stores the graphs' weights as int8 (the embedded
-    default is exported so, to stay under 50 MB); the arithmetic stays fp32."""
+    default is exported so, to stay under 50 MB); the arithmetic stays fp32, except the
+    encoder's MatMuls with `--dynamic-encoder` (applied after the parity check)."""
     from soundflow.export.whisper_export import export_whisper_bundle
 
     export_whisper_bundle(checkpoint, out, int8=int8, log=click.echo)
     if not no_check:
         _whisper_check(out, checkpoint)
+    if dynamic_encoder:
+        from soundflow.export.quantize import dynamic_encoder as rewrite
+
+        rewrite(out, log=click.echo)
 
 
 def _whisper_check(bundle: Path, checkpoint: Path) -> None:

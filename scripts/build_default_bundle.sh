@@ -23,7 +23,7 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   # The frozen encoder's frames are cached per stream (WORK/frames), then the decoder trains.
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" soundflow train --recipe whisper-tiny --data "$WORK/data/train" \
     --frames "$WORK/frames" --out "$WORK/whisper-tiny" --resume ${UNTIL:+--until-stage "$UNTIL"}
-  soundflow export "$WORK/whisper-tiny/checkpoint" --out "$OUT" --int8
+  soundflow export "$WORK/whisper-tiny/checkpoint" --out "$OUT" --int8 --dynamic-encoder
   soundflow calibrate "$OUT" --data "$WORK/data/dev"
   python scripts/make_demo.py "$WORK/data/eval" soundflow/assets/demo.flac
   soundflow eval --data "$WORK/data/eval" --json "$WORK/eval.json"

@@ -4,6 +4,8 @@ matches torch and the training forward (one driver, two backends)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,29 @@ def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
     assert dec.cache.evictions >= 1
     assert dec.memory.valid.sum() == engine.spec.memory_frames
     assert enc.state["history"].shape == (1, 32000)
+
+
+def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp_path):
+    """`soundflow export --dynamic-encoder`: int8 MatMuls in the encoder, its ONNX metadata
+    kept (the runtime still opens it), and the memory it writes close to the fp32 one's."""
+    import shutil
+
+    import onnx
+
+    from soundflow.export.quantize import dynamic_encoder
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.stream import EncoderStream
+
+    bundle = tmp_path / "dyn"
+    shutil.copytree(cross_bundle[0], bundle)
+    report = dynamic_encoder(bundle, log=lambda *_: None)
+    ops = {n.op_type for n in onnx.load(str(bundle / "encoder.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    assert "encoder_quantization" in json.loads((bundle / "manifest.json").read_text())["export"]
+    a, b = EncoderStream(OrtEngine(cross_bundle[0])), EncoderStream(OrtEngine(bundle))
+    s = a.engine.spec.chunk_samples
+    worst = 1.0
+    for c in range(min(12, len(speech) // s)):  # past the window's 2 s: steady state too
+        x, y = a.encode(speech[c * s : (c + 1) * s]), b.encode(speech[c * s : (c + 1) * s])
+        worst = min(worst, float((x * y).sum() / (np.linalg.norm(x) * np.linalg.norm(y))))
+    assert worst > 0.99, (worst, report)
