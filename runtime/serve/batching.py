@@ -48,6 +48,11 @@ class BatchEncoder:
         self.outputs = list(engine._enc_outputs)
         self.out_axis = {name: _batch_axis(outs[name]) for name in self.outputs}
         self.calls = 0  # encoder session calls made
+        # An encoder with dynamic int8 MatMuls (export --dynamic-encoder) quantizes its
+        # activations with one scale per call, over the whole batch: stacked streams would
+        # change each other's results, so each stream gets its own call.
+        quant = engine.spec.manifest.get("export", {}).get("encoder_quantization") or ""
+        self.stackable = not quant.startswith("onnxruntime dynamic")
 
     def encode(
         self, chunks: list[np.ndarray], states: list[dict[str, np.ndarray]]
@@ -58,6 +63,8 @@ class BatchEncoder:
         for i, st in enumerate(states):
             groups[tuple((k, st[k].shape) for k, _ in self.states)].append(i)
         results: list = [None] * len(chunks)
+        if not self.stackable:
+            groups = {(i,): [i] for i in range(len(chunks))}
         for idxs in groups.values():
             if len(idxs) == 1:
                 i = idxs[0]
