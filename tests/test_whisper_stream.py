@@ -170,3 +170,28 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
         x, y = a.encode(speech[c * s : (c + 1) * s]), b.encode(speech[c * s : (c + 1) * s])
         worst = min(worst, float((x * y).sum() / (np.linalg.norm(x) * np.linalg.norm(y))))
     assert worst > 0.99, (worst, report)
+
+
+def test_batched_encoder_equals_one_call_per_stream(cross_bundle):
+    """runtime/serve/batching.py stacks the cross kind's windows and histories (an fp32
+    encoder: the default's int8-MatMul one is never stacked) and splits them back."""
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.serve.batching import BatchEncoder
+    from soundflow.runtime.stream import EncoderStream
+
+    eng = OrtEngine(cross_bundle[0])
+    n, streams = eng.spec.chunk_samples, 3
+    rng = np.random.default_rng(2)
+    audio = [rng.standard_normal(n * 8).astype(np.float32) * 0.05 for _ in range(streams)]
+    solo = [EncoderStream(eng) for _ in range(streams)]
+    many = [EncoderStream(eng) for _ in range(streams)]
+    be = BatchEncoder(eng)
+    assert be.stackable
+    for c in range(8):  # past the 2 s window: histories grow, then stay full
+        chunks = [a[c * n : (c + 1) * n] for a in audio]
+        ref = [e.encode(x) for e, x in zip(solo, chunks, strict=True)]
+        got = be.encode(chunks, [e.state for e in many])
+        for e, (memory, state), r in zip(many, got, ref, strict=True):
+            e.state = state
+            np.testing.assert_allclose(memory, r, atol=1e-4)
+    assert be.calls == 8
