@@ -245,6 +245,19 @@ def listen(**opts) -> None:
             signal.signal(signal.SIGTERM, old_term)
 
 
+def _source_flags(input_, device, demo, realtime) -> tuple[bool, bool]:
+    """(stdin?, realtime?) from listen's source flags, local or with --server: one source at
+    most; a pipe on stdin is live unless redirected from a file, everything else is paced."""
+    from soundflow.runtime.sources import stdin_is_live
+
+    if sum(x is not None and x is not False for x in (input_, device, demo or None)) > 1:
+        raise click.UsageError("give at most one of --input, --device and --demo")
+    is_stdin = input_ == "-"
+    if realtime is None:
+        realtime = stdin_is_live(sys.stdin.buffer) if is_stdin else True
+    return is_stdin, realtime
+
+
 def _listen(
     input_,
     device,
@@ -279,13 +292,9 @@ def _listen(
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.listener import Listener
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.sources import SourceError, array_source, stdin_is_live, stdin_source
+    from soundflow.runtime.sources import SourceError, array_source, stdin_source
 
-    if sum(x is not None and x is not False for x in (input_, device, demo or None)) > 1:
-        raise click.UsageError("give at most one of --input, --device and --demo")
-    is_stdin = input_ == "-"
-    if realtime is None:
-        realtime = stdin_is_live(sys.stdin.buffer) if is_stdin else True
+    is_stdin, realtime = _source_flags(input_, device, demo, realtime)
     try:
         options = RuntimeOptions(
             mode=mode,

@@ -47,14 +47,13 @@ def listen_remote(
     token,
     **_ignored,
 ) -> None:
-    from soundflow.cli.listen_cmd import _color, _Out, _write
+    from soundflow.cli.listen_cmd import _color, _Out, _source_flags, _write
     from soundflow.runtime.events import Notice
     from soundflow.runtime.serve import ServerError, ServerStream, send_source
     from soundflow.runtime.sources import (
         SourceError,
         array_source,
         file_source,
-        stdin_is_live,
         stdin_source,
     )
 
@@ -71,16 +70,17 @@ def listen_remote(
         raise click.UsageError(
             f"{', '.join(given)}: set on the server (`soundflow serve`), not with --server"
         )
-    if sum(x is not None and x is not False for x in (input_, device, demo or None)) > 1:
-        raise click.UsageError("give at most one of --input, --device and --demo")
-    is_stdin = input_ == "-"
-    if realtime is None:
-        realtime = stdin_is_live(sys.stdin.buffer) if is_stdin else True
+    is_stdin, realtime = _source_flags(input_, device, demo, realtime)
     try:
-        if demo:
-            from soundflow.runtime.demo import procedural_demo
+        if demo:  # what local --demo plays: the shipped recording, else the tone scene
+            from soundflow.runtime.demo import find_demo_file, procedural_demo
 
-            source = array_source(procedural_demo(), 16000, realtime)
+            found = find_demo_file()
+            source = (
+                file_source(str(found), realtime)
+                if found
+                else array_source(procedural_demo(), 16000, realtime)
+            )
         elif is_stdin:
             source = stdin_source(raw_format, raw_rate, raw_channels, realtime)
         elif input_ is not None:

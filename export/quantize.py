@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from soundflow import protocol
 from soundflow.manifest import read_manifest, write_manifest
 
 
@@ -89,9 +90,7 @@ def dynamic_encoder(bundle: Path | str, log=print) -> dict:
         for a, b in zip(before, after, strict=True)
         if a.size and a.dtype == np.float32
     )
-    manifest.setdefault("export", {})["encoder_quantization"] = (
-        "onnxruntime dynamic int8 MatMul (weights and activations int8, MatMulInteger)"
-    )
+    manifest.setdefault("export", {})["encoder_quantization"] = protocol.ENCODER_DYNAMIC_INT8
     manifest.pop("files", None)
     write_manifest(bundle, manifest)
     report = {"encoder_mb": round(path.stat().st_size / 1e6, 2), "max_rel_diff": round(rel, 4)}

@@ -209,6 +209,8 @@ class CrossDecoderStream(DecoderStream):
         self._tag_threshold = {
             i: self.thresholds[t] for i, t in self.tag_ids.items() if t in self.thresholds
         }
+        # the lowest threshold any response may pass: the chunk's decision compares with it
+        self._decide_at = min([self.threshold, *self._tag_threshold.values()])
         # Both checked by runtime/validate.py when the manifest is read.
         self.no_repeat = int(d.get("no_repeat_ngram", NO_REPEAT_NGRAM))
         self.opens_with = d.get("opens_with", {}).get(self.mode)
@@ -269,7 +271,7 @@ class CrossDecoderStream(DecoderStream):
         self._p = control_p(last, self.silence, self.respond_id)
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
-        return Decision(self._p, self._p >= min([self.threshold, *self._tag_threshold.values()]))
+        return Decision(self._p, self._p >= self._decide_at)
 
     def _feed(self, ids: list[int]) -> np.ndarray:
         return self._call(ids)  # this kind's graph embeds its own token ids

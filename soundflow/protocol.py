@@ -71,6 +71,9 @@ POSITION_IDS = "position_ids"
 LOGITS = "logits"
 INPUT_IDS = "input_ids"  # the cross-attention kind (Contract 3c) embeds its own token ids
 ENCODER_ATTENTION_MASK = "encoder_attention_mask"  # cross kind: masks empty memory slots
+# manifest export.encoder_quantization of an encoder with dynamic int8 MatMuls
+# (export --dynamic-encoder): activations are quantized with one scale per call.
+ENCODER_DYNAMIC_INT8 = "dynamic-int8-matmul"
 MASK_VALUE = -1e4  # additive mask for masked keys; finite so fp16 engines stay NaN-free
 
 

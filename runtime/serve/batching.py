@@ -51,8 +51,8 @@ class BatchEncoder:
         # An encoder with dynamic int8 MatMuls (export --dynamic-encoder) quantizes its
         # activations with one scale per call, over the whole batch: stacked streams would
         # change each other's results, so each stream gets its own call.
-        quant = engine.spec.manifest.get("export", {}).get("encoder_quantization") or ""
-        self.stackable = not quant.startswith("onnxruntime dynamic")
+        quant = engine.spec.manifest.get("export", {}).get("encoder_quantization")
+        self.stackable = quant != protocol.ENCODER_DYNAMIC_INT8
 
     def encode(
         self, chunks: list[np.ndarray], states: list[dict[str, np.ndarray]]
