@@ -87,6 +87,13 @@ import click
     default=None,
     help="whisper-* recipes: stop after this stage (checkpointed); continue with --resume.",
 )
+@click.option(
+    "--init-bundle",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="whisper-* continuation recipes (whisper-tiny-more): start from this whisper-cross "
+    "bundle's weights, e.g. soundflow/assets/default_bundle.",
+)
 def train(
     recipe,
     out,
@@ -101,6 +108,7 @@ def train(
     whisper,
     frames,
     until_stage,
+    init_bundle,
 ) -> None:
     """Train a model from a recipe.
 
@@ -123,8 +131,10 @@ def train(
         cmd = [*run_, f"--nproc_per_node={nproc}", "-m", "soundflow.cli", "train", *args]
         raise SystemExit(subprocess.call(cmd))
     if recipe.startswith("whisper"):
-        _train_whisper(recipe, out, data, resume, whisper, frames, until_stage)
+        _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init_bundle)
         return
+    if init_bundle is not None:
+        raise click.ClickException("--init-bundle is for whisper-* recipes")
     try:
         from soundflow.train.recipes import get_recipe
         from soundflow.train.run import run
@@ -151,12 +161,13 @@ def train(
         click.echo(f"checkpoint written to {out} ({metrics})")
 
 
-def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage) -> None:
+def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init_bundle) -> None:
     try:
         import torch
 
         from soundflow.train.whisper_ckpt import WhisperImportError
         from soundflow.train.whisper_train import RECIPES, train_whisper
+        from soundflow.train.whisper_warmstart import WarmStartError
     except ImportError as e:
         raise click.ClickException(
             f"training needs the train extra ({e.name} is missing): pip install 'soundflow[train]'"
@@ -175,8 +186,9 @@ def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage) -> N
             whisper_dir=whisper,
             resume=resume,
             until=until_stage,
+            init_bundle=init_bundle,
             log=click.echo,
         )
-    except (WhisperImportError, FileNotFoundError, ValueError) as e:
+    except (WhisperImportError, WarmStartError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"checkpoint written to {ck}")

@@ -191,12 +191,14 @@ def export_whisper_bundle(
     n_enc = sum(p.numel() for p in model.encoder.parameters())
     n_dec = sum(p.numel() for p in model.decoder.parameters())
     recipe = training.get("recipe")
+    lineage = training.get("lineage") or []
     manifest = {
         "created_by": f"soundflow {__version__}",
         "model": {
             "name": checkpoint.name,
             "recipe": recipe,
-            "steps": training.get("step"),
+            "steps": sum(run["steps"] for run in lineage) if lineage else training.get("step"),
+            "lineage": lineage,
             "trained": recipe not in (None, "whisper-smoke"),
             "description": (
                 "Whisper tiny.en (encoder streamed over a 4 s sliding window, decoder with "

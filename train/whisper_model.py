@@ -32,6 +32,7 @@ from soundflow.train.whisper_decoder import (
 from soundflow.train.whisper_encoder import WhisperWindowEncoder, WindowConfig
 
 IGNORE = -100
+KIND = "whisper-cross"  # config.json's and the bundle decoder's `kind`
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class WhisperModelConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["kind"] = "whisper-cross"
+        d["kind"] = KIND
         return d
 
     @classmethod
@@ -237,7 +238,7 @@ def save_whisper_checkpoint(
 
 def is_whisper_checkpoint(path: Path | str) -> bool:
     cfg = Path(path) / "config.json"
-    return cfg.is_file() and json.loads(cfg.read_text()).get("kind") == "whisper-cross"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("kind") == KIND
 
 
 def load_whisper_checkpoint(path: Path | str) -> tuple[WhisperSoundFlow, ResponseTokenizer, dict]:

@@ -47,6 +47,9 @@ class WhisperRecipe:
     seed: int = 0
     focus_prob: float = 0.6
     dims: dict = field(default_factory=dict)  # WhisperModelConfig fields
+    # A continuation: starts from a bundle this project shipped (--init-bundle), not from
+    # Whisper alone, so CPU-only sessions can add training to the committed default.
+    continues: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +58,7 @@ class WhisperRecipe:
 ALL = {"transcribe": 0.4, "alert": 0.3, "assist": 0.3}
 INSTRUCTION = {"transcribe": 0.2, "alert": 0.4, "assist": 0.4}
 PHRASES = {"transcribe": 0.5, "alert": 0.25, "assist": 0.25}
+MORE = {"transcribe": 0.4, "alert": 0.3, "assist": 0.3}
 PHRASE_MAX_S, PHRASE_GAP_S = 3.0, 0.3
 
 
@@ -90,6 +94,16 @@ RECIPES = {
             # at its end is what Whisper reads well; this stage teaches that granularity.
             Stage("phrases", 160, 2e-5, "decoder", PHRASES, captions="phrase"),
         ),
+    ),
+    # More of the same on fresh streams, from the shipped default (train/whisper_warmstart.py):
+    # data recipe `negatives` (twice the benign sounds), phrase captions, a gentler rate for
+    # the appended rows, which are trained already.
+    "whisper-tiny-more": WhisperRecipe(
+        "whisper-tiny-more",
+        (Stage("more", 450, 2e-5, "decoder", MORE, captions="phrase"),),
+        new_lr=5e-4,
+        seed=1,
+        continues=True,
     ),
     # A minute on CI-sized data: proves the loop, teaches nothing.
     "whisper-smoke": WhisperRecipe(
@@ -250,12 +264,14 @@ def train_whisper(
     until: str | None = None,
     checkpoint_every_s: float = 300.0,
     ready_only: bool = False,
+    init_bundle: Path | None = None,
     log=print,
 ) -> Path:
     """Run (or continue) the recipe's stages; returns the checkpoint directory.
     `ready_only`: draw only from streams whose frames are cached already, rescanning as
     `precompute_frames` processes add more (trains while they encode; not reproducible
-    sample for sample, so the recipe's default encodes everything first)."""
+    sample for sample, so the recipe's default encodes everything first).
+    `init_bundle`: a continuation recipe's starting point, a whisper-cross bundle."""
     from soundflow.train.whisper_ckpt import load_whisper
 
     out = Path(out)
@@ -269,8 +285,29 @@ def train_whisper(
         tags = sorted(
             {m.group(0) for t in source.texts() for m in protocol.TAG_PATTERN.finditer(t)}
         )
-        model, tok = WhisperSoundFlow.from_whisper(load_whisper(whisper_dir), tags, **recipe.dims)
-        state = {"stage": 0, "step": 0, "opt": None, "log": []}
+        lineage = []
+        if recipe.continues != (init_bundle is not None):
+            raise ValueError(
+                f"recipe {recipe.name} "
+                + (
+                    "continues a bundle: pass --init-bundle"
+                    if recipe.continues
+                    else "starts from Whisper: drop --init-bundle"
+                )
+            )
+        if init_bundle is not None:
+            from soundflow.train.whisper_warmstart import bundle_lineage, model_from_bundle
+
+            model, tok, _ = model_from_bundle(init_bundle, whisper_dir, log=log)
+            missing = sorted(set(tags) - set(model.vocab.tags))
+            if missing:
+                raise ValueError(f"{init_bundle} has no tokens for the data's tags {missing}")
+            lineage = bundle_lineage(init_bundle)
+        else:
+            model, tok = WhisperSoundFlow.from_whisper(
+                load_whisper(whisper_dir), tags, **recipe.dims
+            )
+        state = {"stage": 0, "step": 0, "opt": None, "log": [], "lineage": lineage}
     cache = FrameCache(source, model, frames_dir)
     if not ready_only:
         cache.fill(log)
@@ -328,11 +365,14 @@ def train_whisper(
 
 
 def _save(model, tok, out: Path, recipe: WhisperRecipe, state: dict) -> None:
+    done = sum(s.steps for s in recipe.stages[: state["stage"]]) + state["step"]
     extra = {
         "recipe": recipe.name,
         "stage": state["stage"],
         "step": state["step"],
         "stages": [asdict(s) for s in recipe.stages],
+        # Every run this model's weights went through, oldest first (a continuation adds one).
+        "lineage": [*state.get("lineage", []), {"recipe": recipe.name, "steps": done}],
     }
     save_whisper_checkpoint(model, tok, out / "checkpoint", extra)
     tmp = out / "trainer_state.pt.tmp"
