@@ -20,9 +20,9 @@ import click
 @click.option(
     "--false-per-hour",
     type=click.FloatRange(min=0.0),
-    default=0.5,
-    show_default=True,
-    help="False alerts per hour allowed per label on the dev split.",
+    default=None,
+    help="False responses per hour allowed per tag on the dev split "
+    "[default: 0.5 per alert label, 1.5 per intent].",
 )
 @click.option(
     "--mode",

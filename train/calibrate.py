@@ -19,6 +19,11 @@ GRID = tuple(round(x, 2) for x in np.arange(0.3, 0.97, 0.05))
 
 
 MODES = {"alert": "alert", "assist": "intent"}  # mode -> the tag kind its responses open with
+# False responses allowed per tag per hour of dev audio. A false alert is the complaint users
+# of always-on detectors make first (13 labels: 6.5 an hour at most, the target is 5 on
+# eval); a spoken answer nobody asked for costs less, and at 0.5 the dev split left no
+# intent below the grid's top (README, The default model).
+FALSE_PER_HOUR = {"alert": 0.5, "assist": 1.5}
 
 
 def _label_of(response, record, chunk_s: float) -> str:
@@ -47,15 +52,19 @@ def calibrate(
     bundle: Path | str,
     dev: Path | str,
     floor: float = 0.2,
-    false_per_hour: float = 0.5,
+    false_per_hour: float | None = None,
     max_streams: int | None = None,
     mode: str = "alert",
 ) -> dict:
     """Run `mode` (alert or assist) on `dev` with a low threshold; for each tag pick the
     lowest grid threshold whose false responses per hour stay within `false_per_hour`
-    (summed over tags, the stream-wide budget is tags x that)."""
+    (summed over tags, the stream-wide budget is tags x that; default FALSE_PER_HOUR[mode]).
+    Each tag's row also holds its curve (hits and false responses kept at every grid
+    threshold), so another budget can be read off without rerunning."""
     if mode not in MODES:
         raise ValueError(f"calibration is for {sorted(MODES)}, not {mode!r}")
+    if false_per_hour is None:
+        false_per_hour = FALSE_PER_HOUR[mode]
     kind = MODES[mode]
     outcome_of = _label_of if mode == "alert" else _intent_of
     from soundflow.runtime.engine import OrtEngine
@@ -74,25 +83,8 @@ def calibrate(
         for r in responses:
             if r.tags.get(kind):
                 seen[r.tags[kind]].append((r.probability, outcome_of(r, record, chunk_s)))
-    thresholds, table = {}, {}
-    for label, rows in sorted(seen.items()):
-        p = np.array([x for x, _ in rows])
-        outcome = np.array([o for _, o in rows])
-        choice = GRID[-1]
-        for thr in GRID:
-            if ((p >= thr) & (outcome != "hit")).sum() / max(hours, 1e-9) <= false_per_hour:
-                choice = thr
-                break
-        kept = p >= choice
-        thresholds[f"<{kind}:{label}>"] = float(choice)
-        table[label] = {
-            "threshold": choice,
-            "responses": len(rows),
-            "hits_kept": int((kept & (outcome == "hit")).sum()),
-            "hits": int((outcome == "hit").sum()),
-            "false_kept": int((kept & (outcome != "hit")).sum()),
-            "false": int((outcome != "hit").sum()),
-        }
+    table = {label: choose(rows, hours, false_per_hour) for label, rows in sorted(seen.items())}
+    thresholds = {f"<{kind}:{label}>": float(row["threshold"]) for label, row in table.items()}
     return {
         "mode": mode,
         "dev": str(dev),
@@ -101,6 +93,24 @@ def calibrate(
         "false_per_hour_per_label": false_per_hour,
         "thresholds": thresholds,
         "labels": table,
+    }
+
+
+def choose(rows: list[tuple[float, str]], hours: float, false_per_hour: float) -> dict:
+    """One tag's (p(respond), outcome) rows -> the lowest grid threshold whose non-hits per
+    hour stay within budget (the grid's top if none does), what it keeps, and the curve."""
+    p = np.array([x for x, _ in rows], dtype=float)
+    hit = np.array([o == "hit" for _, o in rows], dtype=bool)
+    curve = [[thr, int((p >= thr)[hit].sum()), int((p >= thr)[~hit].sum())] for thr in GRID]
+    choice = next((c for c in curve if c[2] / max(hours, 1e-9) <= false_per_hour), curve[-1])
+    return {
+        "threshold": choice[0],
+        "responses": len(rows),
+        "hits_kept": choice[1],
+        "hits": int(hit.sum()),
+        "false_kept": choice[2],
+        "false": int((~hit).sum()),
+        "curve": curve,
     }
 
 
