@@ -167,7 +167,6 @@ def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init
 
         from soundflow.train.whisper_ckpt import WhisperImportError
         from soundflow.train.whisper_train import RECIPES, train_whisper
-        from soundflow.train.whisper_warmstart import WarmStartError
     except ImportError as e:
         raise click.ClickException(
             f"training needs the train extra ({e.name} is missing): pip install 'soundflow[train]'"
@@ -189,6 +188,6 @@ def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init
             init_bundle=init_bundle,
             log=click.echo,
         )
-    except (WhisperImportError, WarmStartError, FileNotFoundError, ValueError) as e:
+    except (WhisperImportError, FileNotFoundError, ValueError) as e:  # WarmStartError too
         raise click.ClickException(str(e)) from None
     click.echo(f"checkpoint written to {ck}")

@@ -58,7 +58,6 @@ class WhisperRecipe:
 ALL = {"transcribe": 0.4, "alert": 0.3, "assist": 0.3}
 INSTRUCTION = {"transcribe": 0.2, "alert": 0.4, "assist": 0.4}
 PHRASES = {"transcribe": 0.5, "alert": 0.25, "assist": 0.25}
-MORE = {"transcribe": 0.4, "alert": 0.3, "assist": 0.3}
 PHRASE_MAX_S, PHRASE_GAP_S = 3.0, 0.3
 
 
@@ -100,7 +99,7 @@ RECIPES = {
     # the appended rows, which are trained already.
     "whisper-tiny-more": WhisperRecipe(
         "whisper-tiny-more",
-        (Stage("more", 450, 2e-5, "decoder", MORE, captions="phrase"),),
+        (Stage("more", 450, 2e-5, "decoder", ALL, captions="phrase"),),
         new_lr=5e-4,
         seed=1,
         continues=True,

@@ -68,6 +68,10 @@ def model_from_bundle(bundle: Path | str, whisper_dir: Path | None = None, log=p
             f"{bundle}: appended tokens {[t for _, t in added]} differ from this vocabulary "
             f"{list(model.vocab.added)}"
         )
+    dec = manifest["decoder"]
+    want = {"cache_capacity": model.cfg.cache_capacity, "memory_frames": model.cfg.memory_frames}
+    if {k: dec.get(k) for k in want} != want:
+        raise WarmStartError(f"{bundle}: decoder dimensions {dec} differ from the recipe's {want}")
     weights = bundle_weights(bundle / "decoder.onnx")
     report = load_trained(model, weights)
     log(
