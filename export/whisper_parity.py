@@ -22,6 +22,10 @@ from soundflow.train.whisper_model import (
     load_whisper_checkpoint,
 )
 
+# An int8 bundle's greedy token must equal fp32's on at least this share of the (teacher-forced)
+# generation steps; the parity input is a tone in noise, where tokens are often near-ties.
+MIN_INT8_AGREEMENT = 0.8
+
 
 class TorchCrossEngine:
     """The checkpoint in torch behind CrossEngine's interface (encode, bind, step)."""
@@ -59,7 +63,22 @@ class TorchCrossEngine:
 
 
 class _Recorder(CrossDecoderStream):
-    """Records every call's ids and logits (for comparing backends and the training path)."""
+    """Records every call's ids and logits (for comparing backends and the training path).
+    With `forced` (another run's generated tokens, in order) it feeds those instead of its
+    own greedy choices, so both backends see identical inputs call for call; its own choices
+    are kept in `own` for the agreement count."""
+
+    forced: list[int] | None = None
+
+    def _next_token(self, logits: np.ndarray) -> int:
+        token = super()._next_token(logits)
+        self.own.append(token)
+        if self.forced is None:
+            return token
+        forced = self.forced[len(self.own) - 1]
+        if self._response and self._response[-1] == token:
+            self._response[-1] = forced
+        return forced
 
     def _run(self, ids):
         logits = super()._run(ids)
@@ -72,15 +91,24 @@ class _Recorder(CrossDecoderStream):
 
     def reset(self) -> None:
         super().reset()
-        self.trace, self.chunk = [], -1
+        self.trace, self.chunk, self.own = [], -1, []
 
 
-def drive(engine, pcm: np.ndarray, mode: str, respond_every: int = 7, max_tokens: int = 6):
+def drive(
+    engine,
+    pcm: np.ndarray,
+    mode: str,
+    respond_every: int = 7,
+    max_tokens: int = 6,
+    forced: list[int] | None = None,
+):
     """Stream `pcm`; respond on every `respond_every`-th chunk regardless of p (forced, so
-    generation is exercised). Returns the recorder (its trace) and per-chunk responses."""
+    generation is exercised). Returns the recorder (its trace) and per-chunk responses.
+    `forced`: generate these tokens (another backend's `own`) instead of greedy ones."""
     opts = RuntimeOptions(mode=mode, max_response_tokens=max_tokens, refractory_s=0.0)
     enc = EncoderStream(engine)
     dec = _Recorder(engine, opts)
+    dec.forced = forced
     dec.opens_with, dec.no_repeat = None, 0  # the model's own tokens: no policy guards
     s = engine.spec.chunk_samples
     responses: list[list[int] | None] = []
@@ -110,8 +138,16 @@ def check(bundle: Path | str, checkpoint: Path | str, seconds: float = 12.0, see
     report = {"ok": True, "modes": {}, "quantized": quantized}
     for mode in spec.modes:
         a, resp = drive(ort_engine, pcm.astype(np.float32), mode)
-        b, _ = drive(torch_engine, pcm.astype(np.float32), mode)
+        # An int8 bundle may pick another token where two are nearly tied, and the streams
+        # then diverge, so torch is fed ORT's tokens: every call compared on the same inputs,
+        # and how often torch's own greedy choice agreed is counted instead.
+        b, _ = drive(
+            torch_engine, pcm.astype(np.float32), mode, forced=a.own if quantized else None
+        )
         ids_same = [x[0] for x in a.trace] == [x[0] for x in b.trace]
+        agree = (
+            float(np.mean([x == y for x, y in zip(a.own, b.own, strict=True)])) if a.own else 1.0
+        )
         truncated = any(r is not None and len(r) >= 6 for r in resp)
         lay = cross_layout(model.vocab, mode, resp)
         streamed = [i for ids, _, _ in b.trace for i in ids]
@@ -127,12 +163,19 @@ def check(bundle: Path | str, checkpoint: Path | str, seconds: float = 12.0, see
         )
         # int8 weights move logits by ~1 (out of a 50k vocabulary); what must hold is the
         # same tokens and decisions, so a quantized bundle is judged on those.
-        ok = ids_same and layout_ok and full < 5e-3 and (quantized or diff < 5e-2) and p_diff < 0.1
+        ok = (
+            ids_same
+            and layout_ok
+            and full < 5e-3
+            and (diff < 5e-2 if not quantized else agree >= MIN_INT8_AGREEMENT)
+            and p_diff < 0.1
+        )
         report["modes"][mode] = {
             "same_tokens": ids_same,
             "layout_is_runtime": layout_ok,
             "max_abs_logit_diff_ort_vs_torch": diff,
             "max_abs_p_diff": p_diff,
+            "greedy_token_agreement": agree,
             "max_abs_logit_diff_stream_vs_full": full,
             "calls": len(a.trace),
         }

@@ -36,7 +36,7 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
     [ -f "$WORK/round1/manifest.json" ] || soundflow export "$WORK/whisper-tiny/checkpoint" --out "$WORK/round1" --int8
     FROM="$WORK/round1"
   fi
-  # Round 2 (whisper-tiny-more, 450 steps): continues FROM's weights (train/whisper_warmstart.py).
+  # Round 2 (whisper-tiny-more, 1800 steps): continues FROM's weights (train/whisper_warmstart.py).
   soundflow train --recipe whisper-tiny-more --init-bundle "$FROM" --data "$WORK/data/train-r2" \
     --frames "$WORK/frames" --out "$WORK/whisper-tiny-more" --resume
   soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder
