@@ -25,7 +25,8 @@ import click
     "--data",
     type=click.Path(path_type=Path, exists=True),
     default=None,
-    help="Shard directory from `soundflow data build` (recipes that need it).",
+    help="Shard directory from `soundflow data build` (recipes that need it); whisper-* "
+    "recipes also take a folder of several builds (every streams.jsonl under it).",
 )
 @click.option(
     "--eval-data",

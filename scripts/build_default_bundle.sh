@@ -16,13 +16,16 @@ if [ "$RECIPE" = "smoke" ]; then
   soundflow export "$WORK/smoke" --out "$OUT"
   rm -f soundflow/assets/demo.flac  # the smoke model gets the generated tone scene
 elif [ "$RECIPE" = "whisper-tiny" ]; then
+  # The labelled Debian sound packages make the alert and hard-negative events real recordings
+  # (procedural stand-ins without them); the shipped bundle's data and eval were built with them.
+  dpkg -s colobot-common-sounds >/dev/null 2>&1 || ./train/data/setup_sources.sh
   # Data: train, a dev split for calibration (other streams, same voice pool) and the eval
   # split (voices, sentences and sounds training never uses). Each build is seconds to minutes.
-  # Round 2 trains on fresh streams of the `negatives` recipe (twice the benign sounds); with
-  # the labelled Debian sound packages installed (train/data/setup_sources.sh) they are real
-  # recordings, else procedural stand-ins.
+  # Round 2 trains on 8 h of fresh streams, one build of the `negatives` recipe (twice the
+  # benign sounds) and one of `default` with a new seed (both under data/round2, read as one).
   [ -f "$WORK/data/train/streams.jsonl" ] || soundflow data build --recipe default --hours 4 --seed 5 --workers 2 --out "$WORK/data/train"
-  [ -f "$WORK/data/train-r2/streams.jsonl" ] || soundflow data build --recipe negatives --hours 4 --seed 6 --workers 2 --out "$WORK/data/train-r2"
+  [ -f "$WORK/data/round2/negatives-s6/streams.jsonl" ] || soundflow data build --recipe negatives --hours 4 --seed 6 --workers 2 --out "$WORK/data/round2/negatives-s6"
+  [ -f "$WORK/data/round2/default-s9/streams.jsonl" ] || soundflow data build --recipe default --hours 4 --seed 9 --workers 2 --out "$WORK/data/round2/default-s9"
   [ -f "$WORK/data/dev/streams.jsonl" ] || soundflow data build --recipe default --hours 1 --seed 77 --workers 2 --out "$WORK/data/dev"
   [ -f "$WORK/data/eval/streams.jsonl" ] || soundflow data build --recipe default --hours 0.5 --seed 5 --workers 2 --split eval --out "$WORK/data/eval"
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -36,8 +39,8 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
     [ -f "$WORK/round1/manifest.json" ] || soundflow export "$WORK/whisper-tiny/checkpoint" --out "$WORK/round1" --int8
     FROM="$WORK/round1"
   fi
-  # Round 2 (whisper-tiny-more, 1800 steps): continues FROM's weights (train/whisper_warmstart.py).
-  soundflow train --recipe whisper-tiny-more --init-bundle "$FROM" --data "$WORK/data/train-r2" \
+  # Round 2 (whisper-tiny-more, 2400 steps): continues FROM's weights (train/whisper_warmstart.py).
+  soundflow train --recipe whisper-tiny-more --init-bundle "$FROM" --data "$WORK/data/round2" \
     --frames "$WORK/frames" --out "$WORK/whisper-tiny-more" --resume
   soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder
   soundflow calibrate "$OUT" --data "$WORK/data/dev"

@@ -126,6 +126,45 @@ def test_runtime_matches_torch_and_the_training_forward(cross_bundle, speech):
     assert report["ok"]
 
 
+def test_forced_tokens_are_what_the_stream_feeds(cross_bundle):
+    """The int8 parity feeds torch the ORT run's tokens: the driver must generate exactly the
+    tokens it is given, whatever its own greedy choice, and record that choice apart."""
+    from soundflow.export.whisper_parity import TorchCrossEngine, drive
+    from soundflow.runtime.bundle import BundleSpec
+    from soundflow.train.whisper_model import load_whisper_checkpoint
+
+    bundle, ck, _ = cross_bundle
+    model, tok, _ = load_whisper_checkpoint(ck)
+    engine = TorchCrossEngine(model, BundleSpec(bundle))
+    pcm = (np.random.default_rng(2).standard_normal(6400 * 14) * 0.05).astype(np.float32)
+    own, _ = drive(engine, pcm, "transcribe", respond_every=7, max_tokens=3)
+    word = tok.encode(" kettle")[0]
+    forced, responses = drive(
+        engine, pcm, "transcribe", respond_every=7, max_tokens=3, forced=[word] * 8
+    )
+    fed = [r for r in responses if r is not None]
+    assert fed and all(r == [word] * len(r) and r for r in fed), fed
+    assert forced.own == own.own  # its own choices are recorded, not the forced ones
+    assert own.own != [word] * len(own.own)
+
+
+def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, tmp_path):
+    """An int8 bundle is judged call by call on identical inputs (torch fed ORT's tokens):
+    same token feeds, decisions within 0.1, and the share of greedy choices that agree."""
+    from soundflow.export.whisper_export import export_whisper_bundle
+    from soundflow.export.whisper_parity import MIN_INT8_AGREEMENT, check
+
+    _, ck, _ = cross_bundle
+    export_whisper_bundle(ck, tmp_path / "int8", int8=True, log=lambda *_: None)
+    report = check(tmp_path / "int8", ck, seconds=6.4)
+    assert report["quantized"]
+    for mode, r in report["modes"].items():
+        assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
+        assert r["greedy_token_agreement"] >= MIN_INT8_AGREEMENT, (mode, r)
+        assert r["max_abs_p_diff"] < 0.1, (mode, r)
+    assert report["ok"]
+
+
 def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
     from soundflow.runtime.cross import CrossDecoderStream
     from soundflow.runtime.engine import OrtEngine

@@ -95,12 +95,13 @@ RECIPES = {
         ),
     ),
     # More of the same on fresh streams, from the shipped default (train/whisper_warmstart.py):
-    # data recipe `negatives` (twice the benign sounds), phrase captions, a gentler rate for
-    # the appended rows, which are trained already. 450 steps took flite's WER from 62 % to
-    # 47 % and were still improving, so it runs 1800 (~35 min at 0.85 steps/s on 2 idle cores).
+    # 8 h from two builds, data recipes `negatives` (twice the benign sounds) and `default`
+    # (more speech), phrase captions, a gentler rate for the appended rows, which are trained
+    # already. 450 steps on 4 h took flite's WER from 62 % to 47 % and were still improving,
+    # so it runs 2400 (~45 min at 0.9 steps/s on 2 idle cores).
     "whisper-tiny-more": WhisperRecipe(
         "whisper-tiny-more",
-        (Stage("more", 1800, 2e-5, "decoder", ALL, captions="phrase"),),
+        (Stage("more", 2400, 2e-5, "decoder", ALL, captions="phrase"),),
         new_lr=5e-4,
         seed=1,
         continues=True,
