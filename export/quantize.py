@@ -183,42 +183,72 @@ def _dims(shape: list, query: int, cache: int) -> tuple[int, ...]:
     return tuple(size[d] if isinstance(d, str) else d for d in shape)
 
 
-def weight_only_int8(src: Path | str, dst: Path | str, min_elements: int = 4096) -> dict:
-    """Store every large float initializer as int8 with one scale per row (axis 0), dequantized
-    by Cast + Mul nodes on constants, which ONNX Runtime folds once at session load: the file
-    is ~4x smaller and the arithmetic stays fp32 (no activation quantization error)."""
+# Ops whose weight inputs weight_only_int8 packs (anything else keeps fp32 weights).
+PACKED_CONSUMERS = frozenset({"MatMul", "Gemm", "Gather", "Transpose"})
+
+
+def weight_only_int8(
+    src: Path | str, dst: Path | str, min_elements: int = 4096, block: int = 64
+) -> dict:
+    """Store every large float initializer as int8 with one scale per `block` consecutive
+    values of its last axis (per row where the axis does not divide), dequantized by Cast, Mul
+    and Reshape nodes on constants, which ONNX Runtime folds once at session load: the file is
+    ~3.8x smaller and the arithmetic stays fp32 (no activation quantization error).
+
+    Only weights that feed MatMul, Gemm or Gather (and the Transpose of a tied table) are
+    packed; convolution kernels and tables used any other way (Whisper's encoder positions,
+    sliced) stay fp32. Measured on the fine-tuned Whisper default against its fp32 torch
+    model, under the parity driver: int8 conv kernels and positions in the encoder moved
+    p(respond) by up to 0.26 (logits by 3.5); MatMul weights alone by 0.04 (1.4), for 1.9 MB.
+    Blocks rather than one scale per row: a row's outlier no longer coarsens all of it."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     m = onnx.load(str(src))
     g = m.graph
+    consumers: dict[str, set[str]] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
     nodes, kept, packed = [], [], 0
     for init in g.initializer:
         n = int(np.prod(init.dims)) if init.dims else 1
-        if init.data_type != TensorProto.FLOAT or n < min_elements or len(init.dims) < 2:
+        if (
+            init.data_type != TensorProto.FLOAT
+            or n < min_elements
+            or len(init.dims) < 2
+            or not consumers.get(init.name, set()) <= PACKED_CONSUMERS
+        ):
             kept.append(init)
             continue
         w = numpy_helper.to_array(init)
-        rows = w.reshape(w.shape[0], -1)
+        blocked = block > 0 and w.shape[-1] % block == 0
+        rows = w.reshape(-1, block) if blocked else w.reshape(w.shape[0], -1)
         scale = np.abs(rows).max(axis=1) / 127.0
         scale[scale == 0] = 1.0
-        q = np.clip(np.rint(rows / scale[:, None]), -127, 127).astype(np.int8).reshape(w.shape)
-        s = scale.astype(np.float32).reshape((w.shape[0],) + (1,) * (w.ndim - 1))
-        kept += [
-            numpy_helper.from_array(q, init.name + "__q"),
-            numpy_helper.from_array(s, init.name + "__s"),
-        ]
+        q = np.clip(np.rint(rows / scale[:, None]), -127, 127).astype(np.int8)
+        name = init.name
+        if blocked:  # (values / block, block) and one scale per block, reshaped back after
+            s = scale.astype(np.float32)[:, None]
+            shape = numpy_helper.from_array(np.array(w.shape, np.int64), name + "__shape")
+            kept += [numpy_helper.from_array(q, name + "__q"), shape]
+            scaled = name + "__m"
+            tail = [helper.make_node("Reshape", [scaled, name + "__shape"], [name])]
+        else:
+            s = scale.astype(np.float32).reshape((w.shape[0],) + (1,) * (w.ndim - 1))
+            kept.append(numpy_helper.from_array(q.reshape(w.shape), name + "__q"))
+            scaled, tail = name, []
+        kept.append(numpy_helper.from_array(s, name + "__s"))
         nodes += [
-            helper.make_node(
-                "Cast", [init.name + "__q"], [init.name + "__f"], to=TensorProto.FLOAT
-            ),
-            helper.make_node("Mul", [init.name + "__f", init.name + "__s"], [init.name]),
+            helper.make_node("Cast", [name + "__q"], [name + "__f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [name + "__f", name + "__s"], [scaled]),
+            *tail,
         ]
         packed += n
     rewrite_constants(g, kept, nodes)
     onnx.save(m, str(dst))
-    return {"int8_weights": packed}
+    return {"int8_weights": packed, "block": block}
 
 
 def rewrite_constants(graph, initializers: list, nodes: list) -> None:

@@ -29,7 +29,8 @@ class WarmStartError(ValueError):
 
 
 def bundle_weights(path: Path | str) -> dict[str, np.ndarray]:
-    """Every initializer of an ONNX graph, int8 pairs (`X__q`, `X__s`) dequantized to `X`."""
+    """Every initializer of an ONNX graph, int8 pairs (`X__q`, `X__s`) dequantized to `X`
+    (block-wise ones reshaped back by their `X__shape`, export/quantize.weight_only_int8)."""
     import onnx
     from onnx import numpy_helper
 
@@ -37,11 +38,13 @@ def bundle_weights(path: Path | str) -> dict[str, np.ndarray]:
     raw = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     out = {}
     for name, arr in raw.items():
-        if name.endswith("__s"):
+        if name.endswith(("__s", "__shape")):
             continue
         if name.endswith("__q"):
             base = name[: -len("__q")]
-            out[base] = arr.astype(np.float32) * raw[base + "__s"]
+            w = arr.astype(np.float32) * raw[base + "__s"]
+            shape = raw.get(base + "__shape")
+            out[base] = w if shape is None else w.reshape(tuple(shape))
         else:
             out[name] = arr
     return out
