@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the embedded default bundle (soundflow/assets/default_bundle) from its recipe.
-#   ./scripts/build_default_bundle.sh whisper-tiny  # the default: Whisper tiny.en fine-tuned in two rounds, ~3 h on 2 cores
+#   ./scripts/build_default_bundle.sh whisper-tiny  # the default: Whisper tiny.en fine-tuned in two rounds, ~4 h on 2 cores
 #   FROM=soundflow/assets/default_bundle ./scripts/build_default_bundle.sh whisper-tiny  # round 2 only
 #   ./scripts/build_default_bundle.sh default       # the old from-scratch 3.6 M model (~2 h on 2 cores)
 #   ./scripts/build_default_bundle.sh smoke         # the untrained stand-in, about a minute

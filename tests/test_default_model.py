@@ -61,13 +61,13 @@ def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
 
 def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
     """The generation guards (runtime/cross.py): a caption ends where it would repeat itself
-    (unguarded, seed 9's sentence comes out as "... who proposed a doctrine of total and
-    military theorist who proposed ..."), and in alert mode every response names a label.
+    (unguarded, seed 14's sentence comes out as "the funds in the factory is used the funds
+    in the factory is used ..."), and in alert mode every response names a label.
     The same bundle with the guards off loops, so this test can fail."""
     import json
     import shutil
 
-    pcm = _speech(9)[0]
+    pcm = _speech(14)[0]
     loose = tmp_path / "loose"
     shutil.copytree(engine.spec.path, loose)
     manifest = json.loads((loose / "manifest.json").read_text())
