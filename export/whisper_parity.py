@@ -75,10 +75,10 @@ class _Recorder(CrossDecoderStream):
         self.own.append(token)
         if self.forced is None:
             return token
-        forced = self.forced[len(self.own) - 1]
-        if self._response and self._response[-1] == token:
-            self._response[-1] = forced
-        return forced
+        # drive() turns the repeat guard off, so the parent appended `token` to the response:
+        # the response holds what was fed instead.
+        self._response[-1] = self.forced[len(self.own) - 1]
+        return self._response[-1]
 
     def _run(self, ids):
         logits = super()._run(ids)
