@@ -18,6 +18,7 @@ import numpy as np
 from soundflow import protocol
 from soundflow.manifest import BundleError
 from soundflow.runtime.bundle import BundleSpec
+from soundflow.runtime.captions import CaptionConfig, WindowCaptions
 from soundflow.runtime.detokenize import Detokenizer
 from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.kvcache import CachePolicy, KVCache
@@ -215,11 +216,28 @@ class CrossDecoderStream(DecoderStream):
         self.no_repeat = int(d.get("no_repeat_ngram", NO_REPEAT_NGRAM))
         self.opens_with = d.get("opens_with", {}).get(self.mode)
         self._response: list[int] = []
+        # Transcribe mode may caption by re-decoding the window (runtime/captions.py) instead
+        # of generating the protocol's responses; the manifest says which, a flag overrides.
+        self.captions = None
+        cfg = d.get("captions")
+        method = options.captions or (cfg or {}).get("method", "protocol")
+        if self.mode == "transcribe" and method == "agreement":
+            if cfg is None:
+                raise BundleError(
+                    "captions 'agreement' needs the manifest's decision.captions "
+                    "(prompt_ids, text_vocab); re-export the bundle or use --captions protocol"
+                )
+            config = CaptionConfig.from_manifest(cfg, self.no_repeat)
+            self.captions = WindowCaptions(engine, self.memory, config, self.eos)
+        self._caption: list[int] = []
         self.reset()
 
     def reset(self) -> None:
         self.cache.reset()
         self.memory.reset()
+        if getattr(self, "captions", None) is not None:
+            self.captions.reset()
+        self._caption = []
         self._pending = list(self.prompt)
         self._last_tag: dict[int, float] = {}
         self._p = 0.0
@@ -269,6 +287,9 @@ class CrossDecoderStream(DecoderStream):
     def conclude(self, last: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
         self._pending = [self.silence]
         self._p = control_p(last, self.silence, self.respond_id)
+        if self.captions is not None:
+            self._caption = self.captions.step()[: self.max_tokens]
+            return Decision(self.captions.confidence, bool(self._caption))
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
         return Decision(self._p, self._p >= self._decide_at)
@@ -297,6 +318,8 @@ class CrossDecoderStream(DecoderStream):
         return tag is not None and tag.startswith(f"<{self.opens_with}:")
 
     def begin_response(self, t: float) -> int | None:
+        if self.captions is not None:
+            return self._caption[0] if self._caption else None
         self._response = []
         first = self._next_token(self._call([self.respond_id])[-1])
         need = self._tag_threshold.get(first, self.threshold)
@@ -308,3 +331,17 @@ class CrossDecoderStream(DecoderStream):
         if first in self.tag_ids:
             self._last_tag[first] = t
         return first
+
+    def continue_response(self, first: int):
+        if self.captions is None:
+            yield from super().continue_response(first)
+            return
+        caption, self._caption = self._caption, []
+        yield from caption  # the protocol's cache never saw it: the next chunk follows <silence>
+
+    def finish(self) -> list[int]:
+        """At the end of the stream: the caption words still waiting for agreement (the last
+        window's hypothesis, then whatever it left unconfirmed)."""
+        if self.captions is None:
+            return []
+        return self.captions.finish()[: self.max_tokens]

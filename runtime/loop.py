@@ -317,6 +317,38 @@ class Loop:
                 self._next_stats += self.options.stats_every_s
             self._emit(self._stats(item.t))
 
+    def _finish_response(self) -> None:
+        """At the end of the source: what the decoder still holds back (captions waiting for
+        a second window to agree, runtime/captions.py) is emitted as one last response."""
+        if self._abort.is_set() or self._decoder_failed:
+            return
+        finish = getattr(self.decoder, "finish", None)
+        ids = finish() if finish is not None else []
+        if not ids:
+            return
+        text = self.engine.detokenizer.stream(skip=self.decoder.stops)
+        for token in ids:
+            text.push(token)
+        text.finish()
+        tags, plain = parse_tags(text.text)
+        self.responses += 1
+        self._emit(
+            Response(
+                t=self._decided_t,
+                chunk=max(self.chunks - 1, 0),
+                text=plain,
+                raw=text.text.strip(),
+                tags=tags,
+                mode=self.decoder.mode,
+                probability=1.0,
+                decision_latency_ms=0.0,
+                first_token_latency_ms=0.0,
+                latency_ms=0.0,
+                tokens=len(ids),
+                truncated=False,
+            )
+        )
+
     def _gap_stalls(self) -> int:
         """Chunk lengths in which a live source delivered nothing: the listener was deaf."""
         return int(getattr(self.source, "input_gap_s", 0.0) // self.chunk_s)
@@ -343,6 +375,7 @@ class Loop:
                     return
                 continue
             if item is None:
+                self._finish_response()
                 return
             if self._abort.is_set() or self._decoder_failed:
                 continue  # drain: the perceive thread must never block on a full FIFO
@@ -414,6 +447,7 @@ class Loop:
             while not self._abort.is_set():
                 item = self._read(index)
                 if item is None:
+                    self._finish_response()
                     break
                 self._respond(item)
                 index += 1

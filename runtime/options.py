@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, replace
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+CAPTIONS = ("agreement", "protocol")  # transcribe captions of a whisper-cross bundle
 
 
 def _finite(x: object) -> bool:
@@ -37,12 +38,17 @@ class RuntimeOptions:
     reconnect_tries: int = 10  # failed reopen attempts in a row before the run ends in error
     source_timeout_s: float = 3.0  # a microphone silent this long (after its first audio) is lost
     gap_s: float = 1.0  # a live source silent this long is reported as an input gap
+    # transcribe captions of a whisper-cross bundle: "agreement" (re-decoded windows,
+    # runtime/captions.py) | "protocol" (the decoder's own responses); None = the bundle's
+    captions: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
             raise ValueError(f"provider {self.provider!r}: use one of {PROVIDERS}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold {self.threshold} must lie in [0, 1]")
+        if self.captions is not None and self.captions not in CAPTIONS:
+            raise ValueError(f"captions {self.captions!r}: use one of {CAPTIONS}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         checks = (

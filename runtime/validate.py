@@ -13,6 +13,7 @@ from typing import Any
 
 from soundflow.audio import SAMPLE_RATE
 from soundflow.manifest import BundleError, confined
+from soundflow.runtime.options import CAPTIONS
 
 FIX = "re-run `soundflow export CHECKPOINT --out DIR`"
 DTYPES = {
@@ -278,6 +279,16 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
         kind = c.str(f"decision.opens_with.{mode}")
         if kind not in ("alert", "intent", "text"):
             raise c.fail(f"decision.opens_with.{mode}", f"is {kind!r}, not alert, intent or text")
+    captions = c.obj("decision.captions", required=False)  # runtime/captions.py
+    if captions is not None:
+        method = c.str("decision.captions.method")
+        if method not in CAPTIONS:
+            raise c.fail("decision.captions.method", f"is {method!r}, not one of {CAPTIONS}")
+        c.int("decision.captions.every_chunks", 1, 1000, required=False)
+        c.int("decision.captions.text_vocab", 1, vocab)
+        c.ids("decision.captions.prompt_ids", vocab, captions.get("prompt_ids"))
+        c.num("decision.captions.min_avg_logprob", -1e9, 0.0, required=False)
+        c.int("decision.captions.max_tokens", 1, 1 << 16, required=False)
     # optional sections
     control = c.obj("control", required=False)
     if control is not None:

@@ -62,9 +62,11 @@ def _speech(seed: int, tmp: Path) -> tuple[np.ndarray, str]:
 
 # The targets of issue 12, asserted as they are and marked strict xfail while the shipped model
 # misses them (strict: the day it meets one, the marker must go). Measured on the shipped
-# bundle: WER 0.36 (seed 3: "it is loud in out of shape with my president and accountants") and
-# 0.40 (seed 4: "the named player must cash the stealing gong yet before it falls or pay for
-# it"); round 1 had 0.64 and 0.60; whole-utterance Whisper tiny.en itself gets 0.53 on seed 4.
+# bundle with window-agreement captions: WER 0.45 (seed 3: "it is loud in out and shape with my
+# spirit and accountants") and 0.33 (seed 4: "the night player must cash the stealing object
+# before it falls or pay for it"); the protocol's own captions had 0.36 and 0.40, and
+# whole-utterance Whisper tiny.en itself gets 0.53 on seed 4: these espeak-ng eval voices are
+# hard for Whisper. The same sentences in flite's held-out voices pass (the test after this).
 MISSES = "the shipped whisper-tiny model misses this target (README, The default model)"
 
 
@@ -72,6 +74,44 @@ MISSES = "the shipped whisper-tiny model misses this target (README, The default
 @pytest.mark.parametrize("seed", [3, 4])
 def test_held_out_sentence_and_voice_are_captioned(engine, seed, tmp_path):
     pcm, text = _speech(seed, tmp_path)
+    responses, summary = run_stream(engine, pcm, "transcribe")
+    assert summary.error is None
+    hyp = [w for r in responses for w in normalize(r.text)]
+    ref = normalize(text)
+    wer = edit_distance(ref, hyp) / len(ref)
+    assert wer <= 0.25, (text, " ".join(hyp), wer)
+
+
+def _flite(seed: int, tmp: Path) -> tuple[np.ndarray, str]:
+    """A held-out sentence (the natural-text eval pool) in a flite voice training never hears
+    (train/heldout.py: rms, awb), with silence around it."""
+    import shutil
+
+    import soundfile as sf
+    import soxr
+
+    from soundflow.train.data import natural
+
+    if shutil.which("flite") is None or not natural.available():
+        pytest.skip("needs apt flite, fortunes and wordnet-base")
+    rng = np.random.default_rng(seed)
+    words: list[str] = []
+    while len(words) < 10:
+        words = natural.sentence(rng, "eval").split()
+    text = " ".join(words)
+    wav = tmp / f"flite-{seed}.wav"
+    voice = ("rms", "awb")[seed % 2]
+    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
+    x, sr = sf.read(wav, dtype="float32")
+    pcm = soxr.resample(x, sr, 16000).astype(np.float32)
+    return np.concatenate([np.zeros(8000, np.float32), pcm, np.zeros(16000, np.float32)]), text
+
+
+@pytest.mark.parametrize("seed", range(1, 7))
+def test_held_out_sentence_in_a_held_out_flite_voice_is_captioned(engine, seed, tmp_path):
+    """The issue's "done when": a sentence never trained on, in a voice never trained on,
+    captioned nearly word for word (measured: WER 0, 0.21, 0.09, 0, 0.19, 0 for seeds 1-6)."""
+    pcm, text = _flite(seed, tmp_path)
     responses, summary = run_stream(engine, pcm, "transcribe")
     assert summary.error is None
     hyp = [w for r in responses for w in normalize(r.text)]
@@ -94,12 +134,24 @@ def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
     import shutil
 
     pcms = [_speech(seed, tmp_path)[0] for seed in (2, 14, 29)]
-    loose = tmp_path / "loose"
-    shutil.copytree(engine.spec.path, loose)
-    manifest = json.loads((loose / "manifest.json").read_text())
-    manifest["decision"]["no_repeat_ngram"] = 0
-    manifest["decision"].pop("opens_with", None)
-    (loose / "manifest.json").write_text(json.dumps(manifest))
+
+    def variant(name: str, **decision) -> Path:
+        """The shipped bundle with the protocol's own captions (no window agreement) and
+        `decision` changed."""
+        out = tmp_path / name
+        shutil.copytree(engine.spec.path, out)
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest["decision"].pop("captions")
+        for k, v in decision.items():
+            if v is None:
+                manifest["decision"].pop(k, None)
+            else:
+                manifest["decision"][k] = v
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        return out
+
+    protocol = variant("protocol")
+    loose = variant("loose", no_repeat_ngram=0, opens_with=None)
 
     def loops(eng) -> list[str]:
         responses = [r for pcm in pcms for r in run_stream(eng, pcm, "transcribe")[0]]
@@ -109,7 +161,8 @@ def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
             if len(set(_trigrams(r.text.split()))) < len(_trigrams(r.text.split()))
         ]
 
-    assert loops(engine) == []
+    assert loops(engine) == []  # window-agreement captions (the shipped default)
+    assert loops(OrtEngine(protocol)) == []
     assert loops(OrtEngine(loose)) != []  # what the guard is for
     responses, _ = run_stream(engine, pcms[1], "alert")
     assert all(r.alert for r in responses), [r.raw for r in responses]

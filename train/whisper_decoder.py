@@ -67,6 +67,11 @@ class WhisperVocab:
         """The sinks of every stream: Whisper's start, the task, Whisper's text mode."""
         return [self.id(SOT), self.id(protocol.task_token(task)), self.id(NO_TIMESTAMPS)]
 
+    def transcription_prompt(self) -> list[int]:
+        """Whisper's own prompt for plain transcription (runtime/captions.py reads windows
+        with it): <|startoftranscript|><|notimestamps|>."""
+        return [self.id(SOT), self.id(NO_TIMESTAMPS)]
+
     @property
     def tags(self) -> list[str]:
         return [t for t in self.added if protocol.TAG_PATTERN.fullmatch(t)]

@@ -1,0 +1,125 @@
+"""Captions from re-decoded windows: each hypothesis (the words Whisper reads in the current
+window) is aligned to the words already emitted, and a word is emitted once two consecutive
+hypotheses agree on it (local agreement, as whisper_streaming does, on words instead of times).
+
+Pure Python on word lists, so the rule is tested without a model (tests/test_agreement.py);
+runtime/cross.py feeds it the window hypotheses of a whisper-cross stream in transcribe mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# An alignment of a hypothesis's start to the emitted words needs this many matched words
+# and more matches than edits, so one shared common word ("the") does not swallow a new word.
+MIN_OVERLAP_MATCHES = 2
+MAX_SKIP = 2  # leading words either hypothesis may have that the other lacks (window edges)
+TAIL = 12  # emitted words the overlap is searched in (a 4.4 s window holds fewer)
+
+
+def key(word: str) -> str:
+    """The form two hypotheses compare words in: lowercase, letters, digits and apostrophes."""
+    return "".join(c for c in word.lower() if c.isalnum() or c == "'")
+
+
+def overlap_end(emitted: list[str], hyp: list[str]) -> int:
+    """How many leading words of `hyp` re-read the end of `emitted` (both as `key`s): the b
+    that best aligns hyp[:b] with a suffix of emitted (semi-global edit distance)."""
+    tail, h = emitted[-TAIL:], hyp
+    if not tail or not h:
+        return 0
+    n = len(tail)
+    # d[a][b]: edits aligning some suffix of tail[:a] with h[:b]
+    prev = list(range(len(h) + 1))  # a = 0: every word of h[:b] is an insertion
+    rows = [prev]
+    for a in range(1, n + 1):
+        cur = [0] * (len(h) + 1)  # b = 0: tail[:a] skipped for free (the suffix starts later)
+        for b in range(1, len(h) + 1):
+            cur[b] = min(
+                prev[b] + 1,  # a tail word the hypothesis misses
+                cur[b - 1] + 1,  # a hypothesis word that is not in the tail
+                prev[b - 1] + (tail[a - 1] != h[b - 1]),
+            )
+        rows.append(cur)
+        prev = cur
+    best, end = 0, 0
+    for b in range(1, len(h) + 1):
+        edits = rows[n][b]
+        matches = b - edits  # at least; every hypothesis word is a match or an edit
+        score = matches - edits
+        if matches >= MIN_OVERLAP_MATCHES and score > best:
+            best, end = score, b
+    return end
+
+
+def agreed(prev: list[str], cand: list[str]) -> tuple[int, int]:
+    """(words of `prev`, words of `cand`) that the two hypotheses agree on from their start,
+    allowing either to open with up to MAX_SKIP words the other lacks (a word cut at the
+    window's left edge is misread or dropped); a skip needs two agreeing words after it.
+    Both as `key`s."""
+    p, c = prev, cand
+    best = (0, 0, 0)  # (agreeing words - skipped words, end in prev, end in cand)
+    for i in range(min(MAX_SKIP, len(p)) + 1):
+        for j in range(min(MAX_SKIP, len(c)) + 1):
+            k = 0
+            while i + k < len(p) and j + k < len(c) and p[i + k] == c[j + k]:
+                k += 1
+            if k < (2 if i or j else 1):
+                continue
+            if k - i - j > best[0]:
+                best = (k - i - j, i + k, j + k)
+    return best[1], best[2]
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a hypothesis: its text as the decoder wrote it and the token ids that spell
+    it (a caption is emitted as those ids, so the detokenizer gives back the decoder's text)."""
+
+    text: str
+    ids: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return key(self.text)
+
+
+@dataclass
+class LocalAgreement:
+    """Emitted words and the previous window's unconfirmed ones, for one stream."""
+
+    emitted: list[Word] = field(default_factory=list)
+    pending: list[Word] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.emitted.clear()
+        self.pending.clear()
+
+    def new_words(self, hyp: list[Word]) -> list[Word]:
+        """The words of this hypothesis after those it re-reads from what was emitted."""
+        return hyp[overlap_end([w.key for w in self.emitted], [w.key for w in hyp]) :]
+
+    def push(self, hyp: list[Word]) -> list[Word]:
+        """One window's hypothesis -> the words to emit now (possibly none).
+
+        The earlier hypothesis's words are emitted (its window held their audio with more
+        context); unconfirmed words are emitted as heard once a window reads nothing new
+        (the speech has ended or moved past), so a word is late rather than lost."""
+        cand = self.new_words(hyp)
+        out: list[Word] = []
+        if self.pending:
+            i, j = agreed([w.key for w in self.pending], [w.key for w in cand])
+            if i:
+                out = self.pending[:i]
+                cand = cand[j:]
+            elif not cand:
+                out = self.pending
+        self.emitted = [*self.emitted[-TAIL:], *out]  # only the tail is ever aligned against
+        self.pending = cand
+        return out
+
+    def flush(self) -> list[Word]:
+        """The unconfirmed words, at the end of speech or of the stream."""
+        out, self.pending = self.pending, []
+        self.emitted = [*self.emitted[-TAIL:], *out]
+        return out

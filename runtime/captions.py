@@ -1,0 +1,146 @@
+"""Transcribe-mode captions of a whisper-cross stream by re-decoding its window: every few
+chunks Whisper's own transcription prompt reads the memory, and local agreement between
+successive hypotheses (runtime/agreement.py) decides which words to emit.
+
+Why not the protocol's own responses: the fine-tuned decoder must decide, at each chunk, which
+words of its 4.4 s window are new, and on voices it never trained on it waits too long and the
+words slide out of the window unsaid (flite held-out WER 47 %); Whisper reading the whole
+window, as it was trained to, and agreement between overlapping windows, give 25 %
+(`soundflow bench peer`). Configured by the manifest's `decision.captions`:
+
+    {"method": "agreement", "every_chunks": 2, "prompt_ids": [50257, 50362],
+     "text_vocab": 50256, "min_avg_logprob": -0.5, "max_tokens": 48}
+
+`prompt_ids` opens each window's hypothesis (Whisper's <|startoftranscript|><|notimestamps|>),
+ids below `text_vocab` are text and the decoder's <eos> ends it; a hypothesis whose mean token
+log-probability is below `min_avg_logprob` is read as no speech (Whisper's own guard against
+transcribing noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from soundflow.runtime.agreement import LocalAgreement, Word, key
+from soundflow.runtime.kvcache import CachePolicy, KVCache
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    every_chunks: int
+    prompt_ids: tuple[int, ...]
+    text_vocab: int
+    min_avg_logprob: float
+    max_tokens: int
+    no_repeat_ngram: int
+
+    @classmethod
+    def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
+        return cls(
+            every_chunks=int(captions.get("every_chunks", 2)),
+            prompt_ids=tuple(int(i) for i in captions["prompt_ids"]),
+            text_vocab=int(captions["text_vocab"]),
+            min_avg_logprob=float(captions.get("min_avg_logprob", -0.5)),
+            max_tokens=int(captions.get("max_tokens", 48)),
+            no_repeat_ngram=no_repeat_ngram,
+        )
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max()
+    return x - m - np.log(np.exp(x - m).sum())
+
+
+class WindowCaptions:
+    """A scratch token cache over the stream's memory (the same arrays, bound once), the
+    window decode, and the agreement state."""
+
+    def __init__(self, engine, memory, config: CaptionConfig, eos: int) -> None:
+        spec = engine.spec
+        self.engine, self.memory, self.config, self.eos = engine, memory, config, eos
+        if len(config.prompt_ids) + config.max_tokens + 1 > spec.cache_capacity:
+            raise ValueError(
+                f"captions: a {config.max_tokens}-token hypothesis does not fit the "
+                f"{spec.cache_capacity}-slot cache"
+            )
+        policy = CachePolicy(spec.cache_capacity, len(config.prompt_ids), 1, "reprefill")
+        self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, 1, policy, np.int64)
+        self.binding = engine.bind(self.cache, memory)
+        self.bias = np.zeros(spec.vocab, np.float32)
+        self.bias[config.text_vocab :] = -np.inf  # Whisper's specials, timestamps, soundflow's
+        self.bias[eos] = 0.0
+        self.agreement = LocalAgreement()
+        self.reset()
+
+    def reset(self) -> None:
+        self.agreement.reset()
+        self.chunks = 0
+        self.confidence = 0.0
+
+    def _run(self, ids: list[int]) -> np.ndarray:
+        q = len(ids)
+        mask, pos = self.cache.inputs(q)
+        logits, presents = self.engine.step(
+            self.binding,
+            np.asarray(ids, np.int64)[None],
+            np.ascontiguousarray(pos[:, -q:]),
+            mask,
+            self.memory.mask(q),
+        )
+        self.cache.add(presents, np.asarray(ids, np.int64).reshape(q, 1))
+        return logits
+
+    def hypothesis(self) -> list[int]:
+        """Greedy token ids of the current window ([] when it reads as no speech)."""
+        c = self.config
+        self.cache.reset()
+        logits = self._run(list(c.prompt_ids))[-1]
+        ids: list[int] = []
+        logprobs: list[float] = []
+        n = c.no_repeat_ngram
+        while len(ids) < c.max_tokens:
+            lp = log_softmax(logits + self.bias)
+            token = int(np.argmax(lp))
+            logprobs.append(float(lp[token]))
+            if token == self.eos:
+                break
+            if n and len(ids) >= n - 1:  # a repeated n-gram ends the hypothesis (a loop)
+                gram = (*ids[len(ids) - n + 1 :], token)
+                if any(tuple(ids[i : i + n]) == gram for i in range(len(ids) - n + 1)):
+                    break
+            ids.append(token)
+            logits = self._run([token])[-1]
+        avg = float(np.mean(logprobs)) if logprobs else -np.inf
+        self.confidence = float(np.exp(avg))
+        return ids if avg >= c.min_avg_logprob else []
+
+    def words(self, ids: list[int]) -> list[Word]:
+        """Token ids -> words: a token whose text opens with a space starts one; a piece
+        without letters or digits (punctuation) stays with the word before it."""
+        piece = self.engine.detokenizer.piece
+        groups: list[list[int]] = []
+        for token in ids:
+            text = piece(token).decode("utf-8", "replace")
+            if not groups or (text.startswith(" ") and key(text)):
+                groups.append([token])
+            else:
+                groups[-1].append(token)
+        decode = self.engine.detokenizer.decode
+        return [w for w in (Word(decode(g), tuple(g)) for g in groups) if w.key]
+
+    def step(self) -> list[int]:
+        """After a chunk joined the memory: the token ids of the words to emit now."""
+        self.chunks += 1
+        if self.chunks % self.config.every_chunks:
+            return []
+        out = self.agreement.push(self.words(self.hypothesis()))
+        return [t for w in out for t in w.ids]
+
+    def finish(self) -> list[int]:
+        """The end of the stream: the current window read once more, then every word that
+        still waits for agreement."""
+        out = self.agreement.push(self.words(self.hypothesis())) + self.agreement.flush()
+        return [t for w in out for t in w.ids]

@@ -1,0 +1,76 @@
+"""Local agreement over re-decoded windows (runtime/agreement.py): the rule on word lists, with
+hypotheses as Whisper wrote them for overlapping windows of one held-out flite stream."""
+
+from __future__ import annotations
+
+from soundflow.runtime.agreement import LocalAgreement, Word, agreed, key, overlap_end
+
+
+def words(text: str) -> list[Word]:
+    return [Word(" " + w) for w in text.split()]
+
+
+def run(hypotheses: list[str]) -> list[str]:
+    la = LocalAgreement()
+    out = []
+    for h in hypotheses:
+        out += [w.key for w in la.push(words(h))]
+    out += [w.key for w in la.flush()]
+    return out
+
+
+def test_key_ignores_case_and_punctuation():
+    assert key(" Hello,") == "hello"
+    assert key("don't") == "don't"
+    assert key(" ...") == ""
+
+
+def test_overlap_finds_the_re_read_words_despite_an_edge_misreading():
+    emitted = "ever leading to the".split()
+    # the window's left edge cut "leading": Whisper reads "relating"
+    hyp = "relating to the writings of the".split()
+    assert overlap_end(emitted, hyp) == 3
+    # one shared common word is not an overlap
+    assert overlap_end("over the".split(), "the dog barked".split()) == 0
+    assert overlap_end([], "a b".split()) == 0
+
+
+def test_agreement_allows_a_word_lost_at_the_left_edge():
+    prev = "of relating to the".split()
+    cand = "relating to the writings".split()
+    assert agreed(prev, cand) == (4, 3)  # prev's extra leading word is kept
+    assert agreed("a b".split(), "c d".split()) == (0, 0)
+    # a single agreeing word after a skip is a coincidence, not agreement
+    assert agreed("x the".split(), "y the".split()) == (0, 0)
+
+
+def test_a_word_is_emitted_once_two_windows_agree_and_never_twice():
+    # windows every 0.8 s over "the quick brown fox jumped over the lazy dog"
+    hyps = [
+        "the",
+        "the quick brown",
+        "the quick brown fox jumps",
+        "quick brown fox jumped over the",
+        "fox jumped over the lazy dog",
+        "over the lazy dog",
+        "lazy dog",
+    ]
+    assert run(hyps) == "the quick brown fox jumped over the lazy dog".split()
+
+
+def test_words_heard_once_are_late_not_lost():
+    la = LocalAgreement()
+    assert la.push(words("turn off the lights")) == []
+    # the speech has moved out of the window: the next one reads only what was emitted
+    assert [w.key for w in la.push(words(""))] == "turn off the lights".split()
+    # and at the end of a stream the waiting words are emitted
+    la.push(words("good night"))
+    assert [w.key for w in la.flush()] == ["good", "night"]
+
+
+def test_reset_forgets_the_stream():
+    la = LocalAgreement()
+    la.push(words("hello there"))
+    la.push(words("hello there"))
+    la.reset()
+    assert la.emitted == [] and la.pending == []
