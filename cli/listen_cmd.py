@@ -157,6 +157,13 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     help="At the budget: keep sinks + a sliding window, or re-prefill them.",
 )
 @click.option(
+    "--captions",
+    type=click.Choice(["agreement", "protocol"]),
+    default=None,
+    help="Transcribe mode of a Whisper-based bundle: re-decode the window and emit the words "
+    "two windows agree on, or the decoder's own responses (default: the manifest's).",
+)
+@click.option(
     "--threads",
     type=int,
     help="Intra-op threads per ONNX session (default: cores split between encoder and decoder).",
@@ -271,6 +278,7 @@ def _listen(
     max_tokens,
     cache_budget,
     cache_policy,
+    captions,
     threads,
     provider,
     int8,
@@ -303,6 +311,7 @@ def _listen(
             max_response_tokens=max_tokens,
             cache_budget=cache_budget,
             cache_policy=cache_policy,
+            captions=captions,
             realtime=realtime,
             asynchronous=not sync,
             threads=threads,

@@ -105,7 +105,11 @@ def drive(
     """Stream `pcm`; respond on every `respond_every`-th chunk regardless of p (forced, so
     generation is exercised). Returns the recorder (its trace) and per-chunk responses.
     `forced`: generate these tokens (another backend's `own`) instead of greedy ones."""
-    opts = RuntimeOptions(mode=mode, max_response_tokens=max_tokens, refractory_s=0.0)
+    # The protocol's own responses: transcribe-mode captions by agreement re-read the window
+    # through the same decoder graph (runtime/captions.py), so these calls cover it.
+    opts = RuntimeOptions(
+        mode=mode, max_response_tokens=max_tokens, refractory_s=0.0, captions="protocol"
+    )
     enc = EncoderStream(engine)
     dec = _Recorder(engine, opts)
     dec.forced = forced

@@ -79,6 +79,8 @@ class WindowCaptions:
         self.agreement.reset()
         self.chunks = 0
         self.confidence = 0.0
+        for a in (*self.cache.keys, *self.cache.values):
+            a[:] = 0.0  # a non-finite value left in a free slot would still poison attention
 
     def _run(self, ids: list[int]) -> np.ndarray:
         q = len(ids)

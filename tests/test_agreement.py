@@ -74,3 +74,39 @@ def test_reset_forgets_the_stream():
     la.push(words("hello there"))
     la.reset()
     assert la.emitted == [] and la.pending == []
+
+
+def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_path):
+    """The shipped bundle captions by agreement in transcribe mode only; `--captions protocol`
+    (RuntimeOptions.captions) switches back; a wrong value is refused in both places."""
+    import json
+    import shutil
+
+    import pytest
+
+    from soundflow.manifest import BundleError
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream
+    from soundflow.runtime.validate import validate_manifest
+
+    engine = OrtEngine()
+    if engine.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    assert DecoderStream(engine, RuntimeOptions(mode="transcribe")).captions is not None
+    assert DecoderStream(engine, RuntimeOptions(mode="alert")).captions is None
+    protocol = RuntimeOptions(mode="transcribe", captions="protocol")
+    assert DecoderStream(engine, protocol).captions is None
+    with pytest.raises(ValueError, match="captions"):
+        RuntimeOptions(captions="sometimes")
+
+    bad = tmp_path / "bad"
+    shutil.copytree(engine.spec.path, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["decision"]["captions"]["method"] = "sometimes"
+    with pytest.raises(BundleError, match="decision.captions.method"):
+        validate_manifest(manifest, bad / "manifest.json")
+    manifest["decision"]["captions"]["method"] = "agreement"
+    manifest["decision"]["captions"]["prompt_ids"] = [10**9]
+    with pytest.raises(BundleError, match="decision.captions.prompt_ids"):
+        validate_manifest(manifest, bad / "manifest.json")

@@ -27,7 +27,8 @@ EVERY_CHUNK = {"threshold": 0.0, "refractory_s": 0.0, "max_response_tokens": 1}
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """The embedded default without its `opens_with` rule, which withholds an alert-mode
-    response that does not open with a label: here every chunk must answer."""
+    response that does not open with a label, and with the protocol's own captions (window
+    agreement emits only words two readings agree on): here every chunk must answer."""
     import json
     import shutil
 
@@ -37,6 +38,7 @@ def engine(tmp_path_factory):
     shutil.copytree(load_spec(None).path, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["decision"].pop("opens_with", None)
+    manifest["decision"].pop("captions", None)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return OrtEngine(bundle, RuntimeOptions())
 

@@ -88,6 +88,9 @@ class Stream:
     samples: np.ndarray  # (n,) float32, 16 kHz mono
     reference: list[str]  # normalised words
     utterances: int
+    # (start, end) samples of each utterance, for scoring a whole-utterance recognizer
+    # (bench peer's offline Whisper); empty where unknown (the eval split)
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 def read_16k(path: str | Path) -> np.ndarray:
@@ -111,20 +114,22 @@ def pack(name: str, utterances: list[tuple[np.ndarray, str]]) -> list[Stream]:
     streams: list[Stream] = []
     parts: list[np.ndarray] = []
     ref: list[str] = []
+    spans: list[tuple[int, int]] = []
     count = 0
     length = 0
 
     def close() -> None:
-        nonlocal parts, ref, count, length
+        nonlocal parts, ref, spans, count, length
         if count:
             samples = np.concatenate([*parts, gap])
-            streams.append(Stream(f"{name}-{len(streams):02d}", samples, ref, count))
-        parts, ref, count, length = [], [], 0, 0
+            streams.append(Stream(f"{name}-{len(streams):02d}", samples, ref, count, tuple(spans)))
+        parts, ref, spans, count, length = [], [], [], 0, 0
 
     for x, text in utterances:
         if count and (length + len(gap) + len(x) + len(gap)) / SAMPLE_RATE > STREAM_S:
             close()
         parts += [gap, x]
+        spans.append((length + len(gap), length + len(gap) + len(x)))
         length += len(gap) + len(x)
         ref += normalize(text)
         count += 1

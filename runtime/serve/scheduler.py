@@ -80,6 +80,13 @@ class Scheduler:
                 self._fail(s, f"internal error while reading: {type(e).__name__}: {_first_line(e)}")
                 continue
             if item is None:
+                try:  # what the decoder still holds back (captions awaiting agreement)
+                    s.loop._finish_response()
+                except Exception as e:  # noqa: BLE001 - this stream fails, the others go on
+                    self._fail(
+                        s, f"internal error at the end: {type(e).__name__}: {_first_line(e)}"
+                    )
+                    continue
                 self._finish(s)
             else:
                 chunks.append(item)
