@@ -26,10 +26,6 @@ import numpy as np
 from soundflow.runtime.agreement import LocalAgreement, Word, key
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 
-# A reading whose first EARLY_TOKENS tokens average this far below the guard is abandoned:
-# Whisper reading noise writes long low-confidence text, and the guard would drop it anyway.
-EARLY_TOKENS, EARLY_MARGIN = 4, 0.5
-
 
 @dataclass(frozen=True)
 class CaptionConfig:
@@ -113,11 +109,6 @@ class WindowCaptions:
             logprobs.append(float(lp[token]))
             if token == self.eos:
                 break
-            if (
-                len(logprobs) == EARLY_TOKENS
-                and np.mean(logprobs) < c.min_avg_logprob - EARLY_MARGIN
-            ):
-                break  # a reading of noise: it would be dropped anyway, so stop paying for it
             if n and len(ids) >= n - 1:  # a repeated n-gram ends the hypothesis (a loop)
                 gram = (*ids[len(ids) - n + 1 :], token)
                 if any(tuple(ids[i : i + n]) == gram for i in range(len(ids) - n + 1)):
