@@ -186,3 +186,31 @@ def test_a_minute_of_benign_sound_raises_no_alert(engine, tmp_path):
     responses, summary = run_stream(engine, pcm[: 60 * 16000].astype(np.float32), "alert")
     assert summary.error is None
     assert [r.raw for r in responses] == []
+
+
+def test_listen_captions_flag_picks_the_caption_method(engine, tmp_path):
+    """`soundflow listen --captions`: the manifest's agreement captions by default, the
+    protocol's own responses with `--captions protocol` (they differ on this sentence: the
+    protocol waits until a phrase ends, agreement emits words as two readings confirm them)."""
+    import json
+
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from soundflow.cli.main import cli
+
+    pcm, text = _flite(4, tmp_path)
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, pcm, 16000)
+
+    def responses(*flags: str) -> list[dict]:
+        args = ["listen", "--input", str(wav), "--mode", "transcribe", "--fast", "--jsonl"]
+        res = CliRunner().invoke(cli, [*args, *flags], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        events = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+        return [e for e in events if e["type"] == "response"]
+
+    agreement, protocol = responses(), responses("--captions", "protocol")
+    said = [w for e in agreement for w in normalize(e["text"])]
+    assert edit_distance(normalize(text), said) / len(normalize(text)) <= 0.25
+    assert len(agreement) > len(protocol) >= 1
