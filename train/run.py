@@ -15,7 +15,7 @@ from soundflow.train.model import SoundFlowModel
 from soundflow.train.pretrained import load_pretrained
 from soundflow.train.recipes import TrainRecipe
 from soundflow.train.tokenizer import load_tokenizer, train_tokenizer
-from soundflow.train.trainer import init_distributed, train, world
+from soundflow.train.trainer import close_distributed, init_distributed, train, world
 
 
 def sources(recipe: TrainRecipe, data: Path | None, eval_data: Path | None):
@@ -92,15 +92,21 @@ def run(
         model = SoundFlowModel(dataclasses.replace(recipe.model, decoder=decoder))
     if rank == 0:
         (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
-    return train(
-        recipe,
-        model,
-        tok,
-        train_src,
-        eval_src,
-        out,
-        resume=resume,
-        until=until,
-        strategy=strategy,
-        log=log if rank == 0 else (lambda *_: None),
-    )
+    try:
+        metrics = train(
+            recipe,
+            model,
+            tok,
+            train_src,
+            eval_src,
+            out,
+            resume=resume,
+            until=until,
+            strategy=strategy,
+            log=log if rank == 0 else (lambda *_: None),
+        )
+    except BaseException:
+        close_distributed(barrier=False)  # a failed rank must not wait for the others
+        raise
+    close_distributed()
+    return metrics

@@ -44,6 +44,16 @@ def init_distributed() -> None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def close_distributed(barrier: bool = True) -> None:
+    """Leave the process group before the interpreter exits. Left to the destructors, gloo's
+    threads were sometimes torn down mid-use and a rank aborted ("terminate called without
+    an active exception", exit -6) after a finished run."""
+    if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 class Batcher:
     """Segments -> (pcm, layouts, CTC targets) with one tokenizer."""
 
