@@ -216,10 +216,11 @@ def test_devices_lists_inputs_or_says_how_to_install():
         assert "pip install 'soundflow[mic]'" in r.stderr or "libportaudio2" in r.stderr
 
 
-# Round 2 of the default trained on the real Debian package recordings of doorbells and
-# phones instead of procedural stand-ins, and names this procedural two-tone doorbell
-# `phone_ring`, in the right chunk, for 12 of 12 seeds (round 1: `doorbell`, 12 of 12). Strict:
-# the day the model names it again, the marker must go (README, The default model).
+# Round 2 of the default names this procedural two-tone doorbell `phone_ring`, in the right
+# chunk, for 12 of 12 seeds (round 1: `doorbell`, 12 of 12). Training's only doorbell source
+# is the procedural one (train band), while its phone rings are a package recording and a
+# procedural ring, so the confusion is the model's, not missing data. Strict: the day the
+# model names it again, the marker must go (README, The default model).
 @pytest.mark.xfail(strict=True, reason="the shipped model calls a procedural doorbell phone_ring")
 def test_embedded_default_names_a_doorbell_in_the_chunk_it_rings(tmp_path):
     """The shipped model, not only the pipeline: a doorbell (eval-band parameters, never
