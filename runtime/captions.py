@@ -14,7 +14,8 @@ window, as it was trained to, and agreement between overlapping windows, give 25
 `prompt_ids` opens each window's hypothesis (Whisper's <|startoftranscript|><|notimestamps|>),
 ids below `text_vocab` are text and the decoder's <eos> ends it; a hypothesis whose mean token
 log-probability is below `min_avg_logprob` is read as no speech (Whisper's own guard against
-transcribing noise).
+transcribing noise). Optional: `no_speech_id` and `no_speech_skip`: a window whose
+p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class CaptionConfig:
     min_avg_logprob: float
     max_tokens: int
     no_repeat_ngram: int
+    no_speech_id: int | None = None
+    no_speech_skip: float = 1.0  # a window whose p(no speech) passes this is not read
 
     @classmethod
     def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
@@ -45,6 +48,10 @@ class CaptionConfig:
             min_avg_logprob=float(captions.get("min_avg_logprob", -0.5)),
             max_tokens=int(captions.get("max_tokens", 48)),
             no_repeat_ngram=no_repeat_ngram,
+            no_speech_id=None
+            if captions.get("no_speech_id") is None
+            else int(captions["no_speech_id"]),
+            no_speech_skip=float(captions.get("no_speech_skip", 1.0)),
         )
 
 
@@ -99,7 +106,13 @@ class WindowCaptions:
         """Greedy token ids of the current window ([] when it reads as no speech)."""
         c = self.config
         self.cache.reset()
-        logits = self._run(list(c.prompt_ids))[-1]
+        prompt_logits = self._run(list(c.prompt_ids))
+        if c.no_speech_id is not None:
+            no_speech = float(np.exp(log_softmax(prompt_logits[0])[c.no_speech_id]))
+            if no_speech > c.no_speech_skip:
+                self.confidence = 0.0
+                return []
+        logits = prompt_logits[-1]
         ids: list[int] = []
         logprobs: list[float] = []
         n = c.no_repeat_ngram

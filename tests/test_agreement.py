@@ -110,3 +110,29 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_p
     manifest["decision"]["captions"]["prompt_ids"] = [10**9]
     with pytest.raises(BundleError, match="decision.captions.prompt_ids"):
         validate_manifest(manifest, bad / "manifest.json")
+
+
+def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
+    """decision.captions.no_speech_skip: a window whose p(<|nocaptions|>) passes it costs one
+    prompt call and no reading (confidence 0); with the skip off the reading runs."""
+    import dataclasses
+
+    import numpy as np
+    import pytest
+
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+
+    engine = OrtEngine()
+    if engine.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+    enc = EncoderStream(engine)
+    assert dec.captions.config.no_speech_id is not None
+    for _ in range(6):  # 2.4 s of silence into the memory
+        dec.memory.add(enc.encode(np.zeros(engine.spec.chunk_samples, np.float32)))
+    assert dec.captions.hypothesis() == [] and dec.captions.confidence == 0.0
+    dec.captions.config = dataclasses.replace(dec.captions.config, no_speech_skip=1.0)
+    dec.captions.hypothesis()
+    assert dec.captions.confidence > 0.0  # read this time (and dropped or not by the guard)

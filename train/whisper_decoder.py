@@ -23,6 +23,9 @@ from soundflow import protocol
 SOT = "<|startoftranscript|>"
 EOT = "<|endoftext|>"  # soundflow's <eos>: Whisper ends every transcript with it
 NO_TIMESTAMPS = "<|notimestamps|>"
+# Whisper's no-speech token (".en" tokenizers call it <|nocaptions|>, newer ones <|nospeech|>):
+# its probability after <|startoftranscript|> is Whisper's own silence detector.
+NO_SPEECH = ("<|nocaptions|>", "<|nospeech|>")
 MASK_VALUE = protocol.MASK_VALUE  # additive; finite so fp16 engines stay NaN-free
 
 
@@ -40,6 +43,7 @@ class WhisperVocab:
         added += [protocol.task_token(t) for t in protocol.TASKS]
         added += sorted(set(tags))
         keep = {k: whisper_ids[k] for k in (SOT, EOT, NO_TIMESTAMPS)}
+        keep |= {k: whisper_ids[k] for k in NO_SPEECH if k in whisper_ids}
         return cls(base_size, tuple(added), keep)
 
     @property
@@ -66,6 +70,10 @@ class WhisperVocab:
     def prompt(self, task: str) -> list[int]:
         """The sinks of every stream: Whisper's start, the task, Whisper's text mode."""
         return [self.id(SOT), self.id(protocol.task_token(task)), self.id(NO_TIMESTAMPS)]
+
+    @property
+    def no_speech(self) -> int | None:
+        return next((self.whisper_ids[k] for k in NO_SPEECH if k in self.whisper_ids), None)
 
     def transcription_prompt(self) -> list[int]:
         """Whisper's own prompt for plain transcription (runtime/captions.py reads windows
