@@ -9,7 +9,7 @@ window, as it was trained to, and agreement between overlapping windows, give 25
 (`soundflow bench peer`). Configured by the manifest's `decision.captions`:
 
     {"method": "agreement", "every_chunks": 2, "prompt_ids": [50257, 50362],
-     "text_vocab": 50256, "min_avg_logprob": -0.5, "max_tokens": 48}
+     "text_vocab": 50256, "min_avg_logprob": -0.7, "max_tokens": 48}
 
 `prompt_ids` opens each window's hypothesis (Whisper's <|startoftranscript|><|notimestamps|>),
 ids below `text_vocab` are text and the decoder's <eos> ends it; a hypothesis whose mean token
@@ -45,7 +45,7 @@ class CaptionConfig:
             every_chunks=int(captions.get("every_chunks", 2)),
             prompt_ids=tuple(int(i) for i in captions["prompt_ids"]),
             text_vocab=int(captions["text_vocab"]),
-            min_avg_logprob=float(captions.get("min_avg_logprob", -0.5)),
+            min_avg_logprob=float(captions.get("min_avg_logprob", -0.7)),
             max_tokens=int(captions.get("max_tokens", 48)),
             no_repeat_ngram=no_repeat_ngram,
             no_speech_id=None

@@ -228,7 +228,10 @@ class CrossDecoderStream(DecoderStream):
                     "(prompt_ids, text_vocab); re-export the bundle or use --captions protocol"
                 )
             config = CaptionConfig.from_manifest(cfg, self.no_repeat)
-            self.captions = WindowCaptions(engine, self.memory, config, self.eos)
+            try:
+                self.captions = WindowCaptions(engine, self.memory, config, self.eos)
+            except ValueError as e:
+                raise BundleError(f"decision.{e}; re-export the bundle") from None
         self._caption: list[int] = []
         self.reset()
 
