@@ -238,7 +238,7 @@ class CrossDecoderStream(DecoderStream):
     def reset(self) -> None:
         self.cache.reset()
         self.memory.reset()
-        if getattr(self, "captions", None) is not None:
+        if self.captions is not None:
             self.captions.reset()
         self._caption = []
         self._pending = list(self.prompt)
@@ -291,11 +291,14 @@ class CrossDecoderStream(DecoderStream):
         self._pending = [self.silence]
         self._p = control_p(last, self.silence, self.respond_id)
         if self.captions is not None:
-            self._caption = self.captions.step()[: self.max_tokens]
-            return Decision(self.captions.confidence, bool(self._caption))
+            return self._caption_decision()
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
         return Decision(self._p, self._p >= self._decide_at)
+
+    def _caption_decision(self) -> Decision:
+        self._caption = self.captions.step()[: self.max_tokens]
+        return Decision(self.captions.confidence, bool(self._caption))
 
     def _feed(self, ids: list[int]) -> np.ndarray:
         return self._call(ids)  # this kind's graph embeds its own token ids

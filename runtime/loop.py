@@ -286,13 +286,7 @@ class Loop:
             else:
                 first_at = time.monotonic()
                 self.first_token_ms.add((first_at - ref) * 1e3)
-                text = self.engine.detokenizer.stream(skip=self.decoder.stops)
-                count = 0
-                for token in self.decoder.continue_response(first):
-                    text.push(token)
-                    count += 1
-                text.finish()
-                tags, plain = parse_tags(text.text)
+                raw, tags, plain, count = self._spell(self.decoder.continue_response(first))
                 done = time.monotonic()
                 self.responses += 1
                 self._emit(
@@ -300,7 +294,7 @@ class Loop:
                         t=item.t,
                         chunk=item.index,
                         text=plain,
-                        raw=text.text.strip(),
+                        raw=raw,
                         tags=tags,
                         mode=self.decoder.mode,
                         probability=decision.p,
@@ -317,6 +311,17 @@ class Loop:
                 self._next_stats += self.options.stats_every_s
             self._emit(self._stats(item.t))
 
+    def _spell(self, tokens) -> tuple[str, dict, str, int]:
+        """Response token ids -> (raw text, tags, plain text, token count)."""
+        text = self.engine.detokenizer.stream(skip=self.decoder.stops)
+        count = 0
+        for token in tokens:
+            text.push(token)
+            count += 1
+        text.finish()
+        tags, plain = parse_tags(text.text)
+        return text.text.strip(), tags, plain, count
+
     def _finish_response(self) -> None:
         """At the end of the source: what the decoder still holds back (captions waiting for
         a second window to agree, runtime/captions.py) is emitted as one last response."""
@@ -326,25 +331,21 @@ class Loop:
         ids = finish() if finish is not None else []
         if not ids:
             return
-        text = self.engine.detokenizer.stream(skip=self.decoder.stops)
-        for token in ids:
-            text.push(token)
-        text.finish()
-        tags, plain = parse_tags(text.text)
+        raw, tags, plain, count = self._spell(ids)
         self.responses += 1
         self._emit(
             Response(
                 t=self._decided_t,
                 chunk=max(self.chunks - 1, 0),
                 text=plain,
-                raw=text.text.strip(),
+                raw=raw,
                 tags=tags,
                 mode=self.decoder.mode,
                 probability=1.0,
                 decision_latency_ms=0.0,
                 first_token_latency_ms=0.0,
                 latency_ms=0.0,
-                tokens=len(ids),
+                tokens=count,
                 truncated=False,
             )
         )
