@@ -61,6 +61,10 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum())
 
 
+DRAFT_MATCH = 3  # tokens of the reading so far matched against the previous reading
+DRAFT_TOKENS = 16  # draft tokens verified per decoder call
+
+
 class WindowCaptions:
     """A scratch token cache over the stream's memory (the same arrays, bound once), the
     window decode, and the agreement state."""
@@ -84,6 +88,8 @@ class WindowCaptions:
 
     def reset(self) -> None:
         self.agreement.reset()
+        self.previous: list[int] = []  # the last reading's ids: the next one's draft
+        self.calls = 0  # decoder calls of the last reading
         self.chunks = 0
         self.confidence = 0.0
         for a in (*self.cache.keys, *self.cache.values):
@@ -102,34 +108,76 @@ class WindowCaptions:
         self.cache.add(presents, np.asarray(ids, np.int64).reshape(q, 1))
         return logits
 
+    def _next(self, logits: np.ndarray, ids: list[int]) -> tuple[int, float, bool]:
+        """Greedy choice after `ids`: (token, its log-probability, whether the reading ends
+        here: <eos>, or a repeated n-gram, i.e. a loop)."""
+        lp = log_softmax(logits + self.bias)
+        token = int(np.argmax(lp))
+        if token == self.eos:
+            return token, float(lp[token]), True
+        n = self.config.no_repeat_ngram
+        if n and len(ids) >= n - 1:
+            gram = (*ids[len(ids) - n + 1 :], token)
+            if any(tuple(ids[i : i + n]) == gram for i in range(len(ids) - n + 1)):
+                return token, float(lp[token]), True
+        return token, float(lp[token]), False
+
+    def _draft(self, ids: list[int], room: int) -> list[int]:
+        """Tokens the previous reading had after the latest place it matches the end of
+        `ids` (longest suffix first, up to 3 tokens): successive windows overlap by all but
+        one step of audio, so most of a reading repeats the last one."""
+        prev = self.previous
+        for n in range(min(DRAFT_MATCH, len(ids)), 0, -1):
+            tail = ids[-n:]
+            for i in range(len(prev) - n, -1, -1):
+                if prev[i : i + n] == tail:
+                    return prev[i + n : i + n + min(room, DRAFT_TOKENS)]
+        return []
+
     def hypothesis(self) -> list[int]:
-        """Greedy token ids of the current window ([] when it reads as no speech)."""
+        """Greedy token ids of the current window ([] when it reads as no speech).
+
+        Greedy decoding with the previous reading as a draft (prompt-lookup speculative
+        decoding): the chosen token and the draft's continuation run as one decoder call,
+        the draft is kept up to the first token greedy would not have chosen, and the cache
+        forgets the rest. The result is the greedy reading; the cost is a few calls instead
+        of one per token, because one call's weights are read once for all its tokens."""
         c = self.config
         self.cache.reset()
+        self.calls = 1
         prompt_logits = self._run(list(c.prompt_ids))
         if c.no_speech_id is not None:
             no_speech = float(np.exp(log_softmax(prompt_logits[0])[c.no_speech_id]))
             if no_speech > c.no_speech_skip:
                 self.confidence = 0.0
+                self.previous = []
                 return []
         logits = prompt_logits[-1]
         ids: list[int] = []
         logprobs: list[float] = []
-        n = c.no_repeat_ngram
         while len(ids) < c.max_tokens:
-            lp = log_softmax(logits + self.bias)
-            token = int(np.argmax(lp))
-            logprobs.append(float(lp[token]))
-            if token == self.eos:
+            token, lp, end = self._next(logits, ids)
+            logprobs.append(lp)
+            if end:
                 break
-            if n and len(ids) >= n - 1:  # a repeated n-gram ends the hypothesis (a loop)
-                gram = (*ids[len(ids) - n + 1 :], token)
-                if any(tuple(ids[i : i + n]) == gram for i in range(len(ids) - n + 1)):
-                    break
             ids.append(token)
-            logits = self._run([token])[-1]
+            if len(ids) == c.max_tokens:
+                break
+            draft = self._draft(ids, c.max_tokens - len(ids))
+            rows = self._run([token, *draft])
+            self.calls += 1
+            logits = rows[-1]
+            for i, guess in enumerate(draft):
+                token, lp, end = self._next(rows[i], ids)
+                if end or token != guess:
+                    self.cache.rollback(len(draft) - i)
+                    logits = rows[i]  # chosen again (the same way) at the loop's top
+                    break
+                logprobs.append(lp)
+                ids.append(token)
         avg = float(np.mean(logprobs)) if logprobs else -np.inf
         self.confidence = float(np.exp(avg))
+        self.previous = ids
         return ids if avg >= c.min_avg_logprob else []
 
     def words(self, ids: list[int]) -> list[Word]:

@@ -136,3 +136,43 @@ def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
     dec.captions.config = dataclasses.replace(dec.captions.config, no_speech_skip=1.0)
     dec.captions.hypothesis()
     assert dec.captions.confidence > 0.0  # read this time (and dropped or not by the guard)
+
+
+def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
+    """WindowCaptions.hypothesis verifies the previous reading's continuation as a draft in one
+    decoder call: every reading of a held-out sentence must be the one token-by-token greedy
+    decoding gives, in fewer decoder calls."""
+    import numpy as np
+    import pytest
+
+    from soundflow.runtime import captions
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.train.data import espeak
+
+    engine = OrtEngine()
+    if engine.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    text = "the night train leaves the station at seven and arrives before the morning"
+    pcm, _ = espeak.synthesize(text, espeak.sample_voice(np.random.default_rng(4), "eval"))
+    n = engine.spec.chunk_samples
+    pcm = np.concatenate([pcm, np.zeros(n - len(pcm) % n + n, np.float32)])
+
+    def readings() -> tuple[list[list[int]], int]:
+        dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+        enc = EncoderStream(engine)
+        out, calls = [], 0
+        for i in range(0, len(pcm), n):
+            dec.memory.add(enc.encode(pcm[i : i + n]))
+            dec.captions.hypothesis()
+            out.append(dec.captions.previous)
+            calls += dec.captions.calls
+        return out, calls
+
+    drafted, drafted_calls = readings()
+    monkeypatch.setattr(captions, "DRAFT_TOKENS", 0)  # one decoder call per token
+    greedy, greedy_calls = readings()
+    assert sum(len(r) for r in greedy) > 60  # the sentence was read, many times over
+    assert drafted == greedy
+    assert drafted_calls < 0.7 * greedy_calls, (drafted_calls, greedy_calls)
