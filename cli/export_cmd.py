@@ -45,6 +45,13 @@ import click
     help="Whisper-based checkpoints: after the parity check, give the encoder int8 MatMuls "
     "(ONNX Runtime dynamic quantization), about half its CPU time; the change is reported.",
 )
+@click.option(
+    "--int8-logits",
+    is_flag=True,
+    help="Whisper-based checkpoints: after the parity check, compute the decoder's logits "
+    "projection as an int8 matmul (per-row scales), about half a decoder step's CPU time; "
+    "the change is reported.",
+)
 @click.option("--no-check", is_flag=True, help="Skip the parity check after exporting.")
 def export(
     checkpoint,
@@ -55,6 +62,7 @@ def export(
     int8,
     tensorrt,
     dynamic_encoder,
+    int8_logits,
     no_check,
 ):
     """Export a checkpoint to an ONNX bundle, then check its parity with torch.
@@ -101,7 +109,7 @@ def export(
         from soundflow.train.whisper_model import is_whisper_checkpoint
 
         if is_whisper_checkpoint(checkpoint):  # the cross-attention kind (Contract 3b)
-            _export_whisper(checkpoint, out, int8, no_check, dynamic_encoder)
+            _export_whisper(checkpoint, out, int8, no_check, dynamic_encoder, int8_logits)
             return
         arch = _hf_architecture(checkpoint)
         if arch:  # a pretrained audio LLM (Qwen2-Audio, Qwen2.5-Omni): ARCHITECTURE.md 3b
@@ -157,11 +165,17 @@ def _run_check(check, format_report, bundle: Path, checkpoint: Path) -> None:
 
 
 def _export_whisper(
-    checkpoint: Path, out: Path, int8: bool, no_check: bool, dynamic_encoder: bool = False
+    checkpoint: Path,
+    out: Path,
+    int8: bool,
+    no_check: bool,
+    dynamic_encoder: bool = False,
+    int8_logits: bool = False,
 ) -> None:
     """Whisper-based checkpoints: `--int8` stores the graphs' weights as int8 (the embedded
     default is exported so, to stay under 50 MB); the arithmetic stays fp32, except the
-    encoder's MatMuls with `--dynamic-encoder` (applied after the parity check)."""
+    encoder's MatMuls with `--dynamic-encoder` and the decoder's logits with `--int8-logits`
+    (both applied after the parity check, which is against torch in fp32)."""
     from soundflow.export.whisper_export import export_whisper_bundle
 
     export_whisper_bundle(checkpoint, out, int8=int8, log=click.echo)
@@ -171,6 +185,10 @@ def _export_whisper(
         from soundflow.export.quantize import dynamic_encoder as rewrite
 
         rewrite(out, log=click.echo)
+    if int8_logits:
+        from soundflow.export.quantize import int8_logits as rewrite_logits
+
+        rewrite_logits(out, log=click.echo)
 
 
 def _whisper_check(bundle: Path, checkpoint: Path) -> None:
