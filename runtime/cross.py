@@ -263,11 +263,20 @@ class CrossDecoderStream(DecoderStream):
 
     def prepare_decision(self, audio_embeds: np.ndarray) -> list[int]:
         """`audio_embeds`: the chunk's memory entry from the encoder; the query is the
-        pending token ids."""
+        pending token ids, or none when captions by agreement decide (their window reading
+        is the decision; the protocol's own call would go unused)."""
         self.memory.add(audio_embeds)
+        if self.captions is not None:
+            return []
         ids = list(self._pending)
         self._make_room(len(ids))
         return ids
+
+    def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
+        ids = self.prepare_decision(audio_embeds)
+        if self.captions is not None:
+            return self._caption_decision()
+        return self.conclude(self._run(ids)[-1], pcm)
 
     def feeds(self, query: list[int]) -> dict[str, np.ndarray]:
         q = len(query)
@@ -287,11 +296,11 @@ class CrossDecoderStream(DecoderStream):
         self.calls += 1
         return logits
 
-    def conclude(self, last: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
+    def conclude(self, last: np.ndarray | None, pcm: np.ndarray | None = None) -> Decision:
+        if self.captions is not None:  # `last` is None: no protocol call was made
+            return self._caption_decision()
         self._pending = [self.silence]
         self._p = control_p(last, self.silence, self.respond_id)
-        if self.captions is not None:
-            return self._caption_decision()
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
         return Decision(self._p, self._p >= self._decide_at)

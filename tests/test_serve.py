@@ -124,21 +124,31 @@ def test_eight_streams_match_local_listen(engine, audio, reference):
         assert sched.encoder.calls < chunks / 2  # several streams per encoder call
     else:  # the default's int8-MatMul encoder quantizes per call: one call per stream
         assert sched.encoder.calls == chunks
-    assert sched.decoder.calls > 0 and sched.batch_sizes.percentile(50) > 1
+    assert sched.batch_sizes.percentile(50) > 1  # several streams per round
+    # Transcribe streams of the default caption by reading their own windows: they have no
+    # decision call to stack (the alert-mode batching is checked below).
+    from soundflow.runtime.stream import DecoderStream
+
+    captions = DecoderStream(engine, RuntimeOptions(mode="transcribe")).captions is not None
+    assert (sched.decoder.calls == 0) == captions
 
 
 def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
-    """Both decoder kinds' batched paths against one call per stream, chunk by chunk."""
+    """Both decoder kinds' batched paths against one call per stream, chunk by chunk, in
+    alert mode; the default's transcribe streams (captions by window reading) make no
+    decision call and decide as they do alone."""
     from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder
     from soundflow.runtime.stream import DecoderStream, EncoderStream
 
-    for bundle in (smoke_bundle, None):
+    for bundle, mode in ((smoke_bundle, "alert"), (None, "alert"), (None, "transcribe")):
         eng = OrtEngine(bundle, RuntimeOptions(asynchronous=False))
         n, streams = eng.spec.chunk_samples, 3
         rng = np.random.default_rng(1)
         audio = [rng.standard_normal(n * 12).astype(np.float32) * 0.05 for _ in range(streams)]
-        solo = [(EncoderStream(eng), DecoderStream(eng)) for _ in range(streams)]
-        many = [(EncoderStream(eng), DecoderStream(eng)) for _ in range(streams)]
+        opts = RuntimeOptions(mode=mode)
+        solo = [(EncoderStream(eng), DecoderStream(eng, opts)) for _ in range(streams)]
+        many = [(EncoderStream(eng), DecoderStream(eng, opts)) for _ in range(streams)]
+        reads = getattr(many[0][1], "captions", None) is not None
         be, bd = BatchEncoder(eng), BatchDecoder(eng)
         for c in range(12):
             chunks = [a[c * n : (c + 1) * n] for a in audio]
@@ -150,7 +160,8 @@ def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
             for a, b in zip(ref, got, strict=True):
                 assert abs(a.p - b.p) < 1e-4 and a.respond == b.respond
         # one call per chunk for all streams (the encoder's, unless it quantizes per call)
-        assert be.calls == (12 if be.stackable else 12 * streams) and bd.calls == 12
+        assert be.calls == (12 if be.stackable else 12 * streams)
+        assert bd.calls == (0 if reads else 12)
         for (_, a), (_, b) in zip(solo, many, strict=True):
             assert a.cache.length == b.cache.length and a._pending == b._pending
 

@@ -175,7 +175,8 @@ def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
 
     bundle, _, _ = cross_bundle
     engine = OrtEngine(bundle)
-    enc, dec = EncoderStream(engine), DecoderStream(engine, RuntimeOptions())
+    # alert mode: the protocol's own decision calls (transcribe reads windows instead)
+    enc, dec = EncoderStream(engine), DecoderStream(engine, RuntimeOptions(mode="alert"))
     assert isinstance(dec, CrossDecoderStream)
     rng = np.random.default_rng(1)
     cap = engine.spec.cache_capacity

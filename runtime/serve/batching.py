@@ -91,8 +91,10 @@ class BatchEncoder:
 
 
 def can_batch_decide(stream) -> bool:
-    """Streams the batched decision step handles (fallback-control ones decide by PCM)."""
-    return not getattr(stream, "fallback", False)
+    """Streams the batched decision step handles: not fallback-control ones (they decide by
+    PCM), nor caption streams (their decision is a greedy reading of their own window, a
+    few calls of their own, with no protocol call to stack)."""
+    return not getattr(stream, "fallback", False) and getattr(stream, "captions", None) is None
 
 
 class BatchDecoder:
@@ -115,11 +117,16 @@ class BatchDecoder:
 
     def decide(self, streams: list, embeds: list[np.ndarray]) -> list[Decision]:
         queries = [s.prepare_decision(e) for s, e in zip(streams, embeds, strict=True)]
-        feeds = [s.feeds(q) for s, q in zip(streams, queries, strict=True)]
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, feed in enumerate(feeds):
-            groups[tuple((k, v.shape) for k, v in feed.items())].append(i)
         decisions: list = [None] * len(streams)
+        feeds: dict[int, dict] = {}
+        for i, (s, q) in enumerate(zip(streams, queries, strict=True)):
+            if len(q):
+                feeds[i] = s.feeds(q)
+            else:  # a caption stream: it decides by reading its window, no call to stack
+                decisions[i] = s.conclude(None)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, feed in feeds.items():
+            groups[tuple((k, v.shape) for k, v in feed.items())].append(i)
         layers = self.engine.spec.layers
         for idxs in groups.values():
             stacked = {n: np.concatenate([feeds[i][n] for i in idxs]) for n in feeds[idxs[0]]}
