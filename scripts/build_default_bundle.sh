@@ -42,7 +42,7 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   # Round 2 (whisper-tiny-more, 2400 steps): continues FROM's weights (train/whisper_warmstart.py).
   soundflow train --recipe whisper-tiny-more --init-bundle "$FROM" --data "$WORK/data/round2" \
     --frames "$WORK/frames" --out "$WORK/whisper-tiny-more" --resume
-  soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder
+  soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder --int8-logits
   soundflow calibrate "$OUT" --data "$WORK/data/dev"
   python scripts/make_demo.py "$WORK/data/eval" soundflow/assets/demo.flac
   soundflow eval --data "$WORK/data/eval" --json "$WORK/eval.json"
