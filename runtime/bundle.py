@@ -19,7 +19,12 @@ from soundflow.manifest import BundleError, StateSpec, TensorSpec, read_manifest
 from soundflow.runtime.validate import validate_manifest
 
 # ONNX Runtime's type strings for the manifest's numpy dtype names.
-ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "float16": "tensor(float16)"}
+ORT_TYPES = {
+    "float32": "tensor(float)",
+    "int64": "tensor(int64)",
+    "float16": "tensor(float16)",
+    "bool": "tensor(bool)",
+}
 FIX = "re-run `soundflow export CHECKPOINT --out DIR`"
 
 

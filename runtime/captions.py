@@ -79,7 +79,7 @@ class WindowCaptions:
             )
         policy = CachePolicy(spec.cache_capacity, len(config.prompt_ids), 1, "reprefill")
         self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, 1, policy, np.int64)
-        self.binding = engine.bind(self.cache, memory)
+        self.binding = engine.bind(self.cache, memory, reading=True)
         self.bias = np.zeros(spec.vocab, np.float32)
         self.bias[config.text_vocab :] = -np.inf  # Whisper's specials, timestamps, soundflow's
         self.bias[eos] = 0.0

@@ -66,7 +66,11 @@ class CrossEngine(OrtEngine):
         self.present_names = [s.name for s in spec.decoder_outputs if s.name.startswith("present.")]
         if not (len(self.past_names) == len(self.memory_names) == len(self.present_names) == 2 * n):
             raise BundleError(f"{spec.decoder_file}: expected {2 * n} cache tensors of each kind")
-        self._dec_outputs = ["logits", *self.present_names]
+        self._dec_outputs = [protocol.LOGITS, *self.present_names]
+        # Window readings take the int8 logits where the graph offers them (export
+        # --int8-logits: a boolean input); decisions and responses keep fp32.
+        self.int8_logits = protocol.LOGITS_INT8 in names
+        self._no, self._yes = np.array(False), np.array(True)  # bound by pointer: kept alive
 
     def new_state(self) -> dict[str, np.ndarray]:
         """No PCM history yet: the first windows are shorter (as in training)."""
@@ -90,8 +94,12 @@ class CrossEngine(OrtEngine):
         )
         return entry, new
 
-    def bind(self, cache: KVCache, memory: Memory) -> Any:
+    def bind(self, cache: KVCache, memory: Memory, reading: bool = False) -> Any:
+        """An IO binding of a token cache and a memory (bound once, updated in place);
+        `reading`: a window reading's (runtime/captions.py), int8 logits where offered."""
         binding = self.decoder.io_binding()
+        if self.int8_logits:
+            binding.bind_cpu_input(protocol.LOGITS_INT8, self._yes if reading else self._no)
         for i in range(self.spec.layers):
             binding.bind_cpu_input(self.past_names[2 * i], cache.keys[i])
             binding.bind_cpu_input(self.past_names[2 * i + 1], cache.values[i])
@@ -128,6 +136,8 @@ class CrossEngine(OrtEngine):
             feeds[self.past_names[2 * i + 1]] = cache.values[i]
             feeds[self.memory_names[2 * i]] = memory.keys[i]
             feeds[self.memory_names[2 * i + 1]] = memory.values[i]
+        if self.int8_logits:
+            feeds[protocol.LOGITS_INT8] = self._no
         return feeds
 
     def embed(self, ids):  # pragma: no cover - the decoder-only interface, not this kind's

@@ -215,16 +215,17 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
     assert worst > 0.99, (worst, report)
 
 
-def test_int8_logits_keep_the_readings_and_each_row_its_own(cross_bundle, speech, tmp_path):
-    """`soundflow export --int8-logits`: the tied logits projection becomes an integer matmul
-    (export/quantize.int8_logits_graph) without growing the file; logits stay within int8
-    rounding of fp32 and greedy choices agree; and each row is quantized alone, so a stream's
-    logits in a batch equal its logits alone (the server batches decision calls)."""
+def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_path):
+    """`soundflow export --int8-logits`: the decoder gains an int8 way to its logits, chosen
+    per call (export/quantize.int8_logits_graph), without growing the file; a call that does
+    not ask for it gives exactly what it gave before; the int8 logits stay within int8
+    rounding and pick the same tokens; window readings' bindings ask for them; and each row
+    is quantized alone, so a stream's logits in a batch equal its logits alone."""
     import shutil
 
-    import onnx
     import onnxruntime as ort
 
+    from soundflow import protocol
     from soundflow.export.quantize import _decoder_feeds, int8_logits
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
@@ -233,37 +234,46 @@ def test_int8_logits_keep_the_readings_and_each_row_its_own(cross_bundle, speech
     bundle = tmp_path / "logits"
     shutil.copytree(cross_bundle[0], bundle)
     size = (bundle / "decoder.onnx").stat().st_size
-    before = [n.op_type for n in onnx.load(str(bundle / "decoder.onnx")).graph.node]
     report = int8_logits(bundle, log=lambda *_: None)
     assert report["argmax_agrees"]
     assert (bundle / "decoder.onnx").stat().st_size - size < 4096  # no second table
-    ops = [n.op_type for n in onnx.load(str(bundle / "decoder.onnx")).graph.node]
-    assert ops.count("MatMulInteger") == 1
-    assert ops.count("MatMul") == before.count("MatMul") - 1  # the fp32 projection is gone
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["export"]["logits_quantization"].startswith("int8-matmul")
 
-    logits = []
-    for b in (cross_bundle[0], bundle):
+    def window_logits(b, reading: bool) -> np.ndarray:
         engine = OrtEngine(b)
         enc = EncoderStream(engine)
         dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
         n = engine.spec.chunk_samples
         for c in range(min(10, len(speech) // n)):
             dec.memory.add(enc.encode(speech[c * n : (c + 1) * n]))
-        dec.captions.cache.reset()
-        logits.append(dec.captions._run([*dec.captions.config.prompt_ids, 100, 200, 300]))
-    ref, got = logits
-    assert (got.argmax(-1) == ref.argmax(-1)).all()
+        wc = dec.captions
+        wc.cache.reset()
+        binding = engine.bind(wc.cache, wc.memory, reading=reading)
+        ids = np.asarray([[*wc.config.prompt_ids, 100, 200, 300]], np.int64)
+        q = ids.shape[1]
+        mask, pos = wc.cache.inputs(q)
+        return engine.step(
+            binding, ids, np.ascontiguousarray(pos[:, -q:]), mask, wc.memory.mask(q)
+        )[0]
+
+    ref = window_logits(cross_bundle[0], reading=True)  # no int8 output: the fp32 logits
+    np.testing.assert_array_equal(window_logits(bundle, reading=False), ref)
+    got = window_logits(bundle, reading=True)
+    # int8 rounding of table and hidden rows: measured 1-3 % of the largest logit (it
+    # depends on the synthesized speech), and a near tie may flip
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.8
     err = np.abs(got - ref).max(-1) / np.abs(ref).max(-1)
-    assert err.max() < 0.03, err
+    assert 0 < err.max() < 0.06, err
 
     sess = ort.InferenceSession(str(bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
     one = _decoder_feeds(bundle / "decoder.onnx")
     other = _decoder_feeds(bundle / "decoder.onnx", seed=1)
-    two = {k: np.concatenate([v, other[k]]) for k, v in one.items()}
-    alone, together = sess.run(None, one)[0], sess.run(None, two)[0]
+    two = {k: v if v.ndim == 0 else np.concatenate([v, other[k]]) for k, v in one.items()}
+    on = {protocol.LOGITS_INT8: np.array(True)}
+    alone, together = sess.run(None, one | on)[0], sess.run(None, two | on)[0]
     np.testing.assert_array_equal(together[:1], alone)
+    assert OrtEngine(bundle).int8_logits and not OrtEngine(cross_bundle[0]).int8_logits
 
 
 def test_batched_encoder_equals_one_call_per_stream(cross_bundle):

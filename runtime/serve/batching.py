@@ -129,7 +129,10 @@ class BatchDecoder:
             groups[tuple((k, v.shape) for k, v in feed.items())].append(i)
         layers = self.engine.spec.layers
         for idxs in groups.values():
-            stacked = {n: np.concatenate([feeds[i][n] for i in idxs]) for n in feeds[idxs[0]]}
+            stacked = {  # a scalar (the cross kind's logits_int8 switch) is one per call
+                n: v if v.ndim == 0 else np.concatenate([feeds[i][n] for i in idxs])
+                for n, v in feeds[idxs[0]].items()
+            }
             outs = self.engine.decoder.run(self.outputs, stacked)
             self.calls += 1
             for b, i in enumerate(idxs):
