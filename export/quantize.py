@@ -349,6 +349,7 @@ def int8_logits_graph(src: Path | str, dst: Path | str) -> None:
         numpy_helper.from_array(np.array(128, np.uint8), p + "zero"),
         numpy_helper.from_array(np.array([-1], np.int64), p + "flat"),
     ]
+
     def quantize_rows(x: str, tag: str) -> list:  # (..., K) -> uint8 codes, scale (..., 1)
         return [
             helper.make_node("Abs", [x], [p + tag + "_abs"]),
