@@ -48,9 +48,9 @@ import click
 @click.option(
     "--int8-logits",
     is_flag=True,
-    help="Whisper-based checkpoints: after the parity check, compute the decoder's logits "
-    "projection as an int8 matmul (per-row scales), about half a decoder step's CPU time; "
-    "the change is reported.",
+    help="Whisper-based checkpoints: after the parity check, give the decoder an int8 way to "
+    "its logits projection (per-row scales), which transcribe captions' window readings take: "
+    "about half a step's CPU time; decisions keep fp32. The change is reported.",
 )
 @click.option("--no-check", is_flag=True, help="Skip the parity check after exporting.")
 def export(

@@ -152,11 +152,11 @@ class WindowCaptions:
                 self.confidence = 0.0
                 self.previous = []
                 return []
-        logits = prompt_logits[-1]
         ids: list[int] = []
         logprobs: list[float] = []
-        while len(ids) < c.max_tokens:
-            token, lp, end = self._next(logits, ids)
+        choice = self._next(prompt_logits[-1], ids)
+        while True:
+            token, lp, end = choice
             logprobs.append(lp)
             if end:
                 break
@@ -166,15 +166,17 @@ class WindowCaptions:
             draft = self._draft(ids, c.max_tokens - len(ids))
             rows = self._run([token, *draft])
             self.calls += 1
-            logits = rows[-1]
             for i, guess in enumerate(draft):
-                token, lp, end = self._next(rows[i], ids)
-                if end or token != guess:
-                    self.cache.rollback(len(draft) - i)
-                    logits = rows[i]  # chosen again (the same way) at the loop's top
+                choice = self._next(rows[i], ids)  # greedy's own choice there
+                if choice[2] or choice[0] != guess:
+                    self.cache.rollback(len(draft) - i)  # the rest of the draft
                     break
-                logprobs.append(lp)
-                ids.append(token)
+                logprobs.append(choice[1])
+                ids.append(guess)
+            else:  # the whole draft held: the next choice follows its last token
+                if len(ids) == c.max_tokens:
+                    break
+                choice = self._next(rows[-1], ids)
         avg = float(np.mean(logprobs)) if logprobs else -np.inf
         self.confidence = float(np.exp(avg))
         self.previous = ids

@@ -284,9 +284,7 @@ class CrossDecoderStream(DecoderStream):
 
     def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
         ids = self.prepare_decision(audio_embeds)
-        if self.captions is not None:
-            return self._caption_decision()
-        return self.conclude(self._run(ids)[-1], pcm)
+        return self.conclude(self._run(ids)[-1] if ids else None, pcm)
 
     def feeds(self, query: list[int]) -> dict[str, np.ndarray]:
         q = len(query)

@@ -69,8 +69,8 @@ INPUTS_EMBEDS = "inputs_embeds"
 ATTENTION_MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 LOGITS = "logits"
-# cross kind, optional (export --int8-logits): a boolean decoder input with a default of
-# false; true computes the logits by an int8 matmul (window readings feed it)
+# cross kind, optional (export --int8-logits): a boolean scalar decoder input; true computes
+# the logits by an int8 matmul (window readings), false by the fp32 one (every other call)
 LOGITS_INT8 = "logits_int8"
 INPUT_IDS = "input_ids"  # the cross-attention kind (Contract 3c) embeds its own token ids
 ENCODER_ATTENTION_MASK = "encoder_attention_mask"  # cross kind: masks empty memory slots
