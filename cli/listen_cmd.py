@@ -164,6 +164,13 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "two windows agree on, or the decoder's own responses (default: the manifest's).",
 )
 @click.option(
+    "--alerts",
+    type=click.Choice(["tagger", "protocol"]),
+    default=None,
+    help="Alert mode of a Whisper-based bundle: the bundle's alert tagger names the sound, or "
+    "the decoder's own <respond> step and tag (default: the tagger where the bundle has one).",
+)
+@click.option(
     "--threads",
     type=int,
     help="Intra-op threads per ONNX session (default: cores split between encoder and decoder).",
@@ -279,6 +286,7 @@ def _listen(
     cache_budget,
     cache_policy,
     captions,
+    alerts,
     threads,
     provider,
     int8,
@@ -312,6 +320,7 @@ def _listen(
             cache_budget=cache_budget,
             cache_policy=cache_policy,
             captions=captions,
+            alerts=alerts,
             realtime=realtime,
             asynchronous=not sync,
             threads=threads,

@@ -22,6 +22,7 @@ COMMANDS = {
     "devices": ("listen_cmd", "devices", "List audio input devices."),
     "eval": ("eval_cmd", "eval_", "Score a bundle on an eval split through the runtime."),
     "calibrate": ("calibrate_cmd", "calibrate", "Per-label alert thresholds from a dev split."),
+    "tagger": ("tagger_cmd", "tagger", "Add an alert tagger to a Whisper-based bundle."),
     "serve": ("serve_cmd", "serve", "Serve many live streams over WebSocket from one engine."),
     "bench": ("bench_cmd", "bench", "Benchmarks: latency, scale, size, peer, soak."),
 }

@@ -16,6 +16,7 @@ from typing import Any
 
 from soundflow import protocol
 from soundflow.manifest import BundleError, StateSpec, TensorSpec, read_manifest
+from soundflow.runtime.tagger import TaggerSpec
 from soundflow.runtime.validate import validate_manifest
 
 # ONNX Runtime's type strings for the manifest's numpy dtype names.
@@ -78,6 +79,7 @@ class BundleSpec:
     kind: str = "decoder-only"
     memory_frames: int = 0
     max_positions: int = 0
+    tagger: TaggerSpec | None = None  # cross kind, optional: alert mode's tagger (Contract 3d)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -204,6 +206,7 @@ def load_spec(
         kind=kind,
         memory_frames=int(g("decoder.memory_frames")) if kind == "whisper-cross" else 0,
         max_positions=int(g("decoder.max_positions")) if kind == "whisper-cross" else 0,
+        tagger=TaggerSpec.from_manifest(m["tagger"], path, mpath) if "tagger" in m else None,
     )
 
 

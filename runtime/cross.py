@@ -20,11 +20,12 @@ from soundflow.manifest import BundleError
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.captions import CaptionConfig, WindowCaptions
 from soundflow.runtime.detokenize import Detokenizer
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.engine import OrtEngine, _session
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.policy import Decision, control_p
 from soundflow.runtime.stream import DecoderStream
+from soundflow.runtime.tagger import AlertRule, check_tagger_graph, newest_frames, source_index
 
 INPUT_IDS, ENCODER_ATTENTION_MASK = protocol.INPUT_IDS, protocol.ENCODER_ATTENTION_MASK
 REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is re-prefilled
@@ -71,6 +72,17 @@ class CrossEngine(OrtEngine):
         # --int8-logits: a boolean input); decisions and responses keep fp32.
         self.int8_logits = protocol.LOGITS_INT8 in names
         self._no, self._yes = np.array(False), np.array(True)  # bound by pointer: kept alive
+        self.tagger = None  # alert mode's tagger session, where the bundle carries one
+        if spec.tagger is not None:
+            self._tag_source = source_index(spec.tagger.source, n)
+            self.tagger = _session(spec.tagger.file, self.providers, 1)
+            check_tagger_graph(self.tagger, spec.tagger, spec.kv_heads * spec.head_dim)
+
+    def tag(self, entry: np.ndarray) -> np.ndarray:
+        """A memory entry (the chunk's window) -> the tagger's probability per label."""
+        t = self.spec.tagger
+        x = newest_frames(entry, *self._tag_source, t.frames)
+        return self.tagger.run([protocol.TAGGER_PROBS], {protocol.TAGGER_FRAMES: x})[0][0]
 
     def new_state(self) -> dict[str, np.ndarray]:
         """No PCM history yet: the first windows are shorter (as in training)."""
@@ -243,6 +255,28 @@ class CrossDecoderStream(DecoderStream):
             except ValueError as e:
                 raise BundleError(f"decision.{e}; re-export the bundle") from None
         self._caption: list[int] = []
+        # Alert mode may decide by the bundle's tagger (runtime/tagger.py) instead of the
+        # decoder's <respond> step; the manifest's presence says which, a flag overrides.
+        self.alerts = None
+        if self.mode == "alert" and options.alerts != "protocol":
+            if spec.tagger is None or engine.tagger is None:
+                if options.alerts == "tagger":
+                    raise BundleError(
+                        "--alerts tagger: this bundle carries no tagger; add one with "
+                        "`soundflow tagger` or use --alerts protocol"
+                    )
+            else:
+                self.alerts = AlertRule(spec.tagger, self.refractory_s, options.threshold)
+                self._alert_ids = {}
+                for label in self.alerts.labels:
+                    tag = protocol.alert_tag(label)
+                    if tag not in spec.special:
+                        raise BundleError(
+                            f"tagger label {label!r} has no {tag} token in special_tokens; "
+                            "re-run `soundflow tagger`"
+                        )
+                    self._alert_ids[label] = spec.special[tag]
+                self._alert: list[int] = []
         self.reset()
 
     def reset(self) -> None:
@@ -250,6 +284,9 @@ class CrossDecoderStream(DecoderStream):
         self.memory.reset()
         if self.captions is not None:
             self.captions.reset()
+        if self.alerts is not None:
+            self.alerts.reset()
+            self._alert = []
         self._caption = []
         self._pending = list(self.prompt)
         self._last_tag: dict[int, float] = {}
@@ -276,6 +313,9 @@ class CrossDecoderStream(DecoderStream):
         pending token ids, or none when captions by agreement decide (their window reading
         is the decision; the protocol's own call would go unused)."""
         self.memory.add(audio_embeds)
+        if self.alerts is not None:  # the tagger decides: no decoder call
+            self._p = self.alerts.update(self.engine.tag(audio_embeds))
+            return []
         if self.captions is not None:
             return []
         ids = list(self._pending)
@@ -305,6 +345,8 @@ class CrossDecoderStream(DecoderStream):
         return logits
 
     def conclude(self, last: np.ndarray | None, pcm: np.ndarray | None = None) -> Decision:
+        if self.alerts is not None:  # `last` is None: the tagger decided in prepare_decision
+            return Decision(self._p, self.alerts.ready)
         if self.captions is not None:  # `last` is None: no protocol call was made
             return self._caption_decision()
         self._pending = [self.silence]
@@ -341,6 +383,12 @@ class CrossDecoderStream(DecoderStream):
         return tag is not None and tag.startswith(f"<{self.opens_with}:")
 
     def begin_response(self, t: float) -> int | None:
+        if self.alerts is not None:
+            label = self.alerts.fire(t)
+            if label is None:  # every ready label is inside its refractory time
+                return None
+            self._alert = list(self.engine.spec.tagger.responses[label])
+            return self._alert_ids[label]
         if self.captions is not None:
             return self._caption[0] if self._caption else None
         self._response = []
@@ -356,6 +404,11 @@ class CrossDecoderStream(DecoderStream):
         return first
 
     def continue_response(self, first: int):
+        if self.alerts is not None:
+            response, self._alert = self._alert, []
+            yield first  # the label's tag
+            yield from response  # and the caption the tagger's manifest gives it
+            return
         if self.captions is None:
             yield from super().continue_response(first)
             return

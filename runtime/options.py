@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 CAPTIONS = ("agreement", "protocol")  # transcribe captions of a whisper-cross bundle
+ALERTS = ("tagger", "protocol")  # what decides alert mode in a whisper-cross bundle
 
 
 def _finite(x: object) -> bool:
@@ -41,6 +42,9 @@ class RuntimeOptions:
     # transcribe captions of a whisper-cross bundle: "agreement" (re-decoded windows,
     # runtime/captions.py) | "protocol" (the decoder's own responses); None = the bundle's
     captions: str | None = None
+    # alert mode of a whisper-cross bundle: "tagger" (runtime/tagger.py, where the bundle has
+    # one) | "protocol" (the decoder's <respond> step and tag); None = the bundle's
+    alerts: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -49,6 +53,8 @@ class RuntimeOptions:
             raise ValueError(f"threshold {self.threshold} must lie in [0, 1]")
         if self.captions is not None and self.captions not in CAPTIONS:
             raise ValueError(f"captions {self.captions!r}: use one of {CAPTIONS}")
+        if self.alerts is not None and self.alerts not in ALERTS:
+            raise ValueError(f"alerts {self.alerts!r}: use one of {ALERTS}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         checks = (

@@ -313,6 +313,26 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
             raise c.fail(f"variants.{name}", f"must be an object, got {_kind(v)}")
         for part in ("encoder", "decoder"):
             c.file(f"variants.{name}.{part}", c.str(f"variants.{name}.{part}"))
+    tagger = c.obj("tagger", required=False)  # runtime/tagger.py
+    if tagger is not None:
+        if m["decoder"].get("kind") != "whisper-cross":
+            raise c.fail("tagger", "is only read for a whisper-cross decoder")
+        c.file("tagger.file", c.str("tagger.file"))
+        c.tensors("tagger.inputs")
+        c.tensors("tagger.outputs")
+        c.str("tagger.source")
+        c.int("tagger.frames", 1, memory_frames or 1 << 16)
+        c.int("tagger.patience", 1, 1000, required=False)
+        labels = c.get("tagger.labels")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise c.fail("tagger.labels", f"must be a list of names, got {_short(labels)}")
+        for label in c.obj("tagger.alerts"):
+            c.num(f"tagger.alerts.{label}.threshold", 0.0, 1.0)
+            c.ids(
+                f"tagger.alerts.{label}.response_ids",
+                vocab,
+                c.get(f"tagger.alerts.{label}.response_ids"),
+            )
     c.obj("model", required=False)
     # memory: what the runtime allocates for one stream, before it allocates any of it
     need = {

@@ -77,6 +77,10 @@ ENCODER_ATTENTION_MASK = "encoder_attention_mask"  # cross kind: masks empty mem
 # manifest export.encoder_quantization of an encoder with dynamic int8 MatMuls
 # (export --dynamic-encoder): activations are quantized with one scale per call.
 ENCODER_DYNAMIC_INT8 = "dynamic-int8-matmul"
+# cross kind, optional (`soundflow tagger`): the alert tagger's graph reads the newest
+# `frames` frames of one encoder output (heads concatenated) and returns a probability per label
+TAGGER_FRAMES = "frames"
+TAGGER_PROBS = "probs"
 MASK_VALUE = -1e4  # additive mask for masked keys; finite so fp16 engines stay NaN-free
 
 

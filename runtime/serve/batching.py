@@ -93,8 +93,13 @@ class BatchEncoder:
 def can_batch_decide(stream) -> bool:
     """Streams the batched decision step handles: not fallback-control ones (they decide by
     PCM), nor caption streams (their decision is a greedy reading of their own window, a
-    few calls of their own, with no protocol call to stack)."""
-    return not getattr(stream, "fallback", False) and getattr(stream, "captions", None) is None
+    few calls of their own, with no protocol call to stack), nor streams whose alerts the
+    tagger decides (runtime/tagger.py)."""
+    return (
+        not getattr(stream, "fallback", False)
+        and getattr(stream, "captions", None) is None
+        and getattr(stream, "alerts", None) is None
+    )
 
 
 class BatchDecoder:

@@ -1,0 +1,192 @@
+"""A trained alert tagger (train/tagger.py) -> `tagger.onnx` and the manifest's `tagger`
+section (ARCHITECTURE.md, Contract 3d), added to a copy of the bundle it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from soundflow import protocol
+from soundflow.export.onnx_export import OPSET, declare
+from soundflow.manifest import TensorSpec, read_manifest, write_manifest
+from soundflow.train.tagger import TaggerHead
+
+FILE = "tagger.onnx"
+
+
+def tagger_io(head: TaggerHead) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    c = head.config
+    return (
+        [TensorSpec(protocol.TAGGER_FRAMES, "float32", ("batch", c.frames, c.width))],
+        [TensorSpec(protocol.TAGGER_PROBS, "float32", ("batch", len(c.labels)))],
+    )
+
+
+def export_graph(head: TaggerHead, path: Path) -> None:
+    """The head as an ONNX graph with a dynamic batch axis and its constants as metadata."""
+    c = head.config
+    inputs, outputs = tagger_io(head)
+    example = torch.zeros(1, c.frames, c.width)
+    with torch.no_grad():
+        torch.onnx.export(
+            head.eval(),
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[inputs[0].name],
+            output_names=[outputs[0].name],
+            dynamic_axes={inputs[0].name: {0: "batch"}, outputs[0].name: {0: "batch"}},
+        )
+    m = onnx.load(str(path))
+    declare(m, outputs, {"kind": "soundflow-tagger", "source": c.source, "labels": c.labels})
+    onnx.save(m, str(path))
+
+
+def add_tagger(
+    bundle: Path,
+    out: Path,
+    head: TaggerHead,
+    thresholds: dict[str, float],
+    captions: dict[str, str],
+    tokenizer_encode,
+    patience: int,
+    report: dict,
+) -> dict:
+    """Copy `bundle` to `out` with the tagger added; returns the new manifest.
+    `tokenizer_encode(text) -> ids`: the bundle's tokenizer, for each alert's response text."""
+    bundle, out = Path(bundle), Path(out)
+    manifest = read_manifest(bundle)
+    if manifest.get("decoder", {}).get("kind") != "whisper-cross":
+        raise ValueError(f"{bundle}: a tagger reads a whisper-cross bundle's encoder frames")
+    if out.resolve() != bundle.resolve():
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(bundle, out)
+    export_graph(head, out / FILE)
+    c = head.config
+    inputs, outputs = tagger_io(head)
+    manifest = {k: v for k, v in manifest.items() if k not in ("format", "version", "files")}
+    manifest["tagger"] = {
+        "file": FILE,
+        "inputs": [s.to_json() for s in inputs],
+        "outputs": [s.to_json() for s in outputs],
+        "source": c.source,
+        "frames": c.frames,
+        "labels": list(c.labels),
+        "patience": patience,
+        "alerts": {
+            label: {
+                "threshold": round(float(thresholds[label]), 4),
+                "caption": captions[label],
+                "response_ids": [int(i) for i in tokenizer_encode(" " + captions[label])],
+            }
+            for label in c.alerts
+        },
+        "calibration": report,
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def check_parity(head: TaggerHead, path: Path, seed: int = 0) -> float:
+    """Max |torch - ONNX Runtime| over random frames: the exported graph is the head."""
+    import onnxruntime as ort
+
+    c = head.config
+    x = np.random.default_rng(seed).standard_normal((3, c.frames, c.width)).astype(np.float32)
+    with torch.no_grad():
+        want = head(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run([protocol.TAGGER_PROBS], {protocol.TAGGER_FRAMES: x})[0]
+    return float(np.abs(got - want).max())
+
+
+def load_captions(records) -> dict[str, str]:
+    """Each alert label's most frequent response text in the streams' alert targets."""
+    from collections import Counter
+
+    counts: dict[str, Counter] = {}
+    for rec in records:
+        for target in rec["targets"].get("alert", []):
+            tags, plain = protocol.parse_tags(target["text"])
+            if "alert" in tags and plain:
+                counts.setdefault(tags["alert"], Counter())[plain] += 1
+    return {label: c.most_common(1)[0][0] for label, c in counts.items()}
+
+
+def build(
+    bundle: Path,
+    data: list[Path],
+    dev: Path,
+    out: Path,
+    cache: Path,
+    steps: int = 6000,
+    every: int = 2,
+    patience: int = 1,
+    false_cost: float = 1.0,
+    seed: int = 0,
+    log=print,
+) -> dict:
+    """`soundflow tagger`: features of `data` and `dev` through `bundle`'s encoder (cached
+    under `cache`), a head trained on `data`, thresholds calibrated on `dev`, and `out`, a
+    copy of `bundle` with the tagger; returns the dev report."""
+    from tokenizers import Tokenizer
+
+    from soundflow.runtime.cross import CrossEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train import tagger as T
+
+    engine = CrossEngine(bundle, RuntimeOptions(threads=1))
+    digest = read_manifest(bundle, verify_hashes=False)["files"][engine.spec.encoder_file.name]
+    cache = Path(cache) / digest["sha256"][:16]  # features belong to one encoder graph
+    probe = T.TaggerConfig(labels=(), alerts=())
+    train = []
+    for d in data:
+        log(f"features of {d} (every {every}th chunk and every sound event)")
+        train += T.cached_features(engine, d, cache / Path(d).name, probe, every, log)
+    log(f"features of {dev} (every chunk)")
+    dev_streams = T.cached_features(engine, dev, cache / ("dev-" + Path(dev).name), probe, 1, log)
+    alerts, sounds = T.label_sets([r for r, _, _ in train])
+    config = T.TaggerConfig(labels=alerts + sounds, alerts=alerts)
+    x = np.concatenate([f for _, _, f in train])
+    y = np.concatenate([T.chunk_targets(r, c, config.labels) for r, c, _ in train])
+    log(f"training the head: {len(x)} chunks, {len(alerts)} alert labels, {len(sounds)} others")
+    head = T.fit(config, x, y, steps, seed, log)
+    probs = [(r, c, T.predict(head, f)) for r, c, f in dev_streams]
+    refractory = float(engine.spec.decision["refractory_s"])
+    thr = T.calibrate(config, probs, patience, refractory, false_cost)
+    report = T.score(config, probs, thr, patience, refractory)
+    report = {
+        "dev": str(dev),
+        "hours": round(report["hours"], 3),
+        "accuracy": round(report["accuracy"], 4),
+        "false_per_hour": round(report["false_per_hour"], 2),
+        "false_cost": false_cost,
+        "steps": steps,
+        "train": [str(d) for d in data],
+    }
+    log(f"dev: alert accuracy {report['accuracy']:.1%}, {report['false_per_hour']:.1f} false/h")
+    tok = Tokenizer.from_file(str(engine.spec.tokenizer_file))
+    manifest = add_tagger(
+        bundle,
+        out,
+        head,
+        dict(zip(alerts, thr, strict=True)),
+        load_captions([r for r, _, _ in train]),
+        lambda text: tok.encode(text, add_special_tokens=False).ids,
+        patience,
+        report,
+    )
+    err = check_parity(head, Path(out) / FILE)
+    if err > 1e-4:
+        raise RuntimeError(f"{out / FILE} differs from the trained head by {err:.2e}")
+    T.save(head, Path(out).parent / (Path(out).name + "-tagger.pt"), {"report": report})
+    log(json.dumps(manifest["tagger"]["alerts"], indent=1)[:2000])
+    return report

@@ -1,0 +1,156 @@
+"""The alert tagger (ARCHITECTURE.md, Contract 3d): a small head over the newest encoder
+frames that names alert-worthy sounds, and the per-stream rule that turns its probabilities
+into alerts (a threshold per label, patience, a refractory time per label).
+
+A whisper-cross bundle may carry one (`soundflow tagger` trains it on the bundle's own
+encoder); alert mode then decides by it instead of the decoder's <respond> step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from soundflow import protocol
+from soundflow.manifest import BundleError, TensorSpec
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """The manifest's `tagger` section, parsed and checked."""
+
+    file: Any  # Path inside the bundle
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    source: str  # the encoder output the frames come from ("present.0.encoder.value")
+    frames: int  # newest frames of the window the head reads
+    labels: tuple[str, ...]  # the graph's output order (alert labels and auxiliary sounds)
+    thresholds: dict[str, float]  # alert label -> threshold (labels it may raise)
+    responses: dict[str, tuple[int, ...]]  # alert label -> response ids after its tag
+    patience: int  # chunks in a row at or over the threshold before an alert
+
+    @classmethod
+    def from_manifest(cls, t: dict[str, Any], path, mpath) -> TaggerSpec:
+        fix = "re-run `soundflow tagger` or remove the manifest's tagger section"
+        try:
+            labels = tuple(str(x) for x in t["labels"])
+            alerts = t["alerts"]
+            spec = cls(
+                file=path / t["file"],
+                inputs=tuple(TensorSpec.from_json(s) for s in t["inputs"]),
+                outputs=tuple(TensorSpec.from_json(s) for s in t["outputs"]),
+                source=str(t["source"]),
+                frames=int(t["frames"]),
+                labels=labels,
+                thresholds={str(k): float(v["threshold"]) for k, v in alerts.items()},
+                responses={
+                    str(k): tuple(int(i) for i in v["response_ids"]) for k, v in alerts.items()
+                },
+                patience=int(t.get("patience", 1)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BundleError(f"{mpath}: tagger section is malformed ({e!r}); {fix}") from None
+        unknown = sorted(set(spec.thresholds) - set(labels))
+        if unknown:
+            raise BundleError(f"{mpath}: tagger alerts {unknown} are not among its labels; {fix}")
+        if spec.frames < 1 or spec.patience < 1:
+            raise BundleError(f"{mpath}: tagger frames and patience must be >= 1; {fix}")
+        if not all(0.0 <= v <= 1.0 for v in spec.thresholds.values()):
+            raise BundleError(f"{mpath}: tagger thresholds must lie in [0, 1]; {fix}")
+        return spec
+
+
+def source_index(source: str, layers: int) -> tuple[int, int]:
+    """'present.L.encoder.key|value' -> (L, 0|1): where the frames sit in a memory entry
+    (layers, 2, heads, frames, head_dim)."""
+    parts = source.split(".")
+    if (
+        len(parts) != 4
+        or parts[0] != "present"
+        or parts[2] != "encoder"
+        or parts[3] not in ("key", "value")
+        or not parts[1].isdigit()
+        or int(parts[1]) >= layers
+    ):
+        raise BundleError(f"tagger source {source!r} is not one of the encoder's outputs")
+    return int(parts[1]), 0 if parts[3] == "key" else 1
+
+
+def newest_frames(entry: np.ndarray, layer: int, kv: int, frames: int) -> np.ndarray:
+    """The newest `frames` frames of one encoder output in a memory entry, heads
+    concatenated: (1, frames, heads * head_dim). A window shorter than that (the stream's
+    first chunks) repeats its first frame, as training saw it."""
+    x = entry[layer, kv]  # (heads, window, head_dim)
+    x = x[:, -frames:].transpose(1, 0, 2).reshape(-1, x.shape[0] * x.shape[2])
+    if x.shape[0] < frames:
+        x = np.concatenate([np.repeat(x[:1], frames - x.shape[0], 0), x])
+    return np.ascontiguousarray(x[None], dtype=np.float32)
+
+
+class AlertRule:
+    """One stream's alert decisions from the tagger's probabilities: a label may fire once
+    its probability has met its threshold for `patience` chunks in a row, and not again
+    within `refractory_s` of its last alert (the same ongoing alarm)."""
+
+    def __init__(self, spec: TaggerSpec, refractory_s: float, threshold: float | None = None):
+        self.labels = [lab for lab in spec.labels if lab in spec.thresholds]
+        self.columns = np.array([spec.labels.index(lab) for lab in self.labels], np.int64)
+        # an explicit --threshold replaces every calibrated one, as for the decoder's step
+        self.thresholds = np.array(
+            [spec.thresholds[lab] if threshold is None else threshold for lab in self.labels],
+            np.float32,
+        )
+        self.patience, self.refractory_s = spec.patience, refractory_s
+        self.reset()
+
+    def reset(self) -> None:
+        self.run = np.zeros(len(self.labels), np.int64)
+        self.last: dict[str, float] = {}
+        self.p = np.zeros(len(self.labels), np.float32)
+
+    def update(self, probs: np.ndarray) -> float:
+        """Take one chunk's probabilities (every label); return the highest alert one."""
+        self.p = np.asarray(probs, np.float32).reshape(-1)[self.columns]
+        self.run = np.where(self.p >= self.thresholds, self.run + 1, 0)
+        return float(self.p.max()) if len(self.p) else 0.0
+
+    @property
+    def ready(self) -> bool:
+        return bool((self.run >= self.patience).any())
+
+    def fire(self, t: float) -> str | None:
+        """The label to alert at stream time t, if any (the most probable of those ready
+        and out of refractory); it starts its refractory time."""
+        best = None
+        for i in np.flatnonzero(self.run >= self.patience):
+            lab = self.labels[i]
+            if t - self.last.get(lab, -np.inf) < self.refractory_s:
+                continue
+            if best is None or self.p[i] > self.p[best]:
+                best = i
+        if best is None:
+            return None
+        self.last[self.labels[best]] = t
+        return self.labels[best]
+
+
+def check_tagger_graph(session: Any, spec: TaggerSpec, width: int) -> None:
+    """The graph must read (batch, frames, width) and return one probability per label."""
+    from soundflow.runtime.bundle import check_session
+
+    check_session(session, spec.file, spec.inputs, spec.outputs)
+    names = ({s.name for s in spec.inputs}, {s.name for s in spec.outputs})
+    if names != ({protocol.TAGGER_FRAMES}, {protocol.TAGGER_PROBS}):
+        raise BundleError(
+            f"{spec.file}: a tagger reads {protocol.TAGGER_FRAMES!r} and returns "
+            f"{protocol.TAGGER_PROBS!r}; re-run `soundflow tagger`"
+        )
+    shape_in, shape_out = spec.inputs[0].shape, spec.outputs[0].shape
+    if tuple(shape_in[1:]) != (spec.frames, width) or shape_out[-1] != len(spec.labels):
+        raise BundleError(
+            f"{spec.file}: reads {list(shape_in)} and returns {list(shape_out)}, but the "
+            f"manifest asks for {spec.frames} frames of width {width} and "
+            f"{len(spec.labels)} labels; re-run `soundflow tagger`"
+        )

@@ -1,0 +1,260 @@
+"""The alert tagger: its targets, the runtime's decision rule, the exported graph against
+torch, training features against what a running stream computes, and a tagged bundle
+driving alert mode through the runtime (no decoder call), with its manifest checked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from soundflow.manifest import BundleError
+from soundflow.runtime.tagger import AlertRule, TaggerSpec, newest_frames
+
+torch = pytest.importorskip("torch")
+
+
+def _spec(**changes) -> TaggerSpec:
+    base = dict(
+        file=Path("tagger.onnx"),
+        inputs=(),
+        outputs=(),
+        source="present.0.encoder.value",
+        frames=4,
+        labels=("doorbell", "smoke_alarm", "dog_bark"),
+        thresholds={"doorbell": 0.5, "smoke_alarm": 0.8},
+        responses={"doorbell": (1,), "smoke_alarm": (2,)},
+        patience=1,
+    )
+    return TaggerSpec(**{**base, **changes})
+
+
+def _alerts(rule: AlertRule, probs, chunk_s: float = 0.4):
+    out = []
+    for c, p in enumerate(probs):
+        rule.update(np.asarray(p, np.float32))
+        if rule.ready:
+            label = rule.fire((c + 1) * chunk_s)
+            if label:
+                out.append((round((c + 1) * chunk_s, 1), label))
+    return out
+
+
+def test_rule_thresholds_refractory_and_auxiliary_labels():
+    rule = AlertRule(_spec(), refractory_s=2.0)
+    probs = [
+        [0.4, 0.0, 0.99],  # below doorbell's threshold; dog_bark is never an alert
+        [0.6, 0.0, 0.0],  # doorbell
+        [0.9, 0.0, 0.0],  # same doorbell, inside its refractory time
+        [0.0, 0.79, 0.0],  # smoke alarm below its own threshold
+        [0.7, 0.85, 0.0],  # both ready: the most probable wins, doorbell still refractory
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0],
+        [0.95, 0.0, 0.0],  # 2.4 s after the first doorbell: a new one
+    ]
+    assert _alerts(rule, probs) == [(0.8, "doorbell"), (2.0, "smoke_alarm"), (3.2, "doorbell")]
+    assert rule.labels == ["doorbell", "smoke_alarm"]
+
+
+def test_rule_patience_and_an_explicit_threshold():
+    probs = [[0.6, 0, 0], [0.0, 0, 0], [0.6, 0, 0], [0.6, 0, 0]]
+    assert _alerts(AlertRule(_spec(patience=2), 8.0), probs) == [(1.6, "doorbell")]
+    assert _alerts(AlertRule(_spec(), 8.0, threshold=0.7), probs) == []
+
+
+def test_targets_mark_the_chunks_an_event_overlaps():
+    from soundflow.train.tagger import chosen_chunks, chunk_targets
+
+    record = {
+        "events": [
+            {"label": "doorbell", "alert": True, "category": "Daily", "start": 1.0, "end": 1.5},
+            {"label": "chatter", "alert": False, "category": "Speech", "start": 0, "end": 3},
+        ]
+    }
+    y = chunk_targets(record, np.arange(8), ("doorbell", "chatter"))
+    # a chunk is on when the 0.8 s up to its end overlaps the event by > 0.1 s
+    assert np.flatnonzero(y[:, 0]).tolist() == [2, 3, 4]
+    assert not y[:, 1].any()  # speech is not a sound to name
+    assert chosen_chunks(record, 20, every=5).tolist() == [0, 1, 2, 3, 4, 5, 10, 15]
+
+
+def test_newest_frames_pad_a_short_window_with_its_first_frame():
+    entry = np.arange(2 * 2 * 3 * 2 * 4, dtype=np.float32).reshape(2, 2, 3, 2, 4)
+    x = newest_frames(entry, 1, 0, frames=3)  # layer 1's keys, heads concatenated
+    assert x.shape == (1, 3, 12)
+    np.testing.assert_array_equal(x[0, 0], x[0, 1])
+    np.testing.assert_array_equal(x[0, 2], entry[1, 0, :, 1].reshape(-1))
+
+
+def test_exported_graph_is_the_head(tmp_path):
+    from soundflow.export.tagger_export import check_parity, export_graph
+    from soundflow.train.tagger import TaggerConfig, TaggerHead
+
+    torch.manual_seed(0)
+    head = TaggerHead(TaggerConfig(labels=("a", "b", "c"), alerts=("a",), frames=8, width=16))
+    export_graph(head.eval(), tmp_path / "tagger.onnx")
+    assert check_parity(head, tmp_path / "tagger.onnx") < 1e-5
+
+
+@pytest.fixture(scope="module")
+def default_cross():
+    from soundflow.runtime.cross import CrossEngine
+    from soundflow.runtime.engine import OrtEngine
+
+    e = OrtEngine()
+    if e.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    return CrossEngine(e.spec.path)
+
+
+def test_training_features_are_what_a_running_stream_tags(default_cross):
+    """train/tagger.stream_features rebuilds each chosen chunk's encoder state from the PCM
+    before it; the runtime carries it chunk by chunk. Both must give the tagger the same
+    frames (chunked == rebuilt)."""
+    from soundflow.runtime.tagger import source_index
+    from soundflow.train.tagger import TaggerConfig, stream_features
+
+    eng = default_cross
+    cs = eng.spec.chunk_samples
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(cs * 14) * 0.05).astype(np.float32)
+    config = TaggerConfig(labels=(), alerts=(), frames=40)
+    chunks = np.array([0, 3, 12, 13])
+    rebuilt = stream_features(eng, x, chunks, config)
+    state, carried = eng.new_state(), []
+    where = source_index(config.source, eng.spec.layers)
+    for c in range(14):
+        entry, state = eng.encode(x[c * cs : (c + 1) * cs][None], state)
+        carried.append(newest_frames(entry, *where, config.frames)[0])
+    np.testing.assert_allclose(
+        rebuilt.astype(np.float32), np.stack(carried)[chunks], atol=2e-3, rtol=2e-3
+    )
+
+
+@pytest.fixture(scope="module")
+def tagged_bundle(default_cross, tmp_path_factory):
+    """The embedded default's encoder and decoder with a tagger trained for a few steps on
+    a smoke build (what the command does, small)."""
+    from soundflow.export.tagger_export import build
+
+    tmp = tmp_path_factory.mktemp("tagger")
+    for name, seed in (("train", 1), ("dev", 2)):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "soundflow.cli.main",
+                "data",
+                "build",
+                "--recipe",
+                "smoke",
+                "--hours",
+                "0.03",
+                "--seed",
+                str(seed),
+                "--out",
+                str(tmp / name),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    bundle = tmp / "src"  # without the default's own tagger, if it has one
+    shutil.copytree(default_cross.spec.path, bundle)
+    m = json.loads((bundle / "manifest.json").read_text())
+    if "tagger" in m:
+        del m["tagger"], m["files"]["tagger.onnx"]
+        (bundle / "tagger.onnx").unlink()
+        (bundle / "manifest.json").write_text(json.dumps(m))
+    report = build(
+        bundle,
+        [tmp / "train"],
+        tmp / "dev",
+        tmp / "out",
+        tmp / "cache",
+        steps=30,
+        log=lambda *_: None,
+    )
+    assert 0.0 <= report["accuracy"] <= 1.0
+    return tmp / "out"
+
+
+def test_a_tagged_bundle_decides_alerts_without_the_decoder(tagged_bundle):
+    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train.evaluate import run_stream
+
+    eng = CrossEngine(tagged_bundle)
+    spec = eng.spec.tagger
+    assert spec is not None and spec.frames == 40 and set(spec.thresholds) <= set(spec.labels)
+    stream = CrossDecoderStream(eng, RuntimeOptions(mode="alert", threshold=0.0))
+    assert stream.alerts is not None
+    x = (np.random.default_rng(1).standard_normal(eng.spec.chunk_samples * 6) * 0.1).astype(
+        np.float32
+    )
+    state = eng.new_state()
+    for c in range(6):
+        entry, state = eng.encode(x[c * 6400 : (c + 1) * 6400][None], state)
+        d = stream.decide(entry)
+        assert d.respond  # threshold 0: every label is ready
+        first = stream.begin_response(0.4 * (c + 1))
+        if c == 0:
+            label = eng.spec.tag_ids[first][len("<alert:") : -1]
+            assert list(stream.continue_response(first)) == [first, *spec.responses[label]]
+    assert stream.calls == 0  # the decoder never ran
+    # through the whole runtime: every response is an alert with its label's caption
+    responses, summary = run_stream(eng, x, "alert", threshold=0.0)
+    assert summary.error is None and responses
+    captions = json.loads((tagged_bundle / "manifest.json").read_text())["tagger"]["alerts"]
+    for r in responses:
+        assert r.text == captions[r.alert]["caption"]
+    # --alerts protocol: the decoder decides again
+    proto = CrossDecoderStream(eng, RuntimeOptions(mode="alert", alerts="protocol"))
+    assert proto.alerts is None
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda t: t.update(frames=0), "tagger.frames"),
+        (lambda t: t["alerts"]["x"].update(threshold=2.0), "tagger.alerts.x.threshold"),
+        (lambda t: t.update(file="../tagger.onnx"), "outside the bundle"),
+        (lambda t: t.update(source="present.9.encoder.value"), "not one of the encoder"),
+        (lambda t: t.update(labels=["y"]), "not among its labels"),
+    ],
+)
+def test_a_bad_tagger_section_is_refused(tagged_bundle, tmp_path, edit, words):
+    from soundflow.manifest import write_manifest
+    from soundflow.runtime.cross import CrossEngine
+
+    out = tmp_path / "b"
+    shutil.copytree(tagged_bundle, out)
+    m = json.loads((out / "manifest.json").read_text())
+    t = m["tagger"]
+    t["alerts"] = {"x": next(iter(t["alerts"].values()))}
+    t["labels"] = [*t["labels"][:-1], "x"]
+    edit(t)
+    write_manifest(out, {k: v for k, v in m.items() if k != "files"})
+    with pytest.raises(BundleError, match=words.replace(".", r"\.")):
+        CrossEngine(out)
+
+
+def test_alerts_tagger_on_a_bundle_without_one_says_what_to_do(default_cross, tmp_path):
+    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.options import RuntimeOptions
+
+    bundle = tmp_path / "plain"
+    shutil.copytree(default_cross.spec.path, bundle)
+    m = json.loads((bundle / "manifest.json").read_text())
+    if "tagger" in m:
+        from soundflow.manifest import write_manifest
+
+        del m["tagger"]
+        (bundle / "tagger.onnx").unlink()
+        write_manifest(bundle, {k: v for k, v in m.items() if k != "files"})
+    with pytest.raises(BundleError, match="soundflow tagger"):
+        CrossDecoderStream(CrossEngine(bundle), RuntimeOptions(mode="alert", alerts="tagger"))

@@ -1,0 +1,283 @@
+"""The alert tagger (runtime/tagger.py runs it): a small head over a bundle's own encoder
+frames, trained and calibrated on built streams, the encoder and decoder left as they are.
+
+Whisper's encoder features name sounds well (Whisper-AT, arXiv 2307.03183, reads audio
+events off a frozen Whisper with a light head), while the decoder's one <respond> step had to
+learn 13 alert labels from a few hundred events. Features are the runtime's own: the encoder
+graph of the bundle, run on each chunk's window as a stream would run it, cached per stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+from soundflow import audio
+from soundflow.train.evaluate import ALERT_WINDOW_S
+
+SOURCE = "present.0.encoder.value"  # a linear map of the encoder's output, per frame
+NOT_SOUNDS = ("Speech",)  # event categories that are not a sound to name (unless an alert)
+
+
+@dataclass(frozen=True)
+class TaggerConfig:
+    """The head's dimensions and labels, saved with its weights."""
+
+    labels: tuple[str, ...]  # output order: the alert labels first, then auxiliary sounds
+    alerts: tuple[str, ...]  # the labels it may raise an alert for
+    frames: int = 40  # the newest 0.8 s of the window (chunk + the one before)
+    width: int = 384  # heads * head_dim of the source output
+    hidden: int = 256
+    dropout: float = 0.2
+    source: str = SOURCE
+
+
+class TaggerHead(nn.Module):
+    """(batch, frames, width) -> (batch, labels) probabilities: per-frame projection, then
+    mean and max over the frames (an onset shows in the max, a steady sound in the mean)."""
+
+    def __init__(self, config: TaggerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.norm = nn.LayerNorm(config.width)
+        self.proj = nn.Linear(config.width, config.hidden)
+        self.drop = nn.Dropout(config.dropout)
+        self.out = nn.Linear(2 * config.hidden, len(config.labels))
+
+    def logits(self, frames: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.gelu(self.proj(self.norm(frames)))
+        return self.out(self.drop(torch.cat([h.mean(1), h.amax(1)], -1)))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(frames))
+
+
+def label_sets(records: list[dict]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(alert labels, other sound labels) over the streams' events, sorted."""
+    alerts, sounds = set(), set()
+    for rec in records:
+        for ev in rec["events"]:
+            if ev.get("alert"):
+                alerts.add(ev["label"])
+            elif ev.get("category") not in NOT_SOUNDS:
+                sounds.add(ev["label"])
+    return tuple(sorted(alerts)), tuple(sorted(sounds - alerts))
+
+
+def chunk_targets(record: dict, chunks: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """(len(chunks), labels) 0/1: a label is on in a chunk whose head window (the newest
+    0.8 s up to the chunk's end) overlaps its event by more than 0.1 s."""
+    chunk_s = audio.CHUNK_MS / 1000
+    end = (np.asarray(chunks) + 1) * chunk_s
+    y = np.zeros((len(end), len(labels)), np.float32)
+    index = {lab: i for i, lab in enumerate(labels)}
+    for ev in record["events"]:
+        i = index.get(ev["label"])
+        if i is not None and (ev.get("alert") or ev.get("category") not in NOT_SOUNDS):
+            y[(end > ev["start"] + 0.1) & (end - 2 * chunk_s < ev["end"]), i] = 1.0
+    return y
+
+
+def chosen_chunks(record: dict, n: int, every: int) -> np.ndarray:
+    """Every `every`-th chunk, and every chunk near a sound event (where the labels are)."""
+    keep = np.zeros(n, bool)
+    keep[::every] = True
+    chunk_s = audio.CHUNK_MS / 1000
+    for ev in record["events"]:
+        if ev.get("alert") or ev.get("category") not in NOT_SOUNDS:
+            a, b = int((ev["start"] - 0.8) / chunk_s), int((ev["end"] + 0.8) / chunk_s) + 1
+            keep[max(a, 0) : b] = True
+    return np.flatnonzero(keep)
+
+
+def stream_features(engine, samples: np.ndarray, chunks: np.ndarray, config: TaggerConfig):
+    """(len(chunks), frames, width) float16: the tagger's input after each chosen chunk, the
+    encoder run on that chunk's window as a stream runs it (its PCM history is its state)."""
+    from soundflow.runtime.tagger import newest_frames, source_index
+
+    cs = engine.spec.chunk_samples
+    history = int(engine.spec.manifest["encoder"].get("history_samples", 0))
+    name = engine.spec.encoder_state[0].input
+    where = source_index(config.source, engine.spec.layers)
+    out = np.zeros((len(chunks), config.frames, config.width), np.float16)
+    for j, c in enumerate(chunks):
+        chunk = np.ascontiguousarray(samples[c * cs : (c + 1) * cs][None])
+        state = {name: np.ascontiguousarray(samples[max(0, c * cs - history) : c * cs][None])}
+        entry, _ = engine.encode(chunk, state)
+        out[j] = newest_frames(entry, *where, config.frames)[0]
+    return out
+
+
+def load_stream(data: Path, record: dict) -> np.ndarray:
+    x, sr = sf.read(Path(data) / record["audio"], dtype="float32")
+    if sr != audio.SAMPLE_RATE or x.ndim != 1:
+        raise ValueError(f"{record['audio']}: expected mono {audio.SAMPLE_RATE} Hz, got {sr} Hz")
+    return x
+
+
+def cached_features(engine, data: Path, cache: Path, config: TaggerConfig, every: int, log=print):
+    """[(record, chunks, features)] for every stream of a built split, computed once per
+    stream into `cache` (one .npz each; a rerun reads them, an interrupted one resumes)."""
+    out = []
+    metas = sorted((Path(data) / "meta").glob("*.json"))
+    cache.mkdir(parents=True, exist_ok=True)
+    for k, meta in enumerate(metas):
+        record = json.loads(meta.read_text())
+        f = cache / f"{meta.stem}.npz"
+        if f.exists():
+            z = np.load(f)
+            out.append((record, z["chunks"], z["features"]))
+            continue
+        x = load_stream(data, record)
+        chunks = chosen_chunks(record, len(x) // engine.spec.chunk_samples, every)
+        feats = stream_features(engine, x, chunks, config)
+        tmp = cache / f"{meta.stem}.tmp.npz"
+        np.savez(tmp, chunks=chunks, features=feats)
+        tmp.replace(f)
+        log(f"  features {data.name}/{meta.stem}: {len(chunks)} chunks ({k + 1}/{len(metas)})")
+        out.append((record, chunks, feats))
+    return out
+
+
+def fit(config: TaggerConfig, x: np.ndarray, y: np.ndarray, steps: int, seed: int, log=print):
+    """Train a head on (n, frames, width) features and (n, labels) targets: AdamW, a cosine
+    schedule, batches drawn with replacement, positives weighted up (they are rare)."""
+    torch.manual_seed(seed)
+    head = TaggerHead(config)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=steps, pct_start=0.05)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.full((len(config.labels),), 3.0))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    for step in range(steps):
+        i = torch.randint(0, len(xt), (256,), generator=gen)
+        loss = loss_fn(head.logits(xt[i].float()), yt[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 1000 == 0 or step == steps - 1:
+            log(f"  step {step}: loss {loss.item():.4f}")
+    return head.eval()
+
+
+@torch.no_grad()
+def predict(head: TaggerHead, feats: np.ndarray) -> np.ndarray:
+    return head(torch.from_numpy(feats).float()).numpy()
+
+
+def run_rule(config: TaggerConfig, probs, chunks, thresholds, patience, refractory_s):
+    """The runtime's decision (runtime/tagger.AlertRule) over one stream's probabilities:
+    [(t, label)] of the alerts it raises."""
+    from soundflow.runtime.tagger import AlertRule
+
+    spec = SimpleNamespace(
+        labels=config.labels,
+        thresholds=dict(zip(config.alerts, thresholds, strict=True)),
+        patience=patience,
+    )
+    rule = AlertRule(spec, refractory_s)
+    chunk_s = audio.CHUNK_MS / 1000
+    out = []
+    for p, c in zip(probs, chunks, strict=True):
+        rule.update(p)
+        if rule.ready:
+            t = (c + 1) * chunk_s
+            label = rule.fire(t)
+            if label is not None:
+                out.append((t, label))
+    return out
+
+
+def score(config, streams, thresholds, patience, refractory_s) -> dict:
+    """Alert accuracy and false alerts per hour of the rule on dev streams, scored as
+    `soundflow eval` scores the runtime (train/evaluate.score_alerts)."""
+    from soundflow.train.evaluate import new_alert_tally, score_alerts
+
+    acc, hours = new_alert_tally(), 0.0
+    for record, chunks, probs in streams:
+        alerts = run_rule(config, probs, chunks, thresholds, patience, refractory_s)
+        responses = [SimpleNamespace(t=t, tags={"alert": lab}) for t, lab in alerts]
+        score_alerts(record, responses, audio.CHUNK_MS / 1000, acc)
+        hours += record["duration"] / 3600
+    return {
+        "events": acc["events"],
+        "correct": acc["correct"],
+        "accuracy": acc["correct"] / max(acc["events"], 1),
+        "false": acc["false"],
+        "false_per_hour": acc["false"] / max(hours, 1e-9),
+        "hours": hours,
+    }
+
+
+def _label_alerts(p: np.ndarray, t: np.ndarray, threshold, patience, refractory_s):
+    """Times one label alone would alert at (its run of chunks over threshold, refractory)."""
+    over = p >= threshold
+    run = np.zeros(len(p), np.int64)
+    count = 0
+    for j, o in enumerate(over):  # runs are short: a plain loop is fast enough here
+        count = count + 1 if o else 0
+        run[j] = count
+    out, last = [], -np.inf
+    for j in np.flatnonzero(run >= patience):
+        if t[j] - last >= refractory_s:
+            out.append(t[j])
+            last = t[j]
+    return out
+
+
+def calibrate(config, streams, patience, refractory_s, false_cost, grid=None):
+    """A threshold per alert label, each the one that maximises its right alerts minus
+    `false_cost` times its alerts outside any event of its label, on dev streams (every
+    chunk computed); labels are calibrated one at a time (they rarely compete)."""
+    grid = np.round(np.arange(0.3, 0.991, 0.01), 2) if grid is None else grid
+    chunk_s = audio.CHUNK_MS / 1000
+    thresholds = []
+    for label in config.alerts:
+        col = config.labels.index(label)
+        best = None
+        for g in grid:
+            right = wrong = 0
+            for record, chunks, probs in streams:
+                times = _label_alerts(
+                    probs[:, col], (chunks + 1) * chunk_s, g, patience, refractory_s
+                )
+                events = [e for e in record["events"] if e["label"] == label]
+                hit = set()
+                for tt in times:
+                    ev = next(
+                        (k for k, e in enumerate(events) if e["start"] <= tt <= e["end"] + chunk_s),
+                        None,
+                    )
+                    if ev is None:
+                        wrong += 1
+                    elif ev not in hit:
+                        e = events[ev]
+                        right += tt <= min(e["end"], e["start"] + ALERT_WINDOW_S) + chunk_s
+                        hit.add(ev)
+            value = right - false_cost * wrong
+            if best is None or value > best[0] + 1e-9:
+                best = (value, g)
+        thresholds.append(float(best[1]))
+    return np.array(thresholds)
+
+
+def save(head: TaggerHead, path: Path, extra: dict) -> None:
+    torch.save({"config": asdict(head.config), "state": head.state_dict(), **extra}, path)
+
+
+def load(path: Path) -> tuple[TaggerHead, dict]:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    c = ck["config"]
+    config = TaggerConfig(**{**c, "labels": tuple(c["labels"]), "alerts": tuple(c["alerts"])})
+    head = TaggerHead(config)
+    head.load_state_dict(ck["state"])
+    return head.eval(), ck
