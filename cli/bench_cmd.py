@@ -53,7 +53,7 @@ def _row(name: str, d: dict, keys: tuple[str, ...]) -> str:
 
 @click.group()
 def bench() -> None:
-    """Benchmarks: latency, scale, size, peer, soak. Each writes JSON with --json FILE.
+    """Benchmarks: latency, scale, size, peer, alerts, soak. Each writes JSON with --json FILE.
 
     \b
     Example:
@@ -247,6 +247,34 @@ def peer(bundle, data, sets, max_streams, whisper, int8, threads, json_out):
             f"{row['set']:9s} {row['system']:15s} "
             + " ".join(f"{'-' if c is None else c!s:>12s}" for c in cells)
         )
+
+
+@bench.command()
+@BUNDLE
+@THREADS
+@JSON
+def alerts(bundle, threads, json_out):
+    """Alert mode on real recordings held out of training (Tux Paint's stamp and interface
+    sounds: animals, instruments, household, vehicles; all benign but a fire truck's siren),
+    by each alert path the bundle has (its tagger, the decoder's own step): benign sounds
+    alerted on, false alerts per hour, alert-worthy sounds named.
+
+    \b
+    Example:
+      soundflow bench alerts --json benchmarks/results/alerts.json
+    """
+    from soundflow.benchmarks import alerts as al
+
+    result = _finish(_run(al.run, bundle, threads), json_out, False)
+    click.echo(f"{result['streams']} streams, {result['hours'] * 60:.1f} min")
+    for row in result["table"]:
+        click.echo(
+            f"{row['path']:9s} benign sounds alerted {row['benign_alerted']}/{row['benign_sounds']}"
+            f"  false alerts {row['false_alerts']} ({row['false_per_hour']}/h)"
+            f"  alert sounds named {row['named']}/{row['alert_sounds']}"
+        )
+        for a in row["alerted"]:
+            click.echo(f"    {a['sound']}: {a['alert']}")
 
 
 @bench.command()

@@ -151,6 +151,35 @@ def test_tuxpaint_set_finds_clips_and_references():
     assert np.abs(x).max() <= 1.0 and np.sqrt(np.mean(x**2)) > 1e-3  # speech, not silence
 
 
+def test_tuxpaint_sounds_set_places_every_sound_in_quiet():
+    """The held-out alert set: stamp and interface sounds, no speech, each after a quiet gap,
+    its event where its samples are."""
+    heldout = _tuxpaint()
+    clips = heldout.tuxpaint_sound_clips()
+    assert len(clips) >= 50
+    assert not [p for p, _ in clips if "_desc" in p.name or "symbols" in p.parts]
+    assert [lab for _, lab in clips if lab] == ["siren"]  # the fire truck
+    streams = heldout.sound_streams(clips[:12], "t")
+    events = [e for s in streams for e in s["events"]]
+    assert len(events) == 12
+    for s in streams:
+        x = s["samples"]
+        for e in s["events"]:
+            a, b = int(e["start"] * 16000), int(e["end"] * 16000)
+            assert np.abs(x[a - 16000 : a - 8000]).max() < 0.01  # quiet before it
+            assert np.abs(x[a:b]).max() > 0.01  # the sound itself
+
+
+def test_bench_alerts(smoke_bundle, tmp_path):
+    """Both alert paths where the bundle has a tagger; the protocol's alone otherwise."""
+    _tuxpaint()
+    result = _bench(tmp_path, "alerts", "--bundle", str(smoke_bundle))
+    assert [row["path"] for row in result["table"]] == ["protocol"]
+    row = result["table"][0]
+    assert row["benign_sounds"] >= 50 and row["alert_sounds"] == 1
+    assert 0 <= row["benign_alerted"] <= row["benign_sounds"] and _number(row["false_per_hour"])
+
+
 def test_flite_set_builds_plausible_audio():
     from soundflow.train import heldout
     from soundflow.train.data import natural
@@ -254,5 +283,5 @@ def test_library_refuses_held_out_sources(tmp_path):
 def test_bench_help_lists_commands():
     res = CliRunner().invoke(cli, ["bench", "--help"])
     assert res.exit_code == 0
-    for name in ("latency", "scale", "size", "peer", "soak"):
+    for name in ("latency", "scale", "size", "peer", "alerts", "soak"):
         assert name in res.output

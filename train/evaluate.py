@@ -31,9 +31,10 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return prev[-1]
 
 
-def run_stream(engine, samples: np.ndarray, mode: str, threshold: float | None = None):
+def run_stream(engine, samples: np.ndarray, mode: str, threshold: float | None = None, **overrides):
     """(responses, summary) of one stream through the runtime, as fast as possible;
-    `threshold` overrides the bundle's decision thresholds."""
+    `threshold` overrides the bundle's decision thresholds, `overrides` other run-time
+    options (RuntimeOptions fields, e.g. alerts="protocol")."""
     from soundflow.runtime.listener import Listener
 
     responses = []
@@ -46,6 +47,7 @@ def run_stream(engine, samples: np.ndarray, mode: str, threshold: float | None =
         stats_every_s=0,
         threshold=threshold,
         on_event=lambda e: responses.append(e) if e.type == "response" else None,
+        **overrides,
     )
     summary = listener.run()
     return responses, summary

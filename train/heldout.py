@@ -5,6 +5,9 @@ refuses them (train/data/library.py imports `held_out_source`).
 - `tuxpaint`: real human speech, the English spoken descriptions of Tux Paint's stamps
   (`*_desc.ogg` under /usr/share/tuxpaint/stamps, Debian tuxpaint-stamps-default), each
   scored against the first line of its sibling `<name>.txt`;
+- `tuxpaint-sounds` (alert mode, `soundflow bench alerts`): the same packages' stamp sounds
+  (animals, instruments, household, vehicles) and interface sounds, real recordings, all
+  benign but the fire truck's siren;
 - `flite`: two synthetic voices training never hears (flite's `rms` and `awb`; its `slt`
   and `kal` are festival voices training uses) saying a fixed draw of sentences from the
   natural-text eval pool (train/data/natural.py, eval split).
@@ -162,6 +165,75 @@ def tuxpaint_clips(root: Path = TUXPAINT_DIR) -> list[tuple[Path, str]]:
 
 def tuxpaint_streams(root: Path = TUXPAINT_DIR) -> list[Stream]:
     return pack("tuxpaint", [(read_16k(p), text) for p, text in tuxpaint_clips(root)])
+
+
+# ---------------------------------------------------------------------- tuxpaint sounds
+TUXPAINT_UI_DIR = Path("/usr/share/tuxpaint/sounds")
+# The stamp sounds worth an alert, by path under the stamps directory; every other one is benign.
+TUXPAINT_ALERTS = {"vehicles/emergency/firetruck.ogg": "siren"}
+SOUND_GAP_S = 2.0  # quiet room between two sounds
+
+
+def tuxpaint_sound_clips(root: Path = TUXPAINT_DIR, ui: Path = TUXPAINT_UI_DIR):
+    """(file, alert label or None) of every stamp sound (not the spoken descriptions, nor
+    the spoken letters and numbers under symbols/) and every interface sound."""
+    if not root.is_dir():
+        raise SetUnavailable(
+            f"{root} not found (apt-get install tuxpaint-stamps-default tuxpaint-data)"
+        )
+    stamps = [
+        p
+        for ext in ("*.ogg", "*.wav")
+        for p in root.rglob(ext)
+        if "_desc" not in p.name and "symbols" not in p.relative_to(root).parts
+    ]
+    out = [(p, TUXPAINT_ALERTS.get(p.relative_to(root).as_posix())) for p in stamps]
+    out += [(p, None) for p in (ui.glob("*.wav") if ui.is_dir() else ())]
+    return sorted(out, key=lambda c: str(c[0]))
+
+
+def sound_streams(clips, name: str, seed: int = 0) -> list[dict]:
+    """Clips -> streams of about STREAM_S seconds, each sound after SOUND_GAP_S of quiet
+    room noise, as records `train/evaluate.score_alerts` reads: samples, events (start, end,
+    label, alert, file)."""
+    rng = np.random.default_rng(seed)
+    streams, parts, events, length = [], [], [], 0
+
+    def close():
+        nonlocal parts, events, length
+        if parts:
+            tail = (rng.standard_normal(int(SOUND_GAP_S * SAMPLE_RATE)) * 1e-3).astype(np.float32)
+            samples = np.concatenate([*parts, tail])
+            streams.append(
+                {
+                    "id": f"{name}-{len(streams):02d}",
+                    "samples": samples,
+                    "events": events,
+                    "duration": len(samples) / SAMPLE_RATE,
+                }
+            )
+        parts, events, length = [], [], 0
+
+    for path, label in clips:
+        x = read_16k(path)
+        gap = (rng.standard_normal(int(SOUND_GAP_S * SAMPLE_RATE)) * 1e-3).astype(np.float32)
+        if parts and (length + len(gap) + len(x)) / SAMPLE_RATE > STREAM_S:
+            close()
+        start = (length + len(gap)) / SAMPLE_RATE
+        events.append(
+            {
+                "start": start,
+                "end": start + len(x) / SAMPLE_RATE,
+                "label": label or Path(path).stem,
+                "alert": label is not None,
+                "category": "Held-out",
+                "file": str(path),
+            }
+        )
+        parts += [gap, x]
+        length += len(gap) + len(x)
+    close()
+    return streams
 
 
 # ---------------------------------------------------------------------- flite

@@ -1,0 +1,62 @@
+"""`soundflow bench alerts`: alert mode on real recordings training never used (train/heldout.py:
+Tux Paint's stamp and interface sounds), with each of a bundle's alert paths on the same
+streams: the tagger (where the bundle has one) and the decoder's own <respond> step.
+
+Reports, per path, the benign sounds that raised an alert (and which label), false alerts
+per hour, and the alert-worthy sounds named with the right label in time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from soundflow.benchmarks.common import bundle_name, machine
+
+
+def run(bundle=None, threads: int | None = None, seed: int = 0) -> dict:
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train import heldout
+    from soundflow.train.evaluate import new_alert_tally, run_stream, score_alerts
+
+    engine = OrtEngine(bundle, RuntimeOptions(threads=threads))
+    if "alert" not in engine.spec.tasks:
+        raise ValueError(f"{engine.spec.path} has no alert mode")
+    streams = heldout.sound_streams(heldout.tuxpaint_sound_clips(), "tuxpaint-sounds", seed)
+    paths = ["tagger", "protocol"] if getattr(engine.spec, "tagger", None) else ["protocol"]
+    hours = sum(s["duration"] for s in streams) / 3600
+    benign = sum(not e["alert"] for s in streams for e in s["events"])
+    table = []
+    for path in paths:
+        acc, alerted, t0 = new_alert_tally(), [], time.perf_counter()
+        for s in streams:
+            responses, summary = run_stream(engine, s["samples"], "alert", alerts=path)
+            if summary.error is not None:
+                raise RuntimeError(f"{s['id']}: {summary.error}")
+            score_alerts(s, responses, engine.spec.chunk_ms / 1000, acc)
+            for r in responses:
+                ev = next((e for e in s["events"] if e["start"] <= r.t <= e["end"] + 2.0), None)
+                if ev is not None and not ev["alert"]:
+                    alerted.append({"sound": ev["file"].split("/share/")[-1], "alert": r.alert})
+        table.append(
+            {
+                "path": path,
+                "benign_sounds": benign,
+                "benign_alerted": len({a["sound"] for a in alerted}),
+                "false_alerts": acc["false"],
+                "false_per_hour": round(acc["false"] / hours, 1),
+                "alert_sounds": acc["events"],
+                "named": acc["correct"],
+                "seconds": round(time.perf_counter() - t0, 1),
+                "alerted": alerted,
+            }
+        )
+    return {
+        "benchmark": "alerts",
+        "bundle": bundle_name(engine),
+        "set": "tuxpaint-sounds (held out of training: train/heldout.py)",
+        "streams": len(streams),
+        "hours": round(hours, 3),
+        "machine": machine(),
+        "table": table,
+    }
