@@ -44,8 +44,15 @@ DIR = click.Path(path_type=Path, exists=True, file_okay=False)
     show_default=True,
     help="Calibration: a false alert costs this many right ones.",
 )
+@click.option(
+    "--negatives",
+    multiple=True,
+    metavar="PKG",
+    help="An installed Debian package whose sounds are all benign (repeat): every clip a "
+    "negative, except names that say alarm, siren, explosion and the like.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-def tagger(bundle, data, dev, out, cache, steps, every, patience, false_cost, seed):
+def tagger(bundle, data, dev, out, cache, steps, every, patience, false_cost, negatives, seed):
     """Add an alert tagger to BUNDLE (a Whisper-based one): a small head over its encoder's
     newest frames that names alert-worthy sounds. Alert mode then decides by it
     (`listen --alerts protocol` keeps the decoder's own decision).
@@ -76,6 +83,7 @@ def tagger(bundle, data, dev, out, cache, steps, every, patience, false_cost, se
             false_cost,
             seed,
             click.echo,
+            negatives,
         )
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None

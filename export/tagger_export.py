@@ -18,6 +18,9 @@ from soundflow.manifest import TensorSpec, read_manifest, write_manifest
 from soundflow.train.tagger import TaggerHead
 
 FILE = "tagger.onnx"
+# Benign package clips are drawn this many times as often as a stream chunk: they are few
+# (~4,300 chunks from seven packages) beside ~64,000 stream chunks, and varied.
+NEGATIVE_REPEAT = 3
 
 
 def tagger_io(head: TaggerHead) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -133,6 +136,7 @@ def build(
     false_cost: float = 1.0,
     seed: int = 0,
     log=print,
+    negatives: tuple[str, ...] = (),
 ) -> dict:
     """`soundflow tagger`: features of `data` and `dev` through `bundle`'s encoder (cached
     under `cache`), a head trained on `data`, thresholds calibrated on `dev`, and `out`, a
@@ -149,14 +153,23 @@ def build(
     probe = T.TaggerConfig(labels=(), alerts=())
     train = []
     for d in data:
-        log(f"features of {d} (every {every}th chunk and every sound event)")
+        log(f"features of {d} (one chunk in {every}, and every chunk near a sound event)")
         train += T.cached_features(engine, d, cache / Path(d).name, probe, every, log)
     log(f"features of {dev} (every chunk)")
     dev_streams = T.cached_features(engine, dev, cache / ("dev-" + Path(dev).name), probe, 1, log)
     alerts, sounds = T.label_sets([r for r, _, _ in train])
     config = T.TaggerConfig(labels=alerts + sounds, alerts=alerts)
-    x = np.concatenate([f for _, _, f in train])
-    y = np.concatenate([T.chunk_targets(r, c, config.labels) for r, c, _ in train])
+    x = [f for _, _, f in train]
+    y = [T.chunk_targets(r, c, config.labels) for r, c, _ in train]
+    for pkg in negatives:  # benign clips of whole packages: every label off
+        f = cache / f"negatives-{pkg}.npy"
+        if not f.exists():
+            files = T.package_files([pkg])
+            log(f"features of {len(files)} benign clips of {pkg}")
+            np.save(f, T.clip_features(engine, files, probe, seed))
+        x += [np.load(f)] * NEGATIVE_REPEAT
+        y += [np.zeros((len(x[-1]), len(config.labels)), np.float32)] * NEGATIVE_REPEAT
+    x, y = np.concatenate(x), np.concatenate(y)
     log(f"training the head: {len(x)} chunks, {len(alerts)} alert labels, {len(sounds)} others")
     head = T.fit(config, x, y, steps, seed, log)
     probs = [(r, c, T.predict(head, f)) for r, c, f in dev_streams]
@@ -171,6 +184,7 @@ def build(
         "false_cost": false_cost,
         "steps": steps,
         "train": [str(d) for d in data],
+        "negatives": list(negatives),
     }
     log(f"dev: alert accuracy {report['accuracy']:.1%}, {report['false_per_hour']:.1f} false/h")
     tok = Tokenizer.from_file(str(engine.spec.tokenizer_file))

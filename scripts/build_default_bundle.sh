@@ -44,6 +44,15 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
     --frames "$WORK/frames" --out "$WORK/whisper-tiny-more" --resume
   soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder --int8-logits
   soundflow calibrate "$OUT" --data "$WORK/data/dev"
+  # Alert mode's tagger (soundflow tagger, ~15 min): a head over the encoder's newest frames,
+  # trained on round 2's streams and 4 h more, its thresholds calibrated on a 3 h dev split.
+  [ -f "$WORK/data/round3/negatives-s12/streams.jsonl" ] || soundflow data build --recipe negatives --hours 2 --seed 12 --workers 2 --out "$WORK/data/round3/negatives-s12"
+  [ -f "$WORK/data/round3/default-s13/streams.jsonl" ] || soundflow data build --recipe default --hours 2 --seed 13 --workers 2 --out "$WORK/data/round3/default-s13"
+  [ -f "$WORK/data/dev3/streams.jsonl" ] || soundflow data build --recipe default --hours 3 --seed 78 --workers 2 --out "$WORK/data/dev3"
+  soundflow tagger "$OUT" --data "$WORK/data/round2/negatives-s6" --data "$WORK/data/round2/default-s9" \
+    --data "$WORK/data/round3/negatives-s12" --data "$WORK/data/round3/default-s13" \
+    --dev "$WORK/data/dev3" --out "$WORK/tagged" --cache "$WORK/tagger-features" --steps 4000 --false-cost 2
+  rm -rf "$OUT" && cp -r "$WORK/tagged" "$OUT"
   python scripts/make_demo.py "$WORK/data/eval" soundflow/assets/demo.flac
   soundflow eval --data "$WORK/data/eval" --json "$WORK/eval.json"
 else

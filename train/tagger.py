@@ -146,6 +146,61 @@ def cached_features(engine, data: Path, cache: Path, config: TaggerConfig, every
     return out
 
 
+# Benign clips from whole packages (`soundflow tagger --negatives PKG`): a file whose name
+# says it may be worth an alert is left out rather than taught as benign.
+NEGATIVE_SKIP = (
+    "alarm", "bang", "bell", "bomb", "break", "crash", "explo", "fire", "glass", "gun",
+    "help", "horn", "raze", "ring", "scream", "shot", "siren",
+)  # fmt: skip
+AUDIO_SUFFIXES = (".wav", ".ogg", ".flac", ".oga")
+CLIP_MAX_S = 20.0
+
+
+def package_files(packages: list[str]) -> list[Path]:
+    """The audio files of installed Debian packages, minus names in NEGATIVE_SKIP."""
+    import subprocess
+
+    out = []
+    for pkg in packages:
+        r = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise ValueError(f"package {pkg} is not installed: apt-get install {pkg}")
+        for line in r.stdout.splitlines():
+            p = Path(line)
+            name = p.name.lower()
+            if name.endswith(AUDIO_SUFFIXES) and not any(w in name for w in NEGATIVE_SKIP):
+                if p.is_file():
+                    out.append(p)
+    return sorted(set(out))
+
+
+def clip_features(engine, files: list[Path], config: TaggerConfig, seed: int = 0):
+    """(n, frames, width) features of every chunk that holds part of a benign clip, each
+    clip (its first CLIP_MAX_S) at a random level after 1-2 s of quiet room noise."""
+    from soundflow.train.heldout import read_16k
+
+    rng = np.random.default_rng(seed)
+    cs = engine.spec.chunk_samples
+    out = []
+    for f in files:
+        try:
+            x = read_16k(f)[: int(CLIP_MAX_S * audio.SAMPLE_RATE)]
+        except Exception:  # noqa: BLE001 - an unreadable file is skipped, not fatal
+            continue
+        peak = float(np.abs(x).max()) if len(x) else 0.0
+        if peak < 1e-4:
+            continue
+        x = x / peak * 10 ** (rng.uniform(-26, -3) / 20)
+        lead = int(rng.uniform(1.0, 2.0) * audio.SAMPLE_RATE)
+        noise = rng.standard_normal(lead + len(x) + cs).astype(np.float32) * 10 ** (-60 / 20)
+        noise[lead : lead + len(x)] += x
+        chunks = np.arange(lead // cs, (lead + len(x)) // cs + 1)
+        out.append(stream_features(engine, noise, chunks, config))
+    if not out:
+        return np.zeros((0, config.frames, config.width), np.float16)
+    return np.concatenate(out)
+
+
 def fit(config: TaggerConfig, x: np.ndarray, y: np.ndarray, steps: int, seed: int, log=print):
     """Train a head on (n, frames, width) features and (n, labels) targets: AdamW, a cosine
     schedule, batches drawn with replacement, positives weighted up (they are rare)."""
