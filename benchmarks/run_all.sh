@@ -18,3 +18,5 @@ soundflow bench latency --bundle "$work/size/small-v32768/bundle" --seconds 60 \
   --json "$out/latency_small.json"
 soundflow data build --recipe default --split eval --hours 0.3 --seed 0 --out "$work/eval"
 soundflow bench peer $bundle --data "$work/eval" --json "$out/peer.json"
+# alert mode on real sounds held out of training (Tux Paint), every alert path of the bundle
+soundflow bench alerts $bundle --json "$out/alerts.json"

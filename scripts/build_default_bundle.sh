@@ -19,6 +19,11 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   # The labelled Debian sound packages make the alert and hard-negative events real recordings
   # (procedural stand-ins without them); the shipped bundle's data and eval were built with them.
   dpkg -s colobot-common-sounds >/dev/null 2>&1 || ./train/data/setup_sources.sh
+  # the tagger's benign clips (soundflow tagger --negatives): whole packages, unlabelled
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  dpkg -s fillets-ng-data >/dev/null 2>&1 || $SUDO apt-get install -y --no-install-recommends \
+    asterisk-moh-opsound-wav lincity-ng-data frozen-bubble-data pingus-data xmoto-data \
+    extremetuxracer-data fillets-ng-data
   # Data: train, a dev split for calibration (other streams, same voice pool) and the eval
   # split (voices, sentences and sounds training never uses). Each build is seconds to minutes.
   # Round 2 trains on 8 h of fresh streams, one build of the `negatives` recipe (twice the
@@ -51,7 +56,9 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   [ -f "$WORK/data/dev3/streams.jsonl" ] || soundflow data build --recipe default --hours 3 --seed 78 --workers 2 --out "$WORK/data/dev3"
   soundflow tagger "$OUT" --data "$WORK/data/round2/negatives-s6" --data "$WORK/data/round2/default-s9" \
     --data "$WORK/data/round3/negatives-s12" --data "$WORK/data/round3/default-s13" \
-    --dev "$WORK/data/dev3" --out "$WORK/tagged" --cache "$WORK/tagger-features" --steps 4000 --false-cost 2
+    --dev "$WORK/data/dev3" --out "$WORK/tagged" --cache "$WORK/tagger-features" --steps 4000 --false-cost 2 \
+    --negatives asterisk-moh-opsound-wav --negatives lincity-ng-data --negatives frozen-bubble-data \
+    --negatives pingus-data --negatives xmoto-data --negatives extremetuxracer-data --negatives fillets-ng-data
   rm -rf "$OUT" && cp -r "$WORK/tagged" "$OUT"
   python scripts/make_demo.py "$WORK/data/eval" soundflow/assets/demo.flac
   soundflow eval --data "$WORK/data/eval" --json "$WORK/eval.json"

@@ -216,12 +216,13 @@ def test_devices_lists_inputs_or_says_how_to_install():
         assert "pip install 'soundflow[mic]'" in r.stderr or "libportaudio2" in r.stderr
 
 
-# Round 2 of the default names this procedural two-tone doorbell `phone_ring`, in the right
-# chunk, for 12 of 12 seeds (round 1: `doorbell`, 12 of 12). Training's only doorbell source
-# is the procedural one (train band), while its phone rings are a package recording and a
-# procedural ring, so the confusion is the model's, not missing data. Strict: the day the
-# model names it again, the marker must go (README, The default model).
-@pytest.mark.xfail(strict=True, reason="the shipped model calls a procedural doorbell phone_ring")
+# The shipped model's alert tagger gives this procedural two-tone doorbell p 0.34-0.79 a
+# chunk or two after it starts (seeds 1, 2, 3 and 5), below doorbell's threshold (0.83,
+# calibrated on the dev split), so no alert comes; the decoder's own step (`--alerts
+# protocol`) calls it `phone_ring` in the right chunk (12 of 12 seeds). Training's only
+# doorbell is the procedural generator (train band). Strict: the day the model names it,
+# the marker must go (README, The default model).
+@pytest.mark.xfail(strict=True, reason="the shipped model does not name a procedural doorbell")
 def test_embedded_default_names_a_doorbell_in_the_chunk_it_rings(tmp_path):
     """The shipped model, not only the pipeline: a doorbell (eval-band parameters, never
     trained on) after 4 s of a quiet room is announced in the chunk where it starts."""
