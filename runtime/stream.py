@@ -70,6 +70,11 @@ class DecoderStream:
         spec = engine.spec
         self.engine = engine
         self.mode, self.prompt = spec.prompt(options.mode)
+        if options.alerts == "tagger":
+            raise BundleError(
+                "--alerts tagger: only a Whisper-based bundle carries an alert tagger "
+                "(`soundflow tagger`); use --alerts protocol or leave the flag out"
+            )
         budget = self._decision_options(spec, options)
         c = spec.control
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]

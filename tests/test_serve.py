@@ -135,20 +135,30 @@ def test_eight_streams_match_local_listen(engine, audio, reference):
 
 def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
     """Both decoder kinds' batched paths against one call per stream, chunk by chunk, in
-    alert mode; the default's transcribe streams (captions by window reading) make no
-    decision call and decide as they do alone."""
+    alert mode (the default's by the decoder's own step, `alerts="protocol"`); the default's
+    transcribe streams (captions by window reading) and its alert streams decided by the
+    tagger make no decision call and decide as they do alone."""
     from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder
     from soundflow.runtime.stream import DecoderStream, EncoderStream
 
-    for bundle, mode in ((smoke_bundle, "alert"), (None, "alert"), (None, "transcribe")):
+    cases = (
+        (smoke_bundle, "alert", None),
+        (None, "alert", "protocol"),
+        (None, "alert", None),
+        (None, "transcribe", None),
+    )
+    for bundle, mode, alerts in cases:
         eng = OrtEngine(bundle, RuntimeOptions(asynchronous=False))
         n, streams = eng.spec.chunk_samples, 3
         rng = np.random.default_rng(1)
         audio = [rng.standard_normal(n * 12).astype(np.float32) * 0.05 for _ in range(streams)]
-        opts = RuntimeOptions(mode=mode)
+        opts = RuntimeOptions(mode=mode, alerts=alerts)
         solo = [(EncoderStream(eng), DecoderStream(eng, opts)) for _ in range(streams)]
         many = [(EncoderStream(eng), DecoderStream(eng, opts)) for _ in range(streams)]
-        reads = getattr(many[0][1], "captions", None) is not None
+        own = many[0][1]
+        reads = getattr(own, "captions", None) is not None or getattr(own, "alerts", None)
+        if bundle is None and mode == "alert":  # the default has a tagger: None picks it
+            assert (own.alerts is None) == (alerts == "protocol")
         be, bd = BatchEncoder(eng), BatchDecoder(eng)
         for c in range(12):
             chunks = [a[c * n : (c + 1) * n] for a in audio]

@@ -258,3 +258,12 @@ def test_alerts_tagger_on_a_bundle_without_one_says_what_to_do(default_cross, tm
         write_manifest(bundle, {k: v for k, v in m.items() if k != "files"})
     with pytest.raises(BundleError, match="soundflow tagger"):
         CrossDecoderStream(CrossEngine(bundle), RuntimeOptions(mode="alert", alerts="tagger"))
+
+
+def test_alerts_tagger_on_a_decoder_only_bundle_is_refused(smoke_bundle):
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream
+
+    with pytest.raises(BundleError, match="only a Whisper-based bundle"):
+        DecoderStream(OrtEngine(smoke_bundle), RuntimeOptions(mode="alert", alerts="tagger"))
