@@ -147,6 +147,13 @@ def build(
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train import tagger as T
 
+    kind = read_manifest(bundle, verify_hashes=False).get("decoder", {}).get("kind")
+    if kind != "whisper-cross":
+        raise ValueError(
+            f"{bundle}: a tagger reads a Whisper-based (whisper-cross) bundle's encoder "
+            f"frames; this bundle's decoder is {kind or 'decoder-only'}"
+        )
+    clips = {pkg: T.package_files([pkg]) for pkg in negatives}  # fails fast if one is missing
     engine = CrossEngine(bundle, RuntimeOptions(threads=1))
     digest = read_manifest(bundle, verify_hashes=False)["files"][engine.spec.encoder_file.name]
     cache = Path(cache) / digest["sha256"][:16]  # features belong to one encoder graph
@@ -164,9 +171,8 @@ def build(
     for pkg in negatives:  # benign clips of whole packages: every label off
         f = cache / f"negatives-{pkg}.npy"
         if not f.exists():
-            files = T.package_files([pkg])
-            log(f"features of {len(files)} benign clips of {pkg}")
-            np.save(f, T.clip_features(engine, files, probe, seed))
+            log(f"features of {len(clips[pkg])} benign clips of {pkg}")
+            np.save(f, T.clip_features(engine, clips[pkg], probe, seed))
         x += [np.load(f)] * NEGATIVE_REPEAT
         y += [np.zeros((len(x[-1]), len(config.labels)), np.float32)] * NEGATIVE_REPEAT
     x, y = np.concatenate(x), np.concatenate(y)

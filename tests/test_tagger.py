@@ -267,3 +267,26 @@ def test_alerts_tagger_on_a_decoder_only_bundle_is_refused(smoke_bundle):
 
     with pytest.raises(BundleError, match="only a Whisper-based bundle"):
         DecoderStream(OrtEngine(smoke_bundle), RuntimeOptions(mode="alert", alerts="tagger"))
+
+
+def test_tagger_command_errors_name_the_fix(smoke_bundle, default_cross, tmp_path):
+    """A decoder-only bundle, a package that is not installed, a split that is not built:
+    one line each, before any feature is computed."""
+    from click.testing import CliRunner
+
+    from soundflow.cli.main import cli
+
+    data = tmp_path / "d"
+    (data / "meta").mkdir(parents=True)
+    (data / "streams.jsonl").write_text("")
+    args = ["--data", str(data), "--dev", str(data), "--out", str(tmp_path / "o")]
+    cases = (
+        ([str(smoke_bundle), *args], "Whisper-based (whisper-cross)"),
+        ([str(default_cross.spec.path), *args, "--negatives", "no-such-pkg"], "apt-get install"),
+        ([str(default_cross.spec.path), "--data", str(tmp_path), "--dev", str(data),
+          "--out", str(tmp_path / "o")], "soundflow data build"),
+    )  # fmt: skip
+    for argv, words in cases:
+        res = CliRunner().invoke(cli, ["tagger", *argv])
+        assert res.exit_code == 1 and words in res.output, res.output
+    assert not (tmp_path / "o").exists()
