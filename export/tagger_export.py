@@ -19,7 +19,7 @@ from soundflow.train.tagger import TaggerHead
 
 FILE = "tagger.onnx"
 # Benign package clips are drawn this many times as often as a stream chunk: they are few
-# (~4,300 chunks from seven packages) beside ~64,000 stream chunks, and varied.
+# (~4,700 chunks from seven packages) beside ~64,000 stream chunks, and varied.
 NEGATIVE_REPEAT = 3
 
 
