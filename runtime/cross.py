@@ -312,10 +312,10 @@ class CrossDecoderStream(DecoderStream):
         """`audio_embeds`: the chunk's memory entry from the encoder; the query is the
         pending token ids, or none when captions by agreement decide (their window reading
         is the decision; the protocol's own call would go unused)."""
-        self.memory.add(audio_embeds)
-        if self.alerts is not None:  # the tagger decides: no decoder call
+        if self.alerts is not None:  # the tagger decides: no decoder call reads the memory
             self._p = self.alerts.update(self.engine.tag(audio_embeds))
             return []
+        self.memory.add(audio_embeds)
         if self.captions is not None:
             return []
         ids = list(self._pending)
