@@ -141,14 +141,36 @@ def test_tuxpaint_set_finds_clips_and_references():
         assert path.with_name(path.name.replace("_desc.ogg", ".txt")).is_file()
         assert text and "utf8=" not in text and text == text.strip(), (path, text)
     refs = {p.name: t for p, t in clips}
-    if "kangaroo_desc.ogg" in refs:  # its first line; the translations follow it
-        assert (
-            refs["kangaroo_desc.ogg"].lower().startswith("a ")
-            and "kangaroo" in refs["kangaroo_desc.ogg"].lower()
-        )
+    if "kangaroo_desc.ogg" in refs:  # its first line ("A red kangaroo."), less the article
+        assert refs["kangaroo_desc.ogg"].lower() == "red kangaroo."
+    # the recordings say the noun without the label's article
+    assert not any(t.lower().startswith(("a ", "an ", "the ")) for t in refs.values()), refs
+    assert heldout.tuxpaint_reference("An owl.") == "owl."
+    assert heldout.tuxpaint_reference("Two wild boars.") == "Two wild boars."
+    assert heldout.tuxpaint_reference("Theatre.") == "Theatre."  # a word, not an article
     x = heldout.read_16k(clips[0][0])
     assert x.dtype == np.float32 and x.ndim == 1 and 0.2 < len(x) / 16000 < 20
     assert np.abs(x).max() <= 1.0 and np.sqrt(np.mean(x**2)) > 1e-3  # speech, not silence
+
+
+def test_eval_spans_hear_every_speech_event_once():
+    """The whole-utterance reference on the eval split hears each speech event, padded,
+    in time order; overlapping events (a recipe's overlap_prob) as one span."""
+    from soundflow.train import heldout
+
+    sr, pad = 16000, heldout.EVAL_PAD_S
+    events = [
+        {"start": 5.0, "end": 6.0, "text": "b"},
+        {"start": 1.0, "end": 2.0, "text": "a"},
+        {"start": 5.5, "end": 7.0, "text": "c"},  # overlaps b
+        {"start": 9.9, "end": 10.5, "text": "d"},  # runs past the stream's end
+    ]
+    spans = heldout._spans(events, 10 * sr)
+    assert spans == (
+        (int((1.0 - pad) * sr), int((2.0 + pad) * sr)),
+        (int((5.0 - pad) * sr), int((7.0 + pad) * sr)),
+        (int((9.9 - pad) * sr), 10 * sr),
+    )
 
 
 def test_tuxpaint_sounds_set_places_every_sound_in_quiet():
@@ -233,7 +255,10 @@ def test_bench_peer_tuxpaint_cli(tmp_path):
     for row in rows.values():
         assert row["set"] == "tuxpaint" and row["utterances"] >= 5 and row["words"] >= 10
         assert _number(row["wer"]) and row["wer"] >= 0
-    assert rows["pocketsphinx"]["wer"] < 1.0  # it recognises real speech
+    # it recognises real speech (its WER can pass 100 %: one-word clips, many insertions)
+    (ex,) = r["sets"]["tuxpaint"]["examples"]
+    heard = set(ex["pocketsphinx"].split()) & set(ex["reference"].split())
+    assert len(heard) >= 3, ex
 
 
 def test_bench_peer_skips_missing_source_and_rejects_unknown_set(tmp_path):
