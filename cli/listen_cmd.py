@@ -171,6 +171,13 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "the decoder's own <respond> step and tag (default: the tagger where the bundle has one).",
 )
 @click.option(
+    "--speech-gate/--no-speech-gate",
+    default=True,
+    show_default=True,
+    help="Transcribe mode of a Whisper-based bundle with a speech gate: read a window only "
+    "where the gate heard speech (--no-speech-gate reads every window).",
+)
+@click.option(
     "--threads",
     type=int,
     help="Intra-op threads per ONNX session (default: cores split between encoder and decoder).",
@@ -287,6 +294,7 @@ def _listen(
     cache_policy,
     captions,
     alerts,
+    speech_gate,
     threads,
     provider,
     int8,
@@ -321,6 +329,7 @@ def _listen(
             cache_policy=cache_policy,
             captions=captions,
             alerts=alerts,
+            speech_gate=speech_gate,
             realtime=realtime,
             asynchronous=not sync,
             threads=threads,

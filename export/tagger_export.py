@@ -61,9 +61,11 @@ def add_tagger(
     tokenizer_encode,
     patience: int,
     report: dict,
+    speech: dict | None = None,
 ) -> dict:
     """Copy `bundle` to `out` with the tagger added; returns the new manifest.
-    `tokenizer_encode(text) -> ids`: the bundle's tokenizer, for each alert's response text."""
+    `tokenizer_encode(text) -> ids`: the bundle's tokenizer, for each alert's response text.
+    `speech`: the speech gate's calibration (train/tagger.calibrate_gate), where it has one."""
     bundle, out = Path(bundle), Path(out)
     manifest = read_manifest(bundle)
     if manifest.get("decoder", {}).get("kind") != "whisper-cross":
@@ -94,6 +96,8 @@ def add_tagger(
         },
         "calibration": report,
     }
+    if c.speech:
+        manifest["tagger"]["speech"] = {"label": c.labels[-1], **(speech or {})}
     write_manifest(out, manifest)
     return manifest
 
@@ -137,6 +141,7 @@ def build(
     seed: int = 0,
     log=print,
     negatives: tuple[str, ...] = (),
+    speech: bool = True,
 ) -> dict:
     """`soundflow tagger`: features of `data` and `dev` through `bundle`'s encoder (cached
     under `cache`), a head trained on `data`, thresholds calibrated on `dev`, and `out`, a
@@ -165,23 +170,32 @@ def build(
     log(f"features of {dev} (every chunk)")
     dev_streams = T.cached_features(engine, dev, cache / ("dev-" + Path(dev).name), probe, 1, log)
     alerts, sounds = T.label_sets([r for r, _, _ in train])
-    config = T.TaggerConfig(labels=alerts + sounds, alerts=alerts)
+    gate = (T.SPEECH,) if speech else ()
+    config = T.TaggerConfig(labels=alerts + sounds + gate, alerts=alerts, speech=speech)
     x = [f for _, _, f in train]
-    y = [T.chunk_targets(r, c, config.labels) for r, c, _ in train]
+    y = [T.chunk_targets(r, c, config.sounds) for r, c, _ in train]
+    said = np.concatenate([T.speech_targets(r, c) for r, c, _ in train])  # streams come first
     for pkg in negatives:  # benign clips of whole packages: every label off
         f = cache / f"negatives-{pkg}.npy"
         if not f.exists():
             log(f"features of {len(clips[pkg])} benign clips of {pkg}")
             np.save(f, T.clip_features(engine, clips[pkg], probe, seed))
         x += [np.load(f)] * NEGATIVE_REPEAT
-        y += [np.zeros((len(x[-1]), len(config.labels)), np.float32)] * NEGATIVE_REPEAT
+        y += [np.zeros((len(x[-1]), len(config.sounds)), np.float32)] * NEGATIVE_REPEAT
     x, y = np.concatenate(x), np.concatenate(y)
     log(f"training the head: {len(x)} chunks, {len(alerts)} alert labels, {len(sounds)} others")
-    head = T.fit(config, x, y, steps, seed, log)
+    # the package clips' speech is unknown (some hold voices): the gate learns from streams
+    head = T.fit(config, x, y, steps, seed, log, (np.arange(len(said)), said))
     probs = [(r, c, T.predict(head, f)) for r, c, f in dev_streams]
     refractory = float(engine.spec.decision["refractory_s"])
     thr = T.calibrate(config, probs, patience, refractory, false_cost)
     report = T.score(config, probs, thr, patience, refractory)
+    gate_report = None
+    if speech:  # the chunks a window reading hears: the encoder's history and the chunk
+        cs = engine.spec.chunk_samples
+        window = -(-(int(engine.spec.manifest["encoder"].get("history_samples", 0)) + cs) // cs)
+        gate_report = T.calibrate_gate(probs, window)
+        log(f"speech gate: {json.dumps(gate_report)}")
     report = {
         "dev": str(dev),
         "hours": round(report["hours"], 3),
@@ -203,6 +217,7 @@ def build(
         lambda text: tok.encode(text, add_special_tokens=False).ids,
         patience,
         report,
+        gate_report,
     )
     err = check_parity(head, Path(out) / FILE)
     if err > 1e-4:

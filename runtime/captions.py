@@ -16,6 +16,8 @@ ids below `text_vocab` are text and the decoder's <eos> ends it; a hypothesis wh
 log-probability is below `min_avg_logprob` is read as no speech (Whisper's own guard against
 transcribing noise). Optional: `no_speech_id` and `no_speech_skip`: a window whose
 p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
+Where the bundle's tagger has a speech gate (runtime/tagger.SpeechGate, set as `gate`), a
+window it heard no speech in is not read either, and costs no decoder call.
 """
 
 from __future__ import annotations
@@ -84,10 +86,14 @@ class WindowCaptions:
         self.bias[config.text_vocab :] = -np.inf  # Whisper's specials, timestamps, soundflow's
         self.bias[eos] = 0.0
         self.agreement = LocalAgreement()
+        self.gate = None  # a SpeechGate the stream updates each chunk, or None: read them all
         self.reset()
 
     def reset(self) -> None:
         self.agreement.reset()
+        self.skipped = 0  # readings the speech gate saved
+        if self.gate is not None:
+            self.gate.reset()
         self.previous: list[int] = []  # the last reading's ids: the next one's draft
         self.calls = 0  # decoder calls of the last reading
         self.chunks = 0
@@ -196,16 +202,27 @@ class WindowCaptions:
         decode = self.engine.detokenizer.decode
         return [w for w in (Word(decode(g), tuple(g)) for g in groups) if w.key]
 
+    def read(self) -> list[int]:
+        """The window's hypothesis, or none without a call where the gate heard no speech
+        (as a reading Whisper judges to be no speech returns none)."""
+        if self.gate is None or self.gate.open:
+            return self.hypothesis()
+        self.skipped += 1
+        self.calls = 0
+        self.confidence = 0.0
+        self.previous = []
+        return []
+
     def step(self) -> list[int]:
         """After a chunk joined the memory: the token ids of the words to emit now."""
         self.chunks += 1
         if self.chunks % self.config.every_chunks:
             return []
-        out = self.agreement.push(self.words(self.hypothesis()))
+        out = self.agreement.push(self.words(self.read()))
         return [t for w in out for t in w.ids]
 
     def finish(self) -> list[int]:
         """The end of the stream: the current window read once more, then every word that
         still waits for agreement."""
-        out = self.agreement.push(self.words(self.hypothesis())) + self.agreement.flush()
+        out = self.agreement.push(self.words(self.read())) + self.agreement.flush()
         return [t for w in out for t in w.ids]

@@ -25,7 +25,13 @@ from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.policy import Decision, control_p
 from soundflow.runtime.stream import DecoderStream
-from soundflow.runtime.tagger import AlertRule, check_tagger_graph, newest_frames, source_index
+from soundflow.runtime.tagger import (
+    AlertRule,
+    SpeechGate,
+    check_tagger_graph,
+    newest_frames,
+    source_index,
+)
 
 INPUT_IDS, ENCODER_ATTENTION_MASK = protocol.INPUT_IDS, protocol.ENCODER_ATTENTION_MASK
 REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is re-prefilled
@@ -72,7 +78,7 @@ class CrossEngine(OrtEngine):
         # --int8-logits: a boolean input); decisions and responses keep fp32.
         self.int8_logits = protocol.LOGITS_INT8 in names
         self._no, self._yes = np.array(False), np.array(True)  # bound by pointer: kept alive
-        self.tagger = None  # alert mode's tagger session, where the bundle carries one
+        self.tagger = None  # the tagger session (alerts, speech gate), where the bundle has one
         if spec.tagger is not None:
             self._tag_source = source_index(spec.tagger.source, n)
             self.tagger = _session(spec.tagger.file, self.providers, 1)
@@ -254,6 +260,9 @@ class CrossDecoderStream(DecoderStream):
                 self.captions = WindowCaptions(engine, self.memory, config, self.eos)
             except ValueError as e:
                 raise BundleError(f"decision.{e}; re-export the bundle") from None
+            gate = spec.tagger.speech if spec.tagger is not None else None
+            if gate is not None and engine.tagger is not None and options.speech_gate:
+                self.captions.gate = SpeechGate(gate)
         self._caption: list[int] = []
         # Alert mode may decide by the bundle's tagger (runtime/tagger.py) instead of the
         # decoder's <respond> step; the manifest's presence says which, a flag overrides.
@@ -317,6 +326,8 @@ class CrossDecoderStream(DecoderStream):
             return []
         self.memory.add(audio_embeds)
         if self.captions is not None:
+            if self.captions.gate is not None:
+                self.captions.gate.update(self.engine.tag(audio_embeds))
             return []
         ids = list(self._pending)
         self._make_room(len(ids))

@@ -45,6 +45,9 @@ class RuntimeOptions:
     # alert mode of a whisper-cross bundle: "tagger" (runtime/tagger.py, where the bundle has
     # one) | "protocol" (the decoder's <respond> step and tag); None = the bundle's
     alerts: str | None = None
+    # transcribe captions by agreement: skip the readings of windows the bundle's speech gate
+    # (its tagger's speech output) heard no speech in; False reads every window
+    speech_gate: bool = True
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:

@@ -3,7 +3,8 @@ frames that names alert-worthy sounds, and the per-stream rule that turns its pr
 into alerts (a threshold per label, patience, a refractory time per label).
 
 A whisper-cross bundle may carry one (`soundflow tagger` trains it on the bundle's own
-encoder); alert mode then decides by it instead of the decoder's <respond> step.
+encoder); alert mode then decides by it instead of the decoder's <respond> step. Its optional
+speech output gates transcribe mode's window readings (`SpeechGate`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ import numpy as np
 
 from soundflow import protocol
 from soundflow.manifest import BundleError, TensorSpec
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """The manifest's `tagger.speech`: which output is p(speech), the threshold calibrated
+    on a dev split, and how many chunks a window reading hears."""
+
+    column: int
+    threshold: float
+    window_chunks: int
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,7 @@ class TaggerSpec:
     thresholds: dict[str, float]  # alert label -> threshold (labels it may raise)
     responses: dict[str, tuple[int, ...]]  # alert label -> response ids after its tag
     patience: int  # chunks in a row at or over the threshold before an alert
+    speech: GateSpec | None = None  # transcribe mode's speech gate, where the head has one
 
     @classmethod
     def from_manifest(cls, t: dict[str, Any], path, mpath) -> TaggerSpec:
@@ -49,6 +61,7 @@ class TaggerSpec:
                     str(k): tuple(int(i) for i in v["response_ids"]) for k, v in alerts.items()
                 },
                 patience=int(t.get("patience", 1)),
+                speech=_gate(t["speech"], labels) if "speech" in t else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{mpath}: tagger section is malformed ({e!r}); {fix}") from None
@@ -59,7 +72,19 @@ class TaggerSpec:
             raise BundleError(f"{mpath}: tagger frames and patience must be >= 1; {fix}")
         if not all(0.0 <= v <= 1.0 for v in spec.thresholds.values()):
             raise BundleError(f"{mpath}: tagger thresholds must lie in [0, 1]; {fix}")
+        g = spec.speech
+        if g is not None and not (0.0 <= g.threshold <= 1.0 and g.window_chunks >= 1):
+            raise BundleError(
+                f"{mpath}: tagger.speech needs a threshold in [0, 1] and window_chunks >= 1; {fix}"
+            )
         return spec
+
+
+def _gate(g: dict[str, Any], labels: tuple[str, ...]) -> GateSpec:
+    label = str(g["label"])
+    if label not in labels:
+        raise ValueError(f"speech label {label!r} is not among the tagger's labels")
+    return GateSpec(labels.index(label), float(g["threshold"]), int(g["window_chunks"]))
 
 
 def source_index(source: str, layers: int) -> tuple[int, int]:
@@ -134,6 +159,31 @@ class AlertRule:
             return None
         self.last[self.labels[best]] = t
         return self.labels[best]
+
+
+class SpeechGate:
+    """One transcribe stream's speech gate: open while p(speech) met its threshold on one of
+    the last `window_chunks` chunks, i.e. while a window reading could hear speech. A reading
+    of a window without speech costs decoder steps and, at best, reads nothing (at worst a
+    hallucinated caption): the gate skips it for the price of the tagger's one small call."""
+
+    def __init__(self, spec: GateSpec) -> None:
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
+        self.since = self.spec.window_chunks  # chunks since speech was last heard: closed
+        self.p = 0.0
+
+    def update(self, probs: np.ndarray) -> bool:
+        """Take one chunk's tagger probabilities (every label); return whether it is open."""
+        self.p = float(np.asarray(probs).reshape(-1)[self.spec.column])
+        self.since = 0 if self.p >= self.spec.threshold else self.since + 1
+        return self.open
+
+    @property
+    def open(self) -> bool:
+        return self.since < self.spec.window_chunks
 
 
 def check_tagger_graph(session: Any, spec: TaggerSpec, width: int) -> None:

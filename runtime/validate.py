@@ -326,6 +326,11 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
         labels = c.get("tagger.labels")
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise c.fail("tagger.labels", f"must be a list of names, got {_short(labels)}")
+        if c.obj("tagger.speech", required=False) is not None:  # the speech gate
+            if c.str("tagger.speech.label") not in labels:
+                raise c.fail("tagger.speech.label", "is not among tagger.labels")
+            c.num("tagger.speech.threshold", 0.0, 1.0)
+            c.int("tagger.speech.window_chunks", 1, 1000)
         for label in c.obj("tagger.alerts"):
             c.num(f"tagger.alerts.{label}.threshold", 0.0, 1.0)
             c.ids(

@@ -1,6 +1,7 @@
 """The alert tagger: its targets, the runtime's decision rule, the exported graph against
 torch, training features against what a running stream computes, and a tagged bundle
-driving alert mode through the runtime (no decoder call), with its manifest checked."""
+driving alert mode through the runtime (no decoder call), with its manifest checked; its
+speech gate: targets, calibration == runtime rule, and transcribe readings it skips."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from soundflow.manifest import BundleError
-from soundflow.runtime.tagger import AlertRule, TaggerSpec, newest_frames
+from soundflow.runtime.tagger import AlertRule, GateSpec, SpeechGate, TaggerSpec, newest_frames
 
 torch = pytest.importorskip("torch")
 
@@ -91,14 +92,59 @@ def test_newest_frames_pad_a_short_window_with_its_first_frame():
     np.testing.assert_array_equal(x[0, 2], entry[1, 0, :, 1].reshape(-1))
 
 
-def test_exported_graph_is_the_head(tmp_path):
+@pytest.mark.parametrize("speech", [False, True])
+def test_exported_graph_is_the_head(tmp_path, speech):
     from soundflow.export.tagger_export import check_parity, export_graph
-    from soundflow.train.tagger import TaggerConfig, TaggerHead
+    from soundflow.train.tagger import SPEECH, TaggerConfig, TaggerHead
 
     torch.manual_seed(0)
-    head = TaggerHead(TaggerConfig(labels=("a", "b", "c"), alerts=("a",), frames=8, width=16))
+    labels = ("a", "b", "c") + ((SPEECH,) if speech else ())
+    config = TaggerConfig(labels=labels, alerts=("a",), frames=8, width=16, speech=speech)
+    head = TaggerHead(config)
+    assert head(torch.zeros(2, 8, 16)).shape == (2, len(labels))
     export_graph(head.eval(), tmp_path / "tagger.onnx")
     assert check_parity(head, tmp_path / "tagger.onnx") < 1e-5
+
+
+def test_speech_targets_mark_the_chunks_that_hear_a_word():
+    from soundflow.train.tagger import speech_targets
+
+    record = {
+        "words": [{"word": "hello", "start": 1.0, "end": 1.5}],
+        "events": [{"category": "Speech", "start": 4.0, "end": 4.3}],  # speech without words
+    }
+    # a chunk is on when the 0.8 s up to its end holds > 0.05 s of a word
+    assert np.flatnonzero(speech_targets(record, np.arange(14))).tolist() == [2, 3, 4, 10, 11]
+
+
+def test_gate_calibration_decides_as_the_runtime_gate():
+    """train/tagger.window_open (calibration, over a whole stream) and runtime SpeechGate
+    (chunk by chunk) open on the same chunks."""
+    from soundflow.train.tagger import window_open
+
+    p = np.random.default_rng(0).uniform(size=200) ** 4  # mostly low, some over 0.5
+    gate = SpeechGate(GateSpec(column=1, threshold=0.5, window_chunks=11))
+    chunked = [gate.update(np.array([0.0, x])) for x in p]
+    assert chunked == window_open(p, 11, 0.5).tolist()
+    assert 0 < sum(chunked) < len(p)
+    gate.reset()
+    assert not gate.open  # a stream starts closed: no speech heard yet
+
+
+def test_gate_calibration_keeps_the_speech_windows():
+    from soundflow.train.tagger import calibrate_gate
+
+    # one stream: a word at 4-5 s; p(speech) high there, and one noisy spike at 12 s
+    record = {"words": [{"word": "a", "start": 4.0, "end": 5.0}], "events": []}
+    chunks = np.arange(50)
+    p = np.full(50, 0.05)
+    p[10:14] = 0.9
+    p[30] = 0.4
+    probs = np.zeros((50, 3))
+    probs[:, -1] = p
+    g = calibrate_gate([(record, chunks, probs)], window=3, recall=1.0)
+    assert g["threshold"] == 0.9 and g["recall"] == 1.0  # the highest that hears every word
+    assert g["quiet_windows_read"] == 0.0  # the spike at 0.4 is left out
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +263,52 @@ def test_a_tagged_bundle_decides_alerts_without_the_decoder(tagged_bundle):
     assert proto.alerts is None
 
 
+def _gated(bundle: Path, out: Path, threshold: float) -> Path:
+    """`bundle` with its speech gate's threshold set to `threshold`."""
+    from soundflow.manifest import write_manifest
+
+    shutil.copytree(bundle, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["tagger"]["speech"]["threshold"] = threshold
+    write_manifest(out, {k: v for k, v in m.items() if k != "files"})
+    return out
+
+
+def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp_path):
+    """A gate that never opens makes no decoder call and captions nothing; one that is always
+    open captions what --no-speech-gate does, reading for reading."""
+    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train.data import espeak
+
+    pcm, _ = espeak.synthesize("the kettle is boiling in the kitchen", espeak.Voice())
+    x = np.concatenate([np.zeros(8000, np.float32), pcm, np.zeros(16000, np.float32)])
+    m = json.loads((tagged_bundle / "manifest.json").read_text())
+    assert m["tagger"]["labels"][-1] == "speech" and m["tagger"]["speech"]["window_chunks"] >= 2
+
+    def captions(bundle: Path, gate: bool):
+        eng = CrossEngine(bundle)
+        stream = CrossDecoderStream(eng, RuntimeOptions(mode="transcribe", speech_gate=gate))
+        assert (stream.captions.gate is not None) == gate
+        state, out, calls = eng.new_state(), [], 0
+        cs, every = eng.spec.chunk_samples, stream.captions.config.every_chunks
+        for c in range(len(x) // cs):
+            entry, state = eng.encode(x[c * cs : (c + 1) * cs][None], state)
+            if stream.decide(entry).respond:
+                out += stream._caption
+            if stream.captions.chunks % every == 0:  # a reading chunk: its decoder calls
+                calls += stream.captions.calls
+        return out, calls, stream.captions.skipped
+
+    closed = _gated(tagged_bundle, tmp_path / "closed", 1.0)
+    words, calls, skipped = captions(closed, True)
+    assert words == [] and calls == 0 and skipped == len(x) // 6400 // 2  # every reading
+    always = _gated(tagged_bundle, tmp_path / "open", 0.0)
+    gated, _, skipped = captions(always, True)
+    ungated, _, _ = captions(always, False)
+    assert skipped == 0 and gated == ungated and gated  # it captions the sentence
+
+
 @pytest.mark.parametrize(
     "edit, words",
     [
@@ -224,7 +316,10 @@ def test_a_tagged_bundle_decides_alerts_without_the_decoder(tagged_bundle):
         (lambda t: t["alerts"]["x"].update(threshold=2.0), "tagger.alerts.x.threshold"),
         (lambda t: t.update(file="../tagger.onnx"), "outside the bundle"),
         (lambda t: t.update(source="present.9.encoder.value"), "not one of the encoder"),
-        (lambda t: t.update(labels=["y"]), "not among its labels"),
+        (lambda t: t.update(labels=["y", "speech"]), "not among its labels"),
+        (lambda t: t["speech"].update(label="nope"), "tagger.speech.label"),
+        (lambda t: t["speech"].update(threshold=-0.1), "tagger.speech.threshold"),
+        (lambda t: t["speech"].update(window_chunks=0), "tagger.speech.window_chunks"),
     ],
 )
 def test_a_bad_tagger_section_is_refused(tagged_bundle, tmp_path, edit, words):
@@ -236,7 +331,7 @@ def test_a_bad_tagger_section_is_refused(tagged_bundle, tmp_path, edit, words):
     m = json.loads((out / "manifest.json").read_text())
     t = m["tagger"]
     t["alerts"] = {"x": next(iter(t["alerts"].values()))}
-    t["labels"] = [*t["labels"][:-1], "x"]
+    t["labels"] = ["x", *t["labels"][1:]]  # the first: the last is the speech gate's
     edit(t)
     write_manifest(out, {k: v for k, v in m.items() if k != "files"})
     with pytest.raises(BundleError, match=words.replace(".", r"\.")):

@@ -24,6 +24,7 @@ from soundflow.train.evaluate import ALERT_WINDOW_S
 
 SOURCE = "present.0.encoder.value"  # a linear map of the encoder's output, per frame
 NOT_SOUNDS = ("Speech",)  # event categories that are not a sound to name (unless an alert)
+SPEECH = "speech"  # the speech gate's output: the last label of a head that has one
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class TaggerConfig:
     hidden: int = 256
     dropout: float = 0.2
     source: str = SOURCE
+    # a speech gate (transcribe mode reads a window only where it heard speech): its own
+    # small branch, trained after the sound head and apart from it, output last as SPEECH
+    speech: bool = False
+    speech_hidden: int = 64
+
+    @property
+    def sounds(self) -> tuple[str, ...]:
+        """The sound head's labels (every label but the speech gate's)."""
+        return self.labels[:-1] if self.speech else self.labels
 
 
 class TaggerHead(nn.Module):
@@ -49,11 +59,27 @@ class TaggerHead(nn.Module):
         self.norm = nn.LayerNorm(config.width)
         self.proj = nn.Linear(config.width, config.hidden)
         self.drop = nn.Dropout(config.dropout)
-        self.out = nn.Linear(2 * config.hidden, len(config.labels))
+        self.out = nn.Linear(2 * config.hidden, len(config.sounds))
+        self.speech = None
+        if config.speech:  # the sound head trains as it would without the gate (same draws)
+            rng = torch.get_rng_state()
+            self.speech = nn.Sequential(
+                nn.LayerNorm(config.width), nn.Linear(config.width, config.speech_hidden)
+            )
+            self.speech_out = nn.Linear(2 * config.speech_hidden, 1)
+            torch.set_rng_state(rng)
 
-    def logits(self, frames: torch.Tensor) -> torch.Tensor:
+    def sound_logits(self, frames: torch.Tensor) -> torch.Tensor:
         h = nn.functional.gelu(self.proj(self.norm(frames)))
         return self.out(self.drop(torch.cat([h.mean(1), h.amax(1)], -1)))
+
+    def speech_logits(self, frames: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.gelu(self.speech(frames))
+        return self.speech_out(torch.cat([h.mean(1), h.amax(1)], -1))
+
+    def logits(self, frames: torch.Tensor) -> torch.Tensor:
+        out = self.sound_logits(frames)
+        return out if self.speech is None else torch.cat([out, self.speech_logits(frames)], -1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(frames))
@@ -82,6 +108,23 @@ def chunk_targets(record: dict, chunks: np.ndarray, labels: tuple[str, ...]) -> 
         i = index.get(ev["label"])
         if i is not None and (ev.get("alert") or ev.get("category") not in NOT_SOUNDS):
             y[(end > ev["start"] + 0.1) & (end - 2 * chunk_s < ev["end"]), i] = 1.0
+    return y
+
+
+SPEECH_OVERLAP_S = 0.05  # of a word inside a chunk's head window, for the speech target
+
+
+def speech_targets(record: dict, chunks: np.ndarray) -> np.ndarray:
+    """(len(chunks),) 0/1: on where the chunk's head window (the newest 0.8 s up to its end)
+    holds part of a spoken word, any speaker's (the gate must open for every caption)."""
+    chunk_s = audio.CHUNK_MS / 1000
+    end = (np.asarray(chunks) + 1) * chunk_s
+    y = np.zeros(len(end), np.float32)
+    spans = [(w["start"], w["end"]) for w in record["words"]]
+    spans += [(e["start"], e["end"]) for e in record["events"] if e.get("category") == "Speech"]
+    for a, b in spans:
+        overlap = np.minimum(end, b) - np.maximum(end - 2 * chunk_s, a)
+        y[overlap > SPEECH_OVERLAP_S] = 1.0
     return y
 
 
@@ -201,27 +244,52 @@ def clip_features(engine, files: list[Path], config: TaggerConfig, seed: int = 0
     return np.concatenate(out)
 
 
-def fit(config: TaggerConfig, x: np.ndarray, y: np.ndarray, steps: int, seed: int, log=print):
-    """Train a head on (n, frames, width) features and (n, labels) targets: AdamW, a cosine
-    schedule, batches drawn with replacement, positives weighted up (they are rare)."""
+def fit(
+    config: TaggerConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    steps: int,
+    seed: int,
+    log=print,
+    speech: tuple[np.ndarray, np.ndarray] | None = None,
+):
+    """Train a head on (n, frames, width) features and (n, sounds) targets: AdamW, a cosine
+    schedule, batches drawn with replacement, positives weighted up (they are rare).
+    `speech`: (indices into x, 0/1 targets) for the speech gate, trained afterwards with the
+    sound head frozen (rows whose speech is unknown, the package clips, are left out)."""
     torch.manual_seed(seed)
     head = TaggerHead(config)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
+    sound = [p for n, p in head.named_parameters() if not n.startswith("speech")]
+    xt = torch.from_numpy(x)
+    _train(head.sound_logits, sound, xt, torch.from_numpy(y), 3.0, steps, seed, log)
+    if config.speech:
+        if speech is None:
+            raise ValueError("a head with a speech gate needs its speech targets")
+        rows, targets = torch.from_numpy(speech[0]), torch.from_numpy(speech[1][:, None])
+        gate = [p for n, p in head.named_parameters() if n.startswith("speech")]
+        log(f"  speech gate: {len(rows)} chunks, {float(targets.mean()):.0%} with speech")
+        _train(head.speech_logits, gate, xt[rows], targets, 1.0, SPEECH_STEPS, seed, log)
+    return head.eval()
+
+
+SPEECH_STEPS = 1500  # the gate's branch is small and speech is half the chunks
+
+
+def _train(logits_of, params, xt, yt, pos_weight, steps, seed, log) -> None:
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=steps, pct_start=0.05)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.full((len(config.labels),), 3.0))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.full((yt.shape[1],), pos_weight))
     gen = torch.Generator().manual_seed(seed)
-    head.train()
+    logits_of.__self__.train()
     for step in range(steps):
         i = torch.randint(0, len(xt), (256,), generator=gen)
-        loss = loss_fn(head.logits(xt[i].float()), yt[i])
+        loss = loss_fn(logits_of(xt[i].float()), yt[i])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % 1000 == 0 or step == steps - 1:
             log(f"  step {step}: loss {loss.item():.4f}")
-    return head.eval()
 
 
 @torch.no_grad()
@@ -323,6 +391,51 @@ def calibrate(config, streams, patience, refractory_s, false_cost, grid=None):
                 best = (value, g)
         thresholds.append(float(best[1]))
     return np.array(thresholds)
+
+
+SPEECH_RECALL = 0.995  # of windows that hold speech, the gate must let this share be read
+
+
+def window_open(p: np.ndarray, window: int, threshold: float) -> np.ndarray:
+    """Per chunk of one stream (every chunk, in order): whether the gate is open, i.e. the
+    speech probability met `threshold` on one of the last `window` chunks (the chunks whose
+    audio the window reading hears). runtime/tagger.SpeechGate decides the same way."""
+    over = (np.asarray(p) >= threshold).astype(np.int64)
+    c = np.concatenate([[0], np.cumsum(over)])
+    j = np.arange(len(over))
+    return (c[j + 1] - c[np.maximum(j + 1 - window, 0)]) > 0
+
+
+def calibrate_gate(streams, window: int, recall: float = SPEECH_RECALL, grid=None) -> dict:
+    """The speech gate's threshold on dev streams (every chunk computed; the last column of
+    each probs array is p(speech)): the highest one that still opens for `recall` of the
+    windows holding speech, and the share of speechless windows it still opens for."""
+    grid = np.round(np.arange(0.01, 0.991, 0.01), 2) if grid is None else grid
+    best = None
+    for g in grid:
+        held = opened = quiet = quiet_open = 0
+        for record, chunks, probs in streams:
+            heard = speech_targets(record, chunks) > 0  # the newest 0.8 s holds speech
+            want = window_open(heard.astype(np.float32), window, 0.5)  # the window does
+            got = window_open(probs[:, -1], window, g)
+            held += int(want.sum())
+            opened += int((got & want).sum())
+            quiet += int((~want).sum())
+            quiet_open += int((got & ~want).sum())
+        if held and opened / held >= recall:
+            best = {
+                "threshold": float(g),
+                "recall": round(opened / held, 4),
+                "quiet_windows_read": round(quiet_open / max(quiet, 1), 4),
+                "window_chunks": window,
+                "speech_windows": held,
+                "quiet_windows": quiet,
+            }
+    if best is None:
+        if not any(speech_targets(r, c).any() for r, c, _ in streams):
+            raise ValueError("the dev split holds no speech to calibrate the speech gate on")
+        raise ValueError(f"no speech gate threshold keeps {recall:.1%} of speech windows")
+    return best
 
 
 def save(head: TaggerHead, path: Path, extra: dict) -> None:
