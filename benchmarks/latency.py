@@ -24,6 +24,20 @@ class LatencyOptions:
     threshold: float | None = None  # decision threshold; None = the manifest's
     max_response_tokens: int | None = None  # None = the manifest's
     seed: int = 20_000  # first toy segment of the synthetic stream
+    input: str | None = None  # an audio file to stream instead (looped to `seconds`)
+    speech_gate: bool = True  # transcribe: skip readings the speech gate heard no speech in
+
+
+def file_pcm(path: str, seconds: float) -> np.ndarray:
+    """The file at 16 kHz mono, looped or cut to `seconds` (a real-time run needs them all)."""
+    from soundflow import audio
+    from soundflow.train.heldout import read_16k
+
+    x = read_16k(path)
+    if not len(x):
+        raise ValueError(f"{path}: no audio")
+    n = int(seconds * audio.SAMPLE_RATE)
+    return np.ascontiguousarray(np.resize(x, n), dtype=np.float32)
 
 
 def measure(engine, opts: LatencyOptions, asynchronous: bool) -> dict:
@@ -38,10 +52,12 @@ def measure(engine, opts: LatencyOptions, asynchronous: bool) -> dict:
         threshold=opts.threshold,
         max_response_tokens=opts.max_response_tokens,
         stats_every_s=0,
+        speech_gate=opts.speech_gate,
     )
     chunk_s = engine.spec.chunk_ms / 1000
     capacity = int(np.ceil(opts.seconds / chunk_s)) + 2
-    source = make_source(opts.seconds, realtime=True, seed=opts.seed)
+    pcm = file_pcm(opts.input, opts.seconds) if opts.input else None
+    source = make_source(opts.seconds, realtime=True, seed=opts.seed, pcm=pcm)
     summary, t, cpu, wall = run_probe(engine, source, runtime, capacity)
     n = t.n
     decision = t.decision[:n]
@@ -101,7 +117,10 @@ def run(bundle, opts: LatencyOptions) -> dict:
         "threads": opts.threads,
         "threshold": opts.threshold,
         "max_response_tokens": opts.max_response_tokens,
-        "source": "synthetic toy stream (tones, chirps, noise), paced at real time",
+        "speech_gate": opts.speech_gate,
+        "source": f"{opts.input}, looped to {opts.seconds:g} s, paced at real time"
+        if opts.input
+        else "synthetic toy stream (tones, chirps, noise), paced at real time",
     }
     return result
 

@@ -67,17 +67,34 @@ def bench() -> None:
 @click.option("--mode", default=None, help="Task prompt (default: the bundle's first).")
 @click.option("--threshold", type=float, default=None, help="Decision threshold override.")
 @click.option("--max-tokens", type=int, default=None, help="Max response tokens override.")
+@click.option(
+    "--input",
+    "input_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Stream this audio file (its first SECONDS, looped if shorter) instead of the "
+    "synthetic tones and noise, e.g. speech for transcribe mode.",
+)
+@click.option(
+    "--speech-gate/--no-speech-gate",
+    default=True,
+    show_default=True,
+    help="Transcribe mode: skip the readings the bundle's speech gate heard no speech in.",
+)
 @INT8
 @THREADS
 @JSON
 @PNG
-def latency(bundle, seconds, mode, threshold, max_tokens, int8, threads, json_out, png):
+def latency(
+    bundle, seconds, mode, threshold, max_tokens, input_, speech_gate, int8, threads, json_out, png
+):
     """Real-time-paced stream, FIFO then synchronous scheduling: decision and first-token
     latency, stalls, overruns, CPU and RSS. Takes 2 x SECONDS of wall time.
 
     \b
-    Example:
+    Examples:
       soundflow bench latency --seconds 60 --json /tmp/latency.json
+      soundflow bench latency --input soundflow/assets/demo.flac --mode transcribe
     """
     from soundflow.benchmarks import latency as lat
 
@@ -88,6 +105,8 @@ def latency(bundle, seconds, mode, threshold, max_tokens, int8, threads, json_ou
         threads=threads,
         threshold=threshold,
         max_response_tokens=max_tokens,
+        input=str(input_) if input_ else None,
+        speech_gate=speech_gate,
     )
     result = _finish(lat.strip(_run(lat.run, bundle, opts)), json_out, png, lat.plot)
     keys = ("decision_ms_p50", "decision_ms_p99", "first_token_ms_p50", "stall_rate", "overruns")

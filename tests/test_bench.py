@@ -39,6 +39,22 @@ def test_bench_latency(smoke_bundle, tmp_path):
     assert r["fifo"]["scheduling"] == "async" and r["sync"]["scheduling"] == "sync"
 
 
+def test_bench_latency_streams_a_file_looped_to_its_length(smoke_bundle, tmp_path):
+    """--input: a real recording (here 0.9 s) instead of the tones, looped to --seconds."""
+    import soundfile as sf
+
+    from soundflow.benchmarks.latency import file_pcm
+
+    wav = tmp_path / "short.wav"
+    tone = np.sin(np.arange(14400) * 0.2).astype(np.float32) * 0.3
+    sf.write(wav, tone, 16000)
+    pcm = file_pcm(str(wav), 2.0)
+    assert len(pcm) == 32000 and np.array_equal(pcm[14400:28800], pcm[:14400])
+    args = ("--bundle", str(smoke_bundle), "--seconds", "2", "--no-png", "--input", str(wav))
+    r = _bench(tmp_path, "latency", *args)
+    assert r["options"]["source"].startswith(str(wav)) and r["fifo"]["chunks"] == 5
+
+
 def test_bench_scale(smoke_bundle, tmp_path):
     r = _bench(tmp_path, "scale", "--bundle", str(smoke_bundle), "--minutes", "0.1")
     c, rc = r["cached"], r["recompute"]
