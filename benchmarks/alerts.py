@@ -3,7 +3,9 @@ Tux Paint's stamp and interface sounds), with each of a bundle's alert paths on 
 streams: the tagger (where the bundle has one) and the decoder's own <respond> step.
 
 Reports, per path, the benign sounds that raised an alert (and which label), false alerts
-per hour, and the alert-worthy sounds named with the right label in time.
+per hour, and the alert-worthy sounds named with the right label in time. The same streams
+in transcribe mode hold no speech: every word captioned there is one nobody said (per
+speech-gate setting, where the bundle's tagger has a gate).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def run(bundle=None, threads: int | None = None, seed: int = 0) -> dict:
         )
     return {
         "benchmark": "alerts",
+        "captions": captions_on_sound(engine, streams, hours),
         "bundle": bundle_name(engine),
         "set": "tuxpaint-sounds (held out of training: train/heldout.py)",
         "streams": len(streams),
@@ -60,3 +63,34 @@ def run(bundle=None, threads: int | None = None, seed: int = 0) -> dict:
         "machine": machine(),
         "table": table,
     }
+
+
+def captions_on_sound(engine, streams, hours: float) -> list[dict]:
+    """Transcribe mode on speechless streams: the words it captions anyway, per setting of
+    the speech gate (on and off where the bundle has one)."""
+    from soundflow.train.evaluate import normalize, run_stream
+
+    if "transcribe" not in engine.spec.tasks:
+        return []
+    tagger = getattr(engine.spec, "tagger", None)
+    gates = [True, False] if tagger is not None and tagger.speech is not None else [None]
+    rows = []
+    for gate in gates:
+        words: list[str] = []
+        t0 = time.perf_counter()
+        for s in streams:
+            opts = {} if gate is None else {"speech_gate": gate}
+            responses, summary = run_stream(engine, s["samples"], "transcribe", **opts)
+            if summary.error is not None:
+                raise RuntimeError(f"{s['id']}: {summary.error}")
+            words += [w for r in responses for w in normalize(r.text)]
+        rows.append(
+            {
+                "speech_gate": gate,
+                "words": len(words),
+                "words_per_hour": round(len(words) / hours, 1),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "text": " ".join(words)[:2000],
+            }
+        )
+    return rows

@@ -276,7 +276,8 @@ def alerts(bundle, threads, json_out):
     """Alert mode on real recordings held out of training (Tux Paint's stamp and interface
     sounds: animals, instruments, household, vehicles; all benign but a fire truck's siren),
     by each alert path the bundle has (its tagger, the decoder's own step): benign sounds
-    alerted on, false alerts per hour, alert-worthy sounds named.
+    alerted on, false alerts per hour, alert-worthy sounds named; and the words transcribe
+    mode captions on the same speechless streams (speech gate on and off).
 
     \b
     Example:
@@ -294,6 +295,12 @@ def alerts(bundle, threads, json_out):
         )
         for a in row["alerted"]:
             click.echo(f"    {a['sound']}: {a['alert']}")
+    for row in result["captions"]:  # transcribe mode on the same speechless streams
+        gate = {True: "speech gate on", False: "speech gate off", None: "no speech gate"}
+        click.echo(
+            f"transcribe ({gate[row['speech_gate']]}): {row['words']} words captioned "
+            f"({row['words_per_hour']}/h) where nobody spoke"
+        )
 
 
 @bench.command()

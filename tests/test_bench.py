@@ -216,6 +216,9 @@ def test_bench_alerts(smoke_bundle, tmp_path):
     row = result["table"][0]
     assert row["benign_sounds"] >= 50 and row["alert_sounds"] == 1
     assert 0 <= row["benign_alerted"] <= row["benign_sounds"] and _number(row["false_per_hour"])
+    # transcribe mode on the same speechless streams (a bundle without a speech gate)
+    (cap,) = result["captions"]
+    assert cap["speech_gate"] is None and cap["words"] >= 0 and _number(cap["words_per_hour"])
 
 
 def test_flite_set_builds_plausible_audio():
