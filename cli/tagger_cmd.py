@@ -57,10 +57,30 @@ DIR = click.Path(path_type=Path, exists=True, file_okay=False)
     default=True,
     show_default=True,
     help="Also train a speech gate: transcribe mode then reads a window only where it heard "
-    "speech (threshold calibrated on --dev to read 99.5 % of the windows that hold speech).",
+    "speech (its threshold calibrated on --dev, see --speech-recall).",
+)
+@click.option(
+    "--speech-recall",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.999,
+    show_default=True,
+    help="The speech gate's threshold is the highest that still reads this share of the dev "
+    "split's windows that hold speech.",
 )
 def tagger(
-    bundle, data, dev, out, cache, steps, every, patience, false_cost, negatives, seed, speech_gate
+    bundle,
+    data,
+    dev,
+    out,
+    cache,
+    steps,
+    every,
+    patience,
+    false_cost,
+    negatives,
+    seed,
+    speech_gate,
+    speech_recall,
 ):
     """Add an alert tagger to BUNDLE (a Whisper-based one): a small head over its encoder's
     newest frames that names alert-worthy sounds, and a speech gate. Alert mode then decides
@@ -95,6 +115,7 @@ def tagger(
             click.echo,
             negatives,
             speech_gate,
+            speech_recall,
         )
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None

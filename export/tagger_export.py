@@ -142,6 +142,7 @@ def build(
     log=print,
     negatives: tuple[str, ...] = (),
     speech: bool = True,
+    speech_recall: float | None = None,
 ) -> dict:
     """`soundflow tagger`: features of `data` and `dev` through `bundle`'s encoder (cached
     under `cache`), a head trained on `data`, thresholds calibrated on `dev`, and `out`, a
@@ -194,7 +195,7 @@ def build(
     if speech:  # the chunks a window reading hears: the encoder's history and the chunk
         cs = engine.spec.chunk_samples
         window = -(-(int(engine.spec.manifest["encoder"].get("history_samples", 0)) + cs) // cs)
-        gate_report = T.calibrate_gate(probs, window)
+        gate_report = T.calibrate_gate(probs, window, speech_recall or T.SPEECH_RECALL)
         log(f"speech gate: {json.dumps(gate_report)}")
     report = {
         "dev": str(dev),

@@ -188,6 +188,45 @@ def test_a_minute_of_benign_sound_raises_no_alert(engine, tmp_path):
     assert [r.raw for r in responses] == []
 
 
+def test_the_speech_gate_reads_no_window_of_benign_sound(engine):
+    """Transcribe mode on 33 s of procedural music, room noise and UI chimes (the eval band,
+    never trained on, no speech): the shipped speech gate skips every window reading, so
+    the decoder is never called and nothing is captioned; without the gate Whisper reads
+    each window (measured: 49 decoder calls, and a few words nobody said)."""
+    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train.data import procedural
+
+    rng = np.random.default_rng(11)
+    t = np.arange(16000 * 3) / 16000
+    chime = 0.2 * np.sin(2 * np.pi * 660 * t) * np.exp(-3 * (t % 1.0))
+    pcm = np.concatenate(
+        [
+            procedural.music(procedural.Params(rng, "eval"))[: 20 * 16000],
+            rng.standard_normal(10 * 16000) * 0.01,
+            chime,
+        ]
+    ).astype(np.float32)
+    eng = CrossEngine(engine.spec.path)
+    cs = eng.spec.chunk_samples
+
+    def run(gate: bool) -> tuple[int, list[int], int]:
+        stream = CrossDecoderStream(eng, RuntimeOptions(mode="transcribe", speech_gate=gate))
+        state, calls, said = eng.new_state(), 0, []
+        for c in range(len(pcm) // cs):
+            entry, state = eng.encode(pcm[c * cs : (c + 1) * cs][None], state)
+            if stream.decide(entry).respond:
+                said += stream._caption
+            if stream.captions.chunks % stream.captions.config.every_chunks == 0:
+                calls += stream.captions.calls
+        return calls, said, stream.captions.skipped
+
+    calls, said, skipped = run(True)
+    assert calls == 0 and said == [] and skipped == len(pcm) // cs // 2
+    calls, _, skipped = run(False)
+    assert calls > 0 and skipped == 0
+
+
 def test_listen_captions_flag_picks_the_caption_method(engine, tmp_path):
     """`soundflow listen --captions`: the manifest's agreement captions by default, the
     protocol's own responses with `--captions protocol` (they differ on this sentence: the
