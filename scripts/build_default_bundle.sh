@@ -50,7 +50,8 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder --int8-logits
   soundflow calibrate "$OUT" --data "$WORK/data/dev"
   # Alert mode's tagger (soundflow tagger, ~15 min): a head over the encoder's newest frames,
-  # trained on round 2's streams and 4 h more, its thresholds calibrated on a 3 h dev split.
+  # trained on round 2's streams and 4 h more, its thresholds calibrated on a 3 h dev split;
+  # with transcribe mode's speech gate (its own branch, threshold for 99.9 % of dev speech).
   [ -f "$WORK/data/round3/negatives-s12/streams.jsonl" ] || soundflow data build --recipe negatives --hours 2 --seed 12 --workers 2 --out "$WORK/data/round3/negatives-s12"
   [ -f "$WORK/data/round3/default-s13/streams.jsonl" ] || soundflow data build --recipe default --hours 2 --seed 13 --workers 2 --out "$WORK/data/round3/default-s13"
   [ -f "$WORK/data/dev3/streams.jsonl" ] || soundflow data build --recipe default --hours 3 --seed 78 --workers 2 --out "$WORK/data/dev3"
