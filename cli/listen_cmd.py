@@ -171,14 +171,6 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "the decoder's own <respond> step and tag (default: the tagger where the bundle has one).",
 )
 @click.option(
-    "--assist",
-    type=click.Choice(["tagger", "protocol"]),
-    default=None,
-    help="Assist mode of a Whisper-based bundle: the tagger's instruction outputs decide when "
-    "to answer (the decoder writes the answer), or the decoder's own <respond> step "
-    "(default: the tagger where the bundle's has them).",
-)
-@click.option(
     "--speech-gate/--no-speech-gate",
     default=True,
     show_default=True,
@@ -302,7 +294,6 @@ def _listen(
     cache_policy,
     captions,
     alerts,
-    assist,
     speech_gate,
     threads,
     provider,
@@ -339,7 +330,6 @@ def _listen(
             captions=captions,
             alerts=alerts,
             speech_gate=speech_gate,
-            assist=assist,
             realtime=realtime,
             asynchronous=not sync,
             threads=threads,

@@ -67,13 +67,6 @@ DIR = click.Path(path_type=Path, exists=True, file_okay=False)
     help="The speech gate's threshold is the highest that still reads this share of the dev "
     "split's windows that hold speech.",
 )
-@click.option(
-    "--instructions/--no-instructions",
-    default=True,
-    show_default=True,
-    help="Also train outputs for the end of an addressed instruction, per intent: assist mode "
-    "then answers when one fires (thresholds calibrated on --dev like the alerts').",
-)
 def tagger(
     bundle,
     data,
@@ -88,7 +81,6 @@ def tagger(
     seed,
     speech_gate,
     speech_recall,
-    instructions,
 ):
     """Add an alert tagger to BUNDLE (a Whisper-based one): a small head over its encoder's
     newest frames that names alert-worthy sounds, and a speech gate. Alert mode then decides
@@ -124,7 +116,6 @@ def tagger(
             negatives,
             speech_gate,
             speech_recall,
-            instructions,
         )
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -15,7 +15,6 @@ import torch
 from soundflow import protocol
 from soundflow.export.onnx_export import OPSET, declare
 from soundflow.manifest import TensorSpec, read_manifest, write_manifest
-from soundflow.train import tagger as T
 from soundflow.train.tagger import TaggerHead
 
 FILE = "tagger.onnx"
@@ -63,12 +62,10 @@ def add_tagger(
     patience: int,
     report: dict,
     speech: dict | None = None,
-    intents: dict[str, float] | None = None,
 ) -> dict:
     """Copy `bundle` to `out` with the tagger added; returns the new manifest.
     `tokenizer_encode(text) -> ids`: the bundle's tokenizer, for each alert's response text.
-    `speech`: the speech gate's calibration (train/tagger.calibrate_gate), where it has one;
-    `intents`: each instruction output's threshold, where it has them."""
+    `speech`: the speech gate's calibration (train/tagger.calibrate_gate), where it has one."""
     bundle, out = Path(bundle), Path(out)
     manifest = read_manifest(bundle)
     if manifest.get("decoder", {}).get("kind") != "whisper-cross":
@@ -101,11 +98,6 @@ def add_tagger(
     }
     if c.speech:
         manifest["tagger"]["speech"] = {"label": c.labels[-1], **(speech or {})}
-    if c.intents:
-        manifest["tagger"]["intents"] = {
-            intent: {"label": T.INTENT + intent, "threshold": round(float(intents[intent]), 4)}
-            for intent in c.intents
-        }
     write_manifest(out, manifest)
     return manifest
 
@@ -151,7 +143,6 @@ def build(
     negatives: tuple[str, ...] = (),
     speech: bool = True,
     speech_recall: float | None = None,
-    assist: bool = True,
 ) -> dict:
     """`soundflow tagger`: features of `data` and `dev` through `bundle`'s encoder (cached
     under `cache`), a head trained on `data`, thresholds calibrated on `dev`, and `out`, a
@@ -160,6 +151,7 @@ def build(
 
     from soundflow.runtime.cross import CrossEngine
     from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train import tagger as T
 
     kind = read_manifest(bundle, verify_hashes=False).get("decoder", {}).get("kind")
     if kind != "whisper-cross":
@@ -180,17 +172,10 @@ def build(
     dev_streams = T.cached_features(engine, dev, cache / ("dev-" + Path(dev).name), probe, 1, log)
     alerts, sounds = T.label_sets([r for r, _, _ in train])
     gate = (T.SPEECH,) if speech else ()
-    intents = T.intent_names([r for r, _, _ in train]) if assist else ()
-    config = T.TaggerConfig(
-        labels=alerts + sounds + tuple(T.INTENT + i for i in intents) + gate,
-        alerts=alerts,
-        speech=speech,
-        intents=intents,
-    )
+    config = T.TaggerConfig(labels=alerts + sounds + gate, alerts=alerts, speech=speech)
     x = [f for _, _, f in train]
     y = [T.chunk_targets(r, c, config.sounds) for r, c, _ in train]
     said = np.concatenate([T.speech_targets(r, c) for r, c, _ in train])  # streams come first
-    asked = np.concatenate([T.intent_targets(r, c, intents) for r, c, _ in train])
     for pkg in negatives:  # benign clips of whole packages: every label off
         f = cache / f"negatives-{pkg}.npy"
         if not f.exists():
@@ -201,8 +186,7 @@ def build(
     x, y = np.concatenate(x), np.concatenate(y)
     log(f"training the head: {len(x)} chunks, {len(alerts)} alert labels, {len(sounds)} others")
     # the package clips' speech is unknown (some hold voices): the gate learns from streams
-    rows = np.arange(len(said))
-    head = T.fit(config, x, y, steps, seed, log, (rows, said), (rows, asked))
+    head = T.fit(config, x, y, steps, seed, log, (np.arange(len(said)), said))
     probs = [(r, c, T.predict(head, f)) for r, c, f in dev_streams]
     refractory = float(engine.spec.decision["refractory_s"])
     thr = T.calibrate(config, probs, patience, refractory, false_cost)
@@ -213,12 +197,6 @@ def build(
         window = -(-(int(engine.spec.manifest["encoder"].get("history_samples", 0)) + cs) // cs)
         gate_report = T.calibrate_gate(probs, window, speech_recall or T.SPEECH_RECALL)
         log(f"speech gate: {json.dumps(gate_report)}")
-    intent_thr = None
-    if intents:
-        intent_thr = dict(
-            zip(intents, T.calibrate_intents(config, probs, refractory, false_cost), strict=True)
-        )
-        log(f"instruction thresholds: {intent_thr}")
     report = {
         "dev": str(dev),
         "hours": round(report["hours"], 3),
@@ -241,7 +219,6 @@ def build(
         patience,
         report,
         gate_report,
-        intent_thr,
     )
     err = check_parity(head, Path(out) / FILE)
     if err > 1e-4:

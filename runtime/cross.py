@@ -29,7 +29,6 @@ from soundflow.runtime.tagger import (
     AlertRule,
     SpeechGate,
     check_tagger_graph,
-    intent_rule,
     newest_frames,
     source_index,
 )
@@ -287,26 +286,6 @@ class CrossDecoderStream(DecoderStream):
                         )
                     self._alert_ids[label] = spec.special[tag]
                 self._alert: list[int] = []
-        # Assist mode may decide when to answer by the tagger's instruction outputs; the
-        # decoder still reads every chunk (it writes the answer, from what it heard).
-        self.intents = None
-        if self.mode == "assist" and options.assist != "protocol":
-            if spec.tagger is None or engine.tagger is None or not spec.tagger.intents:
-                if options.assist == "tagger":
-                    raise BundleError(
-                        "--assist tagger: this bundle's tagger has no instruction outputs; "
-                        "add them with `soundflow tagger` or use --assist protocol"
-                    )
-            else:
-                self.intents = intent_rule(spec.tagger, self.refractory_s, options.threshold)
-                self._intent_ids = {}
-                for label in self.intents.labels:
-                    if f"<{label}>" not in spec.special:
-                        raise BundleError(
-                            f"tagger output {label!r} has no <{label}> token in special_tokens; "
-                            "re-run `soundflow tagger`"
-                        )
-                    self._intent_ids[label] = spec.special[f"<{label}>"]
         self.reset()
 
     def reset(self) -> None:
@@ -317,8 +296,6 @@ class CrossDecoderStream(DecoderStream):
         if self.alerts is not None:
             self.alerts.reset()
             self._alert = []
-        if self.intents is not None:
-            self.intents.reset()
         self._caption = []
         self._pending = list(self.prompt)
         self._last_tag: dict[int, float] = {}
@@ -352,8 +329,6 @@ class CrossDecoderStream(DecoderStream):
             if self.captions.gate is not None:
                 self.captions.gate.update(self.engine.tag(audio_embeds))
             return []
-        if self.intents is not None:  # the tagger decides; the decoder reads the chunk
-            self._intent_p = self.intents.update(self.engine.tag(audio_embeds))
         ids = list(self._pending)
         self._make_room(len(ids))
         return ids
@@ -387,8 +362,6 @@ class CrossDecoderStream(DecoderStream):
             return self._caption_decision()
         self._pending = [self.silence]
         self._p = control_p(last, self.silence, self.respond_id)
-        if self.intents is not None:
-            return Decision(self._intent_p, self.intents.ready)
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
         return Decision(self._p, self._p >= self._decide_at)
@@ -429,13 +402,6 @@ class CrossDecoderStream(DecoderStream):
             return self._alert_ids[label]
         if self.captions is not None:
             return self._caption[0] if self._caption else None
-        if self.intents is not None:  # <respond>, the tagger's intent, then the decoder
-            label = self.intents.fire(t)
-            if label is None:
-                return None
-            self._call([self.respond_id])
-            self._response = [self._intent_ids[label]]
-            return self._intent_ids[label]
         self._response = []
         first = self._next_token(self._call([self.respond_id])[-1])
         need = self._tag_threshold.get(first, self.threshold)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 CAPTIONS = ("agreement", "protocol")  # transcribe captions of a whisper-cross bundle
-ALERTS = ("tagger", "protocol")  # what decides alert (and assist) mode in a whisper-cross bundle
+ALERTS = ("tagger", "protocol")  # what decides alert mode in a whisper-cross bundle
 
 
 def _finite(x: object) -> bool:
@@ -48,10 +48,6 @@ class RuntimeOptions:
     # transcribe captions by agreement: skip the readings of windows the bundle's speech gate
     # (its tagger's speech output) heard no speech in; False reads every window
     speech_gate: bool = True
-    # assist mode of a whisper-cross bundle: "tagger" (its instruction outputs decide when to
-    # answer, the decoder writes the answer) | "protocol" (the decoder's <respond> step);
-    # None = the tagger where the bundle's has instruction outputs
-    assist: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -62,8 +58,6 @@ class RuntimeOptions:
             raise ValueError(f"captions {self.captions!r}: use one of {CAPTIONS}")
         if self.alerts is not None and self.alerts not in ALERTS:
             raise ValueError(f"alerts {self.alerts!r}: use one of {ALERTS}")
-        if self.assist is not None and self.assist not in ALERTS:
-            raise ValueError(f"assist {self.assist!r}: use one of {ALERTS}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         checks = (

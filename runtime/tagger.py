@@ -4,13 +4,12 @@ into alerts (a threshold per label, patience, a refractory time per label).
 
 A whisper-cross bundle may carry one (`soundflow tagger` trains it on the bundle's own
 encoder); alert mode then decides by it instead of the decoder's <respond> step. Its optional
-speech output gates transcribe mode's window readings (`SpeechGate`), and its optional
-instruction outputs decide when assist mode answers (`intent_rule`).
+speech output gates transcribe mode's window readings (`SpeechGate`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,8 +42,6 @@ class TaggerSpec:
     responses: dict[str, tuple[int, ...]]  # alert label -> response ids after its tag
     patience: int  # chunks in a row at or over the threshold before an alert
     speech: GateSpec | None = None  # transcribe mode's speech gate, where the head has one
-    # assist mode's instruction outputs, label ("intent:timer") -> threshold, where it has them
-    intents: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_manifest(cls, t: dict[str, Any], path, mpath) -> TaggerSpec:
@@ -65,18 +62,15 @@ class TaggerSpec:
                 },
                 patience=int(t.get("patience", 1)),
                 speech=_gate(t["speech"], labels) if "speech" in t else None,
-                intents={
-                    str(v["label"]): float(v["threshold"]) for v in t.get("intents", {}).values()
-                },
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{mpath}: tagger section is malformed ({e!r}); {fix}") from None
-        unknown = sorted((set(spec.thresholds) | set(spec.intents)) - set(labels))
+        unknown = sorted(set(spec.thresholds) - set(labels))
         if unknown:
             raise BundleError(f"{mpath}: tagger alerts {unknown} are not among its labels; {fix}")
         if spec.frames < 1 or spec.patience < 1:
             raise BundleError(f"{mpath}: tagger frames and patience must be >= 1; {fix}")
-        if not all(0.0 <= v <= 1.0 for v in [*spec.thresholds.values(), *spec.intents.values()]):
+        if not all(0.0 <= v <= 1.0 for v in spec.thresholds.values()):
             raise BundleError(f"{mpath}: tagger thresholds must lie in [0, 1]; {fix}")
         g = spec.speech
         if g is not None and not (0.0 <= g.threshold <= 1.0 and g.window_chunks >= 1):
@@ -165,12 +159,6 @@ class AlertRule:
             return None
         self.last[self.labels[best]] = t
         return self.labels[best]
-
-
-def intent_rule(spec: TaggerSpec, refractory_s: float, threshold: float | None) -> AlertRule:
-    """Assist mode's decision by the instruction outputs: the alert rule over them (an
-    intent answers once its output meets its threshold, not again within `refractory_s`)."""
-    return AlertRule(replace(spec, thresholds=spec.intents, patience=1), refractory_s, threshold)
 
 
 class SpeechGate:

@@ -331,10 +331,6 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
                 raise c.fail("tagger.speech.label", "is not among tagger.labels")
             c.num("tagger.speech.threshold", 0.0, 1.0)
             c.int("tagger.speech.window_chunks", 1, 1000)
-        for intent in c.obj("tagger.intents", required=False) or {}:  # assist's outputs
-            if c.str(f"tagger.intents.{intent}.label") not in labels:
-                raise c.fail(f"tagger.intents.{intent}.label", "is not among tagger.labels")
-            c.num(f"tagger.intents.{intent}.threshold", 0.0, 1.0)
         for label in c.obj("tagger.alerts"):
             c.num(f"tagger.alerts.{label}.threshold", 0.0, 1.0)
             c.ids(

@@ -117,27 +117,6 @@ def test_speech_targets_mark_the_chunks_that_hear_a_word():
     assert np.flatnonzero(speech_targets(record, np.arange(14))).tolist() == [2, 3, 4, 10, 11]
 
 
-def test_intent_targets_and_calibration():
-    """An instruction's output is on for the chunk it ends in and the next; its threshold is
-    the one that answers in time and fires nowhere else."""
-    from soundflow.train.tagger import TaggerConfig, calibrate_intents, intent_targets
-
-    record = {
-        "targets": {"assist": [{"t": 2.1, "text": "<intent:timer> timer set for two minutes"}]},
-        "events": [],
-    }
-    y = intent_targets(record, np.arange(10), ("lights", "timer"))
-    assert np.flatnonzero(y[:, 1]).tolist() == [5, 6] and not y[:, 0].any()
-    config = TaggerConfig(
-        labels=("a", "intent:lights", "intent:timer"), alerts=("a",), intents=("lights", "timer")
-    )
-    probs = np.zeros((30, 3))
-    probs[5, 2] = 0.9  # 2.4 s: the timer instruction just ended
-    probs[20, 2] = 0.6  # 8.4 s: nothing is due
-    thr = calibrate_intents(config, [(record, np.arange(30), probs)], 4.0, 2.0)
-    assert thr[1] == 0.61  # the lowest that answers the timer and not the stray 0.6
-
-
 def test_gate_calibration_decides_as_the_runtime_gate():
     """train/tagger.window_open (calibration, over a whole stream) and runtime SpeechGate
     (chunk by chunk) open on the same chunks."""
@@ -295,35 +274,6 @@ def _gated(bundle: Path, out: Path, threshold: float) -> Path:
     return out
 
 
-def test_assist_answers_when_an_instruction_output_fires(tagged_bundle):
-    """Assist mode of a bundle whose tagger has instruction outputs: the tagger decides when
-    (threshold 0: every chunk), the answer opens with its intent's tag and the decoder
-    writes the rest; --assist protocol gives the decision back to the decoder."""
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
-    from soundflow.runtime.options import RuntimeOptions
-
-    eng = CrossEngine(tagged_bundle)
-    intents = eng.spec.tagger.intents
-    assert intents and all(k.startswith("intent:") for k in intents)
-    stream = CrossDecoderStream(eng, RuntimeOptions(mode="assist", threshold=0.0))
-    x = (np.random.default_rng(1).standard_normal(6400 * 3) * 0.1).astype(np.float32)
-    state = eng.new_state()
-    entry, state = eng.encode(x[:6400][None], state)
-    assert stream.decide(entry).respond
-    calls = stream.calls
-    first = stream.begin_response(0.4)
-    assert eng.spec.tag_ids[first][1:-1] in intents  # the tagger's intent
-    answer = list(stream.continue_response(first))
-    assert answer[0] == first and stream.calls > calls  # the decoder wrote the rest
-    entry, state = eng.encode(x[6400:12800][None], state)
-    stream.decide(entry)
-    second = stream.begin_response(0.8)  # every intent is ready at threshold 0, but
-    assert second != first  # the one that answered is in its refractory time
-    list(stream.continue_response(second))
-    proto = CrossDecoderStream(eng, RuntimeOptions(mode="assist", assist="protocol"))
-    assert proto.intents is None
-
-
 def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp_path):
     """A gate that never opens makes no decoder call and captions nothing; one that is always
     open captions what --no-speech-gate does, reading for reading."""
@@ -366,14 +316,10 @@ def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp
         (lambda t: t["alerts"]["x"].update(threshold=2.0), "tagger.alerts.x.threshold"),
         (lambda t: t.update(file="../tagger.onnx"), "outside the bundle"),
         (lambda t: t.update(source="present.9.encoder.value"), "not one of the encoder"),
-        (lambda t: (t.update(labels=["y", "speech"]), t.pop("intents")), "not among its labels"),
+        (lambda t: t.update(labels=["y", "speech"]), "not among its labels"),
         (lambda t: t["speech"].update(label="nope"), "tagger.speech.label"),
         (lambda t: t["speech"].update(threshold=-0.1), "tagger.speech.threshold"),
         (lambda t: t["speech"].update(window_chunks=0), "tagger.speech.window_chunks"),
-        (
-            lambda t: next(iter(t["intents"].values())).update(label="nope"),
-            "label` is not among tagger.labels",
-        ),
     ],
 )
 def test_a_bad_tagger_section_is_refused(tagged_bundle, tmp_path, edit, words):

@@ -25,7 +25,6 @@ from soundflow.train.evaluate import ALERT_WINDOW_S
 SOURCE = "present.0.encoder.value"  # a linear map of the encoder's output, per frame
 NOT_SOUNDS = ("Speech",)  # event categories that are not a sound to name (unless an alert)
 SPEECH = "speech"  # the speech gate's output: the last label of a head that has one
-INTENT = "intent:"  # prefix of the instruction outputs' labels ("intent:timer")
 
 
 @dataclass(frozen=True)
@@ -43,15 +42,11 @@ class TaggerConfig:
     # small branch, trained after the sound head and apart from it, output last as SPEECH
     speech: bool = False
     speech_hidden: int = 64
-    # assist mode's instruction outputs ("an instruction with this intent just ended"): a
-    # third branch, trained after the other two and apart from them; before SPEECH
-    intents: tuple[str, ...] = ()
-    intent_hidden: int = 128
 
     @property
     def sounds(self) -> tuple[str, ...]:
-        """The sound head's labels (every label but the intents' and the speech gate's)."""
-        return self.labels[: len(self.labels) - len(self.intents) - int(self.speech)]
+        """The sound head's labels (every label but the speech gate's)."""
+        return self.labels[:-1] if self.speech else self.labels
 
 
 class TaggerHead(nn.Module):
@@ -73,14 +68,6 @@ class TaggerHead(nn.Module):
             )
             self.speech_out = nn.Linear(2 * config.speech_hidden, 1)
             torch.set_rng_state(rng)
-        self.intent = None
-        if config.intents:  # nor does the gate depend on this branch
-            rng = torch.get_rng_state()
-            self.intent = nn.Sequential(
-                nn.LayerNorm(config.width), nn.Linear(config.width, config.intent_hidden)
-            )
-            self.intent_out = nn.Linear(2 * config.intent_hidden, len(config.intents))
-            torch.set_rng_state(rng)
 
     def sound_logits(self, frames: torch.Tensor) -> torch.Tensor:
         h = nn.functional.gelu(self.proj(self.norm(frames)))
@@ -90,17 +77,9 @@ class TaggerHead(nn.Module):
         h = nn.functional.gelu(self.speech(frames))
         return self.speech_out(torch.cat([h.mean(1), h.amax(1)], -1))
 
-    def intent_logits(self, frames: torch.Tensor) -> torch.Tensor:
-        h = nn.functional.gelu(self.intent(frames))
-        return self.intent_out(torch.cat([h.mean(1), h.amax(1)], -1))
-
     def logits(self, frames: torch.Tensor) -> torch.Tensor:
-        out = [self.sound_logits(frames)]
-        if self.intent is not None:
-            out.append(self.intent_logits(frames))
-        if self.speech is not None:
-            out.append(self.speech_logits(frames))
-        return torch.cat(out, -1)
+        out = self.sound_logits(frames)
+        return out if self.speech is None else torch.cat([out, self.speech_logits(frames)], -1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(frames))
@@ -146,34 +125,6 @@ def speech_targets(record: dict, chunks: np.ndarray) -> np.ndarray:
     for a, b in spans:
         overlap = np.minimum(end, b) - np.maximum(end - 2 * chunk_s, a)
         y[overlap > SPEECH_OVERLAP_S] = 1.0
-    return y
-
-
-def intent_names(records: list[dict]) -> tuple[str, ...]:
-    """The intents of the streams' assist targets, sorted."""
-    from soundflow import protocol
-
-    out = set()
-    for rec in records:
-        for target in rec["targets"].get("assist", []):
-            intent = protocol.parse_tags(target["text"])[0].get("intent")
-            if intent:
-                out.add(intent)
-    return tuple(sorted(out))
-
-
-def intent_targets(record: dict, chunks: np.ndarray, intents: tuple[str, ...]) -> np.ndarray:
-    """(len(chunks), intents) 0/1: on for the chunk in which an addressed instruction with
-    that intent ends and the one after (an answer is due from then on)."""
-    from soundflow import protocol
-
-    chunk_s = audio.CHUNK_MS / 1000
-    end = (np.asarray(chunks) + 1) * chunk_s
-    y = np.zeros((len(end), len(intents)), np.float32)
-    for target in record["targets"].get("assist", []):
-        intent = protocol.parse_tags(target["text"])[0].get("intent")
-        if intent in intents:
-            y[(end >= target["t"]) & (end < target["t"] + 2 * chunk_s), intents.index(intent)] = 1
     return y
 
 
@@ -301,17 +252,14 @@ def fit(
     seed: int,
     log=print,
     speech: tuple[np.ndarray, np.ndarray] | None = None,
-    intents: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """Train a head on (n, frames, width) features and (n, sounds) targets: AdamW, a cosine
     schedule, batches drawn with replacement, positives weighted up (they are rare).
     `speech`: (indices into x, 0/1 targets) for the speech gate, trained afterwards with the
-    sound head frozen (rows whose speech is unknown, the package clips, are left out).
-    `intents`: (indices into x, (rows, intents) targets) for the instruction branch, trained
-    last, the other two frozen."""
+    sound head frozen (rows whose speech is unknown, the package clips, are left out)."""
     torch.manual_seed(seed)
     head = TaggerHead(config)
-    sound = [p for n, p in head.named_parameters() if not n.startswith(("speech", "intent"))]
+    sound = [p for n, p in head.named_parameters() if not n.startswith("speech")]
     xt = torch.from_numpy(x)
     _train(head.sound_logits, sound, xt, torch.from_numpy(y), 3.0, steps, seed, log)
     if config.speech:
@@ -320,25 +268,11 @@ def fit(
         rows, targets = torch.from_numpy(speech[0]), torch.from_numpy(speech[1][:, None])
         gate = [p for n, p in head.named_parameters() if n.startswith("speech")]
         log(f"  speech gate: {len(rows)} chunks, {float(targets.mean()):.0%} with speech")
-        _train(
-            head.speech_logits, gate, xt[rows], targets, 1.0, min(SPEECH_STEPS, steps), seed, log
-        )
-    if config.intents:
-        if intents is None:
-            raise ValueError("a head with intent outputs needs their targets")
-        rows, targets = torch.from_numpy(intents[0]), torch.from_numpy(intents[1])
-        branch = [p for n, p in head.named_parameters() if n.startswith("intent")]
-        log(f"  instructions: {len(rows)} chunks, {int(targets.sum())} instruction ends")
-        _train(
-            head.intent_logits, branch, xt[rows], targets, 3.0, min(INTENT_STEPS, steps), seed, log
-        )
+        _train(head.speech_logits, gate, xt[rows], targets, 1.0, SPEECH_STEPS, seed, log)
     return head.eval()
 
 
-INTENT_STEPS = 3000
-
-
-SPEECH_STEPS = 1500  # the gate's branch is small (at most the sound head's steps)
+SPEECH_STEPS = 1500  # the gate's branch is small and speech is half the chunks
 
 
 def _train(logits_of, params, xt, yt, pos_weight, steps, seed, log) -> None:
@@ -508,50 +442,6 @@ def calibrate_gate(streams, window: int, recall: float = SPEECH_RECALL, grid=Non
     return best
 
 
-def calibrate_intents(config, streams, refractory_s, false_cost, grid=None) -> np.ndarray:
-    """A threshold per intent output, each the one that maximises the instructions it
-    answers in time with the right intent minus `false_cost` times its other firings (no
-    instruction due, or one of another intent), on dev streams (every chunk computed),
-    scored as `soundflow eval` scores answers (train/evaluate.ASSIST_WINDOW_S)."""
-    from soundflow import protocol
-    from soundflow.train.evaluate import ASSIST_WINDOW_S
-
-    grid = np.round(np.arange(0.3, 0.991, 0.01), 2) if grid is None else grid
-    chunk_s = audio.CHUNK_MS / 1000
-    thresholds = []
-    for intent in config.intents:
-        col = config.labels.index(INTENT + intent)
-        best = None
-        for g in grid:
-            right = wrong = 0
-            for record, chunks, probs in streams:
-                times = _label_alerts(probs[:, col], (chunks + 1) * chunk_s, g, 1, refractory_s)
-                due = [
-                    (x["t"], protocol.parse_tags(x["text"])[0].get("intent"))
-                    for x in record["targets"].get("assist", [])
-                ]
-                answered = set()
-                for tt in times:
-                    k = next(
-                        (
-                            k
-                            for k, (t0, _) in enumerate(due)
-                            if t0 - 1e-6 <= tt <= t0 + ASSIST_WINDOW_S + chunk_s
-                        ),
-                        None,
-                    )
-                    if k is None or due[k][1] != intent:
-                        wrong += 1
-                    elif k not in answered:
-                        right += 1
-                        answered.add(k)
-            value = right - false_cost * wrong
-            if best is None or value > best[0] + 1e-9:
-                best = (value, g)
-        thresholds.append(float(best[1]))
-    return np.array(thresholds)
-
-
 def save(head: TaggerHead, path: Path, extra: dict) -> None:
     torch.save({"config": asdict(head.config), "state": head.state_dict(), **extra}, path)
 
@@ -559,14 +449,7 @@ def save(head: TaggerHead, path: Path, extra: dict) -> None:
 def load(path: Path) -> tuple[TaggerHead, dict]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
     c = ck["config"]
-    config = TaggerConfig(
-        **{
-            **c,
-            "labels": tuple(c["labels"]),
-            "alerts": tuple(c["alerts"]),
-            "intents": tuple(c.get("intents", ())),
-        }
-    )
+    config = TaggerConfig(**{**c, "labels": tuple(c["labels"]), "alerts": tuple(c["alerts"])})
     head = TaggerHead(config)
     head.load_state_dict(ck["state"])
     return head.eval(), ck
