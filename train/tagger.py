@@ -268,11 +268,12 @@ def fit(
         rows, targets = torch.from_numpy(speech[0]), torch.from_numpy(speech[1][:, None])
         gate = [p for n, p in head.named_parameters() if n.startswith("speech")]
         log(f"  speech gate: {len(rows)} chunks, {float(targets.mean()):.0%} with speech")
-        _train(head.speech_logits, gate, xt[rows], targets, 1.0, SPEECH_STEPS, seed, log)
+        steps = min(SPEECH_STEPS, steps)
+        _train(head.speech_logits, gate, xt[rows], targets, 1.0, steps, seed, log)
     return head.eval()
 
 
-SPEECH_STEPS = 1500  # the gate's branch is small and speech is half the chunks
+SPEECH_STEPS = 1500  # the gate's branch is small (at most the sound head's steps)
 
 
 def _train(logits_of, params, xt, yt, pos_weight, steps, seed, log) -> None:
