@@ -14,7 +14,8 @@ window, as it was trained to, and agreement between overlapping windows, give 25
 `prompt_ids` opens each window's hypothesis (Whisper's <|startoftranscript|><|notimestamps|>),
 ids below `text_vocab` are text and the decoder's <eos> ends it; a hypothesis whose mean token
 log-probability is below `min_avg_logprob` is read as no speech (Whisper's own guard against
-transcribing noise). Optional: `no_speech_id` and `no_speech_skip`: a window whose
+transcribing noise), and with `abort_logprob` one whose first tokens are already that unsure
+stops there. Optional: `no_speech_id` and `no_speech_skip`: a window whose
 p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
 Where the bundle's tagger has a speech gate (runtime/tagger.SpeechGate, set as `gate`), a
 window it heard no speech in is not read either, and costs no decoder call.
@@ -40,6 +41,9 @@ class CaptionConfig:
     no_repeat_ngram: int
     no_speech_id: int | None = None
     no_speech_skip: float = 1.0  # a window whose p(no speech) passes this is not read
+    # a reading whose first ABORT_TOKENS tokens average below this log-probability stops
+    # there and reads as no speech (None: every reading runs to its end)
+    abort_logprob: float | None = None
 
     @classmethod
     def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
@@ -54,6 +58,9 @@ class CaptionConfig:
             if captions.get("no_speech_id") is None
             else int(captions["no_speech_id"]),
             no_speech_skip=float(captions.get("no_speech_skip", 1.0)),
+            abort_logprob=None
+            if captions.get("abort_logprob") is None
+            else float(captions["abort_logprob"]),
         )
 
 
@@ -63,6 +70,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum())
 
 
+ABORT_TOKENS = 4  # the tokens a reading's early abort judges it on
 DRAFT_MATCH = 3  # tokens of the reading so far matched against the previous reading
 DRAFT_TOKENS = 16  # draft tokens verified per decoder call
 
@@ -92,6 +100,7 @@ class WindowCaptions:
     def reset(self) -> None:
         self.agreement.reset()
         self.skipped = 0  # readings the speech gate saved
+        self.aborted = 0  # readings stopped early (abort_logprob)
         if self.gate is not None:
             self.gate.reset()
         self.previous: list[int] = []  # the last reading's ids: the next one's draft
@@ -160,10 +169,21 @@ class WindowCaptions:
                 return []
         ids: list[int] = []
         logprobs: list[float] = []
+        judged = c.abort_logprob is None
         choice = self._next(prompt_logits[-1], ids)
         while True:
             token, lp, end = choice
             logprobs.append(lp)
+            if not judged and len(logprobs) >= ABORT_TOKENS:
+                judged = True
+                # a reading this unsure of its first words ends below min_avg_logprob anyway
+                # (every one measured did): stop paying decoder calls for it
+                head = float(np.mean(logprobs[:ABORT_TOKENS]))
+                if head < c.abort_logprob:  # what it read so far is the next draft; a
+                    self.aborted += 1  # draft may have run further: cut it back
+                    self.confidence = float(np.exp(head))
+                    self.previous = ids[: ABORT_TOKENS - 1]
+                    return []
             if end:
                 break
             ids.append(token)

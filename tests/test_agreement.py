@@ -138,6 +138,37 @@ def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
     assert dec.captions.confidence > 0.0  # read this time (and dropped or not by the guard)
 
 
+def test_an_unsure_reading_stops_after_its_first_tokens():
+    """abort_logprob: a reading whose first ABORT_TOKENS tokens average below it returns no
+    words after those tokens' calls; without it, the same reading runs to its end."""
+    import dataclasses
+
+    import pytest
+
+    from soundflow.runtime import captions
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.train.data import espeak
+
+    engine = OrtEngine()
+    if engine.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    pcm, _ = espeak.synthesize("the kettle is boiling in the kitchen", espeak.Voice())
+    n = engine.spec.chunk_samples
+    dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+    enc = EncoderStream(engine)
+    for i in range(0, len(pcm) - n, n):
+        dec.memory.add(enc.encode(pcm[i : i + n]))
+    cap = dec.captions
+    cap.config = dataclasses.replace(cap.config, abort_logprob=None)
+    full = cap.hypothesis()
+    assert len(full) > captions.ABORT_TOKENS and cap.aborted == 0  # a sure, long reading
+    cap.config = dataclasses.replace(cap.config, abort_logprob=0.0)  # nothing is that sure
+    assert cap.hypothesis() == [] and cap.aborted == 1
+    assert cap.previous == full[: captions.ABORT_TOKENS - 1]  # the next reading's draft
+
+
 def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
     """WindowCaptions.hypothesis verifies the previous reading's continuation as a draft in one
     decoder call: every reading of a held-out sentence must be the one token-by-token greedy
