@@ -235,6 +235,10 @@ class CrossDecoderStream(DecoderStream):
         for token_id in spec.special.values():
             if token_id not in self.stops and token_id not in self.tag_ids:
                 self._gen_bias[token_id] = -np.inf
+        # A tag opens a response (Contract 2); after its first token none may follow (the
+        # decoder sometimes repeats it: "<intent:history><intent:history> yes earlier ...")
+        self._body_bias = self._gen_bias.copy()
+        self._body_bias[list(self.tag_ids)] = -np.inf
         self._tag_threshold = {
             i: self.thresholds[t] for i, t in self.tag_ids.items() if t in self.thresholds
         }
@@ -376,7 +380,8 @@ class CrossDecoderStream(DecoderStream):
     def _next_token(self, logits: np.ndarray) -> int:
         """Greedy, except that a token completing an n-gram the response already holds
         ends the response instead (`no_repeat_ngram`; 0 turns the guard off)."""
-        token = int(np.argmax(logits + self._gen_bias))
+        bias = self._body_bias if self._response else self._gen_bias
+        token = int(np.argmax(logits + bias))
         r, n = self._response, self.no_repeat
         if n and len(r) >= n - 1 and token not in self.stops:
             gram = (*r[len(r) - n + 1 :], token)

@@ -168,6 +168,21 @@ def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
     assert all(r.alert for r in responses), [r.raw for r in responses]
 
 
+def test_a_response_holds_one_tag(engine):
+    """The first token of a response may be a tag; later ones may not (the decoder once
+    answered "<intent:history><intent:history> yes earlier a phone ringing")."""
+    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.options import RuntimeOptions
+
+    stream = CrossDecoderStream(CrossEngine(engine.spec.path), RuntimeOptions(mode="assist"))
+    tag = next(i for i, t in stream.tag_ids.items() if t == "<intent:history>")
+    logits = np.zeros(engine.spec.vocab, np.float32)
+    logits[tag] = 10.0
+    stream._response = []
+    assert stream._next_token(logits) == tag  # opening a response: the tag
+    assert stream._next_token(logits) not in stream.tag_ids  # after it: never another
+
+
 def test_a_minute_of_benign_sound_raises_no_alert(engine, tmp_path):
     """Music, UI-like tones and room noise from the eval band (procedural, never trained
     on), and ordinary speech: alert mode must stay silent for the whole minute."""
