@@ -40,8 +40,8 @@ def file_pcm(path: str, seconds: float) -> np.ndarray:
     return np.ascontiguousarray(np.resize(x, n), dtype=np.float32)
 
 
-def measure(engine, opts: LatencyOptions, asynchronous: bool) -> dict:
-    """One real-time run; -> the mode's figures."""
+def measure(engine, opts: LatencyOptions, asynchronous: bool, pcm=None) -> dict:
+    """One real-time run (of `pcm`, else the synthetic stream); -> the mode's figures."""
     from soundflow.runtime.options import RuntimeOptions
 
     runtime = RuntimeOptions(
@@ -56,7 +56,6 @@ def measure(engine, opts: LatencyOptions, asynchronous: bool) -> dict:
     )
     chunk_s = engine.spec.chunk_ms / 1000
     capacity = int(np.ceil(opts.seconds / chunk_s)) + 2
-    pcm = file_pcm(opts.input, opts.seconds) if opts.input else None
     source = make_source(opts.seconds, realtime=True, seed=opts.seed, pcm=pcm)
     summary, t, cpu, wall = run_probe(engine, source, runtime, capacity)
     n = t.n
@@ -101,6 +100,7 @@ def run(bundle, opts: LatencyOptions) -> dict:
     from soundflow.runtime.options import RuntimeOptions
 
     result: dict = {"bundle": str(bundle) if bundle else "embedded default"}
+    pcm = file_pcm(opts.input, opts.seconds) if opts.input else None
     for key, asynchronous in (("fifo", True), ("sync", False)):
         # One engine per mode: session threads differ (async splits the cores in two).
         engine = OrtEngine(
@@ -109,7 +109,7 @@ def run(bundle, opts: LatencyOptions) -> dict:
             variant=opts.variant,
         )
         result["model"] = bundle_name(engine)
-        result[key] = measure(engine, opts, asynchronous)
+        result[key] = measure(engine, opts, asynchronous, pcm)
     result["options"] = {
         "seconds": opts.seconds,
         "mode": opts.mode,

@@ -67,21 +67,7 @@ DIR = click.Path(path_type=Path, exists=True, file_okay=False)
     help="The speech gate's threshold is the highest that still reads this share of the dev "
     "split's windows that hold speech.",
 )
-def tagger(
-    bundle,
-    data,
-    dev,
-    out,
-    cache,
-    steps,
-    every,
-    patience,
-    false_cost,
-    negatives,
-    seed,
-    speech_gate,
-    speech_recall,
-):
+def tagger(data, dev, speech_gate, **opts):
     """Add an alert tagger to BUNDLE (a Whisper-based one): a small head over its encoder's
     newest frames that names alert-worthy sounds, and a speech gate. Alert mode then decides
     by it (`listen --alerts protocol` keeps the decoder's own decision); transcribe mode
@@ -101,21 +87,6 @@ def tagger(
                 f"{d} has no streams.jsonl; build it with `soundflow data build`"
             )
     try:
-        build(
-            bundle,
-            list(data),
-            dev,
-            out,
-            cache,
-            steps,
-            every,
-            patience,
-            false_cost,
-            seed,
-            click.echo,
-            negatives,
-            speech_gate,
-            speech_recall,
-        )
+        build(data=list(data), dev=dev, log=click.echo, speech=speech_gate, **opts)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None

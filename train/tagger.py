@@ -416,12 +416,12 @@ def calibrate_gate(streams, window: int, recall: float = SPEECH_RECALL, grid=Non
     each probs array is p(speech)): the highest one that still opens for `recall` of the
     windows holding speech, and the share of speechless windows it still opens for."""
     grid = np.round(np.arange(0.01, 0.991, 0.01), 2) if grid is None else grid
+    # per stream: which windows hold speech (a word in one of their chunks' newest 0.8 s)
+    wants = [window_open(speech_targets(r, c), window, 0.5) for r, c, _ in streams]
     best = None
     for g in grid:
         held = opened = quiet = quiet_open = 0
-        for record, chunks, probs in streams:
-            heard = speech_targets(record, chunks) > 0  # the newest 0.8 s holds speech
-            want = window_open(heard.astype(np.float32), window, 0.5)  # the window does
+        for (_, _, probs), want in zip(streams, wants, strict=True):
             got = window_open(probs[:, -1], window, g)
             held += int(want.sum())
             opened += int((got & want).sum())
