@@ -26,6 +26,7 @@ class LatencyOptions:
     seed: int = 20_000  # first toy segment of the synthetic stream
     input: str | None = None  # an audio file to stream instead (looped to `seconds`)
     speech_gate: bool = True  # transcribe: skip readings the speech gate heard no speech in
+    caption_calls: int | None = None  # transcribe: decoder calls per chunk (None: manifest's)
 
 
 def file_pcm(path: str, seconds: float) -> np.ndarray:
@@ -53,6 +54,7 @@ def measure(engine, opts: LatencyOptions, asynchronous: bool, pcm=None) -> dict:
         max_response_tokens=opts.max_response_tokens,
         stats_every_s=0,
         speech_gate=opts.speech_gate,
+        caption_calls=opts.caption_calls,
     )
     chunk_s = engine.spec.chunk_ms / 1000
     capacity = int(np.ceil(opts.seconds / chunk_s)) + 2

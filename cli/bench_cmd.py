@@ -81,12 +81,30 @@ def bench() -> None:
     show_default=True,
     help="Transcribe mode: skip the readings the bundle's speech gate heard no speech in.",
 )
+@click.option(
+    "--caption-calls",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Transcribe mode: decoder calls per chunk a window reading may make (default: the "
+    "manifest's; 0: no bound).",
+)
 @INT8
 @THREADS
 @JSON
 @PNG
 def latency(
-    bundle, seconds, mode, threshold, max_tokens, input_, speech_gate, int8, threads, json_out, png
+    bundle,
+    seconds,
+    mode,
+    threshold,
+    max_tokens,
+    input_,
+    speech_gate,
+    caption_calls,
+    int8,
+    threads,
+    json_out,
+    png,
 ):
     """Real-time-paced stream, FIFO then synchronous scheduling: decision and first-token
     latency, stalls, overruns, CPU and RSS. Takes 2 x SECONDS of wall time.
@@ -107,6 +125,7 @@ def latency(
         max_response_tokens=max_tokens,
         input=str(input_) if input_ else None,
         speech_gate=speech_gate,
+        caption_calls=caption_calls,
     )
     result = _finish(lat.strip(_run(lat.run, bundle, opts)), json_out, png, lat.plot)
     keys = ("decision_ms_p50", "decision_ms_p99", "first_token_ms_p50", "stall_rate", "overruns")

@@ -25,7 +25,13 @@ import click
 )
 @click.option("--max-streams", type=int, default=None, help="Score only the first N streams.")
 @click.option("--int8", is_flag=True, help="Score the bundle's int8 graphs.")
-def eval_(bundle, data, json_out, max_streams, int8):
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    help="Score only this task (repeatable; default: every task the bundle has).",
+)
+def eval_(bundle, data, json_out, max_streams, int8, tasks):
     """Score a bundle (default: the embedded one) on an eval split.
 
     Runs every stream through the real runtime in fast mode, once per task, and reports
@@ -36,6 +42,7 @@ def eval_(bundle, data, json_out, max_streams, int8):
     Example:
       soundflow data build --recipe default --hours 0.5 --split eval --out /tmp/eval
       soundflow eval --data /tmp/eval --json /tmp/report.json
+      soundflow eval --data /tmp/eval --task alert   # alert mode only
     """
     from soundflow.manifest import BundleError
     from soundflow.train.evaluate import evaluate_bundle, format_table
@@ -47,7 +54,11 @@ def eval_(bundle, data, json_out, max_streams, int8):
         )
     try:
         report = evaluate_bundle(
-            bundle, data, max_streams=max_streams, variant="int8" if int8 else "fp32"
+            bundle,
+            data,
+            max_streams=max_streams,
+            variant="int8" if int8 else "fp32",
+            tasks=list(tasks) or None,
         )
     except BundleError as e:
         raise click.ClickException(str(e)) from None

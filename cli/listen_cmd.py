@@ -178,6 +178,14 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "where the gate heard speech (--no-speech-gate reads every window).",
 )
 @click.option(
+    "--caption-calls",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Transcribe mode of a Whisper-based bundle: decoder calls a window reading may make "
+    "per chunk; a longer reading goes on at the next chunk (default: the manifest's; 0: no "
+    "bound).",
+)
+@click.option(
     "--threads",
     type=int,
     help="Intra-op threads per ONNX session (default: cores split between encoder and decoder).",
@@ -295,6 +303,7 @@ def _listen(
     captions,
     alerts,
     speech_gate,
+    caption_calls,
     threads,
     provider,
     int8,
@@ -330,6 +339,7 @@ def _listen(
             captions=captions,
             alerts=alerts,
             speech_gate=speech_gate,
+            caption_calls=caption_calls,
             realtime=realtime,
             asynchronous=not sync,
             threads=threads,

@@ -32,6 +32,7 @@ def listen_remote(
     refractory,
     max_tokens,
     cache_budget,
+    caption_calls,
     threads,
     provider,
     int8,
@@ -63,6 +64,7 @@ def listen_remote(
         "--sync": sync or None,
         "--threads": threads,
         "--cache-budget": cache_budget,
+        "--caption-calls": caption_calls,
         "--provider": None if provider == "auto" else provider,
     }
     given = [k for k, v in local_only.items() if v is not None]

@@ -15,7 +15,10 @@ window, as it was trained to, and agreement between overlapping windows, give 25
 ids below `text_vocab` are text and the decoder's <eos> ends it; a hypothesis whose mean token
 log-probability is below `min_avg_logprob` is read as no speech (Whisper's own guard against
 transcribing noise), and with `abort_logprob` one whose first tokens are already that unsure
-stops there. Optional: `no_speech_id` and `no_speech_skip`: a window whose
+stops there. With `calls_per_chunk` a reading makes at most that many decoder calls per
+chunk and goes on at the next chunk, on a copy of the window it began on (the words come a
+chunk later; the chunk's decision stays inside its real-time budget). Optional: `no_speech_id`
+and `no_speech_skip`: a window whose
 p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
 Where the bundle's tagger has a speech gate (runtime/tagger.SpeechGate, set as `gate`), a
 window it heard no speech in is not read either, and costs no decoder call.
@@ -44,6 +47,9 @@ class CaptionConfig:
     # a reading whose first ABORT_TOKENS tokens average below this log-probability stops
     # there and reads as no speech (None: every reading runs to its end)
     abort_logprob: float | None = None
+    # at most this many decoder calls per chunk: a longer reading goes on at the next chunk
+    # (None: every reading ends in the chunk it began)
+    calls_per_chunk: int | None = None
 
     @classmethod
     def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
@@ -61,6 +67,9 @@ class CaptionConfig:
             abort_logprob=None
             if captions.get("abort_logprob") is None
             else float(captions["abort_logprob"]),
+            calls_per_chunk=None
+            if captions.get("calls_per_chunk") is None
+            else int(captions["calls_per_chunk"]),
         )
 
 
@@ -76,12 +85,15 @@ DRAFT_TOKENS = 16  # draft tokens verified per decoder call
 
 
 class WindowCaptions:
-    """A scratch token cache over the stream's memory (the same arrays, bound once), the
-    window decode, and the agreement state."""
+    """A scratch token cache over a copy of the stream's memory (taken when a reading
+    begins; both bound once), the window decode, and the agreement state."""
 
     def __init__(self, engine, memory, config: CaptionConfig, eos: int) -> None:
         spec = engine.spec
-        self.engine, self.memory, self.config, self.eos = engine, memory, config, eos
+        self.engine, self.source, self.config, self.eos = engine, memory, config, eos
+        # A reading that spans chunks must go on reading the window it began on, not the
+        # stream's memory, which the next chunk overwrites.
+        self.memory = memory.empty_like()
         if len(config.prompt_ids) + config.max_tokens + 1 > spec.cache_capacity:
             raise ValueError(
                 f"captions: a {config.max_tokens}-token hypothesis does not fit the "
@@ -89,7 +101,7 @@ class WindowCaptions:
             )
         policy = CachePolicy(spec.cache_capacity, len(config.prompt_ids), 1, "reprefill")
         self.cache = KVCache(spec.layers, spec.kv_heads, spec.head_dim, 1, policy, np.int64)
-        self.binding = engine.bind(self.cache, memory, reading=True)
+        self.binding = engine.bind(self.cache, self.memory, reading=True)
         self.bias = np.zeros(spec.vocab, np.float32)
         self.bias[config.text_vocab :] = -np.inf  # Whisper's specials, timestamps, soundflow's
         self.bias[eos] = 0.0
@@ -104,8 +116,12 @@ class WindowCaptions:
         if self.gate is not None:
             self.gate.reset()
         self.previous: list[int] = []  # the last reading's ids: the next one's draft
-        self.calls = 0  # decoder calls of the last reading
+        self.calls = 0  # decoder calls of the last finished reading
+        self.step_calls = 0  # decoder calls made in the last step
         self.chunks = 0
+        self._reading = None  # the reading under way (a generator), or None
+        self._want: list[int] = []  # the token ids its next decoder call runs
+        self._due = False  # a reading is due and waits for the one under way
         self.confidence = 0.0
         for a in (*self.cache.keys, *self.cache.values):
             a[:] = 0.0  # a non-finite value left in a free slot would still poison attention
@@ -150,7 +166,37 @@ class WindowCaptions:
         return []
 
     def hypothesis(self) -> list[int]:
-        """Greedy token ids of the current window ([] when it reads as no speech).
+        """Greedy token ids of the current window ([] when it reads as no speech), read to
+        its end now."""
+        self._begin()
+        return self._advance(None)
+
+    def _begin(self) -> None:
+        """A reading of the current window begins: the window is copied, nothing is run."""
+        self.memory.copy_from(self.source)
+        self.cache.reset()
+        self._reading = self._decode()
+        self._want = next(self._reading)  # the prompt
+        self._calls = 0
+
+    def _advance(self, budget: int | None) -> list[int] | None:
+        """The reading's decoder calls, until it ends (-> its ids) or this step has made
+        `budget` calls (-> None; it goes on at the next)."""
+        while budget is None or self.step_calls < budget:
+            logits = self._run(self._want)
+            self.step_calls += 1
+            self._calls += 1
+            try:
+                self._want = self._reading.send(logits)
+            except StopIteration as end:
+                self._reading = None
+                self.calls = self._calls
+                return end.value
+        return None
+
+    def _decode(self):
+        """The reading as a generator: it yields the token ids of each decoder call it needs,
+        is sent that call's logits, and returns the window's ids.
 
         Greedy decoding with the previous reading as a draft (prompt-lookup speculative
         decoding): the chosen token and the draft's continuation run as one decoder call,
@@ -158,9 +204,7 @@ class WindowCaptions:
         forgets the rest. The result is the greedy reading; the cost is a few calls instead
         of one per token, because one call's weights are read once for all its tokens."""
         c = self.config
-        self.cache.reset()
-        self.calls = 1
-        prompt_logits = self._run(list(c.prompt_ids))
+        prompt_logits = yield list(c.prompt_ids)
         if c.no_speech_id is not None:
             no_speech = float(np.exp(log_softmax(prompt_logits[0])[c.no_speech_id]))
             if no_speech > c.no_speech_skip:
@@ -190,8 +234,7 @@ class WindowCaptions:
             if len(ids) == c.max_tokens:
                 break
             draft = self._draft(ids, c.max_tokens - len(ids))
-            rows = self._run([token, *draft])
-            self.calls += 1
+            rows = yield [token, *draft]
             for i, guess in enumerate(draft):
                 choice = self._next(rows[i], ids)  # greedy's own choice there
                 if choice[2] or choice[0] != guess:
@@ -222,27 +265,51 @@ class WindowCaptions:
         decode = self.engine.detokenizer.decode
         return [w for w in (Word(decode(g), tuple(g)) for g in groups) if w.key]
 
-    def read(self) -> list[int]:
-        """The window's hypothesis, or none without a call where the gate heard no speech
-        (as a reading Whisper judges to be no speech returns none)."""
+    def _gate_open(self) -> bool:
+        """Whether a reading due now may run: where the gate heard no speech it is skipped,
+        without a call, as a reading Whisper judges to be no speech returns none."""
         if self.gate is None or self.gate.open:
-            return self.hypothesis()
+            return True
         self.skipped += 1
         self.calls = 0
         self.confidence = 0.0
         self.previous = []
-        return []
+        return False
+
+    def read(self) -> list[int]:
+        """The window's hypothesis, read to its end now, or none where the gate heard no
+        speech."""
+        return self.hypothesis() if self._gate_open() else []
 
     def step(self) -> list[int]:
-        """After a chunk joined the memory: the token ids of the words to emit now."""
+        """After a chunk joined the memory: the token ids of the words to emit now. A reading
+        is due every `every_chunks` chunks; one still under way when the next is due finishes
+        first (the next then begins on the window of that chunk)."""
         self.chunks += 1
-        if self.chunks % self.config.every_chunks:
-            return []
-        out = self.agreement.push(self.words(self.read()))
+        self.step_calls = 0
+        if self.chunks % self.config.every_chunks == 0:
+            self._due = True
+        out: list[Word] = []
+        while True:
+            if self._reading is None:
+                if not self._due:
+                    break
+                self._due = False
+                if not self._gate_open():
+                    out += self.agreement.push([])
+                    continue
+                self._begin()
+            ids = self._advance(self.config.calls_per_chunk)
+            if ids is None:
+                break
+            out += self.agreement.push(self.words(ids))
         return [t for w in out for t in w.ids]
 
     def finish(self) -> list[int]:
-        """The end of the stream: the current window read once more, then every word that
-        still waits for agreement."""
-        out = self.agreement.push(self.words(self.read())) + self.agreement.flush()
+        """The end of the stream: the reading under way ends, the current window is read
+        once more, then every word that still waits for agreement is emitted."""
+        out: list[Word] = []
+        if self._reading is not None:
+            out += self.agreement.push(self.words(self._advance(None)))
+        out += self.agreement.push(self.words(self.read())) + self.agreement.flush()
         return [t for w in out for t in w.ids]

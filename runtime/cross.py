@@ -11,6 +11,7 @@ the stream re-prefills the prompt and the newest tokens with renumbered position
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -196,6 +197,17 @@ class Memory:
         self.valid[:n] = True
         self.valid[n:] = False
 
+    def empty_like(self) -> Memory:
+        """A memory of the same shape, empty (a window reading's own copy)."""
+        layers, (_, heads, capacity, head_dim) = len(self.keys), self.keys[0].shape
+        return Memory(layers, heads, head_dim, capacity, self.mask_value)
+
+    def copy_from(self, other: Memory) -> None:
+        """Take `other`'s window, in place (the arrays stay bound)."""
+        for a, b in zip((*self.keys, *self.values), (*other.keys, *other.values), strict=True):
+            np.copyto(a, b)
+        self.valid[:] = other.valid
+
     def mask(self, q: int) -> np.ndarray:
         row = np.where(self.valid, 0.0, self.mask_value).astype(np.float32)
         return np.ascontiguousarray(np.broadcast_to(row, (1, 1, q, self.capacity)))
@@ -260,6 +272,9 @@ class CrossDecoderStream(DecoderStream):
                     "(prompt_ids, text_vocab); re-export the bundle or use --captions protocol"
                 )
             config = CaptionConfig.from_manifest(cfg, self.no_repeat)
+            if options.caption_calls is not None:
+                calls = options.caption_calls or None  # 0: no bound
+                config = dataclasses.replace(config, calls_per_chunk=calls)
             try:
                 self.captions = WindowCaptions(engine, self.memory, config, self.eos)
             except ValueError as e:

@@ -48,6 +48,9 @@ class RuntimeOptions:
     # transcribe captions by agreement: skip the readings of windows the bundle's speech gate
     # (its tagger's speech output) heard no speech in; False reads every window
     speech_gate: bool = True
+    # transcribe captions by agreement: decoder calls a window reading may make per chunk (a
+    # longer one goes on at the next chunk); None = the manifest's, 0 = no bound
+    caption_calls: int | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -67,6 +70,7 @@ class RuntimeOptions:
             ("cache_window", self.cache_window, 1, "entries, 1 or more"),
             ("stats_every_s", self.stats_every_s, 0, "seconds, 0 (never) or more"),
             ("reconnect_tries", self.reconnect_tries, 0, "attempts, 0 or more"),
+            ("caption_calls", self.caption_calls, 0, "decoder calls, 0 (no bound) or more"),
         )
         for name, value, low, what in checks:
             if value is not None and not (_finite(value) and value >= low):

@@ -21,9 +21,9 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   dpkg -s colobot-common-sounds >/dev/null 2>&1 || ./train/data/setup_sources.sh
   # the tagger's benign clips (soundflow tagger --negatives): whole packages, unlabelled
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  dpkg -s fillets-ng-data >/dev/null 2>&1 || $SUDO apt-get install -y --no-install-recommends \
+  dpkg -s klettres-data >/dev/null 2>&1 || $SUDO apt-get install -y --no-install-recommends \
     asterisk-moh-opsound-wav lincity-ng-data frozen-bubble-data pingus-data xmoto-data \
-    extremetuxracer-data fillets-ng-data
+    extremetuxracer-data fillets-ng-data wesnoth-1.16-data hedgewars-data tuxtype-data klettres-data
   # Data: train, a dev split for calibration (other streams, same voice pool) and the eval
   # split (voices, sentences and sounds training never uses). Each build is seconds to minutes.
   # Round 2 trains on 8 h of fresh streams, one build of the `negatives` recipe (twice the
@@ -50,7 +50,8 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder --int8-logits
   soundflow calibrate "$OUT" --data "$WORK/data/dev"
   # Alert mode's tagger (soundflow tagger, ~15 min): a head over the encoder's newest frames,
-  # trained on round 2's streams and 4 h more, its thresholds calibrated on a 3 h dev split;
+  # trained on round 2's streams and 4 h more and on every clip of 11 packages of game, music,
+  # voice and UI sounds as benign, its thresholds calibrated on a 3 h dev split;
   # with transcribe mode's speech gate (its own branch, threshold for 99.9 % of dev speech).
   [ -f "$WORK/data/round3/negatives-s12/streams.jsonl" ] || soundflow data build --recipe negatives --hours 2 --seed 12 --workers 2 --out "$WORK/data/round3/negatives-s12"
   [ -f "$WORK/data/round3/default-s13/streams.jsonl" ] || soundflow data build --recipe default --hours 2 --seed 13 --workers 2 --out "$WORK/data/round3/default-s13"
@@ -59,7 +60,8 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
     --data "$WORK/data/round3/negatives-s12" --data "$WORK/data/round3/default-s13" \
     --dev "$WORK/data/dev3" --out "$WORK/tagged" --cache "$WORK/tagger-features" --steps 4000 --false-cost 2 \
     --negatives asterisk-moh-opsound-wav --negatives lincity-ng-data --negatives frozen-bubble-data \
-    --negatives pingus-data --negatives xmoto-data --negatives extremetuxracer-data --negatives fillets-ng-data
+    --negatives pingus-data --negatives xmoto-data --negatives extremetuxracer-data --negatives fillets-ng-data \
+    --negatives wesnoth-1.16-data --negatives hedgewars-data --negatives tuxtype-data --negatives klettres-data
   rm -rf "$OUT" && cp -r "$WORK/tagged" "$OUT"
   python scripts/make_demo.py "$WORK/data/eval" soundflow/assets/demo.flac
   soundflow eval --data "$WORK/data/eval" --json "$WORK/eval.json"

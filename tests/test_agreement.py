@@ -110,6 +110,10 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_p
     manifest["decision"]["captions"]["prompt_ids"] = [10**9]
     with pytest.raises(BundleError, match="decision.captions.prompt_ids"):
         validate_manifest(manifest, bad / "manifest.json")
+    manifest["decision"]["captions"]["prompt_ids"] = [0]
+    manifest["decision"]["captions"]["calls_per_chunk"] = 0  # a reading could never end
+    with pytest.raises(BundleError, match="decision.captions.calls_per_chunk"):
+        validate_manifest(manifest, bad / "manifest.json")
 
 
 def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
@@ -207,3 +211,90 @@ def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
     assert sum(len(r) for r in greedy) > 60  # the sentence was read, many times over
     assert drafted == greedy
     assert drafted_calls < 0.7 * greedy_calls, (drafted_calls, greedy_calls)
+
+
+def _sentence_stream(engine, text: str, seed: int, pad_s: float = 1.0):
+    """A held-out espeak-ng voice saying `text`, then `pad_s` of silence, in chunks."""
+    import numpy as np
+
+    from soundflow.train.data import espeak
+
+    pcm, _ = espeak.synthesize(text, espeak.sample_voice(np.random.default_rng(seed), "eval"))
+    n = engine.spec.chunk_samples
+    pcm = np.concatenate([pcm, np.zeros(n - len(pcm) % n + int(pad_s * 16000), np.float32)])
+    return [pcm[i : i + n] for i in range(0, len(pcm) - n + 1, n)]
+
+
+def test_a_reading_spread_over_chunks_reads_the_window_it_began_on():
+    """calls_per_chunk: a reading that needs more calls than a chunk allows goes on at the
+    next chunk on a copy of the window it began on, so the stream's memory moving on under
+    it changes nothing: it ends with the ids the same window read at once gives."""
+
+    import pytest
+
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+
+    engine = OrtEngine()
+    if engine.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    text = "the night train leaves the station at seven and arrives before the morning"
+    chunks = _sentence_stream(engine, text, 4, pad_s=6.0)
+    whole = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+    spread = DecoderStream(engine, RuntimeOptions(mode="transcribe", caption_calls=1))
+    assert spread.captions.config.calls_per_chunk == 1
+    spread.captions.gate = None  # the reading under test must run whatever the gate hears
+    every = spread.captions.config.every_chunks
+    enc = EncoderStream(engine)
+    cut = 4 * every  # 3.2 s in: the sentence is under way
+    for chunk in chunks[:cut]:
+        entry = enc.encode(chunk)
+        whole.memory.add(entry)
+        spread.memory.add(entry)
+    expected = whole.captions.hypothesis()
+    assert len(expected) >= 3 and whole.captions.calls >= 3  # more than a chunk's worth
+    spread.captions.chunks = cut - 1  # the next step is a reading chunk
+    steps = 0
+    for chunk in chunks[cut:]:
+        spread.captions.step()
+        steps += 1
+        assert spread.captions.step_calls <= 1
+        if spread.captions.calls:  # the first reading ended
+            break
+        spread.memory.add(enc.encode(chunk))  # the stream moves on under the reading
+    assert spread.captions.previous == expected
+    assert steps == whole.captions.calls  # one call per chunk, as many chunks as calls
+
+
+def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions():
+    """A held-out sentence through the stream with 2 calls per chunk: no chunk makes more,
+    readings do span chunks, and the caption still says the sentence."""
+    import pytest
+
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import EncoderStream
+    from soundflow.train.evaluate import edit_distance, normalize
+
+    engine = OrtEngine()
+    if engine.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    text = "the night train leaves the station at seven and arrives before the morning"
+    chunks = _sentence_stream(engine, text, 4)
+    from soundflow.runtime.cross import CrossDecoderStream
+
+    dec = CrossDecoderStream(engine, RuntimeOptions(mode="transcribe", caption_calls=2))
+    enc = EncoderStream(engine)
+    said, per_chunk = [], []
+    for chunk in chunks:
+        if dec.decide(enc.encode(chunk)).respond:
+            said += dec._caption
+        per_chunk.append(dec.captions.step_calls)
+    said += dec.finish()
+    assert max(per_chunk) == 2
+    every = dec.captions.config.every_chunks
+    carried = [c for i, c in enumerate(per_chunk, 1) if i % every and c]
+    assert carried  # some reading went on at a chunk where none was due
+    hyp = normalize(engine.detokenizer.decode(said))
+    assert edit_distance(normalize(text), hyp) / len(text.split()) <= 0.25, hyp

@@ -232,8 +232,7 @@ def test_the_speech_gate_reads_no_window_of_benign_sound(engine):
             entry, state = eng.encode(pcm[c * cs : (c + 1) * cs][None], state)
             if stream.decide(entry).respond:
                 said += stream._caption
-            if stream.captions.chunks % stream.captions.config.every_chunks == 0:
-                calls += stream.captions.calls
+            calls += stream.captions.step_calls
         return calls, said, stream.captions.skipped
 
     calls, said, skipped = run(True)

@@ -99,3 +99,20 @@ def test_eval_cli_scores_the_smoke_bundle(smoke_bundle, tmp_path):
 def test_eval_cli_refuses_a_directory_without_streams(tmp_path):
     result = CliRunner().invoke(cli, ["eval", "--data", str(tmp_path)])
     assert result.exit_code != 0 and "no streams.jsonl" in result.output
+
+
+def test_eval_cli_scores_only_the_tasks_asked_for(smoke_bundle, tmp_path):
+    """--task alert runs the streams in alert mode alone (the other figures stay empty); a
+    task the bundle lacks is a one-line error that names the ones it has."""
+    from soundflow.train.smoke import write_toy_split
+
+    data = write_toy_split(tmp_path / "toy", n_streams=1)
+    report_path = tmp_path / "report.json"
+    args = ["eval", str(smoke_bundle), "--data", str(data), "--json", str(report_path)]
+    result = CliRunner().invoke(cli, [*args, "--task", "alert"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["tasks"] == ["alert"] and report["false_alerts_per_hour"] is not None
+    assert report["wer"] is None and report["assist_exact_match"] is None
+    result = CliRunner().invoke(cli, [*args, "--task", "sing"])
+    assert result.exit_code != 0 and "'sing' is not one of this bundle's" in result.output

@@ -240,6 +240,26 @@ def test_embedded_default_names_a_doorbell_in_the_chunk_it_rings(tmp_path):
     assert responses[0]["t"] == pytest.approx(4.4)  # the end of the chunk it starts in
 
 
+def test_caption_calls_flag_bounds_the_reading_and_still_captions(tmp_path):
+    """--caption-calls 1: one decoder call per chunk at most, readings carried over; the
+    held-out sentence is still captioned. A negative bound is a usage error."""
+    from soundflow.train.data import espeak
+
+    pcm, _ = espeak.synthesize(
+        "please close the window in the kitchen",
+        espeak.sample_voice(np.random.default_rng(2), "eval"),
+    )
+    wav = tmp_path / "said.wav"
+    sf.write(wav, np.concatenate([pcm, np.zeros(32_000, np.float32)]), 16_000)
+    args = ("--input", str(wav), "--fast", "--jsonl", "--mode", "transcribe")
+    r = _listen(*args, "--caption-calls", "1")
+    assert r.exit_code == 0, r.stderr
+    said = " ".join(e["text"] for e in _jsonl(r.stdout) if e["type"] == "response")
+    assert "kitchen" in said and "window" in said, said
+    r = _listen(*args, "--caption-calls", "-1")
+    assert r.exit_code == 2 and "--caption-calls" in r.stderr
+
+
 def test_demo_runs_through_the_embedded_default_bundle():
     """The README's first command: no bundle, no microphone."""
     r = _listen("--demo", "--fast", "--jsonl")

@@ -291,13 +291,12 @@ def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp
         stream = CrossDecoderStream(eng, RuntimeOptions(mode="transcribe", speech_gate=gate))
         assert (stream.captions.gate is not None) == gate
         state, out, calls = eng.new_state(), [], 0
-        cs, every = eng.spec.chunk_samples, stream.captions.config.every_chunks
+        cs = eng.spec.chunk_samples
         for c in range(len(x) // cs):
             entry, state = eng.encode(x[c * cs : (c + 1) * cs][None], state)
             if stream.decide(entry).respond:
                 out += stream._caption
-            if stream.captions.chunks % every == 0:  # a reading chunk: its decoder calls
-                calls += stream.captions.calls
+            calls += stream.captions.step_calls
         return out, calls, stream.captions.skipped
 
     closed = _gated(tagged_bundle, tmp_path / "closed", 1.0)

@@ -130,13 +130,21 @@ def evaluate_bundle(
     max_streams: int | None = None,
     variant: str = "fp32",
     progress=None,
+    tasks: list[str] | None = None,
 ) -> dict:
+    """Every stream of `data` through the runtime once per task (`tasks`: a subset of the
+    bundle's; None = all) -> the report `soundflow eval` prints."""
+    from soundflow.manifest import BundleError
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data.shards import iter_streams
 
     engine = OrtEngine(bundle, RuntimeOptions(realtime=False), variant=variant)
-    tasks = list(engine.spec.manifest["tasks"])
+    known = list(engine.spec.manifest["tasks"])
+    unknown = [t for t in tasks or [] if t not in known]
+    if unknown:
+        raise BundleError(f"task {unknown[0]!r} is not one of this bundle's: {', '.join(known)}")
+    tasks = list(tasks) if tasks else known
     chunk_s = engine.spec.manifest["audio"]["chunk_ms"] / 1000
     hours, n = 0.0, 0
     wer_edits = wer_words = 0
