@@ -67,7 +67,16 @@ DIR = click.Path(path_type=Path, exists=True, file_okay=False)
     help="The speech gate's threshold is the highest that still reads this share of the dev "
     "split's windows that hold speech.",
 )
-def tagger(data, dev, speech_gate, **opts):
+@click.option(
+    "--verify",
+    "verify",
+    multiple=True,
+    metavar="LABEL=WORD[,WORD]",
+    help="Also raise LABEL where the tagger is less sure but Whisper reads one of the words "
+    "in the window (repeat), e.g. shout_for_help=help; the threshold for it is calibrated on "
+    "--dev, and left out where it does not help there.",
+)
+def tagger(data, dev, speech_gate, verify, **opts):
     """Add an alert tagger to BUNDLE (a Whisper-based one): a small head over its encoder's
     newest frames that names alert-worthy sounds, and a speech gate. Alert mode then decides
     by it (`listen --alerts protocol` keeps the decoder's own decision); transcribe mode
@@ -86,7 +95,14 @@ def tagger(data, dev, speech_gate, **opts):
             raise click.ClickException(
                 f"{d} has no streams.jsonl; build it with `soundflow data build`"
             )
+    words = {}
+    for v in verify:
+        label, _, said = v.partition("=")
+        ws = tuple(w.strip().lower() for w in said.split(",") if w.strip())
+        if not label or not ws:
+            raise click.BadParameter(f"{v!r}: use LABEL=WORD[,WORD]", param_hint="--verify")
+        words[label] = ws
     try:
-        build(data=list(data), dev=dev, log=click.echo, speech=speech_gate, **opts)
+        build(data=list(data), dev=dev, log=click.echo, speech=speech_gate, verify=words, **opts)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -62,10 +62,12 @@ def add_tagger(
     patience: int,
     report: dict,
     speech: dict | None = None,
+    verify: dict | None = None,
 ) -> dict:
     """Copy `bundle` to `out` with the tagger added; returns the new manifest.
     `tokenizer_encode(text) -> ids`: the bundle's tokenizer, for each alert's response text.
-    `speech`: the speech gate's calibration (train/tagger.calibrate_gate), where it has one."""
+    `speech`: the speech gate's calibration (train/tagger.calibrate_gate), where it has one.
+    `verify`: {label: {"threshold", "words"}}, labels also raised when a reading confirms."""
     bundle, out = Path(bundle), Path(out)
     manifest = read_manifest(bundle)
     if manifest.get("decoder", {}).get("kind") != "whisper-cross":
@@ -98,6 +100,8 @@ def add_tagger(
     }
     if c.speech:
         manifest["tagger"]["speech"] = {"label": c.labels[-1], **(speech or {})}
+    if verify:
+        manifest["tagger"]["verify"] = verify
     write_manifest(out, manifest)
     return manifest
 
@@ -128,6 +132,33 @@ def load_captions(records) -> dict[str, str]:
     return {label: c.most_common(1)[0][0] for label, c in counts.items()}
 
 
+def window_readings(engine, dev: Path, streams, column: int, heard=None) -> list[dict]:
+    """Per dev stream, {position: the words Whisper's transcription prompt reads in that
+    chunk's window} for every chunk whose p(column) reaches T.VERIFY_FLOOR (a label's
+    confirming readings, made offline as the runtime would make them); `heard` is added to."""
+    from soundflow.runtime.cross import CrossDecoderStream
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train import tagger as T
+
+    reader = CrossDecoderStream(engine, RuntimeOptions(mode="transcribe", speech_gate=False))
+    hist = int(engine.spec.manifest["encoder"].get("history_samples", 0))
+    cs, state = engine.spec.chunk_samples, engine.spec.encoder_state[0].input
+    out = heard or [{} for _ in streams]
+    for k, (record, chunks, probs) in enumerate(streams):
+        todo = [j for j in np.flatnonzero(probs[:, column] >= T.VERIFY_FLOOR) if j not in out[k]]
+        if not todo:
+            continue
+        x = T.load_stream(dev, record)
+        for j in todo:  # the window as the stream would hold it: its PCM history and chunk
+            s = int(chunks[j]) * cs
+            entry, _ = engine.encode(x[s : s + cs][None], {state: x[max(0, s - hist) : s][None]})
+            reader.memory.reset()
+            reader.memory.add(entry)
+            ids = reader.captions.hypothesis()
+            out[k][int(j)] = {w.key for w in reader.captions.words(ids)}  # as the runtime
+    return out
+
+
 def build(
     bundle: Path,
     data: list[Path],
@@ -143,6 +174,7 @@ def build(
     negatives: tuple[str, ...] = (),
     speech: bool = True,
     speech_recall: float | None = None,
+    verify: dict[str, tuple[str, ...]] | None = None,
 ) -> dict:
     """`soundflow tagger`: features of `data` and `dev` through `bundle`'s encoder (cached
     under `cache`), a head trained on `data`, thresholds calibrated on `dev`, and `out`, a
@@ -190,7 +222,23 @@ def build(
     probs = [(r, c, T.predict(head, f)) for r, c, f in dev_streams]
     refractory = float(engine.spec.decision["refractory_s"])
     thr = T.calibrate(config, probs, patience, refractory, false_cost)
-    report = T.score(config, probs, thr, patience, refractory)
+    verified, verify_specs, heard = {}, {}, None
+    for label, words in (verify or {}).items():
+        from soundflow.runtime.tagger import VerifySpec
+
+        if label not in config.alerts:
+            raise ValueError(f"--verify {label}: not one of the alert labels {config.alerts}")
+        col = config.labels.index(label)
+        log(f"window readings of the dev chunks where p({label}) >= {T.VERIFY_FLOOR}")
+        heard = window_readings(engine, dev, probs, col, heard)
+        g = T.calibrate_verify(
+            config, probs, heard, thr, patience, refractory, false_cost, label, words
+        )
+        log(f"verify {label} by {list(words)}: threshold {g}")
+        if g is not None:
+            verified[label] = {"threshold": g, "words": list(words)}
+            verify_specs[label] = VerifySpec(g, tuple(words))
+    report = T.score(config, probs, thr, patience, refractory, verify_specs or None, heard)
     gate_report = None
     if speech:  # the chunks a window reading hears: the encoder's history and the chunk
         cs = engine.spec.chunk_samples
@@ -206,6 +254,7 @@ def build(
         "steps": steps,
         "train": [str(d) for d in data],
         "negatives": list(negatives),
+        "verified": sorted(verified),
     }
     log(f"dev: alert accuracy {report['accuracy']:.1%}, {report['false_per_hour']:.1f} false/h")
     tok = Tokenizer.from_file(str(engine.spec.tokenizer_file))
@@ -219,6 +268,7 @@ def build(
         patience,
         report,
         gate_report,
+        verified or None,
     )
     err = check_parity(head, Path(out) / FILE)
     if err > 1e-4:

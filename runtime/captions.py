@@ -120,6 +120,7 @@ class WindowCaptions:
         self.step_calls = 0  # decoder calls made in the last step
         self.chunks = 0
         self._reading = None  # the reading under way (a generator), or None
+        self._calls = 0  # its decoder calls so far
         self._want: list[int] = []  # the token ids its next decoder call runs
         self._due = False  # a reading is due and waits for the one under way
         self.confidence = 0.0

@@ -286,6 +286,7 @@ class CrossDecoderStream(DecoderStream):
         # Alert mode may decide by the bundle's tagger (runtime/tagger.py) instead of the
         # decoder's <respond> step; the manifest's presence says which, a flag overrides.
         self.alerts = None
+        self._reader = None  # the tagger's confirming reader (VerifySpec), where it has one
         if self.mode == "alert" and options.alerts != "protocol":
             if spec.tagger is None or engine.tagger is None:
                 if options.alerts == "tagger":
@@ -305,6 +306,17 @@ class CrossDecoderStream(DecoderStream):
                         )
                     self._alert_ids[label] = spec.special[tag]
                 self._alert: list[int] = []
+                # labels the tagger's manifest has confirmed by words: a window reading with
+                # Whisper's own prompt, made only in chunks where one of them needs it
+                if self.alerts.verify:
+                    if cfg is None:
+                        raise BundleError(
+                            "tagger.verify needs the manifest's decision.captions (the "
+                            "reading's prompt); re-export the bundle"
+                        )
+                    config = CaptionConfig.from_manifest(cfg, self.no_repeat)
+                    self._reader = WindowCaptions(engine, self.memory, config, self.eos)
+        self._chunk_s = engine.spec.chunk_ms / 1000
         self.reset()
 
     def reset(self) -> None:
@@ -315,6 +327,10 @@ class CrossDecoderStream(DecoderStream):
         if self.alerts is not None:
             self.alerts.reset()
             self._alert = []
+        if self._reader is not None:
+            self._reader.reset()
+        self._chunks = 0
+        self.verified = 0  # confirming readings made
         self._caption = []
         self._pending = list(self.prompt)
         self._last_tag: dict[int, float] = {}
@@ -340,8 +356,17 @@ class CrossDecoderStream(DecoderStream):
         """`audio_embeds`: the chunk's memory entry from the encoder; the query is the
         pending token ids, or none when captions by agreement decide (their window reading
         is the decision; the protocol's own call would go unused)."""
-        if self.alerts is not None:  # the tagger decides: no decoder call reads the memory
+        if self.alerts is not None:  # the tagger decides: no protocol decision call
+            self._chunks += 1
             self._p = self.alerts.update(self.engine.tag(audio_embeds))
+            if self._reader is not None:
+                self.memory.add(audio_embeds)  # the window a confirming reading hears
+                labels = self.alerts.to_verify(self._chunks * self._chunk_s)
+                if labels:
+                    heard = {w.key for w in self._reader.words(self._reader.hypothesis())}
+                    self.verified += 1
+                    for label in labels:
+                        self.alerts.confirm(label, heard)
             return []
         self.memory.add(audio_embeds)
         if self.captions is not None:

@@ -1,6 +1,7 @@
 """The alert tagger (ARCHITECTURE.md, Contract 3d): a small head over the newest encoder
 frames that names alert-worthy sounds, and the per-stream rule that turns its probabilities
-into alerts (a threshold per label, patience, a refractory time per label).
+into alerts (a threshold per label, patience, a refractory time per label), where a label
+may also be confirmed by words Whisper reads in the window (`VerifySpec`).
 
 A whisper-cross bundle may carry one (`soundflow tagger` trains it on the bundle's own
 encoder); alert mode then decides by it instead of the decoder's <respond> step. Its optional
@@ -29,6 +30,17 @@ class GateSpec:
 
 
 @dataclass(frozen=True)
+class VerifySpec:
+    """The manifest's `tagger.verify.LABEL`: a chunk whose p(LABEL) met `threshold` (below the
+    label's own) alerts where a reading of the window with Whisper's transcription prompt
+    holds one of `words`. For labels that are speech (a shout for help): the tagger hears a
+    raised voice, Whisper hears what it says."""
+
+    threshold: float
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TaggerSpec:
     """The manifest's `tagger` section, parsed and checked."""
 
@@ -42,6 +54,7 @@ class TaggerSpec:
     responses: dict[str, tuple[int, ...]]  # alert label -> response ids after its tag
     patience: int  # chunks in a row at or over the threshold before an alert
     speech: GateSpec | None = None  # transcribe mode's speech gate, where the head has one
+    verify: dict[str, VerifySpec] | None = None  # alert labels also raised when words confirm
 
     @classmethod
     def from_manifest(cls, t: dict[str, Any], path, mpath) -> TaggerSpec:
@@ -62,6 +75,11 @@ class TaggerSpec:
                 },
                 patience=int(t.get("patience", 1)),
                 speech=_gate(t["speech"], labels) if "speech" in t else None,
+                verify={
+                    str(k): VerifySpec(float(v["threshold"]), tuple(str(w) for w in v["words"]))
+                    for k, v in t.get("verify", {}).items()
+                }
+                or None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{mpath}: tagger section is malformed ({e!r}); {fix}") from None
@@ -72,6 +90,12 @@ class TaggerSpec:
             raise BundleError(f"{mpath}: tagger frames and patience must be >= 1; {fix}")
         if not all(0.0 <= v <= 1.0 for v in spec.thresholds.values()):
             raise BundleError(f"{mpath}: tagger thresholds must lie in [0, 1]; {fix}")
+        for label, v in (spec.verify or {}).items():
+            if label not in spec.thresholds or not 0.0 <= v.threshold <= 1.0 or not v.words:
+                raise BundleError(
+                    f"{mpath}: tagger.verify.{label} needs an alert label, a threshold in "
+                    f"[0, 1] and words; {fix}"
+                )
         g = spec.speech
         if g is not None and not (0.0 <= g.threshold <= 1.0 and g.window_chunks >= 1):
             raise BundleError(
@@ -117,7 +141,8 @@ def newest_frames(entry: np.ndarray, layer: int, kv: int, frames: int) -> np.nda
 class AlertRule:
     """One stream's alert decisions from the tagger's probabilities: a label may fire once
     its probability has met its threshold for `patience` chunks in a row, and not again
-    within `refractory_s` of its last alert (the same ongoing alarm)."""
+    within `refractory_s` of its last alert (the same ongoing alarm). A label with a
+    `VerifySpec` is also ready when `confirm` says a reading of the window held its words."""
 
     def __init__(self, spec: TaggerSpec, refractory_s: float, threshold: float | None = None):
         self.labels = [lab for lab in spec.labels if lab in spec.thresholds]
@@ -128,6 +153,7 @@ class AlertRule:
             np.float32,
         )
         self.patience, self.refractory_s = spec.patience, refractory_s
+        self.verify = {} if threshold is not None else dict(getattr(spec, "verify", None) or {})
         self.reset()
 
     def reset(self) -> None:
@@ -140,6 +166,24 @@ class AlertRule:
         self.p = np.asarray(probs, np.float32).reshape(-1)[self.columns]
         self.run = np.where(self.p >= self.thresholds, self.run + 1, 0)
         return float(self.p.max()) if len(self.p) else 0.0
+
+    def to_verify(self, t: float) -> list[str]:
+        """Labels a reading of this chunk's window could confirm: p met their verify
+        threshold, they are not ready on their own, and not in refractory at stream time t."""
+        out = []
+        for label, v in self.verify.items():
+            i = self.labels.index(label)
+            if self.p[i] >= v.threshold and self.run[i] < self.patience:
+                if t - self.last.get(label, -np.inf) >= self.refractory_s:
+                    out.append(label)
+        return out
+
+    def confirm(self, label: str, text_words: set[str]) -> bool:
+        """A reading of the window heard `text_words`: the label is ready if one is its."""
+        if not text_words & set(self.verify[label].words):
+            return False
+        self.run[self.labels.index(label)] = self.patience
+        return True
 
     @property
     def ready(self) -> bool:

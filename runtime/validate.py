@@ -340,6 +340,16 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
                 vocab,
                 c.get(f"tagger.alerts.{label}.response_ids"),
             )
+        verify = c.obj("tagger.verify", required=False)  # labels confirmed by words
+        for label in verify or {}:
+            if label not in c.get("tagger.alerts"):
+                raise c.fail(f"tagger.verify.{label}", "is not one of tagger.alerts")
+            if captions is None:
+                raise c.fail("tagger.verify", "needs decision.captions (the reading's prompt)")
+            c.num(f"tagger.verify.{label}.threshold", 0.0, 1.0)
+            words = c.get(f"tagger.verify.{label}.words")
+            if not (isinstance(words, list) and words and all(isinstance(w, str) for w in words)):
+                raise c.fail(f"tagger.verify.{label}.words", "must be a non-empty list of words")
     c.obj("model", required=False)
     # memory: what the runtime allocates for one stream, before it allocates any of it
     need = {

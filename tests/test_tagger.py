@@ -1,7 +1,8 @@
 """The alert tagger: its targets, the runtime's decision rule, the exported graph against
 torch, training features against what a running stream computes, and a tagged bundle
 driving alert mode through the runtime (no decoder call), with its manifest checked; its
-speech gate: targets, calibration == runtime rule, and transcribe readings it skips."""
+speech gate: targets, calibration == runtime rule, and transcribe readings it skips; labels
+confirmed by the words Whisper reads (VerifySpec): the rule, its calibration, the runtime."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ import numpy as np
 import pytest
 
 from soundflow.manifest import BundleError
-from soundflow.runtime.tagger import AlertRule, GateSpec, SpeechGate, TaggerSpec, newest_frames
+from soundflow.runtime.tagger import (
+    AlertRule,
+    GateSpec,
+    SpeechGate,
+    TaggerSpec,
+    VerifySpec,
+    newest_frames,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -66,6 +74,48 @@ def test_rule_patience_and_an_explicit_threshold():
     probs = [[0.6, 0, 0], [0.0, 0, 0], [0.6, 0, 0], [0.6, 0, 0]]
     assert _alerts(AlertRule(_spec(patience=2), 8.0), probs) == [(1.6, "doorbell")]
     assert _alerts(AlertRule(_spec(), 8.0, threshold=0.7), probs) == []
+
+
+def test_rule_confirms_a_label_by_the_words_read():
+    """A verified label below its own threshold alerts only where a reading held one of its
+    words; the refractory time holds as for any alert; --threshold switches verifying off."""
+    spec = _spec(verify={"smoke_alarm": VerifySpec(0.3, ("fire", "smoke"))})
+    rule = AlertRule(spec, refractory_s=2.0)
+    rule.update(np.array([0.0, 0.2, 0.0], np.float32))
+    assert rule.to_verify(0.4) == []  # under the verify threshold: no reading
+    rule.update(np.array([0.0, 0.5, 0.0], np.float32))
+    assert rule.to_verify(0.8) == ["smoke_alarm"] and not rule.ready
+    assert not rule.confirm("smoke_alarm", {"the", "kettle"}) and not rule.ready
+    assert rule.confirm("smoke_alarm", {"smoke", "everywhere"}) and rule.ready
+    assert rule.fire(0.8) == "smoke_alarm"
+    rule.update(np.array([0.0, 0.5, 0.0], np.float32))
+    assert rule.to_verify(1.2) == []  # refractory: no reading either
+    assert AlertRule(spec, 2.0, threshold=0.9).verify == {}
+
+
+def test_verify_calibration_keeps_a_threshold_only_where_it_helps():
+    """calibrate_verify on two dev streams: a shout the tagger is unsure of (p 0.5, under
+    its 0.9) whose window reads "help" is won back at the highest threshold that reaches it;
+    where readings never hold the word, no threshold (None)."""
+    from soundflow.train import tagger as T
+
+    config = T.TaggerConfig(labels=("shout_for_help", "doorbell"), alerts=("shout_for_help",))
+    chunks = np.arange(20)
+    probs = np.zeros((20, 2), np.float32)
+    probs[5, 0] = 0.5  # the shout, 2.0-2.6 s
+    probs[15, 0] = 0.35  # talk, no event
+    shout = {"label": "shout_for_help", "start": 2.0, "end": 2.6, "alert": True}
+    streams = [({"events": [shout], "duration": 8.0}, chunks, probs)]
+    thr = np.array([0.9])
+    heard = [{5: {"help", "me"}, 15: {"help", "you", "carry"}}]
+    args = (config, streams, heard, thr, 1, 8.0, 2.0, "shout_for_help", ("help",))
+    assert T.calibrate_verify(*args) == 0.5  # 0.35 would add the talk as a false alert
+    assert T.score(config, streams, thr, 1, 8.0)["correct"] == 0
+    verify = {"shout_for_help": VerifySpec(0.5, ("help",))}
+    r = T.score(config, streams, thr, 1, 8.0, verify, heard)
+    assert r["correct"] == 1 and r["false"] == 0
+    never = [{5: {"hello"}, 15: {"carry"}}]
+    assert T.calibrate_verify(config, streams, never, *args[3:]) is None
 
 
 def test_targets_mark_the_chunks_an_event_overlaps():
@@ -319,6 +369,9 @@ def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp
         (lambda t: t["speech"].update(label="nope"), "tagger.speech.label"),
         (lambda t: t["speech"].update(threshold=-0.1), "tagger.speech.threshold"),
         (lambda t: t["speech"].update(window_chunks=0), "tagger.speech.window_chunks"),
+        (lambda t: t.update(verify={"nope": {"threshold": 0.5, "words": ["a"]}}), "tagger.verify"),
+        (lambda t: t.update(verify={"x": {"threshold": 0.5, "words": []}}), "tagger.verify.x"),
+        (lambda t: t.update(verify={"x": {"threshold": 1.5, "words": ["a"]}}), "tagger.verify.x"),
     ],
 )
 def test_a_bad_tagger_section_is_refused(tagged_bundle, tmp_path, edit, words):
@@ -335,6 +388,43 @@ def test_a_bad_tagger_section_is_refused(tagged_bundle, tmp_path, edit, words):
     write_manifest(out, {k: v for k, v in m.items() if k != "files"})
     with pytest.raises(BundleError, match=words.replace(".", r"\.")):
         CrossEngine(out)
+
+
+def test_a_verified_label_alerts_where_whisper_reads_its_word(tagged_bundle, tmp_path):
+    """tagger.verify through the runtime: a label that never passes its own threshold alerts
+    on a spoken "help" once its word is the one read, and not when the word is another."""
+    from soundflow.manifest import write_manifest
+    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train.data import espeak
+
+    pcm, _ = espeak.synthesize("help me please, somebody help", espeak.Voice())
+    x = np.concatenate([np.zeros(8000, np.float32), pcm, np.zeros(16000, np.float32)])
+
+    def alerts(words: list[str]) -> tuple[list[str], int]:
+        out = tmp_path / words[0]
+        shutil.copytree(tagged_bundle, out)
+        m = json.loads((out / "manifest.json").read_text())
+        label = next(iter(m["tagger"]["alerts"]))
+        m["tagger"]["alerts"][label]["threshold"] = 1.0  # never on its own
+        m["tagger"]["verify"] = {label: {"threshold": 0.0, "words": words}}
+        write_manifest(out, {k: v for k, v in m.items() if k != "files"})
+        eng = CrossEngine(out)
+        stream = CrossDecoderStream(eng, RuntimeOptions(mode="alert"))
+        state, said, cs = eng.new_state(), [], eng.spec.chunk_samples
+        for c in range(len(x) // cs):
+            entry, state = eng.encode(x[c * cs : (c + 1) * cs][None], state)
+            if stream.decide(entry).respond:
+                first = stream.begin_response((c + 1) * cs / 16000)
+                if first is not None:
+                    said.append(eng.spec.tag_ids[first])
+                    list(stream.continue_response(first))
+        return said, stream.verified, label
+
+    said, readings, label = alerts(["help"])
+    assert readings > 0 and said and set(said) == {f"<alert:{label}>"}
+    said, readings, _ = alerts(["zebra"])
+    assert readings > 0 and said == []
 
 
 def test_alerts_tagger_on_a_bundle_without_one_says_what_to_do(default_cross, tmp_path):

@@ -298,37 +298,45 @@ def predict(head: TaggerHead, feats: np.ndarray) -> np.ndarray:
     return head(torch.from_numpy(feats).float()).numpy()
 
 
-def run_rule(config: TaggerConfig, probs, chunks, thresholds, patience, refractory_s):
+def run_rule(
+    config: TaggerConfig, probs, chunks, thresholds, patience, refractory_s, verify=None, heard=None
+):
     """The runtime's decision (runtime/tagger.AlertRule) over one stream's probabilities:
-    [(t, label)] of the alerts it raises."""
+    [(t, label)] of the alerts it raises. `verify`: {label: runtime VerifySpec}, with
+    `heard`: {position in chunks: the words a reading of that chunk's window held}."""
     from soundflow.runtime.tagger import AlertRule
 
     spec = SimpleNamespace(
         labels=config.labels,
         thresholds=dict(zip(config.alerts, thresholds, strict=True)),
         patience=patience,
+        verify=verify,
     )
     rule = AlertRule(spec, refractory_s)
     chunk_s = audio.CHUNK_MS / 1000
     out = []
-    for p, c in zip(probs, chunks, strict=True):
+    for j, (p, c) in enumerate(zip(probs, chunks, strict=True)):
         rule.update(p)
+        t = (c + 1) * chunk_s
+        for label in rule.to_verify(t):
+            rule.confirm(label, (heard or {}).get(j, set()))
         if rule.ready:
-            t = (c + 1) * chunk_s
             label = rule.fire(t)
             if label is not None:
                 out.append((t, label))
     return out
 
 
-def score(config, streams, thresholds, patience, refractory_s) -> dict:
+def score(config, streams, thresholds, patience, refractory_s, verify=None, heard=None) -> dict:
     """Alert accuracy and false alerts per hour of the rule on dev streams, scored as
-    `soundflow eval` scores the runtime (train/evaluate.score_alerts)."""
+    `soundflow eval` scores the runtime (train/evaluate.score_alerts). `heard`: per stream,
+    the words of the window readings (`run_rule`)."""
     from soundflow.train.evaluate import new_alert_tally, score_alerts
 
     acc, hours = new_alert_tally(), 0.0
-    for record, chunks, probs in streams:
-        alerts = run_rule(config, probs, chunks, thresholds, patience, refractory_s)
+    for k, (record, chunks, probs) in enumerate(streams):
+        h = heard[k] if heard is not None else None
+        alerts = run_rule(config, probs, chunks, thresholds, patience, refractory_s, verify, h)
         responses = [SimpleNamespace(t=t, tags={"alert": lab}) for t, lab in alerts]
         score_alerts(record, responses, audio.CHUNK_MS / 1000, acc)
         hours += record["duration"] / 3600
@@ -340,6 +348,32 @@ def score(config, streams, thresholds, patience, refractory_s) -> dict:
         "false_per_hour": acc["false"] / max(hours, 1e-9),
         "hours": hours,
     }
+
+
+# A label confirmed by words is read only in chunks where its probability reaches at least
+# this (the lowest verify threshold calibration may choose): the dev readings to make.
+VERIFY_FLOOR = 0.2
+
+
+def calibrate_verify(
+    config, streams, heard, thresholds, patience, refractory_s, false_cost, label, words
+):
+    """The verify threshold of `label` (runtime/tagger.VerifySpec) on dev streams whose
+    readings `heard` holds: the one that maximises right alerts minus `false_cost` times
+    false ones over every label (the others as calibrated), the highest of equals (fewest
+    readings); None where no threshold beats the label's own rule alone."""
+    from soundflow.runtime.tagger import VerifySpec
+
+    base = score(config, streams, thresholds, patience, refractory_s)
+    best, value = None, base["correct"] - false_cost * base["false"]
+    for g in np.round(np.arange(VERIFY_FLOOR, 0.951, 0.05), 2):
+        verify = {label: VerifySpec(float(g), tuple(words))}
+        r = score(config, streams, thresholds, patience, refractory_s, verify, heard)
+        v = r["correct"] - false_cost * r["false"]
+        # ascending thresholds: a better one, or (once one beat the base) an equal higher one
+        if v > value + 1e-9 or (best is not None and abs(v - value) <= 1e-9):
+            best, value = float(g), v
+    return best
 
 
 def _label_alerts(p: np.ndarray, t: np.ndarray, threshold, patience, refractory_s):
