@@ -183,6 +183,7 @@ def build(
 
     from soundflow.runtime.cross import CrossEngine
     from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.tagger import VerifySpec
     from soundflow.train import tagger as T
 
     kind = read_manifest(bundle, verify_hashes=False).get("decoder", {}).get("kind")
@@ -224,8 +225,6 @@ def build(
     thr = T.calibrate(config, probs, patience, refractory, false_cost)
     verified, verify_specs, heard = {}, {}, None
     for label, words in (verify or {}).items():
-        from soundflow.runtime.tagger import VerifySpec
-
         if label not in config.alerts:
             raise ValueError(f"--verify {label}: not one of the alert labels {config.alerts}")
         col = config.labels.index(label)

@@ -153,7 +153,7 @@ class AlertRule:
             np.float32,
         )
         self.patience, self.refractory_s = spec.patience, refractory_s
-        self.verify = {} if threshold is not None else dict(getattr(spec, "verify", None) or {})
+        self.verify = {} if threshold is not None else dict(spec.verify or {})
         self.reset()
 
     def reset(self) -> None:
