@@ -27,6 +27,7 @@ class LatencyOptions:
     input: str | None = None  # an audio file to stream instead (looped to `seconds`)
     speech_gate: bool = True  # transcribe: skip readings the speech gate heard no speech in
     caption_calls: int | None = None  # transcribe: decoder calls per chunk (None: manifest's)
+    caption_budget_ms: float | None = None  # transcribe: decoder ms per chunk (None: manifest's)
 
 
 def file_pcm(path: str, seconds: float) -> np.ndarray:
@@ -55,6 +56,7 @@ def measure(engine, opts: LatencyOptions, asynchronous: bool, pcm=None) -> dict:
         stats_every_s=0,
         speech_gate=opts.speech_gate,
         caption_calls=opts.caption_calls,
+        caption_budget_ms=opts.caption_budget_ms,
     )
     chunk_s = engine.spec.chunk_ms / 1000
     capacity = int(np.ceil(opts.seconds / chunk_s)) + 2

@@ -88,6 +88,13 @@ def bench() -> None:
     help="Transcribe mode: decoder calls per chunk a window reading may make (default: the "
     "manifest's; 0: no bound).",
 )
+@click.option(
+    "--caption-budget-ms",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Transcribe mode: decoder time (ms) per chunk a window reading may spend (default: "
+    "the manifest's; 0: no time bound).",
+)
 @INT8
 @THREADS
 @JSON
@@ -101,6 +108,7 @@ def latency(
     input_,
     speech_gate,
     caption_calls,
+    caption_budget_ms,
     int8,
     threads,
     json_out,
@@ -126,6 +134,7 @@ def latency(
         input=str(input_) if input_ else None,
         speech_gate=speech_gate,
         caption_calls=caption_calls,
+        caption_budget_ms=caption_budget_ms,
     )
     result = _finish(lat.strip(_run(lat.run, bundle, opts)), json_out, png, lat.plot)
     keys = ("decision_ms_p50", "decision_ms_p99", "first_token_ms_p50", "stall_rate", "overruns")

@@ -186,6 +186,14 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "bound).",
 )
 @click.option(
+    "--caption-budget-ms",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Transcribe mode of a Whisper-based bundle: decoder time (ms) a window reading may "
+    "spend per chunk, so a slower machine spreads readings over more chunks instead of "
+    "deciding late (default: the manifest's; 0: no time bound).",
+)
+@click.option(
     "--threads",
     type=int,
     help="Intra-op threads per ONNX session (default: cores split between encoder and decoder).",
@@ -304,6 +312,7 @@ def _listen(
     alerts,
     speech_gate,
     caption_calls,
+    caption_budget_ms,
     threads,
     provider,
     int8,
@@ -340,6 +349,7 @@ def _listen(
             alerts=alerts,
             speech_gate=speech_gate,
             caption_calls=caption_calls,
+            caption_budget_ms=caption_budget_ms,
             realtime=realtime,
             asynchronous=not sync,
             threads=threads,

@@ -37,6 +37,7 @@ def listen_remote(
     alerts,
     speech_gate,
     caption_calls,
+    caption_budget_ms,
     threads,
     provider,
     int8,
@@ -73,6 +74,7 @@ def listen_remote(
         "--alerts": alerts,
         "--no-speech-gate": None if speech_gate else True,
         "--caption-calls": caption_calls,
+        "--caption-budget-ms": caption_budget_ms,
         "--provider": None if provider == "auto" else provider,
     }
     given = [k for k, v in local_only.items() if v is not None]

@@ -17,7 +17,9 @@ log-probability is below `min_avg_logprob` is read as no speech (Whisper's own g
 transcribing noise), and with `abort_logprob` one whose first tokens are already that unsure
 stops there. With `calls_per_chunk` a reading makes at most that many decoder calls per
 chunk and goes on at the next chunk, on a copy of the window it began on (the words come a
-chunk later; the chunk's decision stays inside its real-time budget). Optional: `no_speech_id`
+chunk later; the chunk's decision stays inside its real-time budget), and with `budget_ms`
+at most that much decoder time (the bound follows the machine's speed: a slower board spreads
+a reading over more chunks instead of deciding late). Optional: `no_speech_id`
 and `no_speech_skip`: a window whose
 p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
 Where the bundle's tagger has a speech gate (runtime/tagger.SpeechGate, set as `gate`), a
@@ -26,6 +28,7 @@ window it heard no speech in is not read either, and costs no decoder call.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +53,10 @@ class CaptionConfig:
     # at most this many decoder calls per chunk: a longer reading goes on at the next chunk
     # (None: every reading ends in the chunk it began)
     calls_per_chunk: int | None = None
+    # and at most this much decoder time per chunk (ms): a call is made only where the ones
+    # before it in the chunk and one more (as long as the last) fit; a chunk makes at least
+    # one. It adapts the bound to the machine; None: no time bound
+    budget_ms: float | None = None
 
     @classmethod
     def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
@@ -70,6 +77,7 @@ class CaptionConfig:
             calls_per_chunk=None
             if captions.get("calls_per_chunk") is None
             else int(captions["calls_per_chunk"]),
+            budget_ms=None if captions.get("budget_ms") is None else float(captions["budget_ms"]),
         )
 
 
@@ -118,6 +126,8 @@ class WindowCaptions:
         self.previous: list[int] = []  # the last reading's ids: the next one's draft
         self.calls = 0  # decoder calls of the last finished reading
         self.step_calls = 0  # decoder calls made in the last step
+        self.step_ms = 0.0  # their time
+        self.call_ms = 0.0  # the last decoder call's time: the next one's estimate
         self.chunks = 0
         self._reading = None  # the reading under way (a generator), or None
         self._calls = 0  # its decoder calls so far
@@ -180,11 +190,17 @@ class WindowCaptions:
         self._want = next(self._reading)  # the prompt
         self._calls = 0
 
-    def _advance(self, budget: int | None) -> list[int] | None:
+    def _advance(self, budget: int | None, budget_ms: float | None = None) -> list[int] | None:
         """The reading's decoder calls, until it ends (-> its ids) or this step has made
-        `budget` calls (-> None; it goes on at the next)."""
+        `budget` calls or has no time for one more within `budget_ms` (-> None; it goes on at
+        the next)."""
         while budget is None or self.step_calls < budget:
+            if budget_ms and self.step_calls and self.step_ms + self.call_ms > budget_ms:
+                return None
+            start = time.perf_counter()
             logits = self._run(self._want)
+            self.call_ms = (time.perf_counter() - start) * 1e3
+            self.step_ms += self.call_ms
             self.step_calls += 1
             self._calls += 1
             try:
@@ -288,6 +304,7 @@ class WindowCaptions:
         first (the next then begins on the window of that chunk)."""
         self.chunks += 1
         self.step_calls = 0
+        self.step_ms = 0.0
         if self.chunks % self.config.every_chunks == 0:
             self._due = True
         out: list[Word] = []
@@ -300,7 +317,7 @@ class WindowCaptions:
                     out += self.agreement.push([])
                     continue
                 self._begin()
-            ids = self._advance(self.config.calls_per_chunk)
+            ids = self._advance(self.config.calls_per_chunk, self.config.budget_ms)
             if ids is None:
                 break
             out += self.agreement.push(self.words(ids))

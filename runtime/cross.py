@@ -275,6 +275,9 @@ class CrossDecoderStream(DecoderStream):
             if options.caption_calls is not None:
                 calls = options.caption_calls or None  # 0: no bound
                 config = dataclasses.replace(config, calls_per_chunk=calls)
+            if options.caption_budget_ms is not None:
+                budget = options.caption_budget_ms or None  # 0: no time bound
+                config = dataclasses.replace(config, budget_ms=budget)
             try:
                 self.captions = WindowCaptions(engine, self.memory, config, self.eos)
             except ValueError as e:

@@ -51,6 +51,8 @@ class RuntimeOptions:
     # transcribe captions by agreement: decoder calls a window reading may make per chunk (a
     # longer one goes on at the next chunk); None = the manifest's, 0 = no bound
     caption_calls: int | None = None
+    # and decoder time (ms) it may spend per chunk; None = the manifest's, 0 = no time bound
+    caption_budget_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -71,6 +73,7 @@ class RuntimeOptions:
             ("stats_every_s", self.stats_every_s, 0, "seconds, 0 (never) or more"),
             ("reconnect_tries", self.reconnect_tries, 0, "attempts, 0 or more"),
             ("caption_calls", self.caption_calls, 0, "decoder calls, 0 (no bound) or more"),
+            ("caption_budget_ms", self.caption_budget_ms, 0, "ms, 0 (no bound) or more"),
         )
         for name, value, low, what in checks:
             if value is not None and not (_finite(value) and value >= low):

@@ -290,6 +290,7 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
         c.num("decision.captions.min_avg_logprob", -1e9, 0.0, required=False)
         c.num("decision.captions.abort_logprob", -1e9, 0.0, required=False)
         c.int("decision.captions.calls_per_chunk", 1, 1000, required=False)
+        c.num("decision.captions.budget_ms", 1.0, 60_000.0, required=False)
         c.int("decision.captions.max_tokens", 1, 1 << 16, required=False)
         c.int("decision.captions.no_speech_id", 0, vocab - 1, required=False)
         c.num("decision.captions.no_speech_skip", 0.0, 1.0, required=False)

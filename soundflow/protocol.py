@@ -77,6 +77,13 @@ ENCODER_ATTENTION_MASK = "encoder_attention_mask"  # cross kind: masks empty mem
 # manifest export.encoder_quantization of an encoder with dynamic int8 MatMuls
 # (export --dynamic-encoder): activations are quantized with one scale per call.
 ENCODER_DYNAMIC_INT8 = "dynamic-int8-matmul"
+# manifest export.decoder_quantization of a decoder whose layer MatMuls are MatMulNBits
+# (export --int8-decoder, export/decoder_int8.py): the weight X is stored as X + NBITS_CODES
+# (uint8, (N, K / block, block)) and X + NBITS_SCALES; activations quantized per row.
+DECODER_NBITS_INT8 = "nbits8-matmul"
+NBITS_CODES = "__nb8"
+NBITS_SCALES = "__nbs"
+NBITS_ZERO = 128  # MatMulNBits' default zero point at 8 bits: codes are q + 128, |q| <= 127
 # cross kind, optional (`soundflow tagger`): the alert tagger's graph reads the newest
 # `frames` frames of one encoder output (heads concatenated) and returns a probability per label
 TAGGER_FRAMES = "frames"

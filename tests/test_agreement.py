@@ -3,6 +3,8 @@ hypotheses as Whisper wrote them for overlapping windows of one held-out flite s
 
 from __future__ import annotations
 
+import pytest
+
 from soundflow.runtime.agreement import LocalAgreement, Word, agreed, key, overlap_end
 
 
@@ -114,6 +116,13 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_p
     manifest["decision"]["captions"]["calls_per_chunk"] = 0  # a reading could never end
     with pytest.raises(BundleError, match="decision.captions.calls_per_chunk"):
         validate_manifest(manifest, bad / "manifest.json")
+    manifest["decision"]["captions"]["calls_per_chunk"] = 4
+    for budget in (0, -3, float("nan"), "30"):
+        manifest["decision"]["captions"]["budget_ms"] = budget
+        with pytest.raises(BundleError, match="decision.captions.budget_ms"):
+            validate_manifest(manifest, bad / "manifest.json")
+    with pytest.raises(ValueError, match="caption_budget_ms"):
+        RuntimeOptions(caption_budget_ms=-1.0)
 
 
 def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
@@ -225,8 +234,14 @@ def _sentence_stream(engine, text: str, seed: int, pad_s: float = 1.0):
     return [pcm[i : i + n] for i in range(0, len(pcm) - n + 1, n)]
 
 
-def test_a_reading_spread_over_chunks_reads_the_window_it_began_on():
-    """calls_per_chunk: a reading that needs more calls than a chunk allows goes on at the
+@pytest.mark.parametrize(
+    "bound",
+    [{"caption_calls": 1, "caption_budget_ms": 0}, {"caption_calls": 0, "caption_budget_ms": 1e-3}],
+    ids=["one-call", "no-time-for-a-second"],
+)
+def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound):
+    """calls_per_chunk (or budget_ms: a chunk always makes its first call, and 1 µs has no
+    room for a second): a reading that needs more calls than a chunk allows goes on at the
     next chunk on a copy of the window it began on, so the stream's memory moving on under
     it changes nothing: it ends with the ids the same window read at once gives."""
 
@@ -242,8 +257,9 @@ def test_a_reading_spread_over_chunks_reads_the_window_it_began_on():
     text = "the night train leaves the station at seven and arrives before the morning"
     chunks = _sentence_stream(engine, text, 4, pad_s=6.0)
     whole = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
-    spread = DecoderStream(engine, RuntimeOptions(mode="transcribe", caption_calls=1))
-    assert spread.captions.config.calls_per_chunk == 1
+    spread = DecoderStream(engine, RuntimeOptions(mode="transcribe", **bound))
+    config = spread.captions.config
+    assert (config.calls_per_chunk, config.budget_ms) in ((1, None), (None, 1e-3))
     spread.captions.gate = None  # the reading under test must run whatever the gate hears
     every = spread.captions.config.every_chunks
     enc = EncoderStream(engine)
@@ -265,6 +281,43 @@ def test_a_reading_spread_over_chunks_reads_the_window_it_began_on():
         spread.memory.add(enc.encode(chunk))  # the stream moves on under the reading
     assert spread.captions.previous == expected
     assert steps == whole.captions.calls  # one call per chunk, as many chunks as calls
+
+
+def test_the_time_budget_admits_a_call_only_where_one_more_fits(monkeypatch):
+    """budget_ms: with every decoder call taking 5 ms (a fake clock), a 12 ms budget admits
+    a second call (5 + 5 <= 12) and not a third (10 + 5 > 12), chunk after chunk; the
+    reading still ends with the ids of the window it began on."""
+    from soundflow.runtime import captions as module
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+
+    engine = OrtEngine()
+    if engine.spec.kind != "whisper-cross":
+        pytest.skip("the embedded default is not the Whisper-based model")
+    chunks = _sentence_stream(engine, "a long and winding road leads to your door", 5, 6.0)
+    options = RuntimeOptions(mode="transcribe", caption_calls=0, caption_budget_ms=12.0)
+    dec, whole = DecoderStream(engine, options), DecoderStream(engine, options)
+    dec.captions.gate = None
+    enc = EncoderStream(engine)
+    cut = 4 * dec.captions.config.every_chunks
+    for chunk in chunks[:cut]:
+        entry = enc.encode(chunk)
+        dec.memory.add(entry)
+        whole.memory.add(entry)
+    expected = whole.captions.hypothesis()  # read to its end: no budget applies
+    assert whole.captions.calls >= 5
+
+    clock = iter(range(10**6))  # each reading of the clock is 5 ms after the last
+    monkeypatch.setattr(module.time, "perf_counter", lambda: next(clock) * 5e-3)
+    dec.captions.chunks = cut - 1
+    per_chunk = []
+    while not dec.captions.calls:
+        dec.captions.step()
+        per_chunk.append(dec.captions.step_calls)
+        assert dec.captions.call_ms == pytest.approx(5.0)
+    assert dec.captions.previous == expected
+    assert per_chunk[:-1] == [2] * (len(per_chunk) - 1) and per_chunk[-1] in (1, 2)
 
 
 def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions():

@@ -258,6 +258,13 @@ def test_caption_calls_flag_bounds_the_reading_and_still_captions(tmp_path):
     assert "kitchen" in said and "window" in said, said
     r = _listen(*args, "--caption-calls", "-1")
     assert r.exit_code == 2 and "--caption-calls" in r.stderr
+    # A time bound instead: 1 ms admits one call per chunk on any machine, as above.
+    r = _listen(*args, "--caption-calls", "0", "--caption-budget-ms", "1")
+    assert r.exit_code == 0, r.stderr
+    said = " ".join(e["text"] for e in _jsonl(r.stdout) if e["type"] == "response")
+    assert "kitchen" in said and "window" in said, said
+    r = _listen(*args, "--caption-budget-ms", "-5")
+    assert r.exit_code == 2 and "--caption-budget-ms" in r.stderr
 
 
 def test_demo_runs_through_the_embedded_default_bundle():

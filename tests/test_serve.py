@@ -414,7 +414,12 @@ def test_listen_server_prints_like_local_listen(engine, audio, reference):
         res = CliRunner().invoke(cli, [*args[:-2], "--server", "ws://127.0.0.1:9"])
         assert res.exit_code != 0 and "cannot connect" in res.output
         # how the server decodes is the server's: such a flag is refused, not ignored
-        for flag in (["--no-speech-gate"], ["--caption-calls", "2"], ["--captions", "protocol"]):
+        for flag in (
+            ["--no-speech-gate"],
+            ["--caption-calls", "2"],
+            ["--caption-budget-ms", "30"],
+            ["--captions", "protocol"],
+        ):
             res = CliRunner().invoke(cli, [*args, *flag, "--server", srv.url])
             assert res.exit_code == 2 and flag[0] in res.output, res.output
             assert "set on the server" in res.output

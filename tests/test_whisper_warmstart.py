@@ -69,6 +69,25 @@ def test_trained_weights_come_back_from_the_int8_bundle(tuned):
     assert checked > 50
 
 
+def test_trained_weights_come_back_from_int8_decoder_layers(tuned, tmp_path):
+    """After `export --int8-decoder` the layer matrices are MatMulNBits blocks: the warm
+    start still finds every one and reads it back within the two roundings."""
+    from soundflow.export.decoder_int8 import int8_decoder
+
+    model, bundle = tuned
+    nbits = tmp_path / "nbits"
+    shutil.copytree(bundle, nbits)
+    int8_decoder(nbits, log=lambda *_: None)
+    warm, _, report = model_from_bundle(nbits, log=lambda *_: None)
+    assert report["matched"] == 8 * len(model.decoder.layers)
+    want = dict(model.decoder.named_parameters())
+    for name, p in warm.decoder.named_parameters():
+        if want[name].requires_grad and p.ndim == 2 and "embed" not in name:
+            target = want[name].detach()
+            bound = 2 * (float(target.abs().max()) / 254 * 1.001) + 1e-7  # two int8 roundings
+            assert float((p.detach() - target).abs().max()) <= bound, name
+
+
 def test_lineage_is_carried(tuned):
     _, bundle = tuned
     manifest = json.loads((bundle / "manifest.json").read_text())

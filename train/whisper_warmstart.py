@@ -30,7 +30,8 @@ class WarmStartError(ValueError):
 
 def bundle_weights(path: Path | str) -> dict[str, np.ndarray]:
     """Every initializer of an ONNX graph, int8 pairs (`X__q`, `X__s`) dequantized to `X`
-    (block-wise ones reshaped back by their `X__shape`, export/quantize.weight_only_int8)."""
+    (block-wise ones reshaped back by their `X__shape`, export/quantize.weight_only_int8),
+    and MatMulNBits weights (`X__nb8`, `X__nbs`, export --int8-decoder) back to (K, N) `X`."""
     import onnx
     from onnx import numpy_helper
 
@@ -38,7 +39,14 @@ def bundle_weights(path: Path | str) -> dict[str, np.ndarray]:
     raw = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     out = {}
     for name, arr in raw.items():
-        if name.endswith(("__s", "__shape")):
+        if name.endswith(("__s", "__shape", protocol.NBITS_SCALES)):
+            continue
+        if name.endswith(protocol.NBITS_CODES):  # (N, K / block, block) uint8 codes
+            base = name[: -len(protocol.NBITS_CODES)]
+            n, kb, block = arr.shape
+            scale = raw[base + protocol.NBITS_SCALES].reshape(n, kb, 1)
+            w = (arr.astype(np.float32) - protocol.NBITS_ZERO) * scale
+            out[base] = np.ascontiguousarray(w.reshape(n, kb * block).T)
             continue
         if name.endswith("__q"):
             base = name[: -len("__q")]
