@@ -34,6 +34,28 @@ PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 GPU_HINT = "pip install onnxruntime-gpu (CUDA 12) and check `nvidia-smi`"
+# What an export may have put in a graph (manifest `export`) and the first onnxruntime that
+# runs it: older ones fail at load with an operator message that names no fix.
+NEEDS_ORT = {
+    ("decoder_quantization", protocol.DECODER_NBITS_INT8): (
+        (1, 22),
+        "8-bit MatMulNBits decoder layers (soundflow export --int8-decoder)",
+    ),
+}
+
+
+def check_onnxruntime(manifest: dict, version: str = ort.__version__) -> None:
+    """Refuse, with the fix, a bundle whose graphs need a newer onnxruntime than `version`."""
+    have = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    export = manifest.get("export") or {}
+    for (key, value), (need, what) in NEEDS_ORT.items():
+        if export.get(key) == value and have < need:
+            want = ".".join(map(str, need))
+            raise BundleError(
+                f"this bundle has {what}, which onnxruntime {version} cannot run: they need "
+                f"onnxruntime >= {want}: pip install -U 'onnxruntime>={want}' (or use a bundle "
+                "exported without that option)"
+            )
 
 
 def _trt_options(cache_dir: Path) -> dict[str, Any]:
@@ -180,6 +202,7 @@ class OrtEngine:
         """Both sessions on the chosen providers, each checked against the manifest: its
         signature (names, dtypes, fixed dims) and its metadata (the constants it carries)."""
         check_consistency(spec)
+        check_onnxruntime(spec.manifest)
         cache = Path.home() / ".cache" / "soundflow" / "trt" / _digest(spec)
         self.providers = select_providers(self.options.provider, cache)
         threads = self.options.session_threads()

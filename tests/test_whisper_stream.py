@@ -353,6 +353,20 @@ def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech
         assert (err <= step[:, None, :] / 2 + 1e-6).all(), name
 
 
+def test_an_int8_decoder_bundle_names_the_onnxruntime_it_needs():
+    """8-bit MatMulNBits run from onnxruntime 1.22 (1.21.1 fails at load: "Only 4b
+    quantization is supported"): an older one gets the fix, not the operator's message."""
+    from soundflow.manifest import BundleError
+    from soundflow.runtime.engine import check_onnxruntime
+
+    manifest = {"export": {"decoder_quantization": "nbits8-matmul"}}
+    with pytest.raises(BundleError, match=r"onnxruntime 1.21.1 cannot run.*>=1.22"):
+        check_onnxruntime(manifest, "1.21.1")
+    check_onnxruntime(manifest, "1.22.0")
+    check_onnxruntime(manifest, "2.0.0")
+    check_onnxruntime({"export": {}}, "1.18.0")  # nothing in it needs more
+
+
 def test_batched_encoder_equals_one_call_per_stream(cross_bundle):
     """runtime/serve/batching.py stacks the cross kind's windows and histories (an fp32
     encoder: the default's int8-MatMul one is never stacked) and splits them back."""
