@@ -19,6 +19,7 @@ from soundflow import __version__, audio, protocol
 from soundflow.export import specs
 from soundflow.export.onnx_export import OPSET, _example_inputs, _export, _finish_graph
 from soundflow.manifest import write_manifest
+from soundflow.train.whisper_decoder import NO_SPEECH
 from soundflow.train.whisper_model import WhisperSoundFlow, load_whisper_checkpoint
 
 # Decision defaults; calibration on a dev split overrides them (export --calibration).
@@ -40,6 +41,9 @@ DECISION = {
 # calls_per_chunk 4: a reading makes at most 4 decoder calls per chunk and goes on at the next.
 # On demo.flac (bench latency --input, 2 cores) p99 decision latency 107 ms unbound, 81 ms at
 # 4, 67 ms at 3; eval-split WER 56.9 / 57.5 / 58.5 %; flite and Tux Paint the same at 4.
+# budget_ms 25: and at most 25 ms of decoder calls per chunk at real time. With 8-bit decoder
+# layers (--int8-decoder), on demo.flac: p99 67 ms at 4 calls, 50 ms within 25 ms, 49 ms
+# within 20 ms; flite paced at real time 23.3 % WER at 25 (as unbounded), 29.4 % at 20.
 CAPTIONS = {
     "method": "agreement",
     "every_chunks": 2,
@@ -47,6 +51,7 @@ CAPTIONS = {
     "max_tokens": 48,
     "abort_logprob": -1.5,
     "calls_per_chunk": 4,
+    "budget_ms": 25.0,
 }
 # A window whose no-speech probability passes this is not read at all (it saves the reading's
 # cost on silence and noise). On flite, Tux Paint, the eval split and eight espeak-ng
@@ -54,10 +59,15 @@ CAPTIONS = {
 NO_SPEECH_SKIP = 0.5
 
 
-def captions_for(vocab) -> dict:
+def captions_for(vocab, tok=None) -> dict:
     out = {**CAPTIONS, "prompt_ids": vocab.transcription_prompt(), "text_vocab": vocab.eos}
-    if vocab.no_speech is not None:  # checkpoints before it was kept have no id for it
-        out |= {"no_speech_id": vocab.no_speech, "no_speech_skip": NO_SPEECH_SKIP}
+    no_speech = vocab.no_speech
+    if no_speech is None and tok is not None:  # checkpoints saved before the vocabulary
+        # kept the id (the shipped round 2's) still have Whisper's token in the tokenizer
+        found = (tok.token_id(k) for k in NO_SPEECH)
+        no_speech = next((i for i in found if i is not None), None)
+    if no_speech is not None:
+        out |= {"no_speech_id": no_speech, "no_speech_skip": NO_SPEECH_SKIP}
     return out
 
 
@@ -255,7 +265,9 @@ def export_whisper_bundle(
         "special_tokens": special,
         "control_ids": control,
         "tasks": tasks,
-        "decision": copy.deepcopy(DECISION) | {"captions": captions_for(vocab)} | (decision or {}),
+        "decision": copy.deepcopy(DECISION)
+        | {"captions": captions_for(vocab, tok)}
+        | (decision or {}),
         "cache_policy": {"sinks": "prompt", "capacity": d.cache_capacity, "mode": "reprefill"},
         "export": {
             "opset": OPSET,

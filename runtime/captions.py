@@ -53,9 +53,10 @@ class CaptionConfig:
     # at most this many decoder calls per chunk: a longer reading goes on at the next chunk
     # (None: every reading ends in the chunk it began)
     calls_per_chunk: int | None = None
-    # and at most this much decoder time per chunk (ms): a call is made only where the ones
-    # before it in the chunk and one more (as long as the last) fit; a chunk makes at least
-    # one. It adapts the bound to the machine; None: no time bound
+    # and a deadline (ms after the chunk's audio was ready, where the caller says when: the
+    # loop does; else after the step began): a call is made only where one more, as long as
+    # the last, ends by then; a chunk makes at least one. The bound follows the machine's
+    # speed and load, the encoder's time included; None: no time bound
     budget_ms: float | None = None
 
     @classmethod
@@ -128,6 +129,7 @@ class WindowCaptions:
         self.step_calls = 0  # decoder calls made in the last step
         self.step_ms = 0.0  # their time
         self.call_ms = 0.0  # the last decoder call's time: the next one's estimate
+        self._since = 0.0  # time.monotonic() the step's deadline counts from
         self.chunks = 0
         self._reading = None  # the reading under way (a generator), or None
         self._calls = 0  # its decoder calls so far
@@ -192,14 +194,15 @@ class WindowCaptions:
 
     def _advance(self, budget: int | None, budget_ms: float | None = None) -> list[int] | None:
         """The reading's decoder calls, until it ends (-> its ids) or this step has made
-        `budget` calls or has no time for one more within `budget_ms` (-> None; it goes on at
-        the next)."""
+        `budget` calls or one more would end after its deadline, `budget_ms` from `_since`
+        (-> None; it goes on at the next)."""
         while budget is None or self.step_calls < budget:
-            if budget_ms and self.step_calls and self.step_ms + self.call_ms > budget_ms:
-                return None
-            start = time.perf_counter()
+            if budget_ms and self.step_calls:
+                if (time.monotonic() - self._since) * 1e3 + self.call_ms > budget_ms:
+                    return None
+            start = time.monotonic()
             logits = self._run(self._want)
-            self.call_ms = (time.perf_counter() - start) * 1e3
+            self.call_ms = (time.monotonic() - start) * 1e3
             self.step_ms += self.call_ms
             self.step_calls += 1
             self._calls += 1
@@ -298,13 +301,15 @@ class WindowCaptions:
         speech."""
         return self.hypothesis() if self._gate_open() else []
 
-    def step(self) -> list[int]:
+    def step(self, since: float | None = None) -> list[int]:
         """After a chunk joined the memory: the token ids of the words to emit now. A reading
         is due every `every_chunks` chunks; one still under way when the next is due finishes
-        first (the next then begins on the window of that chunk)."""
+        first (the next then begins on the window of that chunk). `since`: time.monotonic()
+        when the chunk's audio was ready, which `budget_ms` counts from (default: now)."""
         self.chunks += 1
         self.step_calls = 0
         self.step_ms = 0.0
+        self._since = time.monotonic() if since is None else since
         if self.chunks % self.config.every_chunks == 0:
             self._due = True
         out: list[Word] = []

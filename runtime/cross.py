@@ -278,6 +278,9 @@ class CrossDecoderStream(DecoderStream):
             if options.caption_budget_ms is not None:
                 budget = options.caption_budget_ms or None  # 0: no time bound
                 config = dataclasses.replace(config, budget_ms=budget)
+            if not options.realtime:  # fast mode has no deadline, and a time bound there
+                config = dataclasses.replace(config, budget_ms=None)  # would make the
+                # captions depend on the machine's load (eval, bench peer: deterministic)
             try:
                 self.captions = WindowCaptions(engine, self.memory, config, self.eos)
             except ValueError as e:
@@ -286,6 +289,7 @@ class CrossDecoderStream(DecoderStream):
             if gate is not None and engine.tagger is not None and options.speech_gate:
                 self.captions.gate = SpeechGate(gate)
         self._caption: list[int] = []
+        self._ready: float | None = None  # the chunk's ready time, decide -> conclude
         # Alert mode may decide by the bundle's tagger (runtime/tagger.py) instead of the
         # decoder's <respond> step; the manifest's presence says which, a flag overrides.
         self.alerts = None
@@ -380,8 +384,13 @@ class CrossDecoderStream(DecoderStream):
         self._make_room(len(ids))
         return ids
 
-    def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
+    def decide(
+        self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None, ready: float | None = None
+    ) -> Decision:
+        """`ready`: time.monotonic() when the chunk's audio was complete; a caption stream's
+        time bound (`decision.captions.budget_ms`) counts from it."""
         ids = self.prepare_decision(audio_embeds)
+        self._ready = ready
         return self.conclude(self._run(ids)[-1] if ids else None, pcm)
 
     def feeds(self, query: list[int]) -> dict[str, np.ndarray]:
@@ -414,7 +423,8 @@ class CrossDecoderStream(DecoderStream):
         return Decision(self._p, self._p >= self._decide_at)
 
     def _caption_decision(self) -> Decision:
-        self._caption = self.captions.step()[: self.max_tokens]
+        ready, self._ready = self._ready, None  # set by decide; None from the batcher
+        self._caption = self.captions.step(ready)[: self.max_tokens]
         return Decision(self.captions.confidence, bool(self._caption))
 
     def _feed(self, ids: list[int]) -> np.ndarray:

@@ -255,7 +255,7 @@ class Loop:
 
     def _respond(self, item: _Chunk) -> None:
         ref = self._reference(item)
-        decision = self.decoder.decide(item.embeds, item.pcm)
+        decision = self.decoder.decide(item.embeds, item.pcm, ref)
         decided = time.monotonic()
         self.chunks += 1
         self._decided_t = item.t

@@ -204,9 +204,12 @@ class DecoderStream:
         self._pending = list(self._between)
         return self.decision.decide(last, pcm)
 
-    def decide(self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None) -> Decision:
+    def decide(
+        self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None, ready: float | None = None
+    ) -> Decision:
         """Feed the pending tokens and one chunk's embeddings (n, hidden); decide.
-        `pcm` (the chunk's samples) is needed by fallback bundles only."""
+        `pcm` (the chunk's samples) is needed by fallback bundles only; `ready` (when the
+        chunk's audio was complete) by the cross kind's time-bounded captions only."""
         x = self.prepare_decision(audio_embeds)
         return self.conclude(self._run(x)[-1], pcm)
 

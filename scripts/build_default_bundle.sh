@@ -47,7 +47,7 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
   # Round 2 (whisper-tiny-more, 2400 steps): continues FROM's weights (train/whisper_warmstart.py).
   soundflow train --recipe whisper-tiny-more --init-bundle "$FROM" --data "$WORK/data/round2" \
     --frames "$WORK/frames" --out "$WORK/whisper-tiny-more" --resume
-  soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder --int8-logits
+  soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder --int8-logits --int8-decoder
   soundflow calibrate "$OUT" --data "$WORK/data/dev"
   # Alert mode's tagger (soundflow tagger, ~15 min): a head over the encoder's newest frames,
   # trained on round 2's streams and 4 h more and on every clip of 11 packages of game, music,

@@ -258,8 +258,10 @@ def test_caption_calls_flag_bounds_the_reading_and_still_captions(tmp_path):
     assert "kitchen" in said and "window" in said, said
     r = _listen(*args, "--caption-calls", "-1")
     assert r.exit_code == 2 and "--caption-calls" in r.stderr
-    # A time bound instead: 1 ms admits one call per chunk on any machine, as above.
-    r = _listen(*args, "--caption-calls", "0", "--caption-budget-ms", "1")
+    # A time bound instead: 1 ms admits one call per chunk on any machine, as above. Paced
+    # at real time (5 s): fast mode has no deadline and drops the time bound.
+    paced = tuple(a for a in args if a != "--fast")
+    r = _listen(*paced, "--caption-calls", "0", "--caption-budget-ms", "1")
     assert r.exit_code == 0, r.stderr
     said = " ".join(e["text"] for e in _jsonl(r.stdout) if e["type"] == "response")
     assert "kitchen" in said and "window" in said, said

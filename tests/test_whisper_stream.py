@@ -353,6 +353,24 @@ def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech
         assert (err <= step[:, None, :] / 2 + 1e-6).all(), name
 
 
+def test_captions_keep_the_no_speech_id_of_a_checkpoint_saved_without_it(cross_bundle):
+    """Checkpoints saved before the vocabulary kept <|nocaptions|> (the shipped round 2's)
+    still export `no_speech_id`, from Whisper's tokenizer, so re-running the recipe keeps
+    the no-speech skip of the windows."""
+    import dataclasses
+
+    from soundflow.export.whisper_export import captions_for
+    from soundflow.train.whisper_decoder import NO_SPEECH
+    from soundflow.train.whisper_model import load_whisper_checkpoint
+
+    model, tok, _ = load_whisper_checkpoint(cross_bundle[1])
+    assert captions_for(model.vocab)["no_speech_id"] == model.vocab.no_speech
+    ids = {k: v for k, v in model.vocab.whisper_ids.items() if k not in NO_SPEECH}
+    old = dataclasses.replace(model.vocab, whisper_ids=ids)
+    assert old.no_speech is None and "no_speech_id" not in captions_for(old)
+    assert captions_for(old, tok)["no_speech_id"] == model.vocab.no_speech
+
+
 def test_an_int8_decoder_bundle_names_the_onnxruntime_it_needs():
     """8-bit MatMulNBits run from onnxruntime 1.22 (1.21.1 fails at load: "Only 4b
     quantization is supported"): an older one gets the fix, not the operator's message."""

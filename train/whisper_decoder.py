@@ -115,6 +115,10 @@ class ResponseTokenizer:
             ids += self.tok.encode(" " + plain, add_special_tokens=False).ids
         return ids
 
+    def token_id(self, token: str) -> int | None:
+        """Whisper's own id of `token` (any of its special tokens), or None."""
+        return self.tok.token_to_id(token)
+
     def decode(self, ids: list[int]) -> str:
         out, plain = [], []
         for i in ids:

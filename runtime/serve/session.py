@@ -37,9 +37,9 @@ class _Decided:
         self._stream = stream
         self.decided = None
 
-    def decide(self, embeds, pcm=None):
+    def decide(self, embeds, pcm=None, ready=None):
         d, self.decided = self.decided, None
-        return d if d is not None else self._stream.decide(embeds, pcm)
+        return d if d is not None else self._stream.decide(embeds, pcm, ready)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
