@@ -231,7 +231,9 @@ def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
     assert sum(a == b for a, b in zip(drafted, greedy, strict=True)) >= 0.8 * len(greedy)
 
     def prefix(a: list[int], b: list[int]) -> int:
-        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return next(
+            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+        )
 
     same = sum(prefix(a, b) for a, b in zip(drafted, greedy, strict=True))
     assert same >= 0.9 * sum(len(r) for r in greedy), (drafted, greedy)
