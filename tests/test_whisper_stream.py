@@ -215,6 +215,28 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
     assert worst > 0.99, (worst, report)
 
 
+def _window_logits(bundle, speech: np.ndarray, reading: bool = True) -> np.ndarray:
+    """The logits of one window reading's first call (the prompt and three tokens) after 10
+    chunks of `speech`, through a bundle's decoder bound as a reading (or not) binds it."""
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.runtime.stream import DecoderStream, EncoderStream
+
+    engine = OrtEngine(bundle)
+    enc = EncoderStream(engine)
+    dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+    n = engine.spec.chunk_samples
+    for c in range(min(10, len(speech) // n)):
+        dec.memory.add(enc.encode(speech[c * n : (c + 1) * n]))
+    wc = dec.captions
+    wc.cache.reset()
+    binding = engine.bind(wc.cache, wc.memory, reading=reading)
+    ids = np.asarray([[*wc.config.prompt_ids, 100, 200, 300]], np.int64)
+    q = ids.shape[1]
+    mask, pos = wc.cache.inputs(q)
+    return engine.step(binding, ids, np.ascontiguousarray(pos[:, -q:]), mask, wc.memory.mask(q))[0]
+
+
 def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_path):
     """`soundflow export --int8-logits`: the decoder gains an int8 way to its logits, chosen
     per call (export/quantize.int8_logits_graph), without growing the file; a call that does
@@ -228,8 +250,6 @@ def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_p
     from soundflow import protocol
     from soundflow.export.quantize import _decoder_feeds, int8_logits
     from soundflow.runtime.engine import OrtEngine
-    from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
 
     bundle = tmp_path / "logits"
     shutil.copytree(cross_bundle[0], bundle)
@@ -240,26 +260,9 @@ def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_p
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["export"]["logits_quantization"].startswith("int8-matmul")
 
-    def window_logits(b, reading: bool) -> np.ndarray:
-        engine = OrtEngine(b)
-        enc = EncoderStream(engine)
-        dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
-        n = engine.spec.chunk_samples
-        for c in range(min(10, len(speech) // n)):
-            dec.memory.add(enc.encode(speech[c * n : (c + 1) * n]))
-        wc = dec.captions
-        wc.cache.reset()
-        binding = engine.bind(wc.cache, wc.memory, reading=reading)
-        ids = np.asarray([[*wc.config.prompt_ids, 100, 200, 300]], np.int64)
-        q = ids.shape[1]
-        mask, pos = wc.cache.inputs(q)
-        return engine.step(
-            binding, ids, np.ascontiguousarray(pos[:, -q:]), mask, wc.memory.mask(q)
-        )[0]
-
-    ref = window_logits(cross_bundle[0], reading=True)  # no int8 output: the fp32 logits
-    np.testing.assert_array_equal(window_logits(bundle, reading=False), ref)
-    got = window_logits(bundle, reading=True)
+    ref = _window_logits(cross_bundle[0], speech)  # no int8 output: the fp32 logits
+    np.testing.assert_array_equal(_window_logits(bundle, speech, reading=False), ref)
+    got = _window_logits(bundle, speech)
     # int8 rounding of table and hidden rows: measured 1-3 % of the largest logit (it
     # depends on the synthesized speech), and a near tie may flip
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.8
@@ -290,9 +293,6 @@ def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech
 
     from soundflow.export.decoder_int8 import BLOCK, int8_decoder
     from soundflow.export.quantize import _decoder_feeds
-    from soundflow.runtime.engine import OrtEngine
-    from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
     from soundflow.train.whisper_warmstart import bundle_weights
 
     bundle = tmp_path / "nbits"
@@ -307,23 +307,7 @@ def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech
     with pytest.raises(ValueError, match="already"):
         int8_decoder(bundle, log=lambda *_: None)
 
-    def window_logits(b) -> np.ndarray:
-        engine = OrtEngine(b)
-        enc = EncoderStream(engine)
-        dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
-        n = engine.spec.chunk_samples
-        for c in range(min(10, len(speech) // n)):
-            dec.memory.add(enc.encode(speech[c * n : (c + 1) * n]))
-        wc = dec.captions
-        wc.cache.reset()
-        ids = np.asarray([[*wc.config.prompt_ids, 100, 200, 300]], np.int64)
-        q = ids.shape[1]
-        mask, pos = wc.cache.inputs(q)
-        return engine.step(
-            wc.binding, ids, np.ascontiguousarray(pos[:, -q:]), mask, wc.memory.mask(q)
-        )[0]
-
-    ref, got = window_logits(cross_bundle[0]), window_logits(bundle)
+    ref, got = _window_logits(cross_bundle[0], speech), _window_logits(bundle, speech)
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.8
     # Largest logit error per row, relative to the row's largest logit. Measured: 4-21 % on
     # this untrained model's arbitrary tokens (activations quantized per 64 values); 1.9 %
