@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from soundflow.cli.params import label_words
+
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
@@ -33,12 +35,23 @@ import click
     show_default=True,
     help="Modes to calibrate (repeat the flag for several).",
 )
+@click.option(
+    "--verify",
+    "verify",
+    multiple=True,
+    metavar="INTENT=WORD[,WORD]",
+    callback=label_words,
+    help="Assist mode: also answer INTENT below its threshold where Whisper reads one of the "
+    "words in the window (repeat), e.g. timer=timer,minutes; both thresholds are chosen on "
+    "--data, and the words left out where they add no hit there.",
+)
 @click.option("--max-streams", type=click.IntRange(min=1), default=None)
 @click.option("--dry-run", is_flag=True, help="Print the thresholds, leave the bundle as it is.")
-def calibrate(bundle, data, false_per_hour, modes, max_streams, dry_run):
+def calibrate(bundle, data, false_per_hour, modes, verify, max_streams, dry_run):
     """Choose one decision threshold per tag on a dev split (per alert label in alert mode,
     per intent in assist mode) and write them into BUNDLE's manifest
-    (`decision.thresholds.MODE`); `listen --threshold` still overrides.
+    (`decision.thresholds.MODE`, and `decision.verify.assist` with --verify);
+    `listen --threshold` still overrides.
 
     \b
     Example:
@@ -56,7 +69,12 @@ def calibrate(bundle, data, false_per_hour, modes, max_streams, dry_run):
     try:
         for mode in modes:
             report = run(
-                bundle, data, false_per_hour=false_per_hour, max_streams=max_streams, mode=mode
+                bundle,
+                data,
+                false_per_hour=false_per_hour,
+                max_streams=max_streams,
+                mode=mode,
+                verify=verify if mode == "assist" else None,
             )
             click.echo(json.dumps(report, indent=2))
             if not dry_run:

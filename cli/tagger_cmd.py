@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from soundflow.cli.params import label_words
+
 DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 
 
@@ -72,6 +74,7 @@ DIR = click.Path(path_type=Path, exists=True, file_okay=False)
     "verify",
     multiple=True,
     metavar="LABEL=WORD[,WORD]",
+    callback=label_words,
     help="Also raise LABEL where the tagger is less sure but Whisper reads one of the words "
     "in the window (repeat), e.g. shout_for_help=help; the threshold for it is calibrated on "
     "--dev, and left out where it does not help there.",
@@ -95,14 +98,7 @@ def tagger(data, dev, speech_gate, verify, **opts):
             raise click.ClickException(
                 f"{d} has no streams.jsonl; build it with `soundflow data build`"
             )
-    words = {}
-    for v in verify:
-        label, _, said = v.partition("=")
-        ws = tuple(w.strip().lower() for w in said.split(",") if w.strip())
-        if not label or not ws:
-            raise click.BadParameter(f"{v!r}: use LABEL=WORD[,WORD]", param_hint="--verify")
-        words[label] = ws
     try:
-        build(data=list(data), dev=dev, log=click.echo, speech=speech_gate, verify=words, **opts)
+        build(data=list(data), dev=dev, log=click.echo, speech=speech_gate, verify=verify, **opts)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -18,6 +18,7 @@ import numpy as np
 
 from soundflow import protocol
 from soundflow.manifest import BundleError
+from soundflow.runtime.agreement import key
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.captions import CaptionConfig, WindowCaptions
 from soundflow.runtime.detokenize import Detokenizer
@@ -29,6 +30,7 @@ from soundflow.runtime.stream import DecoderStream
 from soundflow.runtime.tagger import (
     AlertRule,
     SpeechGate,
+    VerifySpec,
     check_tagger_graph,
     newest_frames,
     source_index,
@@ -254,8 +256,20 @@ class CrossDecoderStream(DecoderStream):
         self._tag_threshold = {
             i: self.thresholds[t] for i, t in self.tag_ids.items() if t in self.thresholds
         }
+        # Tags also given where a reading of the window hears one of their words
+        # (`decision.verify`: the decoder half-sure of an instruction, Whisper sure of its words)
+        self.verify: dict[int, VerifySpec] = {}
+        if options.threshold is None:
+            for tag, v in d.get("verify", {}).get(self.mode, {}).items():
+                if tag in spec.special:
+                    words = tuple(key(w) for w in v["words"])
+                    self.verify[spec.special[tag]] = VerifySpec(float(v["threshold"]), words)
         # the lowest threshold any response may pass: the chunk's decision compares with it
-        self._decide_at = min([self.threshold, *self._tag_threshold.values()])
+        self._decide_at = min(
+            [self.threshold, *self._tag_threshold.values()]
+            + [v.threshold for v in self.verify.values()]
+        )
+        self._read_answers = options.read_answers
         # Both checked by runtime/validate.py when the manifest is read.
         self.no_repeat = int(d.get("no_repeat_ngram", NO_REPEAT_NGRAM))
         self.opens_with = d.get("opens_with", {}).get(self.mode)
@@ -323,6 +337,14 @@ class CrossDecoderStream(DecoderStream):
                         )
                     config = CaptionConfig.from_manifest(cfg, self.no_repeat)
                     self._reader = WindowCaptions(engine, self.memory, config, self.eos)
+        if self.alerts is None and (self.verify or self._read_answers):
+            if cfg is None:
+                raise BundleError(
+                    "decision.verify needs the manifest's decision.captions (the reading's "
+                    "prompt); re-export the bundle"
+                )
+            config = CaptionConfig.from_manifest(cfg, self.no_repeat)
+            self._reader = WindowCaptions(engine, self.memory, config, self.eos)
         self._chunk_s = engine.spec.chunk_ms / 1000
         self.reset()
 
@@ -338,6 +360,7 @@ class CrossDecoderStream(DecoderStream):
             self._reader.reset()
         self._chunks = 0
         self.verified = 0  # confirming readings made
+        self.heard = None  # the words the last response's reading heard (None: no reading)
         self._caption = []
         self._pending = list(self.prompt)
         self._last_tag: dict[int, float] = {}
@@ -461,16 +484,33 @@ class CrossDecoderStream(DecoderStream):
         if self.captions is not None:
             return self._caption[0] if self._caption else None
         self._response = []
+        self.heard = None
         first = self._next_token(self._call([self.respond_id])[-1])
         need = self._tag_threshold.get(first, self.threshold)
         last = self._last_tag.get(first)
         refractory = first in self.tag_ids and last is not None and t - last < self.refractory_s
+        if not refractory and self._opens_right(first) and self._heard_enough(first, need):
+            need = self._p
         if self._p < need or refractory or not self._opens_right(first):
             self.cache.rollback(1)
             return None
         if first in self.tag_ids:
             self._last_tag[first] = t
         return first
+
+    def _heard_enough(self, first: int, need: float) -> bool:
+        """Below its tag's threshold, whether a reading of the window confirms the response:
+        p(<respond>) met the tag's verify threshold and Whisper read one of its words. The
+        reading is made only then, or at every tagged response with `read_answers`
+        (`heard` keeps its words either way)."""
+        v = self.verify.get(first)
+        due = v is not None and v.threshold <= self._p < need
+        if self._reader is None or not (due or (self._read_answers and first in self.tag_ids)):
+            return False
+        words = [w.key for w in self._reader.words(self._reader.hypothesis())]
+        self.verified += 1
+        self.heard = " ".join(words)
+        return due and bool(set(words) & set(v.words))
 
     def continue_response(self, first: int):
         if self.alerts is not None:

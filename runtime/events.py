@@ -31,6 +31,9 @@ class Response:
     latency_ms: float  # chunk audio end -> response complete
     tokens: int  # response tokens generated (without <eos>)
     truncated: bool = False  # stopped at max_response_tokens before <eos>
+    # the words a reading of the window heard where one confirmed the response (an assist
+    # intent below its threshold, `decision.verify`), else None
+    heard: str | None = None
     type: str = "response"
 
     @property

@@ -303,6 +303,7 @@ class Loop:
                         latency_ms=(done - ref) * 1e3,
                         tokens=count,
                         truncated=count >= self.decoder.max_tokens,
+                        heard=self.decoder.heard,
                     )
                 )
         self._decoder_free = time.monotonic()

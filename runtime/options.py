@@ -53,6 +53,10 @@ class RuntimeOptions:
     caption_calls: int | None = None
     # and decoder time (ms) it may spend per chunk; None = the manifest's, 0 = no time bound
     caption_budget_ms: float | None = None
+    # a whisper-cross bundle's tagged responses (assist intents): read the window at every
+    # one and report its words (Response.heard), not only where `decision.verify` needs a
+    # reading to confirm one; `soundflow calibrate --verify` chooses its thresholds by them
+    read_answers: bool = False
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:

@@ -58,6 +58,8 @@ class DecoderStream:
     """One stream's decoder state. `DecoderStream(engine)` on a whisper-cross engine gives a
     `runtime.cross.CrossDecoderStream` (the same interface)."""
 
+    heard: str | None = None  # what a confirming reading heard (runtime/cross.py); none here
+
     def __new__(cls, engine: OrtEngine, options: RuntimeOptions | None = None):
         if cls is DecoderStream and engine.spec.kind == "whisper-cross":
             from soundflow.runtime.cross import CrossDecoderStream

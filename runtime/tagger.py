@@ -34,7 +34,8 @@ class VerifySpec:
     """The manifest's `tagger.verify.LABEL`: a chunk whose p(LABEL) met `threshold` (below the
     label's own) alerts where a reading of the window with Whisper's transcription prompt
     holds one of `words`. For labels that are speech (a shout for help): the tagger hears a
-    raised voice, Whisper hears what it says."""
+    raised voice, Whisper hears what it says. `decision.verify.MODE.TAG` is the same rule
+    for the decoder's responses (runtime/cross.py: an assist intent)."""
 
     threshold: float
     words: tuple[str, ...]

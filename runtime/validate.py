@@ -274,6 +274,19 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
             raise c.fail(f"decision.thresholds.{mode}", f"must be an object, got {_kind(tags)}")
         for tag in tags:
             c.num(f"decision.thresholds.{mode}.{tag}", 0.0, 1.0)
+    verify = c.obj("decision.verify", required=False)  # per mode and tag, confirmed by words
+    for mode, tags in (verify or {}).items():
+        if not isinstance(tags, dict):
+            raise c.fail(f"decision.verify.{mode}", f"must be an object, got {_kind(tags)}")
+        if "captions" not in c.get("decision"):
+            raise c.fail("decision.verify", "needs decision.captions (the reading's prompt)")
+        for tag in tags:
+            c.num(f"decision.verify.{mode}.{tag}.threshold", 0.0, 1.0)
+            words = c.get(f"decision.verify.{mode}.{tag}.words")
+            if not (isinstance(words, list) and words and all(isinstance(w, str) for w in words)):
+                raise c.fail(
+                    f"decision.verify.{mode}.{tag}.words", "must be a non-empty list of words"
+                )
     c.int("decision.no_repeat_ngram", 0, 64, required=False)  # generation guards (cross.py)
     for mode in c.obj("decision.opens_with", required=False) or {}:
         kind = c.str(f"decision.opens_with.{mode}")

@@ -13,9 +13,16 @@ import numpy as np
 
 from soundflow import protocol
 from soundflow.manifest import MANIFEST_NAME, write_manifest
+from soundflow.runtime.agreement import key
 from soundflow.train.evaluate import ALERT_WINDOW_S, ASSIST_WINDOW_S, run_stream
 
 GRID = tuple(round(x, 2) for x in np.arange(0.3, 0.97, 0.05))
+# Thresholds a response confirmed by words may have: down to the run's floor, because the
+# decoder often names the right intent of an instruction in a voice it never heard while it
+# is unsure whether to answer at all. (Lower still, p 0.01-0.2 for "set a timer for five
+# minutes" in four espeak-ng voices; but a run at floor 0.05 fills the refractory time with
+# low-p answers and hid a quarter of the dev split's hits at every threshold: not used.)
+CONFIRMED_GRID = (0.2, 0.25, *GRID)
 
 
 MODES = {"alert": "alert", "assist": "intent"}  # mode -> the tag kind its responses open with
@@ -55,14 +62,23 @@ def calibrate(
     false_per_hour: float | None = None,
     max_streams: int | None = None,
     mode: str = "alert",
+    verify: dict[str, tuple[str, ...]] | None = None,
 ) -> dict:
     """Run `mode` (alert or assist) on `dev` with a low threshold; for each tag pick the
     lowest grid threshold whose false responses per hour stay within `false_per_hour`
     (summed over tags, the stream-wide budget is tags x that; default FALSE_PER_HOUR[mode]).
     Each tag's row also holds its curve (hits and false responses kept at every grid
-    threshold), so another budget can be read off without rerunning."""
+    threshold), so another budget can be read off without rerunning.
+
+    `verify` ({tag label: words}, e.g. {"timer": ("timer", "minutes")}): those tags may also
+    respond below their threshold where a reading of the window hears one of the words
+    (`decision.verify`, runtime/cross.py). Every response is then read once, and the pair
+    of thresholds (plain, confirmed) that keeps the most hits within the same budget is
+    chosen; the report's `verify` holds the confirmed ones that add hits."""
     if mode not in MODES:
         raise ValueError(f"calibration is for {sorted(MODES)}, not {mode!r}")
+    if verify and mode != "assist":
+        raise ValueError("words confirm assist intents only (alert labels: `soundflow tagger`)")
     if false_per_hour is None:
         false_per_hour = FALSE_PER_HOUR[mode]
     kind = MODES[mode]
@@ -73,17 +89,34 @@ def calibrate(
 
     engine = OrtEngine(bundle, RuntimeOptions(realtime=False))
     chunk_s = engine.spec.chunk_ms / 1000
-    seen: dict[str, list[tuple[float, str]]] = defaultdict(list)  # label -> (p, outcome)
+    verify = {label: tuple(key(w) for w in words) for label, words in (verify or {}).items()}
+    # label -> (p, outcome, whether a reading heard one of its words)
+    seen: dict[str, list[tuple[float, str, bool]]] = defaultdict(list)
     hours = 0.0
     for n, record in enumerate(iter_streams(dev)):
         if max_streams is not None and n >= max_streams:
             break
         hours += record["duration"] / 3600
-        responses, _ = run_stream(engine, record["samples"], mode, threshold=floor)
+        responses, _ = run_stream(
+            engine, record["samples"], mode, threshold=floor, read_answers=bool(verify)
+        )
         for r in responses:
-            if r.tags.get(kind):
-                seen[r.tags[kind]].append((r.probability, outcome_of(r, record, chunk_s)))
-    table = {label: choose(rows, hours, false_per_hour) for label, rows in sorted(seen.items())}
+            label = r.tags.get(kind)
+            if label:
+                heard = set((r.heard or "").split()) & set(verify.get(label, ()))
+                seen[label].append((r.probability, outcome_of(r, record, chunk_s), bool(heard)))
+    table, confirmed = {}, {}
+    for label, rows in sorted(seen.items()):
+        table[label] = choose([(p, o) for p, o, _ in rows], hours, false_per_hour)
+        if label in verify:
+            pair = choose_confirmed(rows, hours, false_per_hour, floor)
+            table[label]["confirmed"] = pair
+            if pair["hits_kept"] > table[label]["hits_kept"]:
+                table[label]["threshold"] = pair["threshold"]
+                confirmed[f"<{kind}:{label}>"] = {
+                    "threshold": pair["confirmed_threshold"],
+                    "words": list(verify[label]),
+                }
     thresholds = {f"<{kind}:{label}>": float(row["threshold"]) for label, row in table.items()}
     return {
         "mode": mode,
@@ -92,7 +125,36 @@ def calibrate(
         "floor": floor,
         "false_per_hour_per_label": false_per_hour,
         "thresholds": thresholds,
+        "verify": confirmed,
         "labels": table,
+    }
+
+
+def choose_confirmed(
+    rows: list[tuple[float, str, bool]], hours: float, false_per_hour: float, floor: float = 0.2
+) -> dict:
+    """One tag's (p, outcome, words heard) rows -> the thresholds (plain t, confirmed v <= t,
+    neither below the run's `floor`) that keep the most hits, where a response counts at p >= t, or at p >= v with its words
+    heard, within the same budget of non-hits per hour (ties: fewer false, then the higher
+    thresholds)."""
+    best = None
+    for t in GRID:
+        for v in (g for g in CONFIRMED_GRID if floor <= g <= t):
+            kept = [o for p, o, heard in rows if p >= t or (p >= v and heard)]
+            hits = sum(o == "hit" for o in kept)
+            false = len(kept) - hits
+            if false / max(hours, 1e-9) <= false_per_hour:
+                score = (hits, -false, t, v)
+                if best is None or score > best:
+                    best = score
+    if best is None:  # nothing fits: the grid's top, as `choose`
+        best = (0, 0, GRID[-1], GRID[-1])
+    hits, false, t, v = best
+    return {
+        "threshold": float(t),
+        "confirmed_threshold": float(v),
+        "hits_kept": hits,
+        "false_kept": -false,
     }
 
 
@@ -120,6 +182,12 @@ def write_thresholds(bundle: Path | str, report: dict) -> None:
     mode = report.get("mode", "alert")
     manifest = json.loads((bundle / MANIFEST_NAME).read_text())
     manifest["decision"].setdefault("thresholds", {})[mode] = report["thresholds"]
+    verify = manifest["decision"].setdefault("verify", {})
+    verify[mode] = report.get("verify", {})  # a recalibration replaces the mode's words too
+    if not verify[mode]:
+        del verify[mode]
+    if not verify:
+        del manifest["decision"]["verify"]
     keys = ("dev", "hours", "floor", "false_per_hour_per_label")
     calibration = manifest["decision"].get("calibration", {})
     if "dev" in calibration:  # the single-mode record of earlier bundles
