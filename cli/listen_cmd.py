@@ -143,7 +143,12 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "an error) or as fast as possible. Default: live, except stdin redirected from a file.",
 )
 @click.option("--jsonl", is_flag=True, help="One JSON object per event on stdout, then a summary.")
-@click.option("--threshold", type=float, help="p(<respond>) needed to respond (default: manifest).")
+@click.option(
+    "--threshold",
+    type=float,
+    help="p(<respond>) needed to respond, for every tag (default: the manifest's calibrated "
+    "ones, and its intents confirmed by words).",
+)
 @click.option(
     "--refractory", type=float, help="Seconds before the same alert/intent tag may fire again."
 )
