@@ -7,7 +7,8 @@ time (400 ms every 400 ms, start phases spread over a chunk) for `seconds`, then
 Reported per (mode, N): streams held at real time (no overruns, at most 2 % of chunks
 decided later than a chunk length after their arrival), decision latency over all
 streams (median of the streams' p50, worst stream's p99), the server's CPU (% of one
-core) and peak RSS, from /proc.
+core) and peak RSS, from /proc. In transcribe mode each stream's captions are scored
+against the words its audio spoke: WER pooled over the streams and the worst stream's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,24 +32,78 @@ SPEECH = (
 )
 
 
-def speech(seconds: float) -> np.ndarray:
-    """16 kHz float32 speech (espeak-ng, looped), or the procedural demo without it."""
+RATE = 16000
+CHUNK = 6400  # samples a client sends at a time (400 ms)
+
+
+def _espeak(text: str) -> np.ndarray:
+    """`text` spoken by espeak-ng, 16 kHz float32, followed by 1 s of silence."""
     import soundfile as sf
     import soxr
 
-    if shutil.which("espeak-ng"):
-        with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / "s.wav"
-            subprocess.run(["espeak-ng", "-w", str(p), SPEECH], check=True)
-            pcm, rate = sf.read(str(p), dtype="float32")
-        pcm = soxr.resample(pcm, rate, 16000).astype(np.float32)
-        pcm = np.concatenate([pcm, np.zeros(16000, np.float32)])
-    else:
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "s.wav"
+        subprocess.run(["espeak-ng", "-w", str(p), text], check=True)
+        pcm, rate = sf.read(str(p), dtype="float32")
+    pcm = soxr.resample(pcm, rate, RATE).astype(np.float32)
+    return np.concatenate([pcm, np.zeros(RATE, np.float32)])
+
+
+def assemble(
+    seconds: float, clip: np.ndarray, words: list[str], heads: list[tuple[np.ndarray, list[str]]]
+) -> tuple[np.ndarray, list[str], int]:
+    """(audio, the words it speaks, repetitions): `clip` repeated whole, at least once, then
+    the longest of `heads` (starts of the clip, whole sentences) that fits, then silence.
+    The length is `seconds` in whole chunks (what a client sends), more if one clip needs it.
+    """
+    n = max(1, int(seconds * RATE) // CHUNK) * CHUNK
+    reps = max(1, n // len(clip))
+    n = max(n, -(-reps * len(clip) // CHUNK) * CHUNK)
+    parts, spoken = [clip] * reps, words * reps
+    fit = [h for h in heads if len(h[0]) <= n - reps * len(clip)]
+    if fit:
+        pcm, head_words = max(fit, key=lambda h: len(h[0]))
+        parts.append(pcm)
+        spoken = spoken + head_words
+    out = np.zeros(n, np.float32)
+    body = np.concatenate(parts)
+    out[: len(body)] = body
+    return out, spoken, reps
+
+
+def speech(seconds: float, text: str = SPEECH) -> tuple[np.ndarray, list[str] | None, int]:
+    """(16 kHz float32 audio, the words it speaks, repetitions of `text`), see `assemble`.
+
+    Only whole words are ever sent, so the reference is exact: `text` (espeak-ng, +1 s of
+    silence) repeated whole, then the longest start of it in whole sentences (+1 s) that
+    fits, then silence, rather than a repetition cut mid-word. Without espeak-ng: the
+    procedural demo looped and cut at `seconds`, with no reference (None) to score.
+    """
+    if not shutil.which("espeak-ng"):
         from soundflow.runtime.demo import procedural_demo
 
         pcm = procedural_demo()
-    reps = int(np.ceil(seconds * 16000 / len(pcm)))
-    return np.tile(pcm, reps)[: int(seconds * 16000)]
+        n = max(1, int(seconds * RATE) // CHUNK) * CHUNK
+        return np.tile(pcm, -(-n // len(pcm)))[:n], None, 0
+    from soundflow.train.evaluate import normalize
+
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    heads = [" ".join(sentences[:k]) for k in range(1, len(sentences))]
+    return assemble(
+        seconds,
+        _espeak(text),
+        normalize(text),
+        [(_espeak(h), normalize(h)) for h in heads],
+    )
+
+
+def wer(references: list[list[str]], hypotheses: list[list[str]]) -> tuple[float, float]:
+    """(pooled WER: all the streams' edits over all their reference words, worst stream's)."""
+    from soundflow.train.evaluate import edit_distance
+
+    edits = [edit_distance(r, h) for r, h in zip(references, hypotheses, strict=True)]
+    words = [len(r) for r in references]
+    return sum(edits) / sum(words), max(e / w for e, w in zip(edits, words, strict=True))
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -62,10 +118,13 @@ def _proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _client(url: str, pcm: np.ndarray, phase: float, mode: str | None, t0: float) -> dict:
+async def _client(
+    url: str, pcm: np.ndarray, phase: float, mode: str | None, t0: float
+) -> tuple[dict, list[str]]:
+    """(the stream's summary, the text of every response it received)."""
     from websockets.asyncio.client import connect
 
-    n = 6400
+    n = CHUNK
     async with connect(url, compression=None, max_size=None, open_timeout=60) as ws:
         await ws.send(
             json.dumps(
@@ -82,10 +141,13 @@ async def _client(url: str, pcm: np.ndarray, phase: float, mode: str | None, t0:
         if ready.get("type") != "ready":
             raise RuntimeError(f"server refused a stream: {ready.get('text')}")
         summary: dict = {}
+        texts: list[str] = []
 
         async def reader() -> None:
             async for msg in ws:
                 ev = json.loads(msg)
+                if ev["type"] == "response":
+                    texts.append(ev["text"])
                 if ev["type"] == "summary":
                     summary.update(ev)
                     return
@@ -99,10 +161,12 @@ async def _client(url: str, pcm: np.ndarray, phase: float, mode: str | None, t0:
             await ws.send(pcm[i * n : (i + 1) * n].astype("<f4").tobytes())
         await ws.send(json.dumps({"type": "end"}))
         await asyncio.wait_for(task, 600)
-        return summary
+        return summary, texts
 
 
-async def _streams(url: str, n: int, pcm: np.ndarray, mode: str | None) -> list[dict]:
+async def _streams(
+    url: str, n: int, pcm: np.ndarray, mode: str | None
+) -> list[tuple[dict, list[str]]]:
     t0 = time.monotonic() + 0.5
     phases = [0.4 * k / n for k in range(n)]
     return await asyncio.gather(*(_client(url, pcm, p, mode, t0) for p in phases))
@@ -136,11 +200,15 @@ def _start_server(bundle, batch: str, threads: int | None, provider: str):
     return proc, line.split()[-1]
 
 
-def measure(url: str, pid: int, n: int, pcm: np.ndarray, mode: str | None) -> dict:
+def measure(
+    url: str, pid: int, n: int, pcm: np.ndarray, mode: str | None, reference: list[str] | None
+) -> dict:
+    """One row: N streams of `pcm` against the server `pid`; WER against `reference` (the
+    words `pcm` speaks) where there is one, else None."""
     cpu0, w0 = _proc_cpu_s(pid), time.monotonic()
     peak = [_proc_rss_mb(pid)]
 
-    async def main() -> list[dict]:
+    async def main() -> list[tuple[dict, list[str]]]:
         async def sample() -> None:
             while True:
                 peak.append(_proc_rss_mb(pid))
@@ -152,7 +220,8 @@ def measure(url: str, pid: int, n: int, pcm: np.ndarray, mode: str | None) -> di
         finally:
             s.cancel()
 
-    summaries = asyncio.run(main())
+    streams = asyncio.run(main())
+    summaries = [s for s, _ in streams]
     wall = time.monotonic() - w0
     cpu = _proc_cpu_s(pid) - cpu0
     held = sum(
@@ -167,10 +236,22 @@ def measure(url: str, pid: int, n: int, pcm: np.ndarray, mode: str | None) -> di
         "overruns": int(sum(s["overruns"] for s in summaries)),
         "chunks": int(sum(s["chunks"] for s in summaries)),
         "responses": int(sum(s["responses"] for s in summaries)),
+        **_scores(reference, [texts for _, texts in streams]),
         "cpu_pct": round(100 * cpu / wall, 1),
         "rss_mb": round(max(peak), 1),
         "wall_s": round(wall, 1),
     }
+
+
+def _scores(reference: list[str] | None, texts: list[list[str]]) -> dict:
+    """WER (pooled, worst stream) of each stream's responses, joined, against `reference`."""
+    if reference is None:
+        return {"wer": None, "wer_worst": None}
+    from soundflow.train.evaluate import normalize
+
+    hyps = [[w for t in stream for w in normalize(t)] for stream in texts]
+    pooled, worst = wer([reference] * len(hyps), hyps)
+    return {"wer": round(pooled, 4), "wer_worst": round(worst, 4)}
 
 
 def run(
@@ -182,14 +263,17 @@ def run(
     threads: int | None = None,
     provider: str = "auto",
     log=print,
+    text: str = SPEECH,
 ) -> dict:
-    pcm = speech(seconds)
+    pcm, words, repetitions = speech(seconds, text)
+    # only captions are scored: alerts and assist answers are not the words spoken
+    reference = words if mode == "transcribe" else None
     rows = []
     for batch in batches:
         proc, url = _start_server(bundle, batch, threads, provider)
         try:
             for n in streams:
-                row = {"batch": batch, **measure(url, proc.pid, n, pcm, mode)}
+                row = {"batch": batch, **measure(url, proc.pid, n, pcm, mode, reference)}
                 log(json.dumps(row))
                 rows.append(row)
         finally:
@@ -203,6 +287,11 @@ def run(
         "bundle": str(bundle) if bundle else "embedded default",
         "seconds": seconds,
         "mode": mode,
+        # what every stream sends: its length, whole repetitions of the text, and the
+        # words spoken (the reference; None without espeak-ng)
+        "sent_s": len(pcm) / RATE,
+        "repetitions": repetitions,
+        "reference_words": len(words) if words is not None else None,
         "cores": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
@@ -211,14 +300,21 @@ def run(
     }
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def table(result: dict) -> str:
-    lines = [
-        "| batch | streams | held at real time | decision p50 / p99 ms | server CPU % | RSS MB |",
-        "|---|---|---|---|---|---|",
-    ]
+    """The rows as Markdown; the WER columns only where some row was scored."""
+    scored = any(r.get("wer") is not None for r in result["rows"])
+    head = "| batch | streams | held at real time | decision p50 / p99 ms | server CPU % | RSS MB |"
+    lines = [head + (" WER | worst |" if scored else ""), "|---" * (8 if scored else 6) + "|"]
     for r in result["rows"]:
-        lines.append(
+        line = (
             f"| {r['batch']} | {r['streams']} | {r['held_realtime']} / {r['streams']} | "
             f"{r['decision_p50_ms']} / {r['decision_p99_ms']} | {r['cpu_pct']} | {r['rss_mb']} |"
         )
+        if scored:
+            line += f" {_pct(r.get('wer'))} | {_pct(r.get('wer_worst'))} |"
+        lines.append(line)
     return "\n".join(lines)

@@ -378,7 +378,11 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
     "--streams", default="1,4,16,32", show_default=True, help="Stream counts, comma-separated."
 )
 @click.option(
-    "--seconds", type=float, default=20.0, show_default=True, help="Audio per stream (real time)."
+    "--seconds",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Audio per stream (real time); at least one whole repetition of the speech (~11 s).",
 )
 @click.option(
     "--batch",
@@ -400,7 +404,8 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
 @JSON
 def serve_(bundle, streams, seconds, batches, mode, threads, provider, json_out):
     """N real-time WebSocket streams against one `soundflow serve` process, per batch mode:
-    streams held at real time, decision latency p50/p99, server CPU and RSS.
+    streams held at real time, decision latency p50/p99, server CPU and RSS, and in
+    transcribe mode the captions' WER (pooled over the streams, and the worst stream's).
 
     \b
     Example:

@@ -324,8 +324,60 @@ def test_library_refuses_held_out_sources(tmp_path):
     assert not [c.id for c in real if held_out_source(c.path, c.source)]
 
 
+def test_serve_speech_sends_whole_repetitions_and_their_words():
+    """The bench's audio is whole clips then a whole-sentence head then silence, so the
+    reference is exactly the words sent; a clip longer than `seconds` is still sent whole."""
+    from soundflow.benchmarks.serve import CHUNK, assemble, table, wer
+
+    clip = np.ones(10000, np.float32)
+    heads = [(np.full(1500, 2, np.float32), ["a"]), (np.full(3000, 3, np.float32), ["a", "b"])]
+    pcm, words, reps = assemble(2.0, clip, ["a", "b", "c"], heads)  # 5 chunks: 32000
+    assert (len(pcm), reps) == (5 * CHUNK, 3)
+    assert words == ["a", "b", "c"] * 3 + ["a"]  # 2000 samples left: only the short head
+    assert (pcm[:30000] == 1).all() and (pcm[30000:31500] == 2).all()
+    assert (pcm[31500:] == 0).all()
+    pcm, words, reps = assemble(0.5, clip, ["a"], [])  # one clip needs 2 chunks
+    assert (len(pcm), reps, words) == (2 * CHUNK, 1, ["a"])
+    assert (pcm[10000:] == 0).all()
+    pooled, worst = wer([["a", "b"], ["a", "b", "c", "d"]], [["a", "b"], ["a"]])
+    assert (pooled, worst) == (0.5, 0.75)
+    row = {"batch": "off", "streams": 1, "held_realtime": 1, "decision_p50_ms": 1.0}
+    row |= {"decision_p99_ms": 2.0, "cpu_pct": 3.0, "rss_mb": 4.0}
+    assert "WER" not in table({"rows": [row | {"wer": None, "wer_worst": None}]})
+    assert "| 25.0% | 50.0% |" in table({"rows": [row | {"wer": 0.25, "wer_worst": 0.5}]})
+
+    if not shutil.which("espeak-ng"):
+        return
+    from soundflow.benchmarks.serve import SPEECH, speech
+    from soundflow.train.evaluate import normalize
+
+    pcm, words, reps = speech(40)
+    assert len(pcm) == 40 * 16000 and reps >= 2
+    head = words[reps * len(normalize(SPEECH)) :]
+    assert words[: len(words) - len(head)] == normalize(SPEECH) * reps
+    assert 0 < len(head) < len(normalize(SPEECH)) and head == normalize(SPEECH)[: len(head)]
+    assert np.abs(pcm[-16000:]).max() == 0  # the last words are followed by silence
+
+
+def test_bench_serve_scores_captions():
+    """A real server (the embedded default) and one real-time stream in transcribe mode:
+    its captions are scored against the words of the one whole repetition it sent."""
+    pytest.importorskip("websockets")
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (scripts/setup-dev.sh installs it)")
+    from soundflow.benchmarks import serve as sv
+
+    text = "The kitchen lights are on. Please tell me the time."
+    result = sv.run(None, [1], 4, ["off"], "transcribe", log=lambda *_: None, text=text)
+    assert result["repetitions"] == 1 and result["reference_words"] == 10
+    (row,) = result["rows"]
+    assert row["responses"] >= 1
+    assert _number(row["wer"]) and 0 <= row["wer"] <= 1.5 and row["wer_worst"] == row["wer"]
+    assert "| WER | worst |" in sv.table(result)
+
+
 def test_bench_help_lists_commands():
     res = CliRunner().invoke(cli, ["bench", "--help"])
     assert res.exit_code == 0
-    for name in ("latency", "scale", "size", "peer", "alerts", "soak"):
+    for name in ("latency", "scale", "size", "peer", "alerts", "soak", "serve"):
         assert name in res.output
