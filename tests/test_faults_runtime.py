@@ -39,7 +39,9 @@ def engine(tmp_path_factory):
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["decision"].pop("opens_with", None)
     manifest["decision"].pop("captions", None)
-    manifest.get("tagger", {}).pop("verify", None)  # its readings use the captions' prompt
+    # its readings, and those confirming assist intents, use the captions' prompt
+    manifest.get("tagger", {}).pop("verify", None)
+    manifest["decision"].pop("verify", None)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return OrtEngine(bundle, RuntimeOptions())
 

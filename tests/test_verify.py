@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -28,11 +30,22 @@ def default_path():
     return e.spec.path
 
 
-@pytest.fixture(scope="module")
-def instruction():
-    from soundflow.train.data import espeak
+_SPEAK = """
+import sys
+import numpy as np
+from soundflow.train.data import espeak
+pcm, _ = espeak.synthesize("set a timer for five minutes", espeak.Voice())
+np.save(sys.argv[1], pcm)
+"""
 
-    pcm, _ = espeak.synthesize("set a timer for five minutes", espeak.Voice())
+
+@pytest.fixture(scope="module")
+def instruction(tmp_path_factory):
+    """Synthesized in a fresh process: libespeak-ng carries state from one call to the next
+    (test_default_model.py), and p(respond) for this instruction sits near 0.2."""
+    out = tmp_path_factory.mktemp("speech") / "timer.npy"
+    subprocess.run([sys.executable, "-c", _SPEAK, str(out)], check=True)
+    pcm = np.load(out)
     return np.concatenate([np.zeros(16000, np.float32), pcm, np.zeros(24000, np.float32)])
 
 
@@ -70,8 +83,8 @@ def test_an_intent_is_answered_where_whisper_reads_its_word(default_path, instru
 
     said, _ = run_stream(engine, instruction, "assist", threshold=0.99)
     assert said == []  # the flag's threshold, no confirming
-    said, _ = run_stream(engine, instruction, "assist", threshold=0.2, read_answers=True)
-    assert said and all(r.heard is not None for r in said if r.intent)
+    said, _ = run_stream(engine, instruction, "assist", threshold=0.01, read_answers=True)
+    assert [r for r in said if r.intent] and all(r.heard is not None for r in said if r.intent)
 
 
 @pytest.mark.parametrize(
