@@ -119,7 +119,7 @@ def _proc_rss_mb(pid: int) -> float:
 
 
 async def _client(
-    url: str, pcm: np.ndarray, phase: float, mode: str | None, t0: float
+    url: str, pcm: np.ndarray, phase: float, mode: str | None, t0: float, options: dict
 ) -> tuple[dict, list[str]]:
     """(the stream's summary, the text of every response it received)."""
     from websockets.asyncio.client import connect
@@ -133,7 +133,7 @@ async def _client(
                     "mode": mode,
                     "format": "f32le",
                     "realtime": True,
-                    "options": {"stats_every_s": 0},
+                    "options": {"stats_every_s": 0, **options},
                 }
             )
         )
@@ -165,11 +165,11 @@ async def _client(
 
 
 async def _streams(
-    url: str, n: int, pcm: np.ndarray, mode: str | None
+    url: str, n: int, pcm: np.ndarray, mode: str | None, options: dict
 ) -> list[tuple[dict, list[str]]]:
     t0 = time.monotonic() + 0.5
     phases = [0.4 * k / n for k in range(n)]
-    return await asyncio.gather(*(_client(url, pcm, p, mode, t0) for p in phases))
+    return await asyncio.gather(*(_client(url, pcm, p, mode, t0, options) for p in phases))
 
 
 def _start_server(bundle, batch: str, threads: int | None, provider: str):
@@ -201,10 +201,16 @@ def _start_server(bundle, batch: str, threads: int | None, provider: str):
 
 
 def measure(
-    url: str, pid: int, n: int, pcm: np.ndarray, mode: str | None, reference: list[str] | None
+    url: str,
+    pid: int,
+    n: int,
+    pcm: np.ndarray,
+    mode: str | None,
+    reference: list[str] | None,
+    options: dict | None = None,
 ) -> dict:
-    """One row: N streams of `pcm` against the server `pid`; WER against `reference` (the
-    words `pcm` speaks) where there is one, else None."""
+    """One row: N streams of `pcm` against the server `pid`, each with the hello `options`;
+    WER against `reference` (the words `pcm` speaks) where there is one, else None."""
     cpu0, w0 = _proc_cpu_s(pid), time.monotonic()
     peak = [_proc_rss_mb(pid)]
 
@@ -216,7 +222,7 @@ def measure(
 
         s = asyncio.ensure_future(sample())
         try:
-            return await _streams(url, n, pcm, mode)
+            return await _streams(url, n, pcm, mode, options or {})
         finally:
             s.cancel()
 
@@ -264,16 +270,23 @@ def run(
     provider: str = "auto",
     log=print,
     text: str = SPEECH,
+    caption_budget_ms: float | None = None,
 ) -> dict:
+    """`caption_budget_ms`: every stream's reading deadline (a hello option; None: the
+    bundle's, 0: none)."""
     pcm, words, repetitions = speech(seconds, text)
     # only captions are scored: alerts and assist answers are not the words spoken
     reference = words if mode == "transcribe" else None
+    options = {} if caption_budget_ms is None else {"caption_budget_ms": caption_budget_ms}
     rows = []
     for batch in batches:
         proc, url = _start_server(bundle, batch, threads, provider)
         try:
             for n in streams:
-                row = {"batch": batch, **measure(url, proc.pid, n, pcm, mode, reference)}
+                row = {
+                    "batch": batch,
+                    **measure(url, proc.pid, n, pcm, mode, reference, options),
+                }
                 log(json.dumps(row))
                 rows.append(row)
         finally:
@@ -287,6 +300,7 @@ def run(
         "bundle": str(bundle) if bundle else "embedded default",
         "seconds": seconds,
         "mode": mode,
+        "caption_budget_ms": caption_budget_ms,  # None: the bundle's
         # what every stream sends: its length, whole repetitions of the text, and the
         # words spoken (the reference; None without espeak-ng)
         "sent_s": len(pcm) / RATE,

@@ -20,6 +20,13 @@ PNG = click.option(
     "--png/--no-png", default=True, help="Also write a plot next to --json (needs matplotlib)."
 )
 INT8 = click.option("--int8", is_flag=True, help="Run the bundle's int8 graphs.")
+CAPTION_BUDGET = click.option(
+    "--caption-budget-ms",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Transcribe mode: ms after a chunk's audio by which a window reading's decoder calls "
+    "must end (default: the manifest's; 0: no time bound).",
+)
 THREADS = click.option(
     "--threads", type=int, default=None, help="ONNX Runtime threads per session."
 )
@@ -88,13 +95,7 @@ def bench() -> None:
     help="Transcribe mode: decoder calls per chunk a window reading may make (default: the "
     "manifest's; 0: no bound).",
 )
-@click.option(
-    "--caption-budget-ms",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Transcribe mode: decoder time (ms) per chunk a window reading may spend (default: "
-    "the manifest's; 0: no time bound).",
-)
+@CAPTION_BUDGET
 @INT8
 @THREADS
 @JSON
@@ -401,8 +402,9 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
     default="auto",
     show_default=True,
 )
+@CAPTION_BUDGET
 @JSON
-def serve_(bundle, streams, seconds, batches, mode, threads, provider, json_out):
+def serve_(bundle, streams, seconds, batches, mode, threads, provider, caption_budget_ms, json_out):
     """N real-time WebSocket streams against one `soundflow serve` process, per batch mode:
     streams held at real time, decision latency p50/p99, server CPU and RSS, and in
     transcribe mode the captions' WER (pooled over the streams, and the worst stream's).
@@ -416,6 +418,19 @@ def serve_(bundle, streams, seconds, batches, mode, threads, provider, json_out)
     counts = [int(x) for x in streams.split(",") if x.strip()]
     modes = [x.strip() for x in batches.split(",") if x.strip()]
     result = _finish(
-        _run(sv.run, bundle, counts, seconds, modes, mode, threads, provider), json_out, False
+        _run(
+            lambda: sv.run(
+                bundle,
+                counts,
+                seconds,
+                modes,
+                mode,
+                threads,
+                provider,
+                caption_budget_ms=caption_budget_ms,
+            )
+        ),
+        json_out,
+        False,
     )
     click.echo(sv.table(result))

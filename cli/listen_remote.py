@@ -73,8 +73,6 @@ def listen_remote(
         "--captions": captions,
         "--alerts": alerts,
         "--no-speech-gate": None if speech_gate else True,
-        "--caption-calls": caption_calls,
-        "--caption-budget-ms": caption_budget_ms,
         "--provider": None if provider == "auto" else provider,
     }
     given = [k for k, v in local_only.items() if v is not None]
@@ -108,6 +106,8 @@ def listen_remote(
         "refractory_s": refractory,
         "max_response_tokens": max_tokens,
         "stats_every_s": stats,
+        "caption_calls": caption_calls,
+        "caption_budget_ms": caption_budget_ms,
     }
     try:
         stream = ServerStream(

@@ -76,6 +76,15 @@ from soundflow.manifest import BundleError
     show_default=True,
 )
 @click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
+@click.option(
+    "--caption-budget-ms",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Transcribe streams: ms after a chunk's audio by which a window reading's decoder "
+    "calls must end (default: the manifest's; 0: no time bound; a stream's hello may set its "
+    "own). Streams share the server's loop, so a deadline counted from each chunk's arrival "
+    "leaves the later streams of a busy server less of it.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No per-connection log lines on stderr.")
 def serve(
     bundle,
@@ -90,6 +99,7 @@ def serve(
     threads,
     provider,
     int8,
+    caption_budget_ms,
     quiet,
 ) -> None:
     """Serve live streams over WebSocket: one engine, one state per connection.
@@ -130,7 +140,12 @@ def serve(
             max_frame_bytes=max_frame_kb * 1024,
             buffer_s=buffer_s,
         )
-        options = RuntimeOptions(threads=threads, provider=provider, asynchronous=False)
+        options = RuntimeOptions(
+            threads=threads,
+            provider=provider,
+            asynchronous=False,
+            caption_budget_ms=caption_budget_ms,
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     try:

@@ -246,6 +246,10 @@ def test_faults_do_not_disturb_other_streams(engine, audio, reference):
         ev = _until_closed(ws)
         assert ev[-1]["kind"] == "invalid_hello" and ws.close_code == 1007
 
+        ws = _raw(url, {**hello, "options": {"caption_budget_ms": -1}})  # RuntimeOptions' range
+        ev = _until_closed(ws)
+        assert ev[-1]["kind"] == "invalid_hello" and "caption_budget_ms" in ev[-1]["text"]
+
         ws = _raw(url, hello)
         assert json.loads(ws.recv(timeout=30))["type"] == "ready"
         ws.send(b"\x01\x02\x03")  # 3 bytes: not whole s16le samples
@@ -414,12 +418,20 @@ def test_listen_server_prints_like_local_listen(engine, audio, reference):
         res = CliRunner().invoke(cli, [*args[:-2], "--server", "ws://127.0.0.1:9"])
         assert res.exit_code != 0 and "cannot connect" in res.output
         # how the server decodes is the server's: such a flag is refused, not ignored
-        for flag in (
-            ["--no-speech-gate"],
-            ["--caption-calls", "2"],
-            ["--caption-budget-ms", "30"],
-            ["--captions", "protocol"],
-        ):
+        for flag in (["--no-speech-gate"], ["--captions", "protocol"]):
             res = CliRunner().invoke(cli, [*args, *flag, "--server", srv.url])
             assert res.exit_code == 2 and flag[0] in res.output, res.output
             assert "set on the server" in res.output
+        res = CliRunner().invoke(cli, ["serve", "--caption-budget-ms", "-1"])
+        assert res.exit_code == 2 and "--caption-budget-ms" in res.output
+        # a reading's bounds are the stream's own (hello options): one decoder call a chunk
+        # reads as it does locally, and not as the default four do
+        flag = ["--caption-calls", "1"]
+        remote = CliRunner().invoke(cli, [*args, *flag, "--server", srv.url])
+        local = CliRunner().invoke(cli, [*args, *flag])
+        assert remote.exit_code == 0 and local.exit_code == 0, remote.output + local.output
+
+        def events(res) -> list[dict]:
+            return [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+
+        assert key(events(remote)) == key(events(local)) != key(reference[audio[0]])

@@ -26,11 +26,15 @@ CLOSE_INTERNAL = 1011  # the stream's graph failed
 CLOSE_TRY_LATER = 1013  # max_streams reached
 CLOSE_TOO_SLOW = 4001  # the client does not read its events
 
-HELLO_OPTIONS = {
+HELLO_OPTIONS = {  # RuntimeOptions fields a stream may set (range-checked there)
     "threshold": float,
     "refractory_s": float,
     "max_response_tokens": int,
     "stats_every_s": float,
+    # transcribe captions by agreement: decoder calls and ms a reading may spend per chunk
+    # (0 lifts the bound); a server under load may want its streams' deadline longer
+    "caption_calls": int,
+    "caption_budget_ms": float,
 }
 
 
