@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from soundflow.cli.params import caption_budget
+
 BUNDLE = click.option(
     "--bundle",
     type=click.Path(path_type=Path),
@@ -20,13 +22,7 @@ PNG = click.option(
     "--png/--no-png", default=True, help="Also write a plot next to --json (needs matplotlib)."
 )
 INT8 = click.option("--int8", is_flag=True, help="Run the bundle's int8 graphs.")
-CAPTION_BUDGET = click.option(
-    "--caption-budget-ms",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Transcribe mode: ms after a chunk's audio by which a window reading's decoder calls "
-    "must end (default: the manifest's; 0: no time bound).",
-)
+CAPTION_BUDGET = caption_budget()
 THREADS = click.option(
     "--threads", type=int, default=None, help="ONNX Runtime threads per session."
 )

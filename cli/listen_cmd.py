@@ -12,6 +12,7 @@ import time
 
 import click
 
+from soundflow.cli.params import caption_budget
 from soundflow.manifest import BundleError
 
 
@@ -190,14 +191,7 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "per chunk; a longer reading goes on at the next chunk (default: the manifest's; 0: no "
     "bound).",
 )
-@click.option(
-    "--caption-budget-ms",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Transcribe mode of a Whisper-based bundle: decoder time (ms) a window reading may "
-    "spend per chunk, so a slower machine spreads readings over more chunks instead of "
-    "deciding late (default: the manifest's; 0: no time bound).",
-)
+@caption_budget()
 @click.option(
     "--threads",
     type=int,

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from soundflow.cli.params import caption_budget
 from soundflow.manifest import BundleError
 
 
@@ -76,14 +77,9 @@ from soundflow.manifest import BundleError
     show_default=True,
 )
 @click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
-@click.option(
-    "--caption-budget-ms",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Transcribe streams: ms after a chunk's audio by which a window reading's decoder "
-    "calls must end (default: the manifest's; 0: no time bound; a stream's hello may set its "
-    "own). Streams share the server's loop, so a deadline counted from each chunk's arrival "
-    "leaves the later streams of a busy server less of it.",
+@caption_budget(
+    " A stream's hello may set its own. Streams share the server's loop, so a deadline "
+    "counted from each chunk's arrival leaves the later streams of a busy server less of it."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No per-connection log lines on stderr.")
 def serve(

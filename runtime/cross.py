@@ -330,23 +330,22 @@ class CrossDecoderStream(DecoderStream):
                 # labels the tagger's manifest has confirmed by words: a window reading with
                 # Whisper's own prompt, made only in chunks where one of them needs it
                 if self.alerts.verify:
-                    if cfg is None:
-                        raise BundleError(
-                            "tagger.verify needs the manifest's decision.captions (the "
-                            "reading's prompt); re-export the bundle"
-                        )
-                    config = CaptionConfig.from_manifest(cfg, self.no_repeat)
-                    self._reader = WindowCaptions(engine, self.memory, config, self.eos)
+                    self._reader = self._confirming_reader(cfg, "tagger.verify")
         if self.alerts is None and (self.verify or self._read_answers):
-            if cfg is None:
-                raise BundleError(
-                    "decision.verify needs the manifest's decision.captions (the reading's "
-                    "prompt); re-export the bundle"
-                )
-            config = CaptionConfig.from_manifest(cfg, self.no_repeat)
-            self._reader = WindowCaptions(engine, self.memory, config, self.eos)
+            self._reader = self._confirming_reader(cfg, "decision.verify")
         self._chunk_s = engine.spec.chunk_ms / 1000
         self.reset()
+
+    def _confirming_reader(self, cfg: dict | None, needed_by: str) -> WindowCaptions:
+        """A reading of the window with Whisper's own prompt (the captions'), for words that
+        confirm a tag: made only in the chunks that need one."""
+        if cfg is None:
+            raise BundleError(
+                f"{needed_by} needs the manifest's decision.captions (the reading's prompt); "
+                "re-export the bundle"
+            )
+        config = CaptionConfig.from_manifest(cfg, self.no_repeat)
+        return WindowCaptions(self.engine, self.memory, config, self.eos)
 
     def reset(self) -> None:
         self.cache.reset()
@@ -489,9 +488,10 @@ class CrossDecoderStream(DecoderStream):
         need = self._tag_threshold.get(first, self.threshold)
         last = self._last_tag.get(first)
         refractory = first in self.tag_ids and last is not None and t - last < self.refractory_s
-        if not refractory and self._opens_right(first) and self._heard_enough(first, need):
-            need = self._p
-        if self._p < need or refractory or not self._opens_right(first):
+        may = not refractory and self._opens_right(first)
+        if may and (self._p < need or self._read_answers) and self._heard_enough(first, need):
+            need = self._p  # confirmed by the words read
+        if not may or self._p < need:
             self.cache.rollback(1)
             return None
         if first in self.tag_ids:
