@@ -56,7 +56,8 @@ def _row(name: str, d: dict, keys: tuple[str, ...]) -> str:
 
 @click.group()
 def bench() -> None:
-    """Benchmarks: latency, scale, size, peer, alerts, soak. Each writes JSON with --json FILE.
+    """Benchmarks: latency, scale, size, peer, alerts, soak, serve. Each writes JSON with
+    --json FILE.
 
     \b
     Example:

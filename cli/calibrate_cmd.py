@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
+from soundflow.cli.extras import TrainCommand
 from soundflow.cli.params import label_words
 
 
-@click.command()
+@click.command(cls=TrainCommand)
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option(
     "--data",
@@ -56,9 +57,17 @@ def calibrate(bundle, data, false_per_hour, modes, verify, max_streams, dry_run)
     \b
     Example:
       soundflow data build --recipe default --hours 1 --seed 77 --out /tmp/dev
-      soundflow calibrate soundflow/assets/default_bundle --data /tmp/dev
+      cp -r soundflow/assets/default_bundle /tmp/my-bundle   # never the shipped one
+      soundflow calibrate /tmp/my-bundle --data /tmp/dev
     """
     from soundflow.manifest import BundleError
+    from soundflow.runtime.bundle import default_bundle_dir
+
+    if not dry_run and bundle.resolve() == default_bundle_dir().resolve():
+        raise click.ClickException(
+            f"{bundle} is the shipped default bundle: calibrate a copy "
+            f"(cp -r {bundle} /tmp/my-bundle), or pass --dry-run to only print the thresholds"
+        )
     from soundflow.train.calibrate import calibrate as run
     from soundflow.train.calibrate import write_thresholds
 

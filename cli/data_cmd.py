@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from soundflow.cli.extras import train_extra
+
 
 def _shard(value: str) -> tuple[int, int]:
     try:
@@ -24,33 +26,12 @@ def _shard(value: str) -> tuple[int, int]:
     return i, n
 
 
-# What `pip install 'soundflow[train]'` brings; the runtime alone has none of them.
-_TRAIN_MODULES = {
-    "torch",
-    "transformers",
-    "tokenizers",
-    "safetensors",
-    "onnx",
-    "onnxscript",
-    "tqdm",
-    "matplotlib",
-    "scipy",
-}
-
-
 class _DataGroup(click.Group):
     """A missing train-extra module is one line with the install command, not a traceback."""
 
     def invoke(self, ctx: click.Context):
-        try:
+        with train_extra("data"):
             return super().invoke(ctx)
-        except ModuleNotFoundError as err:
-            if (err.name or "").split(".")[0] not in _TRAIN_MODULES:
-                raise
-            raise click.ClickException(
-                f"`soundflow data` needs the train extra ({err.name} is not installed): "
-                "pip install 'soundflow[train]'"
-            ) from None
 
 
 @click.group(cls=_DataGroup)

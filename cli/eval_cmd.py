@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from soundflow.cli.extras import TrainCommand
 
-@click.command("eval")
+
+@click.command("eval", cls=TrainCommand)
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--data",

@@ -118,7 +118,8 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     "-i",
     "input_",
     metavar="FILE|-",
-    help="Audio file (wav/flac/ogg, any rate), or - for raw PCM on stdin.",
+    help="Audio file (wav/flac/ogg, any rate), or - for stdin: WAV, FLAC or Ogg there are "
+    "recognised by their header, anything else is raw PCM (see --raw-format).",
 )
 @click.option(
     "--device", "-d", metavar="ID", help="Microphone by index or name (see `soundflow devices`)."
@@ -135,7 +136,7 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     metavar="MODE",
     help="Task prompt: transcribe (live captions), alert (sounds worth an alert) or assist "
     "(spoken instructions), as the bundle lists them. Default: the bundle's first, which "
-    "for the embedded default is alert.",
+    "for the embedded default is transcribe.",
 )
 @click.option(
     "--realtime/--fast",

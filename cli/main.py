@@ -24,7 +24,7 @@ COMMANDS = {
     "calibrate": ("calibrate_cmd", "calibrate", "Per-label alert thresholds from a dev split."),
     "tagger": ("tagger_cmd", "tagger", "Add an alert tagger to a Whisper-based bundle."),
     "serve": ("serve_cmd", "serve", "Serve many live streams over WebSocket from one engine."),
-    "bench": ("bench_cmd", "bench", "Benchmarks: latency, scale, size, peer, soak."),
+    "bench": ("bench_cmd", "bench", "Benchmarks: latency, scale, size, peer, alerts, soak, serve."),
 }
 
 

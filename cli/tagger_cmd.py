@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
+from soundflow.cli.extras import TrainCommand
 from soundflow.cli.params import label_words
 
 DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 
 
-@click.command()
+@click.command(cls=TrainCommand)
 @click.argument("bundle", type=DIR)
 @click.option("--data", type=DIR, multiple=True, required=True, help="Built train splits (repeat).")
 @click.option("--dev", type=DIR, required=True, help="A dev split: neither train nor eval.")

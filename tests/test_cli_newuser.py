@@ -1,0 +1,114 @@
+"""What a new user hit (issue #29): a runtime-only install, the help texts, a closed
+pipe, short benchmark runs, a clone named `soundflow` in the working folder, and CI's
+lint step. Each check runs the CLI as a user would (CliRunner, or a real process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from soundflow.cli.main import COMMANDS, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "soundflow" / "assets" / "default_bundle"
+
+
+def _flat(text: str) -> str:
+    """Help text with click's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def _soundflow() -> list[str]:
+    exe = shutil.which("soundflow")
+    return [exe] if exe else [sys.executable, "-m", "soundflow.cli"]
+
+
+# ----------------------------------------------------------------------------- train extra
+@pytest.mark.parametrize(
+    "missing, args",
+    [
+        ("scipy", ["eval", "--data", "{data}"]),
+        ("scipy", ["calibrate", "{bundle}", "--data", "{data}", "--dry-run"]),
+        ("onnx", ["tagger", "{bundle}", "--data", "{data}", "--dev", "{data}", "--out", "{out}"]),
+    ],
+)
+def test_commands_without_the_train_extra_say_how_to_install_it(tmp_path, missing, args):
+    data = tmp_path / "split"
+    data.mkdir()
+    (data / "streams.jsonl").write_text("")
+    fill = {"data": str(data), "bundle": str(DEFAULT), "out": str(tmp_path / "out")}
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"  # what a runtime-only install looks like
+        "from soundflow.cli.main import cli\n"
+        "cli(sys.argv[1:])\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, *(a.format(**fill) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert f"({missing} is not installed): pip install 'soundflow[train]'" in line
+    assert line.startswith(f"Error: `soundflow {args[0]}` needs the train extra")
+
+
+# ----------------------------------------------------------------------------- help texts
+def test_listen_help_names_the_default_bundles_first_mode():
+    first = next(iter(json.loads((DEFAULT / "manifest.json").read_text())["tasks"]))
+    text = _flat(CliRunner().invoke(cli, ["listen", "--help"]).output)
+    assert f"for the embedded default is {first}." in text
+
+
+def test_listen_help_says_stdin_takes_containers_too():
+    text = _flat(CliRunner().invoke(cli, ["listen", "--help"]).output)
+    assert "- for stdin: WAV, FLAC or Ogg there are recognised by their header" in text
+    assert "raw PCM on stdin." not in text
+
+
+def test_top_level_help_lists_every_bench_command():
+    from soundflow.cli.bench_cmd import bench
+
+    top = _flat(CliRunner().invoke(cli, ["--help"]).output)
+    own = _flat(CliRunner().invoke(cli, ["bench", "--help"]).output)
+    assert COMMANDS["bench"][2] in top
+    for name in bench.commands:
+        assert name in COMMANDS["bench"][2], f"`soundflow --help` does not name bench {name}"
+        assert name in own.split("Commands:")[0], f"bench's docstring does not name {name}"
+
+
+def test_calibrate_example_and_refusal_keep_the_shipped_bundle(tmp_path):
+    help_text = CliRunner().invoke(cli, ["calibrate", "--help"]).output
+    example = [line.strip() for line in help_text.splitlines() if "soundflow calibrate" in line]
+    assert example and all("assets/default_bundle" not in line for line in example)
+    assert "cp -r soundflow/assets/default_bundle" in help_text
+    (tmp_path / "streams.jsonl").write_text("")
+    before = (DEFAULT / "manifest.json").read_bytes()
+    r = CliRunner().invoke(cli, ["calibrate", str(DEFAULT), "--data", str(tmp_path)])
+    assert r.exit_code == 1 and "is the shipped default bundle: calibrate a copy" in r.output
+    assert (DEFAULT / "manifest.json").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- CI
+def test_ci_lints_then_runs_the_readmes_test_command():
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    readme = (ROOT / "README.md").read_text()
+    command = "./scripts/setup-dev.sh && python -m pytest -q"
+    assert command in readme
+    assert lines[-1] == command
+    assert lines.index("ruff check .") < lines.index("ruff format --check .") < len(lines) - 1
+    setup = lines.index("./scripts/setup-dev.sh")  # ruff is in the dev extra it installs
+    assert setup < lines.index("ruff check .")
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)
