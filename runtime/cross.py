@@ -18,6 +18,7 @@ import numpy as np
 
 from soundflow import protocol
 from soundflow.manifest import BundleError
+from soundflow.runtime import intents
 from soundflow.runtime.agreement import key
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.captions import CaptionConfig, WindowCaptions
@@ -41,6 +42,7 @@ REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is
 # A response ends where it would say a token n-gram for the second time: Whisper's decoder,
 # fed a window it cannot read, loops ("for it for it for it ...") up to max tokens.
 NO_REPEAT_NGRAM = 3
+FRAMES_PER_S = 50  # Whisper's encoder frames: a memory of 220 frames is a 4.4 s window
 # decision.opens_with: what a mode's responses open with ("alert" | "intent" tag, or "text").
 # Every alert target opens with an alert tag and every answer with an intent tag, so a response
 # that opens otherwise (a caption in alert mode: the model heard speech) is withheld.
@@ -331,8 +333,20 @@ class CrossDecoderStream(DecoderStream):
                 # Whisper's own prompt, made only in chunks where one of them needs it
                 if self.alerts.verify:
                     self._reader = self._confirming_reader(cfg, "tagger.verify")
-        if self.alerts is None and (self.verify or self._read_answers):
-            self._reader = self._confirming_reader(cfg, "decision.verify")
+        # Assist mode may answer from the words a window reading hears (runtime/intents.py)
+        # instead of the decoder's <respond> step; `decision.assist` says which (and whether
+        # the decoder still answers what the grammar does not parse), a flag overrides.
+        a = d.get("assist") or {}
+        self.grammar = self.mode == "assist" and (options.assist or a.get("method")) == "grammar"
+        self._fallback = self.grammar and bool(a.get("fallback", False))
+        self._assist_gate = None  # where speech may have ended (the bundle's speech gate)
+        if self.grammar and spec.tagger is not None and spec.tagger.speech is not None:
+            if engine.tagger is not None:
+                self._assist_gate = SpeechGate(spec.tagger.speech)
+        if self.alerts is None and (self.verify or self._read_answers or self.grammar):
+            self._reader = self._confirming_reader(
+                cfg, "decision.assist" if self.grammar else "decision.verify"
+            )
         self._chunk_s = engine.spec.chunk_ms / 1000
         self.reset()
 
@@ -360,6 +374,15 @@ class CrossDecoderStream(DecoderStream):
         self._chunks = 0
         self.verified = 0  # confirming readings made
         self.heard = None  # the words the last response's reading heard (None: no reading)
+        self.withheld: str | None = None  # why the last response was withheld (Summary)
+        self._intent = None  # assist by grammar: the request this chunk's reading parsed
+        self._answer: list[int] | None = None  # ... and its answer's ids, begin -> continue
+        self._answered: dict[tuple, float] = {}  # each request answered -> when
+        self._assist_chunks = 0
+        self._heard: str | None = None  # the words of the last reading parsed
+        self._answered_at = -np.inf  # stream time of the grammar's last answer
+        if self._assist_gate is not None:
+            self._assist_gate.reset()
         self._caption = []
         self._pending = list(self.prompt)
         self._last_tag: dict[int, float] = {}
@@ -398,6 +421,8 @@ class CrossDecoderStream(DecoderStream):
                         self.alerts.confirm(label, heard)
             return []
         self.memory.add(audio_embeds)
+        if self._assist_gate is not None:  # assist by grammar: has speech ended?
+            self._assist_gate.update(self.engine.tag(audio_embeds))
         if self.captions is not None:
             if self.captions.gate is not None:
                 self.captions.gate.update(self.engine.tag(audio_embeds))
@@ -440,9 +465,42 @@ class CrossDecoderStream(DecoderStream):
             return self._caption_decision()
         self._pending = [self.silence]
         self._p = control_p(last, self.silence, self.respond_id)
+        if self.grammar:
+            return self._assist_decision()
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
         return Decision(self._p, self._p >= self._decide_at)
+
+    def _assist_decision(self) -> Decision:
+        """Assist by grammar: where speech may have ended the window is read and its words
+        parsed (runtime/intents.py); a request not already answered answers (p 1.0).
+        Elsewhere the decoder's own decision stands only where `decision.assist.fallback`
+        lets the decoder answer what the grammar does not parse."""
+        self._assist_chunks += 1
+        self._intent = None
+        gate = self._assist_gate
+        # Speech may have ended in the gate's first two quiet chunks after speech (the second
+        # reads a request the first read cut short); with no gate, every other chunk (a
+        # window without speech costs its reading one call: Whisper's no-speech check).
+        due = gate.since in (1, 2) if gate is not None else self._assist_chunks % 2 == 0
+        if not due:
+            return Decision(self._p, self._fallback and self._p >= self._decide_at)
+        words = [w.text for w in self._reader.words(self._reader.hypothesis())]
+        self.verified += 1
+        self._heard = " ".join(key(w) for w in words)
+        intent = intents.parse(words)
+        if intent is None or intent.tag not in self.engine.spec.special:
+            return Decision(self._p, self._fallback and self._p >= self._decide_at)
+        # Once per request: the same request (intent and slots) again within the refractory
+        # time, or while its words are still in the window, is the same words read again.
+        now = self._assist_chunks * self._chunk_s
+        last = self._answered.get(intent.identity)
+        again = max(self.refractory_s, self.engine.spec.memory_frames / FRAMES_PER_S)
+        if last is not None and now - last < again:
+            return Decision(self._p, False)
+        self._answered[intent.identity] = now
+        self._intent = intent
+        return Decision(1.0, True)
 
     def _caption_decision(self) -> Decision:
         ready, self._ready = self._ready, None  # set by decide; None from the batcher
@@ -482,6 +540,9 @@ class CrossDecoderStream(DecoderStream):
             return self._alert_ids[label]
         if self.captions is not None:
             return self._caption[0] if self._caption else None
+        self.withheld = None
+        if self._intent is not None:  # assist by grammar: the request its reading parsed
+            return self._begin_answer(t)
         self._response = []
         self.heard = None
         first = self._next_token(self._call([self.respond_id])[-1])
@@ -491,11 +552,39 @@ class CrossDecoderStream(DecoderStream):
         may = not refractory and self._opens_right(first)
         if may and (self._p < need or self._read_answers) and self._heard_enough(first, need):
             need = self._p  # confirmed by the words read
-        if not may or self._p < need:
+        # the decoder's answer (the grammar's fallback) after the grammar answered: the same
+        # request, heard again in the window as it slides
+        answered = self.grammar and t - self._answered_at < self.refractory_s
+        if not may or self._p < need or answered:
             self.cache.rollback(1)
+            self.withheld = (
+                "refractory"
+                if refractory
+                else "not_an_answer"
+                if not self._opens_right(first)
+                else "answered"
+                if answered
+                else "below_threshold"
+            )
             return None
         if first in self.tag_ids:
             self._last_tag[first] = t
+        return first
+
+    def _begin_answer(self, t: float) -> int:
+        """The grammar's request opens a response with its intent tag; the answer is the
+        grammar's, spelled with the bundle's tokenizer, or (history: what the stream heard)
+        the decoder's, written after <respond> and the tag."""
+        intent, self._intent = self._intent, None
+        first = self.engine.spec.special[intent.tag]
+        self._last_tag[first] = self._answered_at = t
+        self.heard = self._heard  # the whole reading; `intent.text` is the request in it
+        self._response = [first]  # no second tag (`_body_bias`)
+        if intent.answer is None:
+            self._call([self.respond_id])
+            self._answer = None
+        else:
+            self._answer = self.engine.detokenizer.spell(" " + intent.answer)
         return first
 
     def _heard_enough(self, first: int, need: float) -> bool:
@@ -518,6 +607,11 @@ class CrossDecoderStream(DecoderStream):
             yield first  # the label's tag
             yield from response  # and the caption the tagger's manifest gives it
             return
+        if self._answer is not None:  # assist by grammar
+            answer, self._answer = self._answer, None
+            yield first
+            yield from answer[: self.max_tokens - 1]
+            return  # the protocol's cache never saw it: the next chunk follows <silence>
         if self.captions is None:
             yield from super().continue_response(first)
             return

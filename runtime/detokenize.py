@@ -49,6 +49,8 @@ class Detokenizer:
                 ) from None
         for i, content in added.items():
             self._pieces[i] = content.encode("utf-8")
+        self._added = set(added)  # tags and control tokens: never part of a spelled text
+        self._by_piece: dict[bytes, int] | None = None  # piece -> id, built by `spell`
 
     @classmethod
     def from_file(cls, path: Path | str) -> Detokenizer:
@@ -83,6 +85,29 @@ class Detokenizer:
         if not 0 <= token_id < len(self._pieces) or self._pieces[token_id] is None:
             return b""
         return self._pieces[token_id]  # type: ignore[return-value]
+
+    def spell(self, text: str) -> list[int]:
+        """Text -> token ids that decode back to it: the longest vocabulary piece at each
+        point (not always the BPE merges' own split, the same text). The runtime spells
+        the few answers it writes itself (runtime/intents.py) this way."""
+        if self._by_piece is None:
+            self._by_piece = {}
+            for i, p in enumerate(self._pieces):
+                if p and i not in self._added:
+                    self._by_piece.setdefault(p, i)
+            self._longest = max(map(len, self._by_piece), default=1)
+        pieces, longest = self._by_piece, self._longest
+        data, ids, i = text.encode("utf-8"), [], 0
+        while i < len(data):
+            for n in range(min(longest, len(data) - i), 0, -1):
+                token = pieces.get(data[i : i + n])
+                if token is not None:
+                    ids.append(token)
+                    i += n
+                    break
+            else:
+                raise ValueError(f"{text!r}: byte {data[i]} has no token")
+        return ids
 
     def decode(self, ids: list[int], skip: set[int] | None = None) -> str:
         """All ids at once; `skip` ids (e.g. <eos>) produce nothing."""

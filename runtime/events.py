@@ -92,7 +92,7 @@ class Summary:
     t: float  # stream seconds processed
     chunks: int
     responses: int
-    suppressed: int  # responses suppressed by the refractory time
+    suppressed: int  # responses the decision chose and then withheld (reasons below)
     overruns: int
     overrun_samples: int
     stalls: int  # chunks decided late, plus chunk lengths a live source delivered nothing
@@ -113,6 +113,10 @@ class Summary:
     reconnects: int = 0  # times a lost source came back
     nonfinite_samples: int = 0  # NaN/Inf input samples replaced by 0
     state_resets: int = 0  # streams reset because their state or output turned non-finite
+    # suppressed, per reason: "refractory" (its tag answered within refractory_s),
+    # "below_threshold" (under its tag's calibrated threshold), "not_an_answer" (it did not
+    # open with the mode's tag), "answered" (assist by grammar: the request was answered)
+    suppressed_by: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     latency_ms: float = 0.0

@@ -96,6 +96,7 @@ class Loop:
         self.decision_ms = LatencyStats()
         self.first_token_ms = LatencyStats()
         self.chunks = self.responses = self.suppressed = self.stalls = 0
+        self.suppressed_by: dict[str, int] = {}  # withheld responses per reason (Summary)
         self.state_resets = 0
         self.tally = Tally()  # non-finite samples that reached the loop (custom sources)
         self.error: str | None = None
@@ -283,6 +284,8 @@ class Loop:
             first = self.decoder.begin_response(item.t)
             if first is None:
                 self.suppressed += 1
+                why = getattr(self.decoder, "withheld", None) or "refractory"
+                self.suppressed_by[why] = self.suppressed_by.get(why, 0) + 1
             else:
                 first_at = time.monotonic()
                 self.first_token_ms.add((first_at - ref) * 1e3)
@@ -476,6 +479,7 @@ class Loop:
             chunks=self.chunks,
             responses=self.responses,
             suppressed=self.suppressed,
+            suppressed_by=dict(self.suppressed_by),
             overruns=count("overruns"),
             overrun_samples=count("overrun_samples"),
             stalls=self.stalls + self._gap_stalls(),

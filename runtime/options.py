@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 CAPTIONS = ("agreement", "protocol")  # transcribe captions of a whisper-cross bundle
 ALERTS = ("tagger", "protocol")  # what decides alert mode in a whisper-cross bundle
+ASSIST = ("grammar", "decoder")  # what answers assist mode in a whisper-cross bundle
 
 
 def _finite(x: object) -> bool:
@@ -57,6 +58,9 @@ class RuntimeOptions:
     # one and report its words (Response.heard), not only where `decision.verify` needs a
     # reading to confirm one; `soundflow calibrate --verify` chooses its thresholds by them
     read_answers: bool = False
+    # assist mode of a whisper-cross bundle: "grammar" (the words a window reading hears,
+    # parsed by runtime/intents.py) | "decoder" (its <respond> step and tag); None = the bundle's
+    assist: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -67,6 +71,8 @@ class RuntimeOptions:
             raise ValueError(f"captions {self.captions!r}: use one of {CAPTIONS}")
         if self.alerts is not None and self.alerts not in ALERTS:
             raise ValueError(f"alerts {self.alerts!r}: use one of {ALERTS}")
+        if self.assist is not None and self.assist not in ASSIST:
+            raise ValueError(f"assist {self.assist!r}: use one of {ASSIST}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         checks = (

@@ -13,7 +13,7 @@ from typing import Any
 
 from soundflow.audio import SAMPLE_RATE
 from soundflow.manifest import BundleError, confined
-from soundflow.runtime.options import CAPTIONS
+from soundflow.runtime.options import ASSIST, CAPTIONS
 
 FIX = "re-run `soundflow export CHECKPOINT --out DIR`"
 DTYPES = {
@@ -287,6 +287,16 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
                 raise c.fail(
                     f"decision.verify.{mode}.{tag}.words", "must be a non-empty list of words"
                 )
+    assist = c.obj("decision.assist", required=False)  # what answers assist (cross.py)
+    if assist is not None:
+        method = c.str("decision.assist.method")
+        if method not in ASSIST:
+            raise c.fail("decision.assist.method", f"is {method!r}, not one of {ASSIST}")
+        also = assist.get("fallback", False)  # the decoder answers what the grammar does not
+        if not isinstance(also, bool):
+            raise c.fail("decision.assist.fallback", f"must be true or false, got {_kind(also)}")
+        if method == "grammar" and "captions" not in c.get("decision"):
+            raise c.fail("decision.assist", "needs decision.captions (the reading's prompt)")
     c.int("decision.no_repeat_ngram", 0, 64, required=False)  # generation guards (cross.py)
     for mode in c.obj("decision.opens_with", required=False) or {}:
         kind = c.str(f"decision.opens_with.{mode}")

@@ -60,6 +60,7 @@ def _bundle(default_path, out, edit) -> OrtEngine:
 def _timer_only(words: list[str]):
     def edit(d: dict) -> None:
         d["thresholds"]["assist"][TIMER] = 1.0  # never on the decoder's word alone
+        d["assist"] = {"method": "decoder"}  # the decoder's answers (not the grammar's)
         d["verify"] = {"assist": {TIMER: {"threshold": 0.0, "words": words}}}
 
     return edit

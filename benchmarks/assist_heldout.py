@@ -1,0 +1,197 @@
+"""Assist on held-out speech: plain requests, paraphrased as a new user would say them (none
+of them a training template, train/data/text.py), and talk that only sounds like one, each
+spoken by flite voices training never hears (rms, awb; train/heldout.py). A request is
+answered right where every answer has its intent and the first carries its slots (the
+answer's words: "off", "kitchen", "three minutes"); a look-alike is quiet with no answer.
+
+    python -m soundflow.benchmarks.assist_heldout [--json benchmarks/results/assist_heldout.json]
+
+Ways, on the default bundle in fast mode: `decoder` (the fine-tuned decoder's <respond>
+step and tag: the bundle before `decision.assist`), `grammar` (the words a window reading
+hears, parsed by runtime/intents.py: the shipped default) and `grammar+fallback` (the
+decoder answers what the grammar does not parse). flite's slt and kal are scored apart
+(`--also-trained-speakers`): they are the speakers of festival voices training uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELD_OUT_VOICES = ("rms", "awb")
+TRAINED_SPEAKERS = ("slt", "kal")  # festival's kal_diphone and cmu_us_slt_arctic_hts
+# (text, intent, the words the first answer must hold); written for this benchmark
+REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("could you switch off the lights in the bedroom", "lights", ("off", "bedroom")),
+    ("please turn on the bathroom lights", "lights", ("on", "bathroom")),
+    ("hey flow, dim the living room lights", "lights", ("dim", "living room")),
+    ("kitchen lights on please", "lights", ("on", "kitchen")),
+    ("can you turn the hallway light off", "lights", ("off", "hallway")),
+    ("switch the office lights on for me", "lights", ("on", "office")),
+    ("turn off all the lights", "lights", ("off",)),
+    ("lights off in the kitchen please", "lights", ("off", "kitchen")),
+    ("start a timer for three minutes", "timer", ("three minutes",)),
+    ("set a fifteen minute timer please", "timer", ("fifteen minutes",)),
+    ("can you set a timer for twenty minutes", "timer", ("twenty minutes",)),
+    ("remind me in ten minutes", "timer", ("ten minutes",)),
+    ("set a timer for one hour", "timer", ("one hour",)),
+    ("cancel my timer please", "timer", ("cancel",)),
+    ("could you make it a bit louder", "volume", ("up",)),
+    ("turn the music down a little", "volume", ("down",)),
+    ("please mute the tv", "volume", ("mut",)),
+    ("turn up the volume", "volume", ("up",)),
+    ("set the volume to seven", "volume", ("seven",)),
+    ("could you lower the volume", "volume", ("down",)),
+    ("hey flow, what was that loud bang", "history", ()),
+    ("did anything happen while I was out", "history", ()),
+    ("what was that beeping", "history", ()),
+    ("what happened just now", "history", ()),
+]
+LOOKALIKES: list[str] = [
+    "my sister set the lights on a timer last week",
+    "he turned the volume down yesterday",
+    "the kitchen lights were off when I got home",
+    "we should buy a new lamp for the bedroom",
+    "I left the bathroom lights on again",
+    "the music was too loud at the party",
+    "she always sets a timer when she bakes bread",
+    "nobody knows what happened to the old radio",
+    "turn left after the traffic lights",
+    "do you remember what that song was called",
+    "the timer on the oven is broken",
+    "they turned off the lights and went to sleep",
+]
+WAYS = ("decoder", "grammar", "grammar+fallback")
+
+
+def speak(text: str, voice: str, tmp: Path) -> np.ndarray:
+    """flite's `voice` saying `text`, 16 kHz, with 0.5 s of silence before and 1.5 s after."""
+    import soundfile as sf
+    import soxr
+
+    wav = tmp / "say.wav"
+    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
+    x, sr = sf.read(wav, dtype="float32")
+    pcm = soxr.resample(x, sr, 16000).astype(np.float32)
+    return np.concatenate([np.zeros(8000, np.float32), pcm, np.zeros(24000, np.float32)])
+
+
+def right(responses: list, intent: str, words: tuple[str, ...]) -> bool:
+    """Every answer has the intent, the first holds the slots' words (whole words; "mut"
+    and "dim" as word openings: "muting", "dimming")."""
+    if not responses or any(r.intent != intent for r in responses):
+        return False
+    said = " " + " ".join(responses[0].text.lower().split()) + " "
+    for w in words:
+        if w in ("mut", "dim", "cancel"):
+            if f" {w}" not in said:
+                return False
+        elif f" {w} " not in said and f" {w}s " not in said:
+            return False
+    return not (" on " in said and " off " in said)  # both said is no answer
+
+
+def _bundles(tmp: Path) -> dict[str, tuple[object, dict]]:
+    """Each way: (engine, run-time overrides)."""
+    from soundflow.manifest import write_manifest
+    from soundflow.runtime.engine import OrtEngine
+
+    base = OrtEngine()
+    out = tmp / "fallback"
+    shutil.copytree(base.spec.path, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["decision"]["assist"] = {"method": "grammar", "fallback": True}
+    write_manifest(out, {k: v for k, v in m.items() if k != "files"})
+    return {
+        "decoder": (base, {"assist": "decoder"}),
+        "grammar": (base, {"assist": "grammar"}),
+        "grammar+fallback": (OrtEngine(out), {}),
+    }
+
+
+def run(voices: tuple[str, ...], ways: tuple[str, ...] = WAYS) -> dict:
+    from soundflow.train.evaluate import run_stream
+
+    if shutil.which("flite") is None:
+        raise SystemExit("flite is not installed (apt-get install flite)")
+    report: dict = {
+        "voices": list(voices),
+        "requests": len(REQUESTS),
+        "lookalikes": len(LOOKALIKES),
+    }
+    with tempfile.TemporaryDirectory(prefix="soundflow-assist-") as t:
+        tmp = Path(t)
+        engines = _bundles(tmp)
+        clips = {
+            (v, text): speak(text, v, tmp)
+            for v in voices
+            for text in [r[0] for r in REQUESTS] + LOOKALIKES
+        }
+        for way in ways:
+            engine, overrides = engines[way]
+            start = time.monotonic()
+            rows, hits, quiet = [], 0, 0
+            for v in voices:
+                for text, intent, words in REQUESTS:
+                    said, _ = run_stream(engine, clips[v, text], "assist", **overrides)
+                    ok = right(said, intent, words)
+                    hits += ok
+                    rows.append({"voice": v, "text": text, "want": intent, "right": ok,
+                                 "said": [r.raw for r in said]})  # fmt: skip
+                for text in LOOKALIKES:
+                    said, _ = run_stream(engine, clips[v, text], "assist", **overrides)
+                    quiet += not said
+                    rows.append({"voice": v, "text": text, "want": None, "right": not said,
+                                 "said": [r.raw for r in said]})  # fmt: skip
+            n_req, n_look = len(REQUESTS) * len(voices), len(LOOKALIKES) * len(voices)
+            report[way] = {
+                "requests_right_pct": round(100 * hits / n_req, 1),
+                "lookalikes_quiet_pct": round(100 * quiet / n_look, 1),
+                "requests_right": f"{hits}/{n_req}",
+                "lookalikes_quiet": f"{quiet}/{n_look}",
+                "seconds": round(time.monotonic() - start, 1),
+                "rows": rows,
+            }
+            print(
+                f"{way:17s} {'/'.join(voices)}: requests right {hits}/{n_req} "
+                f"({100 * hits / n_req:.1f} %), look-alikes quiet {quiet}/{n_look} "
+                f"({100 * quiet / n_look:.1f} %)",
+                flush=True,
+            )
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated of {WAYS}")
+    ap.add_argument(
+        "--also-trained-speakers",
+        action="store_true",
+        help="also score flite's slt and kal (festival's training speakers), apart",
+    )
+    a = ap.parse_args()
+    ways = tuple(w for w in a.ways.split(",") if w)
+    result = {
+        "held_out": run(HELD_OUT_VOICES, ways),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": "python -m soundflow.benchmarks.assist_heldout",
+    }
+    if a.also_trained_speakers:
+        result["trained_speakers"] = run(TRAINED_SPEAKERS, ways)
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
