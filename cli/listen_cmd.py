@@ -5,13 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import sys
 import threading
 import time
 
 import click
 
+from soundflow.cli import signals
 from soundflow.cli.params import caption_budget
 from soundflow.manifest import BundleError
 
@@ -97,19 +97,111 @@ def _human(ev, color: bool) -> str | None:
     return None
 
 
+# What _write returns when stdout's reader went away (`listen ... | head`): a normal end.
+PIPE_CLOSED = "stdout was closed by its reader"
+
+
 def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
-    """Write one event; on failure return the one-line reason (nothing is retried)."""
+    """Write one event; on failure return the one-line reason (nothing is retried), or
+    PIPE_CLOSED."""
     try:
         text = json.dumps(ev.to_json(), ensure_ascii=False) if jsonl else _human(ev, color)
         if text is not None:
             out.line(text)
     except OSError as e:
+        if e.errno == errno.EPIPE:  # BrokenPipeError
+            return PIPE_CLOSED
         what = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
         return (
             f"cannot write output ({what}); every line before this one was written: "
             "free space or redirect to another disk"
         )
     return None
+
+
+def _quiet_stdout() -> None:
+    """After the reader closed stdout: point it at /dev/null, so that nothing flushed at exit
+    fails again (Python's documented way to end on a broken pipe)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (CliRunner)
+        pass
+
+
+def _stopped_summary(why: str, mode: str | None, wall_s: float, loop=None, **extra):
+    """The summary of a run stopped before its loop wrote one: during model load (no
+    loop, no audio), or by a third stop request (what the loop had counted by then)."""
+    from soundflow.runtime.events import LatencyStats, Summary
+
+    n = loop.chunks if loop is not None else 0
+    t = n * loop.chunk_s if loop is not None else 0.0
+    decision = loop.decision_ms if loop is not None else LatencyStats(1)
+    first_token = loop.first_token_ms if loop is not None else LatencyStats(1)
+    source = loop.source if loop is not None else None
+    return Summary(
+        t=t,
+        chunks=n,
+        responses=loop.responses if loop is not None else 0,
+        suppressed=loop.suppressed if loop is not None else 0,
+        overruns=getattr(source, "overruns", 0),
+        overrun_samples=getattr(source, "overrun_samples", 0),
+        stalls=loop.stalls if loop is not None else 0,
+        decision_p50_ms=decision.percentile(50),
+        decision_p99_ms=decision.percentile(99),
+        decision_mean_ms=decision.mean(),
+        first_token_p50_ms=first_token.percentile(50),
+        wall_s=wall_s,
+        realtime_factor=t / wall_s if wall_s > 0 else 0.0,
+        cache_evictions=loop.decoder.cache.evictions if loop is not None else 0,
+        mode=mode or "",
+        scheduling=extra.pop("scheduling", "async"),
+        interrupted=True,
+        text=why,
+        extra=extra,
+    )
+
+
+def _exit_now(out: _Out, summary, jsonl: bool, color: bool) -> None:
+    """Write `summary` and end the process at once, exit 0. os._exit: a thread may be inside
+    ONNX Runtime, and a normal exit there aborts in its destructors (exit 134)."""
+    click.echo(summary.text, err=True)
+    _write(out, summary, jsonl, color)
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(0)
+
+
+def _load(fn, stops: signals.Stops, quit_now):
+    """fn() (the model load) on a thread while this one keeps count of stop requests: those
+    wait for the load to return, a third calls quit_now() at once."""
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - raised again on the calling thread
+            result.append((False, e))
+
+    thread = threading.Thread(target=run, name="soundflow-load", daemon=True)
+    thread.start()
+    told = 0
+    while thread.is_alive():
+        thread.join(0.1)
+        if stops.count > told:
+            told = stops.count
+            if told >= 3:
+                quit_now()
+            click.echo(
+                f"{stops.names[-1]} while the model loads: stopping once it is loaded "
+                "(a third time: now)",
+                err=True,
+            )
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
 
 
 @click.command()
@@ -266,20 +358,18 @@ def listen(**opts) -> None:
                     assist      answers to instructions spoken to the device
 
     Ctrl-C or SIGTERM stops capturing and still reports the audio already captured (the
-    summary is written, exit 0). Errors, a microphone that does not come back after
+    summary is written, exit 0); a second drops the audio not yet decided, a third quits at
+    once (still a summary line, exit 0), and one during model load stops once it is loaded.
+    A closed stdout (`| head`) ends quietly, exit 0. Errors, a microphone that does not come back after
     --reconnect-tries, and a live stdin producer that ends, exit non-zero.
     """
-    # systemd and `docker stop` send SIGTERM: stop as for Ctrl-C. The handler only counts;
-    # the loop below acts on it, so no write is ever interrupted half-way.
-    terms = [0]
-    old_term = None
-    if threading.current_thread() is threading.main_thread():
-        old_term = signal.signal(signal.SIGTERM, lambda *_: terms.__setitem__(0, terms[0] + 1))
+    # Ctrl-C, SIGTERM (systemd, `docker stop`) and repeats are counted from before this
+    # module was imported (cli/main.py), never raised: the loops below act on the count.
+    stops = signals.catch()
     try:
-        _listen(terms=terms, **opts)
+        _listen(stops=stops, **opts)
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        signals.release()
 
 
 def _source_flags(input_, device, demo, realtime) -> tuple[bool, bool]:
@@ -323,7 +413,7 @@ def _listen(
     raw_channels,
     reconnect,
     reconnect_tries,
-    terms,
+    stops,
     server=None,
     token=None,
 ) -> None:
@@ -360,24 +450,54 @@ def _listen(
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    try:
+    started = time.monotonic()
+    out = _Out(sys.stdout)
+    color = _color() and not jsonl
+    scheduling = "sync" if sync else "async"
+
+    def load() -> Listener:
         engine = OrtEngine(bundle, options, variant="int8" if int8 else "fp32")
-        spec = engine.spec
         source = input_
         if demo:
             from soundflow.runtime.demo import find_demo_file, procedural_demo
 
-            found = find_demo_file(spec.path)
+            found = find_demo_file(engine.spec.path)
             source = (
-                str(found) if found else array_source(procedural_demo(), spec.sample_rate, realtime)
+                str(found)
+                if found
+                else array_source(procedural_demo(), engine.spec.sample_rate, realtime)
             )
         elif is_stdin:
             source = stdin_source(raw_format, raw_rate, raw_channels, realtime)
-        listener = Listener(engine, input=source, device=device, options=options)
+        return Listener(engine, input=source, device=device, options=options)
+
+    def stopped(why: str, mode_: str | None, loop=None):
+        return _stopped_summary(
+            why,
+            mode_,
+            time.monotonic() - started,
+            loop,
+            scheduling=scheduling,
+            source=loop.source.name if loop is not None else str(input_ or device or "demo"),
+            realtime=realtime,
+        )
+
+    try:
+        listener = _load(
+            load,
+            stops,
+            lambda: _exit_now(
+                out, stopped("stopped three times during model load", mode), jsonl, color
+            ),
+        )
+        if stops.count:  # asked to stop while loading: no audio was read
+            _write(out, stopped("stopped during model load", listener.mode), jsonl, color)
+            return
         listener.start()
     except (BundleError, SourceError) as e:
         raise click.ClickException(str(e)) from None
 
+    spec = listener.engine.spec
     src = listener.loop.source.name
     warn = "" if spec.trained else "  [UNTRAINED smoke model: responses are placeholders]"
     click.echo(
@@ -387,49 +507,55 @@ def _listen(
     )
     click.echo("listening (Ctrl-C or SIGTERM to stop)", err=True)
     sys.stdout.flush()
-    out = _Out(sys.stdout)
-    color = _color() and not jsonl
     write_error: str | None = None
     summary = None
     pending = None  # an event taken from the listener but not yet written
-    stopped_at: float | None = None  # when a stop was asked for (Ctrl-C, SIGTERM)
-    handled_terms = 0
+    stopped_at: float | None = None  # when a stop was asked for (a signal, a closed stdout)
+    handled = 0  # stop requests acted on
     while summary is None:
-        try:
-            if terms[0] > handled_terms:
-                handled_terms = terms[0]
-                click.echo("SIGTERM: stopping, reporting the audio already captured", err=True)
-                stopped_at = stopped_at or time.monotonic()
-                listener.stop()
-            if stopped_at is not None and time.monotonic() - stopped_at > 20:
-                raise click.ClickException(
-                    "the listener did not stop within 20 s of being asked (a read is "
-                    "blocked); exiting without a summary"
-                )
-            if stopped_at is not None and time.monotonic() - stopped_at > 5:
-                listener.stop()  # a second stop abandons queued audio and blocked reads
-            if pending is None:
-                pending = listener.next_event(timeout=0.5)
-                if pending is None:
-                    continue
-            if write_error is None:
-                write_error = _write(out, pending, jsonl, color)
-                if write_error:
-                    listener.stop()
-            if pending.type == "summary":
-                summary = pending
-            pending = None
-        except KeyboardInterrupt:
+        while handled < stops.count:
+            handled += 1
+            name = stops.names[handled - 1]
+            if handled >= 3:
+                why = f"{name} a third time: quit before the audio captured was decided"
+                _exit_now(out, stopped(why, listener.mode, listener.loop), jsonl, color)
             click.echo(
-                "stopping: reporting the audio already captured (Ctrl-C again to quit now)",
+                f"{name}: stopping, reporting the audio already captured (again: drop the "
+                "audio not yet decided; a third time: quit now)"
+                if handled == 1
+                else f"{name} again: dropping the audio not yet decided",
                 err=True,
             )
             stopped_at = stopped_at or time.monotonic()
-            listener.stop()
+            listener.stop()  # the first stops capturing, the second drops the queue too
+        if stopped_at is not None and time.monotonic() - stopped_at > 20:
+            raise click.ClickException(
+                "the listener did not stop within 20 s of being asked (a read is "
+                "blocked); exiting without a summary"
+            )
+        if stopped_at is not None and time.monotonic() - stopped_at > 5:
+            listener.stop()  # a second stop abandons queued audio and blocked reads
+        if pending is None:
+            pending = listener.next_event(timeout=0.1)
+            if pending is None:
+                continue
+        if write_error is None:
+            write_error = _write(out, pending, jsonl, color)
+            if write_error is PIPE_CLOSED:  # nobody reads on: decide nothing more
+                stopped_at = stopped_at or time.monotonic()
+                listener.stop()
+                listener.stop()
+            elif write_error:
+                listener.stop()
+        if pending.type == "summary":
+            summary = pending
+        pending = None
     listener.wait()
-    if write_error:
+    if write_error is PIPE_CLOSED:
+        _quiet_stdout()
+    elif write_error:
         raise click.ClickException(write_error)
-    if summary is not None and summary.error:
+    if summary.error:
         raise click.ClickException(summary.error)
 
 

@@ -48,12 +48,21 @@ def listen_remote(
     raw_channels,
     reconnect,
     reconnect_tries,
-    terms,
+    stops,
     server,
     token,
     **_ignored,
 ) -> None:
-    from soundflow.cli.listen_cmd import _color, _Out, _source_flags, _write
+    from soundflow.cli.listen_cmd import (
+        PIPE_CLOSED,
+        _color,
+        _exit_now,
+        _Out,
+        _quiet_stdout,
+        _source_flags,
+        _stopped_summary,
+        _write,
+    )
     from soundflow.runtime.events import Notice
     from soundflow.runtime.serve import ServerError, ServerStream, send_source
     from soundflow.runtime.sources import (
@@ -152,37 +161,42 @@ def listen_remote(
     sender = threading.Thread(target=pump, name="soundflow-listen-send", daemon=True)
     sender.start()
     summary, write_error, stopped_at, handled = None, None, None, 0
+    started = time.monotonic()
     try:
         while summary is None:
-            try:
-                if terms[0] > handled:
-                    handled = terms[0]
-                    click.echo("SIGTERM: stopping, reporting the audio already sent", err=True)
-                    stopped_at = stopped_at or time.monotonic()
-                    stop.set()
-                    source.stop()
-                if stopped_at is not None and time.monotonic() - stopped_at > 20:
-                    raise click.ClickException("the server did not send its summary within 20 s")
-                d = stream.next_event(timeout=0.5)
-                if d is None:
-                    continue
-                with lock:
-                    if write_error is None:
-                        write_error = _write(out, _event(d), jsonl, color)
-                        if write_error:
-                            stop.set()
-                if d.get("type") == "summary":
-                    summary = d
-            except KeyboardInterrupt:
-                click.echo("stopping: reporting the audio already sent", err=True)
+            while handled < stops.count:  # Ctrl-C, SIGTERM: counted (cli/signals.py)
+                handled += 1
+                name = stops.names[handled - 1]
+                if handled >= 3:
+                    why = f"{name} a third time: quit before the server's summary came"
+                    wall = time.monotonic() - started
+                    kw = {"source": source.name, "realtime": bool(realtime)}
+                    _exit_now(out, _stopped_summary(why, r.get("mode"), wall, **kw), jsonl, color)
+                click.echo(f"{name}: stopping, reporting the audio already sent", err=True)
                 stopped_at = stopped_at or time.monotonic()
                 stop.set()
                 source.stop()
+            if stopped_at is not None and time.monotonic() - stopped_at > 20:
+                raise click.ClickException("the server did not send its summary within 20 s")
+            d = stream.next_event(timeout=0.1)
+            if d is None:
+                continue
+            with lock:
+                if write_error is None:
+                    write_error = _write(out, _event(d), jsonl, color)
+                    if write_error:
+                        stopped_at = stopped_at or time.monotonic()
+                        stop.set()
+            if d.get("type") == "summary":
+                summary = d
     except ServerError as e:
         raise click.ClickException(failure[0] if failure else str(e)) from None
     finally:
         stream.close()
     sender.join(2)
+    if write_error is PIPE_CLOSED:
+        _quiet_stdout()
+        return
     if write_error:
         raise click.ClickException(write_error)
     if failure:

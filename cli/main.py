@@ -12,6 +12,7 @@ import importlib.util
 import click
 
 from soundflow import __version__
+from soundflow.cli import signals
 
 # command name -> (module under soundflow.cli, attribute, one-line help)
 COMMANDS = {
@@ -35,6 +36,19 @@ class LazyGroup(click.Group):
     def _available(self, name: str) -> bool:
         module, _, _ = COMMANDS[name]
         return importlib.util.find_spec(f"soundflow.cli.{module}") is not None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] == "listen":
+            # Before listen's imports: a Ctrl-C or SIGTERM at any moment is counted, never
+            # a KeyboardInterrupt (cli/signals.py).
+            signals.catch()
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        finally:
+            signals.release()
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS or not self._available(name):

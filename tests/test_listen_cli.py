@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +303,78 @@ def test_missing_sounddevice_or_portaudio_names_the_fix(smoke_bundle, monkeypatc
             assert "pip install 'soundflow[mic]'" in r.stderr
         else:  # sounddevice is there: only the library is missing
             assert "libportaudio2" in r.stderr and "soundflow[mic]" not in r.stderr
+
+
+# ------------------------------------------------ stop requests and a closed stdout (#28, #29)
+DEMO = Path(__file__).resolve().parents[1] / "soundflow" / "assets" / "demo.flac"
+
+
+def _default_listen(*args) -> subprocess.Popen:
+    """`soundflow listen` on the embedded default bundle, as a supervisor starts it."""
+    exe = shutil.which("soundflow")
+    base = [exe] if exe else [sys.executable, "-m", "soundflow.cli"]
+    return subprocess.Popen(
+        [*base, "listen", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _ends_with_a_summary(p: subprocess.Popen, out: str, err: str) -> dict:
+    assert p.returncode == 0, err
+    for bad in ("Traceback", "Aborted!", "terminate called", "Error"):
+        assert bad not in err, err
+    summary = _jsonl(out)[-1]
+    assert summary["type"] == "summary" and summary["interrupted"] is True, out[-2000:]
+    assert summary["error"] is None
+    return summary
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_sigint_during_model_load_ends_with_a_summary(count):
+    p = _default_listen("--input", DEMO, "--jsonl")
+    try:
+        time.sleep(0.3)  # the model is loading (the banner comes once it is loaded)
+        for _ in range(count):
+            p.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    summary = _ends_with_a_summary(p, out, err)
+    assert "listening" not in err and summary["chunks"] == 0
+    assert "during model load" in summary["text"]
+    assert "while the model loads" in err if count == 1 else "three times" in err
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.05])
+def test_two_sigints_after_the_first_event_end_with_a_summary(gap_s):
+    p = _default_listen("--input", DEMO, "--jsonl")
+    try:
+        first = p.stdout.readline()
+        assert json.loads(first)["type"] in ("response", "stats", "info", "warning"), first
+        p.send_signal(signal.SIGINT)
+        time.sleep(gap_s)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    summary = _ends_with_a_summary(p, first + out, err)
+    assert summary["chunks"] > 0
+    assert "SIGINT again: dropping the audio not yet decided" in err
+
+
+def test_a_closed_stdout_pipe_is_a_quiet_normal_end():
+    # `soundflow listen ... | head -1`: the reader goes after one line.
+    p = _default_listen("--input", DEMO, "--fast", "--jsonl")
+    try:
+        assert json.loads(p.stdout.readline())["type"]
+        p.stdout.close()
+        err = p.stderr.read()
+        p.wait(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    for bad in ("Error", "free space", "Broken pipe", "Exception ignored", "Traceback"):
+        assert bad not in err, err
