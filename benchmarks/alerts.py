@@ -15,7 +15,8 @@ import time
 from soundflow.benchmarks.common import bundle_name, machine
 
 
-def run(bundle=None, threads: int | None = None, seed: int = 0) -> dict:
+def run(bundle=None, threads: int | None = None, seed: int = 0, log=None) -> dict:
+    """`log(line)`, where given, hears a progress line per stream."""
     from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train import heldout
@@ -31,7 +32,8 @@ def run(bundle=None, threads: int | None = None, seed: int = 0) -> dict:
     table = []
     for path in paths:
         acc, alerted, t0 = new_alert_tally(), [], time.perf_counter()
-        for s in streams:
+        for i, s in enumerate(streams):
+            _progress(log, f"alert mode ({path})", i, streams, t0)
             responses, summary = run_stream(engine, s["samples"], "alert", alerts=path)
             if summary.error is not None:
                 raise RuntimeError(f"{s['id']}: {summary.error}")
@@ -55,7 +57,7 @@ def run(bundle=None, threads: int | None = None, seed: int = 0) -> dict:
         )
     return {
         "benchmark": "alerts",
-        "captions": captions_on_sound(engine, streams, hours),
+        "captions": captions_on_sound(engine, streams, hours, log),
         "bundle": bundle_name(engine),
         "set": "tuxpaint-sounds (held out of training: train/heldout.py)",
         "streams": len(streams),
@@ -65,7 +67,17 @@ def run(bundle=None, threads: int | None = None, seed: int = 0) -> dict:
     }
 
 
-def captions_on_sound(engine, streams, hours: float) -> list[dict]:
+def _progress(log, what: str, i: int, streams: list[dict], t0: float) -> None:
+    if log is not None:
+        done = sum(s["duration"] for s in streams[:i]) / 60
+        total = sum(s["duration"] for s in streams) / 60
+        log(
+            f"{what}: stream {i + 1}/{len(streams)}, {done:.1f} of {total:.1f} min of audio "
+            f"done, {time.perf_counter() - t0:.0f} s"
+        )
+
+
+def captions_on_sound(engine, streams, hours: float, log=None) -> list[dict]:
     """Transcribe mode on speechless streams: the words it captions anyway, per setting of
     the speech gate (on and off where the bundle has one)."""
     from soundflow.train.evaluate import normalize, run_stream
@@ -78,7 +90,9 @@ def captions_on_sound(engine, streams, hours: float) -> list[dict]:
     for gate in gates:
         words: list[str] = []
         t0 = time.perf_counter()
-        for s in streams:
+        for i, s in enumerate(streams):
+            gated = {None: "", True: ", speech gate on", False: ", speech gate off"}[gate]
+            _progress(log, f"transcribe mode{gated}", i, streams, t0)
             opts = {} if gate is None else {"speech_gate": gate}
             responses, summary = run_stream(engine, s["samples"], "transcribe", **opts)
             if summary.error is not None:

@@ -175,6 +175,7 @@ async def _streams(
 def _start_server(bundle, batch: str, threads: int | None, provider: str):
     cmd = [
         sys.executable,
+        "-P",  # not the working folder's `soundflow` (a clone there) but the installed one
         "-m",
         "soundflow.cli",
         "serve",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -48,6 +49,11 @@ def _run(fn, *args):
         return fn(*args)
     except (BundleError, RuntimeError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _stderr(line: str) -> None:
+    """Progress lines: on stderr, so stdout keeps the results alone."""
+    click.echo(line, err=True)
 
 
 def _row(name: str, d: dict, keys: tuple[str, ...]) -> str:
@@ -311,7 +317,7 @@ def alerts(bundle, threads, json_out):
     """
     from soundflow.benchmarks import alerts as al
 
-    result = _finish(_run(al.run, bundle, threads), json_out, False)
+    result = _finish(_run(al.run, bundle, threads, 0, _stderr), json_out, False)
     click.echo(f"{result['streams']} streams, {result['hours'] * 60:.1f} min")
     for row in result["table"]:
         click.echo(
@@ -367,7 +373,16 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
         )
     )
     for k in ("alert_first_window", "alert_last_window"):
-        click.echo(_row(k, result[k], ("precision", "recall", "false_alerts_per_hour")))
+        w = result[k]
+        row = _row(k, w, ("precision", "recall", "false_alerts"))
+        if w["false_alerts_per_hour"] is not None:
+            click.echo(f"{row}  false_alerts_per_hour={w['false_alerts_per_hour']}")
+        else:  # a count, not a rate: one false alert in seconds is not hundreds an hour
+            least = math.ceil(2 * sk.MIN_RATE_S / 36) / 100  # hours, rounded up
+            click.echo(
+                f"{row} in {w['to_s'] - w['from_s']:.0f} s (too short for a per-hour rate: "
+                f"windows of {sk.MIN_RATE_S:.0f} s need --hours {least:.2f} or more)"
+            )
 
 
 @bench.command("serve")

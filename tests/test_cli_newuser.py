@@ -112,3 +112,62 @@ def test_ci_lints_then_runs_the_readmes_test_command():
     setup = lines.index("./scripts/setup-dev.sh")  # ruff is in the dev extra it installs
     assert setup < lines.index("ruff check .")
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+# ----------------------------------------------------------------------------- bench
+def test_bench_soak_too_short_for_a_rate_reports_counts(tmp_path):
+    out = tmp_path / "soak.json"
+    args = ["bench", "soak", "--hours", "0.01", "--sample-every", "6", "--json", str(out)]
+    r = CliRunner().invoke(cli, [*args, "--no-png"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    for k in ("alert_first_window", "alert_last_window"):
+        w = result[k]
+        assert w["false_alerts_per_hour"] is None and isinstance(w["false_alerts"], int)
+        assert (
+            f"false_alerts={w['false_alerts']} in 18 s (too short for a per-hour rate" in r.output
+        )
+    assert "false_alerts_per_hour=" not in r.output
+    assert "--hours 0.34 or more" in r.output
+
+
+def test_bench_alerts_prints_progress_to_stderr(tmp_path, monkeypatch):
+    import numpy as np
+
+    from soundflow.train import heldout
+
+    def streams(*_args):  # two short speechless streams instead of the Tux Paint set
+        return [
+            {"id": f"quiet-{i}", "samples": np.zeros(32_000, np.float32), "duration": 2.0}
+            | {"events": []}
+            for i in range(2)
+        ]
+
+    monkeypatch.setattr(heldout, "tuxpaint_sound_clips", lambda: [])
+    monkeypatch.setattr(heldout, "sound_streams", streams)
+    out = tmp_path / "alerts.json"
+    r = CliRunner().invoke(cli, ["bench", "alerts", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    progress = [line for line in r.stderr.splitlines() if ": stream " in line]
+    result = json.loads(out.read_text())
+    passes = len(result["table"]) + len(result["captions"])
+    assert len(progress) == 2 * passes >= 4, r.stderr
+    assert progress[0].startswith("alert mode (") and "stream 1/2, 0.0 of 0.1 min" in progress[0]
+    assert ": stream " not in r.stdout  # stdout keeps the results alone
+
+
+def test_bench_serve_starts_the_installed_package_not_a_clone_in_the_folder(tmp_path, monkeypatch):
+    from soundflow.benchmarks.serve import _start_server
+
+    clone = tmp_path / "soundflow" / "cli"  # `git clone .../soundflow` in the working folder
+    clone.mkdir(parents=True)
+    for pkg in (clone.parent, clone):  # regular packages: they shadow any install
+        (pkg / "__init__.py").write_text("")
+    (clone / "__main__.py").write_text("print('listening on ws://the-clone:1', flush=True)\n")
+    monkeypatch.chdir(tmp_path)
+    proc, url = _start_server(None, "off", 1, "cpu")
+    try:
+        assert url.startswith("ws://127.0.0.1:") and "the-clone" not in url
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
