@@ -112,9 +112,10 @@ def resolve_device(device: int | str | None) -> tuple[int, dict[str, Any]]:
         names = ", ".join(f"{d['index']}: {d['name']}" for d in list_input_devices(False))
     except SourceError:
         names = ""
+    which = "default input device" if device is None else f"input device {device!r}"
     raise SourceError(
-        f"no usable input device {device!r} ({reason}); run `soundflow devices` "
-        f"and pass --device INDEX or NAME (inputs: {names or 'none'})"
+        f"no usable {which} ({reason}); run `soundflow devices` and pass --device INDEX or "
+        f"NAME (in Python: device=INDEX or NAME; inputs: {names or 'none'})"
     )
 
 

@@ -171,3 +171,45 @@ def test_bench_serve_starts_the_installed_package_not_a_clone_in_the_folder(tmp_
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- embed example
+FAKE_SOUNDDEVICE = """
+class PortAudioError(Exception):
+    pass
+
+
+class default:
+    device = (-1, -1)
+
+
+def query_hostapis():
+    return []
+
+
+def query_devices(device=None, kind=None):
+    if device is None and kind is None:
+        return []
+    raise PortAudioError(f"Error querying device {-1 if device is None else device}")
+"""
+
+
+def test_embed_example_without_a_microphone_names_the_python_parameter(tmp_path):
+    (tmp_path / "sounddevice.py").write_text(FAKE_SOUNDDEVICE)  # PortAudio with no inputs
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "embedding.py"), "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode != 0
+    (line,) = [x for x in p.stderr.splitlines() if "no usable" in x]
+    assert "no usable default input device" in line and "device None" not in line
+    assert "in Python: device=INDEX or NAME" in line
+    r = subprocess.run(
+        [*_soundflow(), "listen", "--device", "7"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "no usable input device 7" in r.stderr and "pass --device INDEX or NAME" in r.stderr
