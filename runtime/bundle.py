@@ -16,6 +16,7 @@ from typing import Any
 
 from soundflow import protocol
 from soundflow.manifest import BundleError, StateSpec, TensorSpec, read_manifest
+from soundflow.runtime.audioset import AudiosetSpec
 from soundflow.runtime.tagger import TaggerSpec
 from soundflow.runtime.validate import validate_manifest
 
@@ -80,6 +81,7 @@ class BundleSpec:
     memory_frames: int = 0
     max_positions: int = 0
     tagger: TaggerSpec | None = None  # cross kind, optional: alert mode's tagger (Contract 3d)
+    audioset: AudiosetSpec | None = None  # optional: YAMNet on the last 0.96 s (audioset.py)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -207,6 +209,7 @@ def load_spec(
         memory_frames=int(g("decoder.memory_frames")) if kind == "whisper-cross" else 0,
         max_positions=int(g("decoder.max_positions")) if kind == "whisper-cross" else 0,
         tagger=TaggerSpec.from_manifest(m["tagger"], path, mpath) if "tagger" in m else None,
+        audioset=AudiosetSpec.from_manifest(m, path, mpath) if "audioset" in m else None,
     )
 
 

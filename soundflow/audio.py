@@ -15,6 +15,10 @@ CHUNK_SAMPLES = SAMPLE_RATE * CHUNK_MS // 1000  # 6400 at 400 ms
 FRAMES_PER_CHUNK = CHUNK_SAMPLES // HOP_LENGTH  # 40 mel frames at 400 ms
 FRONTEND_OVERLAP = N_FFT - HOP_LENGTH  # samples carried between chunks: 240
 SUPPORTED_CHUNK_MS = (200, 400, 800)
+# YAMNet (the AudioSet branch, runtime/audioset.py) reads one 0.96 s patch: 96 frames of
+# its own 64-band log-mel, inside its graph.
+AUDIOSET_PATCH_MS = 960
+AUDIOSET_PATCH_SAMPLES = SAMPLE_RATE * AUDIOSET_PATCH_MS // 1000  # 15360
 
 
 def chunk_samples(chunk_ms: int) -> int:
