@@ -243,23 +243,10 @@ def load_clip(path: Path | str) -> np.ndarray:
     return np.concatenate([b for b in blocks if len(b)] or [np.zeros(0, np.float32)])
 
 
-def calibration_patches(limit: int = 200) -> list[np.ndarray]:
-    """Static int8's calibration audio: real sounds from the training-allowed packages
-    (design.md), never the clips parity and decisions are checked on (`check_clips`)."""
-    roots = [Path("/usr/share/tuxpaint/stamps"), Path("/usr/share/tuxpaint/sounds")]
-    files = sorted(
-        f for r in roots if r.is_dir() for f in r.rglob("*.ogg") if "_desc" not in f.name
-    )
-    files += sorted(Path("/usr/share/tuxpaint/sounds").glob("*.wav"))
-    out: list[np.ndarray] = []
-    for f in files[:: max(1, len(files) // limit)]:
-        out.extend(patches(load_clip(f))[:2])
-    return out[:limit]
-
-
 def check_clips() -> list[Path]:
-    """Real clips parity and compressed graphs' decisions are checked on (sound-theme-freedesktop, all
-    but its channel and test-signal recordings)."""
+    """Real clips parity and compressed graphs' decisions are checked on: sound-theme-
+    freedesktop (a training-allowed source, design.md), all but its channel and test-signal
+    recordings. Tux Paint's sounds are the project's held-out alert set (train/heldout.py)."""
     d = Path("/usr/share/sounds/freedesktop/stereo")
     return sorted(
         f for f in d.glob("*.oga") if not f.name.startswith(("audio-channel-", "audio-test"))
