@@ -250,3 +250,11 @@ def test_conversion_matches_tensorflow(tmp_path, reference):
     for patch in _patches(reference):
         a, b = (s.run([A.SCORES], {A.WAVEFORM: patch})[0] for s in (ours, shipped))
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_zeroshot_map_names_yamnet_classes(engine):
+    from soundflow.benchmarks import yamnet_zeroshot as Z
+
+    columns = Z.column_map(engine.classes)
+    assert set(columns) >= {"smoke_alarm", "siren", "doorbell", "phone_ring", "baby_cry"}
+    assert all(engine.classes[i] in Z.CLASSES[k] for k, cols in columns.items() for i in cols)
