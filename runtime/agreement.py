@@ -68,6 +68,14 @@ def agreed(prev: list[str], cand: list[str]) -> tuple[int, int]:
                 continue
             if k - i - j > best[0]:
                 best = (k - i - j, i + k, j + k)
+    if best[1] == 0 and len(p) >= 2:
+        # The whole of `prev` re-read further into `cand` (its first words misread what was
+        # already emitted, so the overlap did not strip them: "that past ten the night" after
+        # "... that passed in", with "the night" pending): the words were heard twice.
+        n = len(p)
+        for j in range(MAX_SKIP + 1, len(c) - n + 1):
+            if c[j : j + n] == p:
+                return n, j + n
     return best[1], best[2]
 
 

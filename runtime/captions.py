@@ -16,12 +16,13 @@ ids below `text_vocab` are text and the decoder's <eos> ends it; a hypothesis wh
 log-probability is below `min_avg_logprob` is read as no speech (Whisper's own guard against
 transcribing noise), and with `abort_logprob` one whose first tokens are already that unsure
 stops there. With `calls_per_chunk` a reading makes at most that many decoder calls per
-chunk and goes on at the next chunk, on a copy of the window it began on (the words come a
-chunk later; the chunk's decision stays inside its real-time budget), and with `budget_ms`
-at most that much decoder time (the bound follows the machine's speed: a slower board spreads
-a reading over more chunks instead of deciding late). Optional: `no_speech_id`
-and `no_speech_skip`: a window whose
-p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
+chunk and goes on at the next, on a copy of the window it began on, until `max_hop_chunks`
+have passed: then it ends in that chunk, however long it takes. Behind real time the reader reads
+less often (`max_hop_chunks`) and catches up, so at real time on a busy machine the words come
+late, never not at all; the lag is measured (`lag_ms`, `late`) and so is any audio no reading
+ever held (`unread`). `budget_ms`, a deadline from the chunk's audio for users who prefer
+dropping words to lagging, starts no decoder call that would end after it (none by default).
+Optional: `no_speech_id` and `no_speech_skip`: a window whose p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
 Where the bundle's tagger has a speech gate (runtime/tagger.SpeechGate, set as `gate`), a
 window it heard no speech in is not read either, and costs no decoder call.
 """
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from soundflow.runtime.agreement import LocalAgreement, Word, key
+from soundflow.runtime.events import LatencyStats
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 
 
@@ -58,6 +60,12 @@ class CaptionConfig:
     # the last, ends by then; a chunk makes at least one. The bound follows the machine's
     # speed and load, the encoder's time included; None: no time bound
     budget_ms: float | None = None
+    # behind real time (a chunk decided more than one chunk after its audio arrived), a due
+    # reading waits until this many chunks have passed since the last one began: the reader
+    # reads less often and catches up. Every word must sit in two successive readings' windows
+    # for agreement to emit it, so two hops must fit in the window less a word (4 chunks =
+    # 1.6 s against a 4.4 s window)
+    max_hop_chunks: int = 4
 
     @classmethod
     def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
@@ -79,6 +87,7 @@ class CaptionConfig:
             if captions.get("calls_per_chunk") is None
             else int(captions["calls_per_chunk"]),
             budget_ms=None if captions.get("budget_ms") is None else float(captions["budget_ms"]),
+            max_hop_chunks=int(captions.get("max_hop_chunks", 4)),
         )
 
 
@@ -116,6 +125,16 @@ class WindowCaptions:
         self.bias[eos] = 0.0
         self.agreement = LocalAgreement()
         self.gate = None  # a SpeechGate the stream updates each chunk, or None: read them all
+        self.chunk_s = spec.chunk_ms / 1000
+        self.window_chunks = max(1, spec.memory_frames // spec.embeds_per_chunk)
+        # False (fast mode): every reading on its schedule, whatever the clock says, so the
+        # captions do not depend on the machine's load
+        self.realtime = True
+        # The reader's account, kept across resets (the run's, for stats and the summary):
+        self.lag_ms = LatencyStats()  # a reading's words out minus its newest audio's arrival
+        self.late = 0  # readings whose words came after the next reading was due
+        self.unread = 0  # chunks no reading's window held: words there were never read
+        self.deferred = 0  # due readings postponed while the reader caught up
         self.reset()
 
     def reset(self) -> None:
@@ -135,6 +154,9 @@ class WindowCaptions:
         self._calls = 0  # its decoder calls so far
         self._want: list[int] = []  # the token ids its next decoder call runs
         self._due = False  # a reading is due and waits for the one under way
+        self._began = 0  # the chunk the last reading began at (its window's newest)
+        self._began_since = 0.0  # and when that chunk's audio was ready
+        self._covered = 0  # the newest chunk a reading (or the speech gate) has judged
         self.confidence = 0.0
         for a in (*self.cache.keys, *self.cache.values):
             a[:] = 0.0  # a non-finite value left in a free slot would still poison attention
@@ -186,6 +208,8 @@ class WindowCaptions:
 
     def _begin(self) -> None:
         """A reading of the current window begins: the window is copied, nothing is run."""
+        self._judged()
+        self._began, self._began_since = self.chunks, self._since
         self.memory.copy_from(self.source)
         self.cache.reset()
         self._reading = self._decode()
@@ -290,6 +314,7 @@ class WindowCaptions:
         without a call, as a reading Whisper judges to be no speech returns none."""
         if self.gate is None or self.gate.open:
             return True
+        self._judged()
         self.skipped += 1
         self.calls = 0
         self.confidence = 0.0
@@ -301,30 +326,56 @@ class WindowCaptions:
         speech."""
         return self.hypothesis() if self._gate_open() else []
 
+    def _judged(self) -> None:
+        """The current window is read (or judged speechless): chunks older than it that no
+        earlier window held were never read."""
+        oldest = self.chunks - self.window_chunks + 1
+        if oldest > self._covered + 1:
+            self.unread += oldest - self._covered - 1
+        self._covered = self.chunks
+
     def step(self, since: float | None = None) -> list[int]:
         """After a chunk joined the memory: the token ids of the words to emit now. A reading
-        is due every `every_chunks` chunks; one still under way when the next is due finishes
-        first (the next then begins on the window of that chunk). `since`: time.monotonic()
-        when the chunk's audio was ready, which `budget_ms` counts from (default: now)."""
+        is due every `every_chunks` chunks. `since`: time.monotonic() when the chunk's audio
+        was ready (default: now); `budget_ms` counts from it, and so does the lag.
+
+        Without a deadline no word is lost to time: a reading spread over chunks by
+        `calls_per_chunk` ends, whatever it costs, once `max_hop_chunks` have passed since it
+        began, and a reader behind real time reads less often (up to `max_hop_chunks` apart)
+        until it has caught up; its words come late, never not at all. With `budget_ms` (for users who prefer dropping words to lagging) the
+        reading under way goes on at later chunks instead, and its window's words may slide
+        out unread (`unread` counts those chunks)."""
         self.chunks += 1
         self.step_calls = 0
         self.step_ms = 0.0
-        self._since = time.monotonic() if since is None else since
-        if self.chunks % self.config.every_chunks == 0:
+        now = time.monotonic()
+        self._since = now if since is None else since
+        c = self.config
+        if self.chunks % c.every_chunks == 0:
             self._due = True
+        behind = self.realtime and now - self._since > self.chunk_s
         out: list[Word] = []
         while True:
             if self._reading is None:
                 if not self._due:
+                    break
+                if behind and self._began and self.chunks - self._began < c.max_hop_chunks:
+                    self.deferred += 1  # read over a longer hop: the reader catches up
                     break
                 self._due = False
                 if not self._gate_open():
                     out += self.agreement.push([])
                     continue
                 self._begin()
-            ids = self._advance(self.config.calls_per_chunk, self.config.budget_ms)
+            calls = c.calls_per_chunk
+            if c.budget_ms is None and self.chunks - self._began >= c.max_hop_chunks:
+                calls = None  # any later and the next window misses words: it ends now
+            ids = self._advance(calls, c.budget_ms)
             if ids is None:
                 break
+            lag = (time.monotonic() - self._began_since) * 1e3
+            self.lag_ms.add(lag)
+            self.late += lag > c.every_chunks * self.chunk_s * 1e3
             out += self.agreement.push(self.words(ids))
         return [t for w in out for t in w.ids]
 

@@ -43,6 +43,9 @@ REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is
 # fed a window it cannot read, loops ("for it for it for it ...") up to max tokens.
 NO_REPEAT_NGRAM = 3
 FRAMES_PER_S = 50  # Whisper's encoder frames: a memory of 220 frames is a 4.4 s window
+# decision.assist.min_avg_logprob: an assist reading's floor (the captions' is -0.7)
+ASSIST_MIN_LOGPROB = -1.0
+ASSIST_READ_AFTER = (1, 2)  # quiet chunks after speech at which an assist reading is made
 # decision.opens_with: what a mode's responses open with ("alert" | "intent" tag, or "text").
 # Every alert target opens with an alert tag and every answer with an intent tag, so a response
 # that opens otherwise (a caption in alert mode: the model heard speech) is withheld.
@@ -301,6 +304,7 @@ class CrossDecoderStream(DecoderStream):
                 self.captions = WindowCaptions(engine, self.memory, config, self.eos)
             except ValueError as e:
                 raise BundleError(f"decision.{e}; re-export the bundle") from None
+            self.captions.realtime = options.realtime
             gate = spec.tagger.speech if spec.tagger is not None else None
             if gate is not None and engine.tagger is not None and options.speech_gate:
                 self.captions.gate = SpeechGate(gate)
@@ -347,6 +351,9 @@ class CrossDecoderStream(DecoderStream):
             self._reader = self._confirming_reader(
                 cfg, "decision.assist" if self.grammar else "decision.verify"
             )
+        if self.grammar:  # the grammar decides what is a request, so a less sure reading counts
+            floor = float(a.get("min_avg_logprob", ASSIST_MIN_LOGPROB))
+            self._reader.config = dataclasses.replace(self._reader.config, min_avg_logprob=floor)
         self._chunk_s = engine.spec.chunk_ms / 1000
         self.reset()
 
@@ -482,7 +489,7 @@ class CrossDecoderStream(DecoderStream):
         # Speech may have ended in the gate's first two quiet chunks after speech (the second
         # reads a request the first read cut short); with no gate, every other chunk (a
         # window without speech costs its reading one call: Whisper's no-speech check).
-        due = gate.since in (1, 2) if gate is not None else self._assist_chunks % 2 == 0
+        due = gate.since in ASSIST_READ_AFTER if gate is not None else self._assist_chunks % 2 == 0
         if not due:
             return Decision(self._p, self._fallback and self._p >= self._decide_at)
         words = [w.text for w in self._reader.words(self._reader.hypothesis())]

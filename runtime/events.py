@@ -61,6 +61,14 @@ class Stats:
     decision_p99_ms: float
     cache_entries: int
     cache_evictions: int
+    # the same percentiles over the chunks since the last Stats only: a late regression shows
+    decision_p50_recent_ms: float = 0.0
+    decision_p99_recent_ms: float = 0.0
+    # transcribe captions by agreement (None otherwise): see Summary
+    caption_lag_p50_ms: float | None = None
+    caption_lag_p95_ms: float | None = None
+    captions_late: int | None = None
+    captions_skipped: int | None = None
     text: str = ""
     latency_ms: float = 0.0
     type: str = "stats"
@@ -117,6 +125,15 @@ class Summary:
     # "below_threshold" (under its tag's calibrated threshold), "not_an_answer" (it did not
     # open with the mode's tag), "answered" (assist by grammar: the request was answered)
     suppressed_by: dict[str, int] = field(default_factory=dict)
+    # Transcribe captions by agreement (None in other modes): a window reading's lag is the
+    # time from its newest audio's arrival to its words' emission (a word also waits one
+    # reading for agreement); readings that ended after the next was due; chunks of audio no reading
+    # held, whose words were never read (0 unless a --caption-budget-ms deadline dropped them)
+    caption_lag_p50_ms: float | None = None
+    caption_lag_p95_ms: float | None = None
+    caption_lag_max_ms: float | None = None
+    captions_late: int | None = None
+    captions_skipped: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     latency_ms: float = 0.0
@@ -157,8 +174,18 @@ class LatencyStats:
     def _live(self) -> np.ndarray:
         return self._buf[: min(self._n, len(self._buf))]
 
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self._live(), q)) if self._n else 0.0
+    def percentile(self, q: float, last: int | None = None) -> float:
+        """The q-th percentile of every sample kept, or of the newest `last` only."""
+        live = self._live() if last is None else self.newest(last)
+        return float(np.percentile(live, q)) if live.size else 0.0
+
+    def newest(self, n: int) -> np.ndarray:
+        n = min(n, self._n, len(self._buf))
+        end = self._n % len(self._buf)
+        return np.roll(self._buf, -end)[len(self._buf) - n :] if n else self._buf[:0]
+
+    def max(self) -> float:
+        return float(self._live().max()) if self._n else 0.0
 
     def mean(self) -> float:
         return float(self._live().mean()) if self._n else 0.0

@@ -106,6 +106,7 @@ class Loop:
         self._decoder_free = 0.0
         self._decoder_failed = False
         self._next_stats = self.options.stats_every_s
+        self._stats_chunks = 0  # chunks decided at the last Stats (its recent percentiles)
         self._t = 0.0  # stream seconds at the end of the last chunk read
         self._decided_t = 0.0  # ... and of the last chunk decided
         self._reader: threading.Thread | None = None  # the thread that reads the source
@@ -359,6 +360,8 @@ class Loop:
         return int(getattr(self.source, "input_gap_s", 0.0) // self.chunk_s)
 
     def _stats(self, t: float) -> Stats:
+        recent, self._stats_chunks = self.chunks - self._stats_chunks, self.chunks
+        lag = self._caption_account()
         return Stats(
             t=t,
             chunks=self.chunks,
@@ -369,7 +372,26 @@ class Loop:
             decision_p99_ms=self.decision_ms.percentile(99),
             cache_entries=self.decoder.cache.length,
             cache_evictions=self.decoder.cache.evictions,
+            decision_p50_recent_ms=self.decision_ms.percentile(50, recent),
+            decision_p99_recent_ms=self.decision_ms.percentile(99, recent),
+            caption_lag_p50_ms=lag.get("caption_lag_p50_ms"),
+            caption_lag_p95_ms=lag.get("caption_lag_p95_ms"),
+            captions_late=lag.get("captions_late"),
+            captions_skipped=lag.get("captions_skipped"),
         )
+
+    def _caption_account(self) -> dict:
+        """The caption reader's lag and loss (runtime/captions.py), where the stream has one."""
+        reader = getattr(self.decoder, "captions", None)
+        if reader is None:
+            return {}
+        return {
+            "caption_lag_p50_ms": reader.lag_ms.percentile(50),
+            "caption_lag_p95_ms": reader.lag_ms.percentile(95),
+            "caption_lag_max_ms": reader.lag_ms.max(),
+            "captions_late": reader.late,
+            "captions_skipped": reader.unread,
+        }
 
     def _respond_loop(self) -> None:
         while True:
@@ -500,6 +522,7 @@ class Loop:
             reconnects=count("reconnects"),
             nonfinite_samples=self.tally.nonfinite + count("nonfinite_samples"),
             state_resets=self.state_resets,
+            **self._caption_account(),
             extra={
                 "source": src.name,
                 "realtime": self.live,

@@ -297,6 +297,7 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
             raise c.fail("decision.assist.fallback", f"must be true or false, got {_kind(also)}")
         if method == "grammar" and "captions" not in c.get("decision"):
             raise c.fail("decision.assist", "needs decision.captions (the reading's prompt)")
+        c.num("decision.assist.min_avg_logprob", -1e9, 0.0, required=False)
     c.int("decision.no_repeat_ngram", 0, 64, required=False)  # generation guards (cross.py)
     for mode in c.obj("decision.opens_with", required=False) or {}:
         kind = c.str(f"decision.opens_with.{mode}")
@@ -313,6 +314,7 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
         c.num("decision.captions.min_avg_logprob", -1e9, 0.0, required=False)
         c.num("decision.captions.abort_logprob", -1e9, 0.0, required=False)
         c.int("decision.captions.calls_per_chunk", 1, 1000, required=False)
+        c.int("decision.captions.max_hop_chunks", 1, 1000, required=False)
         c.num("decision.captions.budget_ms", 1.0, 60_000.0, required=False)
         c.int("decision.captions.max_tokens", 1, 1 << 16, required=False)
         c.int("decision.captions.no_speech_id", 0, vocab - 1, required=False)
