@@ -381,6 +381,7 @@ def add_to_bundle(bundle_dir: Path | str, files_dir: Path | str, precision: str)
     m = read_manifest(bundle_dir)
     for name in (FILE, CLASS_MAP, NOTICE):
         if (files_dir / name).resolve() != (bundle_dir / name).resolve():
+            (bundle_dir / name).unlink(missing_ok=True)  # never write through a hard link
             shutil.copy(files_dir / name, bundle_dir / name)
         f = bundle_dir / name
         m["files"][name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
