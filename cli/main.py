@@ -37,6 +37,15 @@ class LazyGroup(click.Group):
         module, _, _ = COMMANDS[name]
         return importlib.util.find_spec(f"soundflow.cli.{module}") is not None
 
+    def main(self, args=None, *rest, **kwargs):
+        if args is None:  # the program, reading sys.argv (a CliRunner passes its args)
+            signals.hold_until_exit()
+        try:
+            return super().main(args, *rest, **kwargs)
+        finally:
+            if args is None:
+                signals.ignore_from_now()
+
     def resolve_command(self, ctx: click.Context, args: list[str]):
         if args and args[0] == "listen":
             # Before listen's imports: a Ctrl-C or SIGTERM at any moment is counted, never

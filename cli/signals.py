@@ -34,6 +34,7 @@ class Stops:
 
 
 _installed: tuple[Stops, dict[int, object]] | None = None
+_held = False  # the `soundflow` program itself: counting lasts until the process exits
 
 
 def catch() -> Stops:
@@ -48,10 +49,28 @@ def catch() -> Stops:
     return stops
 
 
+def hold_until_exit() -> None:
+    """The process is the `soundflow` program: keep counting after the command returns,
+    so a signal that comes after the summary (a second Ctrl-C, a supervisor's SIGTERM as
+    the process exits) cannot turn its exit 0 into a KeyboardInterrupt."""
+    global _held
+    _held = True
+
+
+def ignore_from_now() -> None:
+    """The program is exiting after a listen: ignore any further stop request. SIG_IGN, not
+    the counter, because Python's finalization puts a Python handler back to the default
+    action (death by the signal) but leaves an ignored signal ignored."""
+    if _installed is not None:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 def release() -> None:
-    """Put back the handlers `catch` replaced (a CliRunner test shares its runner's process)."""
+    """Put back the handlers `catch` replaced, unless held: a CliRunner test shares its
+    runner's process, whose own Ctrl-C must work again."""
     global _installed
-    if _installed is None:
+    if _installed is None or _held:
         return
     _, old = _installed
     _installed = None

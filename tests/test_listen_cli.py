@@ -378,3 +378,29 @@ def test_a_closed_stdout_pipe_is_a_quiet_normal_end():
     assert p.returncode == 0, err
     for bad in ("Error", "free space", "Broken pipe", "Exception ignored", "Traceback"):
         assert bad not in err, err
+
+
+def test_a_burst_of_stop_signals_on_a_blocked_read_ends_with_a_summary():
+    # A live stdin producer that never writes; a supervisor that keeps signalling. Signals
+    # after the summary come while the process exits: still exit 0, not death by signal.
+    producer = subprocess.Popen(["sleep", "60"], stdout=subprocess.PIPE)
+    exe = shutil.which("soundflow")
+    base = [exe] if exe else [sys.executable, "-m", "soundflow.cli"]
+    p = subprocess.Popen(
+        [*base, "listen", "--input", "-", "--jsonl"],
+        stdin=producer.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while "listening" not in (line := p.stderr.readline()):
+            assert line and p.poll() is None, p.stderr.read()
+        for sig in [signal.SIGTERM, signal.SIGINT] * 4:
+            p.send_signal(sig)
+            time.sleep(0.05)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+        producer.kill()
+    _ends_with_a_summary(p, out, err)
