@@ -13,6 +13,7 @@ installed here, Tux Paint's, are the project's held-out set, train/heldout.py).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from soundflow.export import yamnet as Y
 from soundflow.runtime import audioset as A
 
 THRESHOLD = 0.5  # a class "fires" at this score; flips against fp32 are counted
+ROUNDS = 5
 
 
 def fp16_weights(fp32: Path, out: Path) -> Path:
@@ -121,6 +123,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("fp32", type=Path)
     ap.add_argument("--out", type=Path, default=Path("/tmp/yamnet_precision"))
+    ap.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     clips = [Y.load_clip(f) for f in Y.check_clips()]
@@ -143,8 +146,15 @@ def main() -> None:
         "precision       MB   ms/patch  top1=  top5 sets=  max|d|  mean|d|  flips@0.5  "
         "top1 misses' fp32 margin"
     )
+    sessions = {name: session(path) for name, path in graphs.items()}
+    # Interleaved rounds on a shared machine: each graph's best round median.
+    ms = {name: float("inf") for name in graphs}
+    for _ in range(ROUNDS):
+        for name, sess in sessions.items():
+            ms[name] = min(ms[name], ms_per_patch(sess, patches[0]))
+    rows = []
     for name, path in graphs.items():
-        sess = session(path)
+        sess = sessions[name]
         s = scores(sess, patches)
         d = np.abs(s - ref)
         same5 = np.mean(
@@ -152,10 +162,26 @@ def main() -> None:
         )
         flips = int(((s >= THRESHOLD) != (ref >= THRESHOLD)).sum())
         print(
-            f"{name:14s} {path.stat().st_size / 1e6:5.2f}  {ms_per_patch(sess, patches[0]):7.2f}"
+            f"{name:14s} {path.stat().st_size / 1e6:5.2f}  {ms[name]:7.2f}"
             f"  {np.mean(s.argmax(1) == top1):5.3f}  {same5:9.3f}  {d.max():6.4f}  "
             f"{d.mean():7.5f}  {flips:5d}  {np.round(gap[s.argmax(1) != top1], 4)[:6]}"
         )
+        rows.append(
+            {
+                "precision": name,
+                "mb": round(path.stat().st_size / 1e6, 2),
+                "ms_per_patch_1_thread": round(ms[name], 2),
+                "top1_equal": round(float(np.mean(s.argmax(1) == top1)), 3),
+                "top5_set_equal": round(float(same5), 3),
+                "max_abs_score_delta": round(float(d.max()), 4),
+                "flips_at_0.5": flips,
+            }
+        )
+    if args.json is not None:
+        from soundflow.benchmarks.common import machine
+
+        report = {"benchmark": "yamnet_precision", "machine": machine(), "patches": len(patches)}
+        args.json.write_text(json.dumps({**report, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
