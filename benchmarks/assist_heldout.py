@@ -6,6 +6,9 @@ answer's words: "off", "kitchen", "three minutes"); a look-alike is quiet with n
 
     python -m soundflow.benchmarks.assist_heldout [--json benchmarks/results/assist_heldout.json]
 
+Two sets: `dev` (24 requests, 12 look-alikes), on which the grammar's misreading rules were
+tuned, and `test` (24 and 12 more), written after that and only scored.
+
 Ways, on the default bundle in fast mode: `decoder` (the fine-tuned decoder's <respond>
 step and tag: the bundle before `decision.assist`), `grammar` (the words a window reading
 hears, parsed by runtime/intents.py: the shipped default) and `grammar+fallback` (the
@@ -70,7 +73,51 @@ LOOKALIKES: list[str] = [
     "the timer on the oven is broken",
     "they turned off the lights and went to sleep",
 ]
+# A second set, written after the grammar was tuned on the first (its misreadings: "said" for
+# "set", readings just under the captions' confidence floor) and run only to score it.
+TEST_REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("turn the bedroom lights off please", "lights", ("off", "bedroom")),
+    ("could you turn on the lights in the dining room", "lights", ("on", "dining room")),
+    ("switch on the porch light", "lights", ("on", "porch")),
+    ("please dim the kitchen lights", "lights", ("dim", "kitchen")),
+    ("hey flow, lights on", "lights", ("on",)),
+    ("turn on the garden lights for me please", "lights", ("on", "garden")),
+    ("can you switch the basement lights off", "lights", ("off", "basement")),
+    ("I need a timer for twelve minutes", "timer", ("twelve minutes",)),
+    ("start a forty five second timer", "timer", ("forty five seconds",)),
+    ("timer for two hours please", "timer", ("two hours",)),
+    ("could you set a thirty second timer", "timer", ("thirty seconds",)),
+    ("stop the timer", "timer", ("cancel",)),
+    ("put a timer on for six minutes", "timer", ("six minutes",)),
+    ("turn the sound down please", "volume", ("down",)),
+    ("can you make the music quieter", "volume", ("down",)),
+    ("crank up the volume", "volume", ("up",)),
+    ("please unmute the speaker", "volume", ("unmut",)),
+    ("volume to four please", "volume", ("four",)),
+    ("a little louder please", "volume", ("up",)),
+    ("lower the music a bit", "volume", ("down",)),
+    ("what was that noise outside", "history", ()),
+    ("hey flow, did I miss anything while I was away", "history", ()),
+    ("what was that crash", "history", ()),
+    ("did something happen just now", "history", ()),
+]
+TEST_LOOKALIKES: list[str] = [
+    "the porch light has been flickering all week",
+    "we turned the music up and danced all night",
+    "can you believe the volume of homework they give",
+    "my timer went off in the middle of the meeting",
+    "she dimmed the lights before the movie started",
+    "I always forget to turn off the bathroom fan",
+    "the lights in the office were too bright",
+    "he asked what that noise was",
+    "turn right at the second set of lights",
+    "five minutes later the power came back",
+    "the radio was playing old songs",
+    "our neighbours left their garden lights on again",
+]
+SETS = {"dev": (REQUESTS, LOOKALIKES), "test": (TEST_REQUESTS, TEST_LOOKALIKES)}
 WAYS = ("decoder", "grammar", "grammar+fallback")
+PREFIXES = ("mut", "unmut", "dim", "cancel")  # a word's opening: "muting", "dimming"
 
 
 def speak(text: str, voice: str, tmp: Path) -> np.ndarray:
@@ -92,7 +139,7 @@ def right(responses: list, intent: str, words: tuple[str, ...]) -> bool:
         return False
     said = " " + " ".join(responses[0].text.lower().split()) + " "
     for w in words:
-        if w in ("mut", "dim", "cancel"):
+        if w in PREFIXES:
             if f" {w}" not in said:
                 return False
         elif f" {w} " not in said and f" {w}s " not in said:
@@ -118,55 +165,58 @@ def _bundles(tmp: Path) -> dict[str, tuple[object, dict]]:
     }
 
 
-def run(voices: tuple[str, ...], ways: tuple[str, ...] = WAYS) -> dict:
+def score(engine, overrides: dict, clips: dict, voices, requests, lookalikes) -> dict:
+    """One way on one set: % requests right, % look-alikes quiet, and every stream's answers."""
     from soundflow.train.evaluate import run_stream
 
+    start = time.monotonic()
+    rows, hits, quiet = [], 0, 0
+    for v in voices:
+        for text, intent, words in requests:
+            said, _ = run_stream(engine, clips[v, text], "assist", **overrides)
+            ok = right(said, intent, words)
+            hits += ok
+            rows.append({"voice": v, "text": text, "want": intent, "right": ok,
+                         "said": [r.raw for r in said]})  # fmt: skip
+        for text in lookalikes:
+            said, _ = run_stream(engine, clips[v, text], "assist", **overrides)
+            quiet += not said
+            rows.append({"voice": v, "text": text, "want": None, "right": not said,
+                         "said": [r.raw for r in said]})  # fmt: skip
+    n_req, n_look = len(requests) * len(voices), len(lookalikes) * len(voices)
+    return {
+        "requests_right_pct": round(100 * hits / n_req, 1),
+        "lookalikes_quiet_pct": round(100 * quiet / n_look, 1),
+        "requests_right": f"{hits}/{n_req}",
+        "lookalikes_quiet": f"{quiet}/{n_look}",
+        "seconds": round(time.monotonic() - start, 1),
+        "rows": rows,
+    }
+
+
+def run(voices: tuple[str, ...], ways: tuple[str, ...] = WAYS, sets=("dev", "test")) -> dict:
+    """{set: {way: score}} for `voices`."""
     if shutil.which("flite") is None:
         raise SystemExit("flite is not installed (apt-get install flite)")
-    report: dict = {
-        "voices": list(voices),
-        "requests": len(REQUESTS),
-        "lookalikes": len(LOOKALIKES),
-    }
+    report: dict = {}
     with tempfile.TemporaryDirectory(prefix="soundflow-assist-") as t:
         tmp = Path(t)
         engines = _bundles(tmp)
-        clips = {
-            (v, text): speak(text, v, tmp)
-            for v in voices
-            for text in [r[0] for r in REQUESTS] + LOOKALIKES
-        }
-        for way in ways:
-            engine, overrides = engines[way]
-            start = time.monotonic()
-            rows, hits, quiet = [], 0, 0
-            for v in voices:
-                for text, intent, words in REQUESTS:
-                    said, _ = run_stream(engine, clips[v, text], "assist", **overrides)
-                    ok = right(said, intent, words)
-                    hits += ok
-                    rows.append({"voice": v, "text": text, "want": intent, "right": ok,
-                                 "said": [r.raw for r in said]})  # fmt: skip
-                for text in LOOKALIKES:
-                    said, _ = run_stream(engine, clips[v, text], "assist", **overrides)
-                    quiet += not said
-                    rows.append({"voice": v, "text": text, "want": None, "right": not said,
-                                 "said": [r.raw for r in said]})  # fmt: skip
-            n_req, n_look = len(REQUESTS) * len(voices), len(LOOKALIKES) * len(voices)
-            report[way] = {
-                "requests_right_pct": round(100 * hits / n_req, 1),
-                "lookalikes_quiet_pct": round(100 * quiet / n_look, 1),
-                "requests_right": f"{hits}/{n_req}",
-                "lookalikes_quiet": f"{quiet}/{n_look}",
-                "seconds": round(time.monotonic() - start, 1),
-                "rows": rows,
-            }
-            print(
-                f"{way:17s} {'/'.join(voices)}: requests right {hits}/{n_req} "
-                f"({100 * hits / n_req:.1f} %), look-alikes quiet {quiet}/{n_look} "
-                f"({100 * quiet / n_look:.1f} %)",
-                flush=True,
-            )
+        for name in sets:
+            requests, lookalikes = SETS[name]
+            texts = [r[0] for r in requests] + lookalikes
+            clips = {(v, text): speak(text, v, tmp) for v in voices for text in texts}
+            report[name] = {"requests": len(requests), "lookalikes": len(lookalikes)}
+            for way in ways:
+                engine, overrides = engines[way]
+                r = score(engine, overrides, clips, voices, requests, lookalikes)
+                report[name][way] = r
+                print(
+                    f"{name:4s} {way:17s} {'/'.join(voices)}: requests right "
+                    f"{r['requests_right']} ({r['requests_right_pct']} %), look-alikes quiet "
+                    f"{r['lookalikes_quiet']} ({r['lookalikes_quiet_pct']} %)",
+                    flush=True,
+                )
     return report
 
 
@@ -174,6 +224,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated of {WAYS}")
+    ap.add_argument("--sets", default="dev,test", help="comma-separated of dev, test")
     ap.add_argument(
         "--also-trained-speakers",
         action="store_true",
@@ -181,13 +232,15 @@ def main() -> None:
     )
     a = ap.parse_args()
     ways = tuple(w for w in a.ways.split(",") if w)
+    sets = tuple(w for w in a.sets.split(",") if w)
     result = {
-        "held_out": run(HELD_OUT_VOICES, ways),
+        "voices": {"held_out": HELD_OUT_VOICES, "trained_speakers": TRAINED_SPEAKERS},
+        "held_out": run(HELD_OUT_VOICES, ways, sets),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "command": "python -m soundflow.benchmarks.assist_heldout",
     }
     if a.also_trained_speakers:
-        result["trained_speakers"] = run(TRAINED_SPEAKERS, ways)
+        result["trained_speakers"] = run(TRAINED_SPEAKERS, ways, sets)
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -45,7 +45,13 @@ NO_REPEAT_NGRAM = 3
 FRAMES_PER_S = 50  # Whisper's encoder frames: a memory of 220 frames is a 4.4 s window
 # decision.assist.min_avg_logprob: an assist reading's floor (the captions' is -0.7)
 ASSIST_MIN_LOGPROB = -1.0
-ASSIST_READ_AFTER = (1, 2)  # quiet chunks after speech at which an assist reading is made
+ASSIST_READ_AFTER = (2, 3)  # quiet chunks after speech at which an assist reading is made
+# History answers (runtime/intents.py) name what the tagger heard: the newest sound within
+# HISTORY_SOUND_S before the question, an alert within HISTORY_ALERT_S, or what was said in
+# the utterance before, within HISTORY_SAID_S. A sound counts at SOUND_P (asked about, one
+# may be named below its alert threshold: procedural doorbells peaked at 0.51), an alert at
+# its own threshold.
+HISTORY_SOUND_S, HISTORY_ALERT_S, HISTORY_SAID_S, SOUND_P = 30.0, 600.0, 30.0, 0.3
 # decision.opens_with: what a mode's responses open with ("alert" | "intent" tag, or "text").
 # Every alert target opens with an alert tag and every answer with an intent tag, so a response
 # that opens otherwise (a caption in alert mode: the model heard speech) is withheld.
@@ -387,6 +393,10 @@ class CrossDecoderStream(DecoderStream):
         self._answered: dict[tuple, float] = {}  # each request answered -> when
         self._assist_chunks = 0
         self._heard: str | None = None  # the words of the last reading parsed
+        self._sounds: dict[str, float] = {}  # history's context: each label -> when last heard
+        self._alerts: dict[str, float] = {}  # ... and each alert label over its threshold
+        self._utterance = 0  # utterances begun (the gate opening after quiet)
+        self._said: dict[int, tuple[float, str]] = {}  # utterance -> its last reading's words
         self._answered_at = -np.inf  # stream time of the grammar's last answer
         if self._assist_gate is not None:
             self._assist_gate.reset()
@@ -428,8 +438,8 @@ class CrossDecoderStream(DecoderStream):
                         self.alerts.confirm(label, heard)
             return []
         self.memory.add(audio_embeds)
-        if self._assist_gate is not None:  # assist by grammar: has speech ended?
-            self._assist_gate.update(self.engine.tag(audio_embeds))
+        if self._assist_gate is not None:  # assist by grammar: has speech ended? what sounded?
+            self._hear(self.engine.tag(audio_embeds))
         if self.captions is not None:
             if self.captions.gate is not None:
                 self.captions.gate.update(self.engine.tag(audio_embeds))
@@ -478,6 +488,39 @@ class CrossDecoderStream(DecoderStream):
         # for the response's first token (its tag), in begin_response.
         return Decision(self._p, self._p >= self._decide_at)
 
+    def _hear(self, probs: np.ndarray) -> None:
+        """One chunk's tagger outputs: the speech gate (has speech ended?) and history's
+        context (the last time each sound met SOUND_P, each alert its threshold)."""
+        gate, tagger = self._assist_gate, self.engine.spec.tagger
+        quiet = gate.since > 0
+        gate.update(probs)
+        if quiet and gate.since == 0:
+            self._utterance += 1
+        t = (self._assist_chunks + 1) * self._chunk_s
+        speech = tagger.labels[gate.spec.column]
+        for label, p in zip(tagger.labels, np.asarray(probs).reshape(-1), strict=True):
+            if label != speech and p >= SOUND_P:
+                self._sounds[label] = t
+            if p >= tagger.thresholds.get(label, np.inf):
+                self._alerts[label] = t
+
+    def _history(self, now: float) -> dict[str, str] | None:
+        """What a history answer names (runtime/intents.answer), or None without a tagger."""
+        if self._assist_gate is None:
+            return None
+        ended = now - self._assist_gate.since * self._chunk_s  # about when the question ended
+        context = {}
+        recent = [(t, x) for x, t in self._sounds.items() if now - t <= HISTORY_SOUND_S]
+        if recent:
+            context["sound"] = max(recent)[1]
+        alerts = [(t, x) for x, t in self._alerts.items() if now - t <= HISTORY_ALERT_S]
+        if alerts:
+            context["alert"] = max(alerts)[1]
+        before = self._said.get(self._utterance - 1)
+        if before is not None and ended - before[0] <= HISTORY_SAID_S:
+            context["said"] = before[1]
+        return context
+
     def _assist_decision(self) -> Decision:
         """Assist by grammar: where speech may have ended the window is read and its words
         parsed (runtime/intents.py); a request not already answered answers (p 1.0).
@@ -486,26 +529,34 @@ class CrossDecoderStream(DecoderStream):
         self._assist_chunks += 1
         self._intent = None
         gate = self._assist_gate
-        # Speech may have ended in the gate's first two quiet chunks after speech (the second
-        # reads a request the first read cut short); with no gate, every other chunk (a
-        # window without speech costs its reading one call: Whisper's no-speech check).
+        # Speech may have ended after two quiet chunks (one also comes in a pause within a
+        # request: it was read cut short); the third reads again what a pause cut. With no
+        # gate, every other chunk (a window without speech costs its reading one call,
+        # Whisper's no-speech check).
         due = gate.since in ASSIST_READ_AFTER if gate is not None else self._assist_chunks % 2 == 0
         if not due:
             return Decision(self._p, self._fallback and self._p >= self._decide_at)
         words = [w.text for w in self._reader.words(self._reader.hypothesis())]
         self.verified += 1
         self._heard = " ".join(key(w) for w in words)
+        now = self._assist_chunks * self._chunk_s
         intent = intents.parse(words)
+        if intent is None and self._heard:  # what was said: history's "what did she say"
+            self._said = {self._utterance: (now, self._heard)} | {
+                u: v for u, v in self._said.items() if u == self._utterance - 1
+            }
         if intent is None or intent.tag not in self.engine.spec.special:
             return Decision(self._p, self._fallback and self._p >= self._decide_at)
         # Once per request: the same request (intent and slots) again within the refractory
         # time, or while its words are still in the window, is the same words read again.
-        now = self._assist_chunks * self._chunk_s
         last = self._answered.get(intent.identity)
         again = max(self.refractory_s, self.engine.spec.memory_frames / FRAMES_PER_S)
         if last is not None and now - last < again:
             return Decision(self._p, False)
         self._answered[intent.identity] = now
+        if intent.name == "history":  # the answer names what the stream heard
+            context = self._history(now)
+            intent = dataclasses.replace(intent, answer=intents.answer(intent.name, intent.slots, context))
         self._intent = intent
         return Decision(1.0, True)
 

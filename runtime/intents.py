@@ -47,15 +47,15 @@ GRAMMAR: dict[str, list[str]] = {
         "{thing} [to] {way=level} {level}",
     ],
     "history": [
-        "(what was|what's|what is) that [{noise}] [just now]",
-        "what was that i just heard",
-        "what did i just hear",
-        "what (is|was) that (noise|sound)",
-        "did i miss anything [important]",
-        "did (anything|something) happen [while i was (out|away)]",
-        "what happened [just now|while i was (out|away)]",
-        "what did (he|she|they) [just] say",
-        "(was there|did you hear) an alarm",
+        "(what was|what's|what is) {about=sound} that [{noise}] [just now|outside|there]",
+        "what was that i just heard {about=sound}",
+        "what did i just hear {about=sound}",
+        "did i miss anything {about=alert} [important] [while i was (out|away)]",
+        "did (anything|something) happen {about=alert} [just now|while i was (out|away)]",
+        "what happened {about=alert} [just now|while i was (out|away)]",
+        "(was there|did you hear) {about=alert} (an|any) alarm",
+        "did (an|any) alarm go off {about=alert}",
+        "[sorry] what did {who} [just] say {about=speech}",
     ],
 }
 
@@ -77,6 +77,7 @@ SLOTS: dict[str, dict[str, str]] = {
     "louder": {"louder": "up", "quieter": "down", "softer": "down", "more quiet": "down"},
     "noise": {w: "" for w in ("noise", "sound", "bang", "beep", "beeping", "noise there")},
     "unit": {u + p: u for u in ("second", "minute", "hour") for p in ("", "s")},
+    "who": _same("he|she|they"),
 }
 SLOT_FILLS = {"louder": "way"}  # a slot that records its value under another name
 # Words and phrases taken off a clause's ends (and "please", "just" anywhere): politeness, a
@@ -107,6 +108,8 @@ ALIASES = {
     "flo": "flow", "volumes": "volume", "t.v": "tv", "everything": "anything",
     "livingroom": "living room", "diningroom": "dining room",
 }  # fmt: skip
+# ... and at a request's start only, where the word itself would be narration ("she said")
+START_ALIASES = {"said": "set", "sat": "set"}
 NUMBERS = {
     w: i
     for i, w in enumerate(
@@ -135,8 +138,38 @@ ANSWERS: dict[str, dict[str, str | None]] = {
         "unmute": "unmuting the sound",
         "level": "setting the volume to {level}",
     },
-    "history": {"": None},
+    # history: what the stream heard (`context`), or that it heard none of it
+    "history": {
+        "sound": "that was {sound}",
+        "no sound": "i did not hear anything unusual",
+        "alert": "yes earlier i heard {alert}",
+        "no alert": "no nothing important happened",
+        "speech": "{who} said {said}",
+        "no speech": "i did not hear {whom} say anything",
+    },
 }
+WHOM = {"he": "him", "she": "her", "they": "them"}
+# The bundle's tagger labels (runtime/tagger.py) as history answers name them.
+SOUNDS = {
+    "alarm": "an alarm", "baby_cry": "a baby crying", "car_horn": "a car horn",
+    "co_alarm": "a carbon monoxide alarm", "crash": "something crashing",
+    "doorbell": "the doorbell", "explosion": "a loud bang", "glass_break": "glass breaking",
+    "kettle_whistle": "the kettle whistling", "phone_ring": "a phone ringing",
+    "shout_for_help": "someone shouting for help", "siren": "a siren",
+    "smoke_alarm": "a smoke alarm", "aircraft": "an aircraft", "applause": "people clapping",
+    "bell": "a bell", "bird_chirp": "birds chirping", "camera_shutter": "a camera shutter",
+    "cash_register": "a cash register", "clock_tick": "a clock ticking",
+    "cough": "someone coughing", "dishes": "dishes clinking", "dog_bark": "a dog barking",
+    "electric_sparking": "electric sparking", "engine": "an engine running",
+    "footsteps": "footsteps", "helicopter": "a helicopter", "impact": "something hitting",
+    "jackhammer": "a jackhammer", "kettle_boil": "the kettle boiling",
+    "knock": "someone knocking", "machinery": "machinery", "microwave_beep": "the microwave",
+    "music": "some music", "notification_chime": "a notification chime",
+    "paper_crumple": "paper crumpling", "phone_busy_tone": "a busy tone",
+    "power_saw": "a power saw", "ship_horn": "a ship's horn", "steam_hiss": "steam hissing",
+    "train": "a train", "typing": "someone typing", "vacuum": "a vacuum cleaner",
+    "water_tap": "water running",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,11 +202,22 @@ def number_words(n: int) -> str:
     return str(n)
 
 
-def answer(name: str, slots: dict[str, str]) -> str | None:
+def answer(name: str, slots: dict[str, str], context: dict[str, str] | None = None) -> str | None:
+    """The answer to a request. History's needs what the stream heard: `context` "sound"
+    (the newest sound's label), "alert" (the newest alert's label), "said" (the words
+    before the question); None where the stream has not given it yet."""
     table = ANSWERS[name]
-    fmt = table.get(slots.get("state") or slots.get("action") or slots.get("way") or "")
-    if fmt is None:
-        return None
+    if name == "history":
+        if context is None:
+            return None
+        about = slots["about"]
+        heard = context.get(about if about != "speech" else "said")
+        if about in ("sound", "alert") and heard:
+            heard = SOUNDS.get(heard, heard.replace("_", " "))
+        who = slots.get("who", "they")
+        fmt = table[about] if heard else table[f"no {about}"]
+        return fmt.format(**{about: heard, "said": heard, "who": who, "whom": WHOM[who]})
+    fmt = table[slots.get("state") or slots.get("action") or slots.get("way") or ""]
     room = slots.get("room", "")
     return fmt.format(**{**slots, "room": f"{room} " if room else ""})
 
@@ -350,6 +394,7 @@ def parse_clause(words: list[str]) -> Intent | None:
     w = _trim(words)
     if not w:
         return None
+    w = [START_ALIASES.get(w[0], w[0]), *w[1:]]
     found: tuple[int, int, str, dict[str, str]] | None = None
     for name, rule in _compiled():
         told = NARRATION - HISTORY_OK if name == "history" else NARRATION

@@ -48,9 +48,10 @@ def _said(text: str):
         ("turn the music down a little", "volume", "turning the volume down"),
         ("mute the tv", "volume", "muting the sound"),
         ("set the volume to seven", "volume", "setting the volume to seven"),
-        ("what was that sound?", "history", None),  # the decoder writes what it heard
+        ("what was that sound?", "history", None),  # the stream names what it heard
         ("did I miss anything", "history", None),
         ("what happened", "history", None),
+        ("sorry, what did she say", "history", None),
     ],
 )
 def test_plain_requests_are_parsed_with_their_slots(text, name, answer):
@@ -101,6 +102,23 @@ def test_the_newest_request_of_a_reading_answers_and_slots_name_the_request():
     a, b = parse(["turn", "off", "the", "lights"]), parse(["lights", "off"])
     assert a.identity == b.identity != parse(["lights", "on"]).identity
     assert intents.number_words(42) == "forty two" and a.tag == "<intent:lights>"
+
+
+@pytest.mark.parametrize(
+    "text, context, answer",
+    [
+        ("what was that sound", {"sound": "doorbell"}, "that was the doorbell"),
+        ("what was that noise", {}, "i did not hear anything unusual"),
+        ("did I miss anything", {"alert": "smoke_alarm"}, "yes earlier i heard a smoke alarm"),
+        ("what happened while I was out", {}, "no nothing important happened"),
+        ("what did he just say", {"said": "dinner is ready"}, "he said dinner is ready"),
+        ("what did she say", {}, "i did not hear her say anything"),
+    ],
+)
+def test_history_answers_name_what_the_stream_heard_or_that_it_heard_nothing(text, context, answer):
+    got = parse(text.split())
+    assert got.name == "history" and got.answer is None  # the stream fills it in
+    assert intents.answer(got.name, got.slots, context) == answer
 
 
 # ---------------------------------------------------------------------- the default bundle
@@ -169,3 +187,39 @@ def test_a_bad_assist_section_is_refused(default_path, tmp_path, assist, field):
     write_manifest(out, {k: v for k, v in m.items() if k != "files"})
     with pytest.raises(BundleError, match=field.replace(".", r"\.")):
         OrtEngine(out)
+
+
+def test_the_default_bundle_answers_history_from_what_it_heard(default_path, tmp_path):
+    """A sentence, then "what did she say": the reading before the question holds it. What
+    the tagger heard: a sound at SOUND_P names "what was that", an alert over its own
+    threshold "did I miss anything", and each only for so long."""
+    from soundflow.runtime import cross
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train.evaluate import run_stream
+
+    engine = OrtEngine(default_path)
+    sentence = _espeak("the package will arrive on tuesday", tmp_path)
+    question = _espeak("what did she say", tmp_path)
+    quiet = np.zeros(16000, np.float32)
+    said, _ = run_stream(engine, np.concatenate([sentence, quiet, question]), "assist")
+    assert len(said) == 1 and said[0].text.startswith("she said the package will arrive")
+
+    stream = cross.CrossDecoderStream(engine, RuntimeOptions(mode="assist"))
+    labels = list(engine.spec.tagger.labels)
+
+    def chunk(**p):
+        probs = np.zeros(len(labels), np.float32)
+        for label, v in p.items():
+            probs[labels.index(label)] = v
+        stream._hear(probs)
+        stream._assist_chunks += 1
+
+    chunk(doorbell=cross.SOUND_P)  # under the doorbell's alert threshold: a sound, no alert
+    chunk(smoke_alarm=1.0)
+    assert stream._history(1.0) == {"sound": "smoke_alarm", "alert": "smoke_alarm"}
+    chunk(doorbell=0.5)
+    assert stream._history(1.2) == {"sound": "doorbell", "alert": "smoke_alarm"}
+    later = 1.2 + cross.HISTORY_SOUND_S + 1
+    assert stream._history(later) == {"alert": "smoke_alarm"}
+    assert stream._history(later + cross.HISTORY_ALERT_S) == {}
