@@ -128,7 +128,9 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _stopped_summary(why: str, mode: str | None, wall_s: float, loop=None, **extra):
+def _stopped_summary(
+    why: str, mode: str | None, wall_s: float, scheduling: str, loop=None, **extra
+):
     """The summary of a run stopped before its loop wrote one: during model load (no
     loop, no audio), or by a third stop request (what the loop had counted by then)."""
     from soundflow.runtime.events import LatencyStats, Summary
@@ -154,7 +156,7 @@ def _stopped_summary(why: str, mode: str | None, wall_s: float, loop=None, **ext
         realtime_factor=t / wall_s if wall_s > 0 else 0.0,
         cache_evictions=loop.decoder.cache.evictions if loop is not None else 0,
         mode=mode or "",
-        scheduling=extra.pop("scheduling", "async"),
+        scheduling=scheduling,
         interrupted=True,
         text=why,
         extra=extra,
@@ -360,8 +362,8 @@ def listen(**opts) -> None:
     Ctrl-C or SIGTERM stops capturing and still reports the audio already captured (the
     summary is written, exit 0); a second drops the audio not yet decided, a third quits at
     once (still a summary line, exit 0), and one during model load stops once it is loaded.
-    A closed stdout (`| head`) ends quietly, exit 0. Errors, a microphone that does not come back after
-    --reconnect-tries, and a live stdin producer that ends, exit non-zero.
+    A closed stdout (`| head`) ends quietly, exit 0. Errors, a microphone that does not come
+    back after --reconnect-tries, and a live stdin producer that ends, exit non-zero.
     """
     # Ctrl-C, SIGTERM (systemd, `docker stop`) and repeats are counted from before this
     # module was imported (cli/main.py), never raised: the loops below act on the count.
@@ -453,7 +455,6 @@ def _listen(
     started = time.monotonic()
     out = _Out(sys.stdout)
     color = _color() and not jsonl
-    scheduling = "sync" if sync else "async"
 
     def load() -> Listener:
         engine = OrtEngine(bundle, options, variant="int8" if int8 else "fp32")
@@ -471,14 +472,17 @@ def _listen(
             source = stdin_source(raw_format, raw_rate, raw_channels, realtime)
         return Listener(engine, input=source, device=device, options=options)
 
+    wanted = input_ or (f"microphone {device}" if device is not None else "default microphone")
+    wanted = "demo" if demo else "stdin" if is_stdin else wanted
+
     def stopped(why: str, mode_: str | None, loop=None):
         return _stopped_summary(
             why,
             mode_,
             time.monotonic() - started,
+            "sync" if sync else "async",
             loop,
-            scheduling=scheduling,
-            source=loop.source.name if loop is not None else str(input_ or device or "demo"),
+            source=loop.source.name if loop is not None else str(wanted),
             realtime=realtime,
         )
 
@@ -529,10 +533,10 @@ def _listen(
             stopped_at = stopped_at or time.monotonic()
             listener.stop()  # the first stops capturing, the second drops the queue too
         if stopped_at is not None and time.monotonic() - stopped_at > 20:
-            raise click.ClickException(
-                "the listener did not stop within 20 s of being asked (a read is "
-                "blocked); exiting without a summary"
-            )
+            why = "the listener did not stop within 20 s of being asked (a read is blocked)"
+            if handled:  # asked by a signal: its summary, exit 0, whatever is blocked
+                _exit_now(out, stopped(why, listener.mode, listener.loop), jsonl, color)
+            raise click.ClickException(f"{why}; exiting without a summary")
         if stopped_at is not None and time.monotonic() - stopped_at > 5:
             listener.stop()  # a second stop abandons queued audio and blocked reads
         if pending is None:

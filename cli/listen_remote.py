@@ -171,7 +171,8 @@ def listen_remote(
                     why = f"{name} a third time: quit before the server's summary came"
                     wall = time.monotonic() - started
                     kw = {"source": source.name, "realtime": bool(realtime)}
-                    _exit_now(out, _stopped_summary(why, r.get("mode"), wall, **kw), jsonl, color)
+                    last = _stopped_summary(why, r.get("mode"), wall, "async", **kw)
+                    _exit_now(out, last, jsonl, color)
                 click.echo(f"{name}: stopping, reporting the audio already sent", err=True)
                 stopped_at = stopped_at or time.monotonic()
                 stop.set()
