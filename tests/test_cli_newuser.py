@@ -213,3 +213,12 @@ def test_embed_example_without_a_microphone_names_the_python_parameter(tmp_path)
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "no usable input device 7" in r.stderr and "pass --device INDEX or NAME" in r.stderr
+
+
+def test_listen_in_process_gives_the_signal_handlers_back():
+    import signal
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    for args in (["listen", "--help"], ["listen", "--input", "/no/such/file.wav"]):
+        CliRunner().invoke(cli, args)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
