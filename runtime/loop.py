@@ -108,9 +108,11 @@ class Loop:
         self._next_stats = self.options.stats_every_s
         self._stats_chunks = 0  # chunks decided at the last Stats (its recent percentiles)
         self._t = 0.0  # stream seconds at the end of the last chunk read
+        self._t_at: float | None = None  # and the monotonic time its audio was complete
         self._decided_t = 0.0  # ... and of the last chunk decided
         self._reader: threading.Thread | None = None  # the thread that reads the source
         self._nonfinite_noticed: float | None = None
+        self._nonfinite_told = 0  # the count the last nonfinite_audio notice gave
         self.summary: Summary | None = None
         try:
             source.on_notice = self._source_notice
@@ -157,7 +159,14 @@ class Loop:
             self._fail(f"event handler raised {type(e).__name__}: {_first_line(e)}")
 
     def notice(self, type_: str, kind: str, text: str) -> None:
-        self._post(Notice(t=self._t, kind=kind, text=text, type=type_))
+        self._post(Notice(t=self.stream_now(), kind=kind, text=text, type=type_))
+
+    def stream_now(self) -> float:
+        """Stream seconds now: for a live source the clock goes on while it delivers nothing
+        (an outage, a silent producer), so a notice is stamped with its own time."""
+        if not self.live or self._t_at is None:
+            return self._t
+        return self._t + max(0.0, time.monotonic() - self._t_at)
 
     def _source_notice(self, type_: str, kind: str, text: str) -> None:
         self.notice(type_, kind, text)
@@ -186,6 +195,7 @@ class Loop:
             ready = min(ready, arrived)
         # Stream time includes audio that was dropped or missed before this chunk.
         self._t = (index + 1) * self.chunk_s + skipped
+        self._t_at = ready
         chunk = self._sanitise(np.asarray(chunk, np.float32).reshape(-1), index)
         pcm = chunk if self.decoder.fallback else None
         return _Chunk(index, self._t, ready, self._encode(chunk), pcm)
@@ -196,21 +206,29 @@ class Loop:
                 f"source {self.source.name} returned {chunk.shape[0]} samples for a "
                 f"{self.chunk_samples}-sample chunk; read_chunk must return exact chunks"
             )
-        before = self.tally.nonfinite
         chunk = finite(chunk, self.tally)
+        # Sources replace (and count) most of them before they get here: both counts are news.
+        total = self.tally.nonfinite + self._source_nonfinite()
         last = self._nonfinite_noticed
-        if self.tally.nonfinite != before and (last is None or self._t - last >= 10.0):
+        if total > self._nonfinite_told and (last is None or self._t - last >= 10.0):
             self._nonfinite_noticed = self._t  # one notice per 10 s of stream, not per chunk
+            self._nonfinite_told = total
             self.notice(
                 "warning",
                 "nonfinite_audio",
-                f"{self.tally.nonfinite} NaN/Inf samples from {self.source.name} so far, "
+                f"{total} NaN/Inf samples from {self.source.name} so far, "
                 "replaced by silence; check the source",
             )
         # The encoder's contract is PCM in [-1, 1]; beyond that its state can overflow.
         if np.abs(chunk).max() > 1.0:
             chunk = np.clip(chunk, -1.0, 1.0)
         return chunk
+
+    def _source_nonfinite(self) -> int:
+        try:
+            return int(getattr(self.source, "nonfinite_samples", 0) or 0)
+        except Exception:  # noqa: BLE001 - a broken counter is no reason to stop listening
+            return 0
 
     def _encode(self, chunk: np.ndarray) -> np.ndarray:
         embeds = self.encoder.encode(chunk)
@@ -488,6 +506,8 @@ class Loop:
     def _finish(self, t0: float) -> Summary:
         wall = time.monotonic() - t0
         stream_s = max(self.chunks * self.chunk_s, self._decided_t)
+        if self.error is not None:  # a live source given up on: the outage is stream time too
+            stream_s = max(stream_s, self.stream_now())
         src = self.source
 
         def count(name: str, default=0):

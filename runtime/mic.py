@@ -334,6 +334,8 @@ class MicSource(Source):
         self._lost_at = None
         self._failures = 0
         self.reconnects += 1
+        self.input_gaps += 1  # an outage is a gap in the input, as long as it lasted
+        self.input_gap_s += missed
         self._notice(
             "info", "reconnected", f"{self.name} is back after {missed:.1f} s without audio"
         )

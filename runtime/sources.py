@@ -588,6 +588,7 @@ class RingReader(Source):
         self.input_gap_s = 0.0
         self._started_at: float | None = None
         self._gap_from: float | None = None  # arrival of the last audio before a gap
+        self._gap_pos = 0  # and the ring position it ended at
         self._last_pos = 0
 
     @property
@@ -607,12 +608,15 @@ class RingReader(Source):
         last = self.clock.last()
         if self._gap_from is not None:
             if last is not None and last > self._gap_from:
-                self._close_gap(last)
+                # ends where the first audio after it began (a burst that made up for the
+                # gap arrives all at once, but its first sample is what ended the silence)
+                first = self.clock.at(self._gap_pos + 1)
+                self._close_gap(first if first is not None and first > self._gap_from else last)
             return
         if last is None:  # nothing yet: a producer may take a moment to start
             start = self._started_at if self._started_at is not None else now
             if now - start > max(self.gap_s, _FIRST_AUDIO_S):
-                self._gap_from = start
+                self._gap_from, self._gap_pos = start, 0
                 self._notice(
                     "warning",
                     "input_gap",
@@ -620,7 +624,7 @@ class RingReader(Source):
                 )
             return
         if now - last > self.gap_s and not self.ring.closed:
-            self._gap_from = last
+            self._gap_from, self._gap_pos = last, self.ring.total_written
             self._notice(
                 "warning",
                 "input_gap",
@@ -664,13 +668,16 @@ class RingReader(Source):
 class PacedSource(RingReader):
     """Plays blocks into a ring at real time, like a microphone ("--realtime").
 
-    `follow`: the blocks come from a live producer (a pipe). Its audio is stamped with
-    its arrival; late audio (a gap, a slow clock) moves the schedule on instead of
-    counting as latency for ever, and a producer whose clock runs up to 0.1 % fast is
-    followed rather than held back by pacing (which would build an ever longer backlog).
+    `follow`: the blocks come from a live producer (a pipe), already at real time, so they
+    are not paced but passed on as they come, each stamped with when its audio was made: the
+    producer's clock, estimated as the earliest start consistent with every read so far (a
+    block cannot have been made after it was read). Audio that queued in the pipe while the
+    model loaded therefore counts its wait as latency and drains as fast as the loop can
+    take it, and a producer that pauses for longer than JUMP_S restarts the estimate, so a
+    gap is reported as long as it was.
     """
 
-    DRIFT = 1e-3
+    JUMP_S = 0.25  # a read this much later than the producer's clock says: it paused
 
     def __init__(
         self,
@@ -682,11 +689,14 @@ class PacedSource(RingReader):
         follow: bool = False,
         gap_s: float = 1.0,
         tally: Tally | None = None,
+        waiting: Callable[[], float] | None = None,
     ):
         super().__init__(name, int(ring_seconds * SAMPLE_RATE), gap_s)
         self._blocks = blocks
         self._block = block_samples
         self._follow = follow
+        # follow: seconds of audio still queued in the pipe behind the block just read
+        self._waiting = waiting or (lambda: 0.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.t0: float | None = None  # when pacing started: stream time 0 (monotonic)
@@ -703,21 +713,15 @@ class PacedSource(RingReader):
         sent = 0
         try:
             for b in self._blocks:
+                if self._follow:  # made no later than now, less what still queues behind it
+                    x = time.monotonic() - self._waiting() - (sent + b.size) / SAMPLE_RATE
+                    anchor = x if sent == 0 or x - anchor > self.JUMP_S else min(anchor, x)
                 for i in range(0, b.size, self._block):
                     piece = b[i : i + self._block]
                     n = piece.size
                     # A block "arrives" when its last sample would have been captured.
                     due = anchor + (sent + n) / SAMPLE_RATE
-                    now = time.monotonic()
-                    if self._follow:
-                        if now > due:
-                            anchor += now - due
-                            due = now
-                        else:
-                            give = min(due - now, self.DRIFT * n / SAMPLE_RATE)
-                            anchor -= give
-                            due -= give
-                    wait = due - time.monotonic()
+                    wait = 0.0 if self._follow else due - time.monotonic()
                     if wait > 0 and self._stop.wait(wait):
                         return
                     if self._stop.is_set():
@@ -747,6 +751,28 @@ def file_source(path: str | Path, realtime: bool = False, gap_s: float = 1.0) ->
     return PulledSource(blocks, name, duration, tally)
 
 
+def _queued(stream: BinaryIO, bytes_per_s: int) -> Callable[[], float] | None:
+    """Seconds of audio waiting in a pipe or socket (FIONREAD), or None where it cannot
+    be asked: audio that queued while the model loaded was made before it was read."""
+    try:
+        import fcntl
+        import termios
+
+        fd = stream.fileno()
+        fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except (ImportError, OSError, AttributeError, ValueError):
+        return None
+
+    def waiting() -> float:
+        try:
+            n = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+        except OSError:
+            return 0.0
+        return n / bytes_per_s
+
+    return waiting
+
+
 def stdin_source(
     fmt: str = "s16le",
     rate: int = SAMPLE_RATE,
@@ -766,7 +792,9 @@ def stdin_source(
     tally = Tally()
     blocks = raw_blocks(stream, fmt, rate, channels, live=live, tally=tally)
     if realtime:
-        return PacedSource(blocks, "stdin", follow=live, gap_s=gap_s, tally=tally)
+        per_s = rate * channels * RAW_FORMATS.get(fmt, RAW_FORMATS["s16le"]).itemsize
+        waiting = _queued(stream, per_s) if live else None
+        return PacedSource(blocks, "stdin", follow=live, gap_s=gap_s, tally=tally, waiting=waiting)
     return PulledSource(blocks, "stdin", tally=tally)
 
 

@@ -125,6 +125,48 @@ def test_realtime_pacing_delivers_chunks_no_earlier_than_the_audio(tmp_path):
         assert t >= (i + 1) * 0.4 - 0.03
 
 
+def test_a_live_pipe_backlog_counts_as_latency_and_drains_at_once():
+    """A live producer's audio is stamped with when it was made, not with a pacing schedule:
+    1.6 s that queued in the pipe (the model was loading) is read at once and counts 1.2 s
+    or more of latency at its first chunk, then real-time writes arrive as they are read."""
+    import os
+    import threading
+
+    from soundflow.runtime.sources import stdin_source
+
+    r, w = os.pipe()
+    pcm = (0.1 * np.sin(np.arange(SAMPLE_RATE * 4) / 10)).astype("<f4")
+    data = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
+    backlog = int(1.6 * SAMPLE_RATE) * 2
+    os.write(w, data[:backlog])
+
+    def produce():  # then 20 ms every 20 ms, as a microphone would
+        block = SAMPLE_RATE // 50 * 2
+        try:
+            for i in range(backlog, len(data), block):
+                time.sleep(0.02)
+                os.write(w, data[i : i + block])
+        except BrokenPipeError:  # the reader is done
+            pass
+        finally:
+            os.close(w)
+
+    src = stdin_source(realtime=True, stream=os.fdopen(r, "rb", buffering=0), live=True)
+    src.start()
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    lags = []
+    while src.read_chunk(CHUNK_SAMPLES) is not None:
+        arrived, _ = src.timing()
+        lags.append(time.monotonic() - arrived)
+        if len(lags) == 9:
+            break
+    src.stop()
+    assert lags[0] >= 1.0, lags  # 1.6 s of audio was waiting: the first chunk's end 1.2 s
+    assert lags[3] < lags[0] - 0.8, lags  # the backlog was read without pacing
+    assert max(lags[-3:]) < 0.15, lags  # caught up: audio is read as it arrives
+
+
 def test_realtime_stop_flushes_what_was_captured(tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, _tone(16_000, 30.0, channels=1), 16_000)
