@@ -17,12 +17,12 @@ from soundflow.benchmarks.common import bundle_name, machine
 
 def run(bundle=None, threads: int | None = None, seed: int = 0, log=None) -> dict:
     """`log(line)`, where given, hears a progress line per stream."""
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train import heldout
     from soundflow.train.evaluate import new_alert_tally, run_stream, score_alerts
 
-    engine = OrtEngine(bundle, RuntimeOptions(threads=threads))
+    engine = open_engine(bundle, RuntimeOptions(threads=threads))
     if "alert" not in engine.spec.tasks:
         raise ValueError(f"{engine.spec.path} has no alert mode")
     streams = heldout.sound_streams(heldout.tuxpaint_sound_clips(), "tuxpaint-sounds", seed)

@@ -100,14 +100,14 @@ def measure(engine, opts: LatencyOptions, asynchronous: bool, pcm=None) -> dict:
 
 def run(bundle, opts: LatencyOptions) -> dict:
     """FIFO then sync on the same synthetic stream -> {"fifo": {...}, "sync": {...}}."""
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
 
     result: dict = {"bundle": str(bundle) if bundle else "embedded default"}
     pcm = file_pcm(opts.input, opts.seconds) if opts.input else None
     for key, asynchronous in (("fifo", True), ("sync", False)):
         # One engine per mode: session threads differ (async splits the cores in two).
-        engine = OrtEngine(
+        engine = open_engine(
             bundle,
             RuntimeOptions(asynchronous=asynchronous, threads=opts.threads),
             variant=opts.variant,

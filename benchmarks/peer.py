@@ -238,14 +238,14 @@ def score_set(engine, decoder, streams, chunk: int) -> dict:
 
 
 def run(bundle, data, opts: PeerOptions) -> dict:
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.heldout import GAP_S, SOURCES, STREAM_S, SetUnavailable, load_set
 
     names = selected_sets(opts.sets)
     decoder = pocketsphinx_decoder()
     whisper, whisper_skipped = offline_whisper() if opts.offline_whisper else (None, "--no-whisper")
-    engine = OrtEngine(
+    engine = open_engine(
         bundle, RuntimeOptions(realtime=False, threads=opts.threads), variant=opts.variant
     )
     if "transcribe" not in engine.spec.modes:

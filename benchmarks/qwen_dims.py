@@ -74,16 +74,16 @@ def build_bundle(layers: int, workdir: Path, audio_layers: int) -> Path:
 
 def measure(bundle: Path, chunks: int, tokens: int, threads: int) -> dict:
     """Through the runtime's own engine and streams: encode, decide, generate."""
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine, open_stream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
     opts = RuntimeOptions(
         threads=threads, provider="cpu", mode="assist", max_response_tokens=tokens
     )
     before = current_rss_gb()
-    engine = OrtEngine(bundle, opts)
-    enc, dec = EncoderStream(engine), DecoderStream(engine, opts)
+    engine = open_engine(bundle, opts)
+    enc, dec = EncoderStream(engine), open_stream(engine, opts)
     rng = np.random.default_rng(0)
     n = engine.spec.chunk_samples
     enc_s, decide_s, step_s = [], [], []

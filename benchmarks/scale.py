@@ -210,10 +210,10 @@ def layouts(engine, opts: ScaleOptions) -> dict:
 
 
 def run(bundle, opts: ScaleOptions) -> dict:
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
 
-    engine = OrtEngine(
+    engine = open_engine(
         bundle, RuntimeOptions(asynchronous=False, threads=opts.threads), variant=opts.variant
     )
     c, bin_chunks, chunk_s = cached(engine, opts)

@@ -84,7 +84,7 @@ def build(size: str, opts: SizeOptions) -> Path:
 
 def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     """In a fresh process: load, decide on a stream, generate, and time bare ORT calls."""
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine, open_stream
     from soundflow.runtime.options import RuntimeOptions
 
     rss0 = rss_mb()
@@ -94,7 +94,7 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     runtime = RuntimeOptions(
         realtime=False, asynchronous=False, threads=opts.threads, threshold=1.0, stats_every_s=0
     )
-    engine = OrtEngine(bundle, runtime, variant=variant)
+    engine = open_engine(bundle, runtime, variant=variant)
     load_s = time.perf_counter() - t
     rss_loaded = rss_mb()
     spec = engine.spec
@@ -107,10 +107,10 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     runtime_chunk_ms = wall / max(n, 1) * 1e3
 
     # Tokens/s through the runtime's stream (KVCache + IO binding), one token per call.
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
     q = spec.embeds_per_chunk + 1
-    tokens = DecoderStream(engine, runtime)
+    tokens = open_stream(engine, runtime)
     live = _live(engine, tokens)  # the cache arrays, for bare calls interleaved with the stream's
     x = engine.embed([1])
     token_ms, bare_ms = [], []
@@ -132,7 +132,7 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     # DecoderStream.decide (embedding lookup, mask, IO binding, cache write), then the
     # same two calls made bare (`session.run`) on the same audio, state, embeddings and
     # cache arrays.
-    enc, dec = EncoderStream(engine), DecoderStream(engine, runtime)
+    enc, dec = EncoderStream(engine), open_stream(engine, runtime)
     pcm = np.concatenate(list(synthetic_blocks(CHUNK_REPS * chunk_s)))
     chunks = pcm[: CHUNK_REPS * spec.chunk_samples].reshape(CHUNK_REPS, -1)
     dec.decide(enc.encode(chunks[0]))  # the prompt goes in with the first chunk

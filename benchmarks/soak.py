@@ -60,13 +60,13 @@ def _alert_quality(responses, t0: float, t1: float, chunk_s: float, seed: int) -
 
 
 def run(bundle, opts: SoakOptions) -> dict:
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
 
     runtime = RuntimeOptions(
         mode=opts.mode, realtime=False, threads=opts.threads, stats_every_s=opts.sample_every_s
     )
-    engine = OrtEngine(bundle, runtime, variant=opts.variant)
+    engine = open_engine(bundle, runtime, variant=opts.variant)
     chunk_s = engine.spec.chunk_ms / 1000
     seconds = opts.hours * 3600
     window = min(opts.window_s, seconds / 2)

@@ -423,7 +423,7 @@ def _listen(
         from soundflow.cli.listen_remote import listen_remote
 
         return listen_remote(**{k: v for k, v in locals().items() if k != "listen_remote"})
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.listener import Listener
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.sources import SourceError, array_source, stdin_source
@@ -457,7 +457,7 @@ def _listen(
     color = _color() and not jsonl
 
     def load() -> Listener:
-        engine = OrtEngine(bundle, options, variant="int8" if int8 else "fp32")
+        engine = open_engine(bundle, options, variant="int8" if int8 else "fp32")
         source = input_
         if demo:
             from soundflow.runtime.demo import find_demo_file, procedural_demo

@@ -120,7 +120,7 @@ def serve(
         raise click.ClickException(
             "soundflow serve needs the WebSocket library: pip install 'soundflow[serve]'"
         ) from None
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.serve import ServerConfig, run_server
 
@@ -145,7 +145,7 @@ def serve(
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     try:
-        engine = OrtEngine(bundle, options, variant="int8" if int8 else "fp32")
+        engine = open_engine(bundle, options, variant="int8" if int8 else "fp32")
     except BundleError as e:
         raise click.ClickException(str(e)) from None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from soundflow.runtime.kinds import open_engine
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.stream import DecoderStream, EncoderStream
 
@@ -109,9 +110,8 @@ def cached_vs_full(trace: Trace, full_logits) -> float:
 
 
 def _ort(bundle: Path, variant: str = "fp32"):
-    from soundflow.runtime.engine import OrtEngine
 
-    return OrtEngine(bundle, RuntimeOptions(provider="cpu", threads=1), variant=variant)
+    return open_engine(bundle, RuntimeOptions(provider="cpu", threads=1), variant=variant)
 
 
 def check(bundle: Path | str, checkpoint: Path | str, chunks: int = 30, seed: int = 0) -> dict:

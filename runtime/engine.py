@@ -175,8 +175,10 @@ class OrtEngine:
         variant: str = "fp32",
     ) -> None:
         self.options = options or RuntimeOptions()
-        self.spec = self._loaded
-        spec = self.spec
+        loaded = getattr(self, "_loaded", None)
+        if loaded is None:
+            loaded = bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
+        self.spec = spec = loaded
         self._open_sessions(spec)
         try:
             self.embed_tokens = np.load(spec.embeddings_file, allow_pickle=False)

@@ -25,6 +25,7 @@ import numpy as np
 
 from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.events import Event, Summary
+from soundflow.runtime.kinds import open_engine
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.sources import Source, array_source, file_source, stdin_source
@@ -57,7 +58,7 @@ class Listener:
         if isinstance(bundle, OrtEngine):
             self.engine = bundle
         else:
-            self.engine = OrtEngine(bundle, self.options, variant=variant)
+            self.engine = open_engine(bundle, self.options, variant=variant)
         self.mode, _ = self.engine.spec.prompt(self.options.mode)
         self._input, self._device, self._rate = input, device, sample_rate
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []

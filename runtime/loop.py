@@ -32,9 +32,10 @@ import onnxruntime as ort
 from soundflow.protocol import parse_tags
 from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.events import Event, LatencyStats, Notice, Response, Stats, Summary
+from soundflow.runtime.kinds import open_stream
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.sources import Source, SourceError, Tally, finite
-from soundflow.runtime.stream import DecoderStream, EncoderStream
+from soundflow.runtime.stream import EncoderStream
 
 # What a failing ONNX Runtime call raises (IO-binding runs raise plain RuntimeError).
 _ORT_ERRORS = (
@@ -84,7 +85,7 @@ class Loop:
         self.emit = emit
         self.options = options or engine.options
         self.encoder = EncoderStream(engine)
-        self.decoder = DecoderStream(engine, self.options)
+        self.decoder = open_stream(engine, self.options)
         spec = engine.spec
         self.chunk_samples = spec.chunk_samples
         self.chunk_s = spec.chunk_ms / 1000.0

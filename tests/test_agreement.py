@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from soundflow.runtime.agreement import LocalAgreement, Word, agreed, key, overlap_end
+from soundflow.runtime.kinds import open_engine, open_stream
 
 
 def words(text: str) -> list[Word]:
@@ -100,18 +101,17 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_p
     import pytest
 
     from soundflow.manifest import BundleError
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine, open_stream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream
     from soundflow.runtime.validate import validate_manifest
 
-    engine = OrtEngine()
+    engine = open_engine()
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
-    assert DecoderStream(engine, RuntimeOptions(mode="transcribe")).captions is not None
-    assert DecoderStream(engine, RuntimeOptions(mode="alert")).captions is None
+    assert open_stream(engine, RuntimeOptions(mode="transcribe")).captions is not None
+    assert open_stream(engine, RuntimeOptions(mode="alert")).captions is None
     protocol = RuntimeOptions(mode="transcribe", captions="protocol")
-    assert DecoderStream(engine, protocol).captions is None
+    assert open_stream(engine, protocol).captions is None
     with pytest.raises(ValueError, match="captions"):
         RuntimeOptions(captions="sometimes")
 
@@ -139,9 +139,9 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_p
     # The time bound protects a real-time deadline; fast mode (eval, bench peer) has none
     # and keeps its captions independent of the machine's load.
     live = RuntimeOptions(mode="transcribe", caption_budget_ms=5.0)
-    assert DecoderStream(engine, live).captions.config.budget_ms == 5.0
+    assert open_stream(engine, live).captions.config.budget_ms == 5.0
     fast = live.with_(realtime=False)
-    assert DecoderStream(engine, fast).captions.config.budget_ms is None
+    assert open_stream(engine, fast).captions.config.budget_ms is None
 
 
 def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
@@ -152,14 +152,13 @@ def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
     import numpy as np
     import pytest
 
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
-    engine = OrtEngine()
+    engine = open_engine()
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
-    dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+    dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
     enc = EncoderStream(engine)
     assert dec.captions.config.no_speech_id is not None
     for _ in range(6):  # 2.4 s of silence into the memory
@@ -178,17 +177,16 @@ def test_an_unsure_reading_stops_after_its_first_tokens():
     import pytest
 
     from soundflow.runtime import captions
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
     from soundflow.train.data import espeak
 
-    engine = OrtEngine()
+    engine = open_engine()
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     pcm, _ = espeak.synthesize("the kettle is boiling in the kitchen", espeak.Voice())
     n = engine.spec.chunk_samples
-    dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+    dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
     enc = EncoderStream(engine)
     for i in range(0, len(pcm) - n, n):
         dec.memory.add(enc.encode(pcm[i : i + n]))
@@ -212,12 +210,11 @@ def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
     import pytest
 
     from soundflow.runtime import captions
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
     from soundflow.train.data import espeak
 
-    engine = OrtEngine()
+    engine = open_engine()
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"
@@ -226,7 +223,7 @@ def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
     pcm = np.concatenate([pcm, np.zeros(n - len(pcm) % n + n, np.float32)])
 
     def readings() -> tuple[list[list[int]], int]:
-        dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+        dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
         enc = EncoderStream(engine)
         out, calls = [], 0
         for i in range(0, len(pcm), n):
@@ -280,17 +277,16 @@ def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound):
 
     import pytest
 
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
-    engine = OrtEngine()
+    engine = open_engine()
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"
     chunks = _sentence_stream(engine, text, 4, pad_s=6.0)
-    whole = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
-    spread = DecoderStream(engine, RuntimeOptions(mode="transcribe", **bound))
+    whole = open_stream(engine, RuntimeOptions(mode="transcribe"))
+    spread = open_stream(engine, RuntimeOptions(mode="transcribe", **bound))
     config = spread.captions.config
     assert (config.calls_per_chunk, config.budget_ms) in ((1, None), (None, 1e-3))
     spread.captions.gate = None  # the reading under test must run whatever the gate hears
@@ -325,16 +321,15 @@ def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(monkeypa
     `since` the loop passes) still makes its first call, and only that. The reading ends
     with the ids of the window it began on."""
     from soundflow.runtime import captions as module
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
-    engine = OrtEngine()
+    engine = open_engine()
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     chunks = _sentence_stream(engine, "a long and winding road leads to your door", 5, 6.0)
     options = RuntimeOptions(mode="transcribe", caption_calls=0, caption_budget_ms=25.0)
-    dec, whole = DecoderStream(engine, options), DecoderStream(engine, options)
+    dec, whole = open_stream(engine, options), open_stream(engine, options)
     dec.captions.gate = None
     enc = EncoderStream(engine)
     cut = 4 * dec.captions.config.every_chunks
@@ -364,12 +359,11 @@ def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions():
     readings do span chunks, and the caption still says the sentence."""
     import pytest
 
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.stream import EncoderStream
     from soundflow.train.evaluate import edit_distance, normalize
 
-    engine = OrtEngine()
+    engine = open_engine()
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"

@@ -13,7 +13,7 @@ import pytest
 from soundflow import audio, protocol
 from soundflow.manifest import BundleError, read_manifest, write_manifest
 from soundflow.runtime.bundle import METADATA_FIELDS, check_metadata, graph_metadata
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine
 
 
 def _meta(path):
@@ -60,7 +60,7 @@ def test_runtime_refuses_a_graph_whose_metadata_disagrees(
     m.pop("files")
     write_manifest(b, m)  # validly hashed: only the metadata disagrees
     with pytest.raises(BundleError, match=rf"{graph}: the graph's metadata says {key}"):
-        OrtEngine(b)
+        open_engine(b)
 
 
 def test_metadata_check_compares_only_what_the_graph_carries(smoke_bundle):

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine, open_stream
 from soundflow.runtime.listener import Listener
 from soundflow.train.evaluate import edit_distance, normalize
 
@@ -38,7 +38,7 @@ def speech(tmp_path_factory) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engine():
-    e = OrtEngine()
+    e = open_engine()
     if e.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     return e
@@ -101,9 +101,8 @@ def test_unread_audio_is_counted_in_chunks(engine):
     """A reading begun after the window has moved past audio no earlier reading held counts
     those chunks as never read; a reading whose window overlaps the last counts none."""
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream
 
-    captions = DecoderStream(engine, RuntimeOptions(mode="transcribe")).captions
+    captions = open_stream(engine, RuntimeOptions(mode="transcribe")).captions
     w = captions.window_chunks
     assert w == 11  # 4 s of history plus the chunk, 400 ms each
     captions.chunks = 4

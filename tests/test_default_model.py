@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine
 from soundflow.train.evaluate import edit_distance, normalize, run_stream
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def engine():
-    e = OrtEngine()  # the embedded default
+    e = open_engine()  # the embedded default
     if e.spec.kind != "whisper-cross" or not e.spec.trained:
         pytest.skip("the embedded default is not the trained Whisper-based model")
     return e
@@ -165,8 +165,8 @@ def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
         ]
 
     assert loops(engine) == []  # window-agreement captions (the shipped default)
-    assert loops(OrtEngine(protocol)) == []
-    assert loops(OrtEngine(loose)) != []  # what the guard is for
+    assert loops(open_engine(protocol)) == []
+    assert loops(open_engine(loose)) != []  # what the guard is for
     responses, _ = run_stream(engine, pcms[1], "alert")
     assert all(r.alert for r in responses), [r.raw for r in responses]
 

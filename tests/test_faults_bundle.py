@@ -18,6 +18,7 @@ from soundflow.cli.main import cli
 from soundflow.manifest import BundleError, write_manifest
 from soundflow.runtime.bundle import default_bundle_dir
 from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine
 
 _opened: list[str] | None = None  # paths opened while a test records (audit hooks stay)
 
@@ -198,7 +199,7 @@ def test_malformed_bundle_is_one_line_bundle_error(base, tmp_path, case):
     if out != "skip-write":
         _write(d, out if isinstance(out, str) else m)
     with pytest.raises(BundleError) as err:
-        OrtEngine(d)
+        open_engine(d)
     msg = str(err.value)
     assert "\n" not in msg and needle in msg, msg
     assert len(msg) < 400, msg
@@ -261,12 +262,12 @@ def test_no_file_outside_the_bundle_is_opened(base, tmp_path):
         m = _manifest(target)
         m["files"][rel] = {"sha256": "0" * 64, "bytes": secret.stat().st_size}
         _write(target, m)
-        result, opened = _recording(lambda t=target: OrtEngine(t))
+        result, opened = _recording(lambda t=target: open_engine(t))
         assert isinstance(result, BundleError), rel
         assert secret.resolve() not in opened, (rel, opened)
     # A good bundle: everything the loader opens lies inside it.
     good = _clone(base, tmp_path / "good")
-    result, opened = _recording(lambda: OrtEngine(good))
+    result, opened = _recording(lambda: open_engine(good))
     assert isinstance(result, OrtEngine)
     root = good.resolve()
     outside = [p for p in opened if root not in p.parents and not _python_files(p)]

@@ -12,7 +12,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from soundflow.cli.main import cli
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.sources import SourceError, file_source
@@ -112,7 +112,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine():
     options = RuntimeOptions(realtime=False, stats_every_s=0, max_response_tokens=2)
-    return OrtEngine(None, options), options
+    return open_engine(None, options), options
 
 
 def test_fifty_fuzzed_files_give_zero_tracebacks(files, engine):

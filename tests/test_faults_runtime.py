@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from soundflow.runtime.demo import procedural_demo
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine
 from soundflow.runtime.listener import Listener
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.options import RuntimeOptions
@@ -43,7 +43,7 @@ def engine(tmp_path_factory):
     manifest.get("tagger", {}).pop("verify", None)
     manifest["decision"].pop("verify", None)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    return OrtEngine(bundle, RuntimeOptions())
+    return open_engine(bundle, RuntimeOptions())
 
 
 def _pcm(seconds: float) -> np.ndarray:

@@ -136,7 +136,7 @@ def test_decoder_matches_multimodal_forward(exported):
     """The bundle's decoder fed prefix, audio and suffix incrementally == the checkpoint's
     forward(input_ids with <|AUDIO|> placeholders, input_features): the positions it assigns
     (Omni: 3-D mrope, all three equal for audio + text) are the runtime's 1-D positions."""
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.train.hf_audio.prompt import load_tokenizer
 
     arch, ckpt, bundle, llm, manifest = exported
@@ -159,7 +159,7 @@ def test_decoder_matches_multimodal_forward(exported):
     embed = np.load(bundle / "embed_tokens.npy")
     # prefill, audio in four calls, a 5-token call, then one token per call
     pieces = [embed[prefix], *np.array_split(audio, 4), embed[suffix[:5]], *embed[suffix[5:], None]]
-    got = parity.incremental_logits(OrtEngine(bundle), pieces)
+    got = parity.incremental_logits(open_engine(bundle), pieces)
     assert got.shape == full.shape
     assert np.abs(got - full).max() < 1e-4
 

@@ -13,9 +13,9 @@ import pytest
 
 from soundflow.manifest import BundleError, read_manifest, write_manifest
 from soundflow.runtime.bundle import load_spec
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine, open_stream
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.stream import DecoderStream, EncoderStream
+from soundflow.runtime.stream import EncoderStream
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_one_driver_two_backends_and_one_full_forward(
     from soundflow.train.checkpoint import load_checkpoint
 
     model, _, _ = load_checkpoint(smoke_checkpoint)
-    ort_engine = OrtEngine(smoke_bundle, RuntimeOptions(threads=1))
+    ort_engine = open_engine(smoke_bundle, RuntimeOptions(threads=1))
     torch_engine = TorchEngine.from_model(model, ort_engine.spec)
 
     @torch.no_grad()
@@ -63,9 +63,9 @@ def test_one_driver_two_backends_and_one_full_forward(
 
 def test_state_and_cache_are_per_stream(smoke_bundle, toy_pcm):
     """One engine, two streams: feeding one does not disturb the other."""
-    engine = OrtEngine(smoke_bundle, RuntimeOptions(mode="alert"))
-    a_enc, a_dec = EncoderStream(engine), DecoderStream(engine, engine.options)
-    b_enc, b_dec = EncoderStream(engine), DecoderStream(engine, engine.options)
+    engine = open_engine(smoke_bundle, RuntimeOptions(mode="alert"))
+    a_enc, a_dec = EncoderStream(engine), open_stream(engine, engine.options)
+    b_enc, b_dec = EncoderStream(engine), open_stream(engine, engine.options)
     chunks = [toy_pcm[i : i + 6400] for i in range(0, 6400 * 6, 6400)]
     pa = [a_dec.decide(a_enc.encode(c)).p for c in chunks]
     noise = np.random.default_rng(3).normal(0, 0.3, 6400).astype(np.float32)
@@ -78,9 +78,9 @@ def test_state_and_cache_are_per_stream(smoke_bundle, toy_pcm):
 
 
 def test_int8_variant_runs(smoke_bundle, toy_pcm):
-    engine = OrtEngine(smoke_bundle, RuntimeOptions(mode="alert"), variant="int8")
+    engine = open_engine(smoke_bundle, RuntimeOptions(mode="alert"), variant="int8")
     assert engine.spec.decoder_file.name == "decoder.int8.onnx"
-    enc, dec = EncoderStream(engine), DecoderStream(engine, engine.options)
+    enc, dec = EncoderStream(engine), open_stream(engine, engine.options)
     p = dec.decide(enc.encode(toy_pcm[:6400])).p
     assert 0.0 <= p <= 1.0
 
@@ -100,7 +100,7 @@ def test_refuses_corrupt_or_mismatched_bundles(smoke_bundle, tmp_path):
     data[len(data) // 2] ^= 0xFF
     (b / "decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"decoder\.onnx.*sha256"):
-        OrtEngine(b)
+        open_engine(b)
 
     # A manifest that (validly hashed) promises a signature the graph does not have.
     b = _copy(smoke_bundle, tmp_path / "sig")
@@ -109,7 +109,7 @@ def test_refuses_corrupt_or_mismatched_bundles(smoke_bundle, tmp_path):
     m.pop("files")
     write_manifest(b, m)
     with pytest.raises(BundleError, match=r"decoder\.onnx: inputs differ.*input_ids"):
-        OrtEngine(b)
+        open_engine(b)
 
     b = _copy(smoke_bundle, tmp_path / "shape")
     m = read_manifest(b)
@@ -117,7 +117,7 @@ def test_refuses_corrupt_or_mismatched_bundles(smoke_bundle, tmp_path):
     m.pop("files")
     write_manifest(b, m)
     with pytest.raises(BundleError, match=r"encoder\.onnx: input audio has shape"):
-        OrtEngine(b)
+        open_engine(b)
 
     b = _copy(smoke_bundle, tmp_path / "graph")
     (b / "encoder.onnx").write_bytes(b"not a graph")
@@ -125,25 +125,25 @@ def test_refuses_corrupt_or_mismatched_bundles(smoke_bundle, tmp_path):
     m.pop("files")
     write_manifest(b, m)
     with pytest.raises(BundleError, match=r"encoder\.onnx: ONNX Runtime cannot load it"):
-        OrtEngine(b)
+        open_engine(b)
 
 
 def test_mode_budget_and_provider_errors(smoke_bundle):
     spec = load_spec(smoke_bundle)
     with pytest.raises(BundleError, match="--mode"):
         spec.prompt("karaoke")
-    engine = OrtEngine(spec)
+    engine = open_engine(spec)
     with pytest.raises(BundleError, match="exceeds the bundle's cache capacity"):
-        DecoderStream(engine, RuntimeOptions(cache_budget=spec.cache_capacity + 1))
+        open_stream(engine, RuntimeOptions(cache_budget=spec.cache_capacity + 1))
     with pytest.raises(BundleError, match="too small"):
-        DecoderStream(engine, RuntimeOptions(cache_budget=8))
+        open_stream(engine, RuntimeOptions(cache_budget=8))
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(BundleError, match="onnxruntime-gpu"):
-            OrtEngine(spec, RuntimeOptions(provider="cuda"))
+            open_engine(spec, RuntimeOptions(provider="cuda"))
 
 
 def test_cache_window_must_leave_room_for_a_call(smoke_bundle):
-    engine = OrtEngine(smoke_bundle)
+    engine = open_engine(smoke_bundle)
     with pytest.raises(BundleError, match="leaves no room"):
-        DecoderStream(engine, RuntimeOptions(cache_budget=64, cache_window=60))
-    DecoderStream(engine, RuntimeOptions(cache_budget=64, cache_window=40))
+        open_stream(engine, RuntimeOptions(cache_budget=64, cache_window=60))
+    open_stream(engine, RuntimeOptions(cache_budget=64, cache_window=40))

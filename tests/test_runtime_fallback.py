@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from soundflow.manifest import BundleError, read_manifest, write_manifest
-from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.fallback import FallbackOptions, UtteranceEndPolicy
+from soundflow.runtime.kinds import open_engine
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.sources import array_source
@@ -46,7 +46,9 @@ def _scene() -> np.ndarray:
 def _run(bundle, pcm, **opts):
     options = RuntimeOptions(**{"realtime": False, "stats_every_s": 0, "mode": "assist", **opts})
     events = []
-    summary = Loop(OrtEngine(bundle, options), array_source(pcm, SR), events.append, options).run()
+    summary = Loop(
+        open_engine(bundle, options), array_source(pcm, SR), events.append, options
+    ).run()
     return [e for e in events if e.type == "response"], summary
 
 
@@ -81,4 +83,4 @@ def test_fallback_bundle_without_turn_ids_is_refused(fallback_bundle, tmp_path):
     m.pop("files")
     write_manifest(bad, m)
     with pytest.raises(BundleError, match="prompt_template"):
-        OrtEngine(bad)
+        open_engine(bad)

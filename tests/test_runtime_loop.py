@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine
 from soundflow.runtime.listener import Listener
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.options import RuntimeOptions
@@ -30,7 +30,7 @@ def toy(tmp_path_factory):
 
 def _run(bundle, source, **opts):
     options = RuntimeOptions(**{"realtime": False, "stats_every_s": 0, **opts})
-    engine = OrtEngine(bundle, options)
+    engine = open_engine(bundle, options)
     events = []
     loop = Loop(engine, source, events.append, options)
     summary = loop.run()
@@ -195,7 +195,7 @@ def test_sync_latency_counts_queueing_from_the_audio_clock(smoke_bundle, tmp_pat
     options = RuntimeOptions(
         realtime=True, asynchronous=False, stats_every_s=0, mode="alert", threshold=1.0
     )
-    engine = OrtEngine(smoke_bundle, options)
+    engine = open_engine(smoke_bundle, options)
     real_step = engine.decode_step
 
     def slow_step(*args, **kwargs):

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from soundflow.runtime.engine import OrtEngine  # noqa: E402
+from soundflow.runtime.kinds import open_engine, open_stream  # noqa: E402
 from soundflow.runtime.listener import Listener  # noqa: E402
 from soundflow.runtime.options import RuntimeOptions  # noqa: E402
 from soundflow.runtime.serve import (  # noqa: E402
@@ -62,7 +63,7 @@ def audio(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def engine() -> OrtEngine:
-    return OrtEngine(None, RuntimeOptions(asynchronous=False))
+    return open_engine(None, RuntimeOptions(asynchronous=False))
 
 
 def local_events(engine, path, mode="transcribe") -> list[dict]:
@@ -127,9 +128,8 @@ def test_eight_streams_match_local_listen(engine, audio, reference):
     assert sched.batch_sizes.percentile(50) > 1  # several streams per round
     # Transcribe streams of the default caption by reading their own windows: they have no
     # decision call to stack (the alert-mode batching is checked below).
-    from soundflow.runtime.stream import DecoderStream
 
-    captions = DecoderStream(engine, RuntimeOptions(mode="transcribe")).captions is not None
+    captions = open_stream(engine, RuntimeOptions(mode="transcribe")).captions is not None
     assert (sched.decoder.calls == 0) == captions
 
 
@@ -139,7 +139,7 @@ def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
     transcribe streams (captions by window reading) and its alert streams decided by the
     tagger make no decision call and decide as they do alone."""
     from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
     cases = (
         (smoke_bundle, "alert", None),
@@ -148,13 +148,13 @@ def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
         (None, "transcribe", None),
     )
     for bundle, mode, alerts in cases:
-        eng = OrtEngine(bundle, RuntimeOptions(asynchronous=False))
+        eng = open_engine(bundle, RuntimeOptions(asynchronous=False))
         n, streams = eng.spec.chunk_samples, 3
         rng = np.random.default_rng(1)
         audio = [rng.standard_normal(n * 12).astype(np.float32) * 0.05 for _ in range(streams)]
         opts = RuntimeOptions(mode=mode, alerts=alerts)
-        solo = [(EncoderStream(eng), DecoderStream(eng, opts)) for _ in range(streams)]
-        many = [(EncoderStream(eng), DecoderStream(eng, opts)) for _ in range(streams)]
+        solo = [(EncoderStream(eng), open_stream(eng, opts)) for _ in range(streams)]
+        many = [(EncoderStream(eng), open_stream(eng, opts)) for _ in range(streams)]
         own = many[0][1]
         reads = getattr(own, "captions", None) is not None or getattr(own, "alerts", None)
         if bundle is None and mode == "alert":  # the default has a tagger: None picks it
@@ -178,7 +178,7 @@ def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
 
 def test_smoke_bundle_served_like_local(smoke_bundle):
     """The decoder-only kind through the server, every batch mode."""
-    eng = OrtEngine(smoke_bundle, RuntimeOptions(asynchronous=False))
+    eng = open_engine(smoke_bundle, RuntimeOptions(asynchronous=False))
     pcm = (np.random.default_rng(3).standard_normal(16000 * 4) * 0.1).astype(np.float32)
     ref: list[dict] = []
     Listener(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from soundflow.manifest import BundleError
+from soundflow.runtime.kinds import open_engine, open_stream
 from soundflow.runtime.tagger import (
     AlertRule,
     GateSpec,
@@ -200,9 +201,9 @@ def test_gate_calibration_keeps_the_speech_windows():
 @pytest.fixture(scope="module")
 def default_cross():
     from soundflow.runtime.cross import CrossEngine
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
 
-    e = OrtEngine()
+    e = open_engine()
     if e.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     return CrossEngine(e.spec.path)
@@ -448,12 +449,10 @@ def test_alerts_tagger_on_a_bundle_without_one_says_what_to_do(default_cross, tm
 
 
 def test_alerts_tagger_on_a_decoder_only_bundle_is_refused(smoke_bundle):
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream
 
     with pytest.raises(BundleError, match="only a Whisper-based bundle"):
-        DecoderStream(OrtEngine(smoke_bundle), RuntimeOptions(mode="alert", alerts="tagger"))
+        open_stream(open_engine(smoke_bundle), RuntimeOptions(mode="alert", alerts="tagger"))
 
 
 def test_tagger_command_errors_name_the_fix(smoke_bundle, default_cross, tmp_path):

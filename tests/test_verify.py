@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from soundflow.manifest import BundleError, write_manifest
 from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine
 from soundflow.train.calibrate import GRID, choose, choose_confirmed, write_thresholds
 from soundflow.train.evaluate import run_stream
 
@@ -24,7 +25,7 @@ TIMER = "<intent:timer>"
 
 @pytest.fixture(scope="module")
 def default_path():
-    e = OrtEngine()
+    e = open_engine()
     if e.spec.kind != "whisper-cross" or "assist" not in e.spec.manifest["tasks"]:
         pytest.skip("the embedded default is not the Whisper-based model with assist mode")
     return e.spec.path
@@ -54,7 +55,7 @@ def _bundle(default_path, out, edit) -> OrtEngine:
     m = json.loads((out / "manifest.json").read_text())
     edit(m["decision"])
     write_manifest(out, {k: v for k, v in m.items() if k != "files"})
-    return OrtEngine(out)
+    return open_engine(out)
 
 
 def _timer_only(words: list[str]):
@@ -152,11 +153,11 @@ def test_write_thresholds_keeps_the_words_of_a_calibration(default_path, tmp_pat
         "verify": {TIMER: {"threshold": 0.35, "words": ["timer"]}},
     }
     write_thresholds(out, report)
-    d = OrtEngine(out).spec.decision
+    d = open_engine(out).spec.decision
     assert d["thresholds"]["assist"] == {TIMER: 0.9}
     assert d["verify"] == {"assist": {TIMER: {"threshold": 0.35, "words": ["timer"]}}}
     write_thresholds(out, {**report, "verify": {}})  # a recalibration without words
-    assert "verify" not in OrtEngine(out).spec.decision
+    assert "verify" not in open_engine(out).spec.decision
 
 
 def test_calibrate_verify_flag_needs_intent_and_words(tmp_path):

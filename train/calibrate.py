@@ -83,11 +83,11 @@ def calibrate(
         false_per_hour = FALSE_PER_HOUR[mode]
     kind = MODES[mode]
     outcome_of = _label_of if mode == "alert" else _intent_of
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data.shards import iter_streams
 
-    engine = OrtEngine(bundle, RuntimeOptions(realtime=False))
+    engine = open_engine(bundle, RuntimeOptions(realtime=False))
     chunk_s = engine.spec.chunk_ms / 1000
     verify = {label: tuple(key(w) for w in words) for label, words in (verify or {}).items()}
     # label -> (p, outcome, whether a reading heard one of its words)

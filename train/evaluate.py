@@ -135,11 +135,11 @@ def evaluate_bundle(
     """Every stream of `data` through the runtime once per task (`tasks`: a subset of the
     bundle's; None = all) -> the report `soundflow eval` prints."""
     from soundflow.manifest import BundleError
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data.shards import iter_streams
 
-    engine = OrtEngine(bundle, RuntimeOptions(realtime=False), variant=variant)
+    engine = open_engine(bundle, RuntimeOptions(realtime=False), variant=variant)
     known = list(engine.spec.manifest["tasks"])
     unknown = [t for t in tasks or [] if t not in known]
     if unknown:

@@ -15,9 +15,8 @@ from soundflow.export.parity import cached_vs_full, compare, drive
 from soundflow.export.torch_engine import TorchEngine
 from soundflow.manifest import read_manifest
 from soundflow.runtime.bundle import load_spec
-from soundflow.runtime.engine import OrtEngine
+from soundflow.runtime.kinds import open_engine, open_stream
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.stream import DecoderStream
 from soundflow.train.hf_audio import reference, source
 from soundflow.train.hf_audio.encoder import StreamingAudioEncoder
 from soundflow.train.hf_audio.frontend import MelConfig
@@ -84,7 +83,7 @@ def check(
     pcm = test_signal(chunks * chunk / mel.sample_rate, seed)
     task = next(iter(manifest["tasks"]))
     ref = drive(torch_engine(llm, bundle, mel), pcm, task)
-    got = drive(OrtEngine(bundle, RuntimeOptions(provider="cpu", threads=1)), pcm, task)
+    got = drive(open_engine(bundle, RuntimeOptions(provider="cpu", threads=1)), pcm, task)
 
     @torch.no_grad()
     def full(x: np.ndarray) -> np.ndarray:  # the whole fed sequence, through transformers itself
@@ -115,7 +114,7 @@ def check(
 def incremental_logits(engine, pieces: list[np.ndarray]) -> np.ndarray:
     """Feed embedding pieces (each (t, hidden)) one decoder call each through a fresh runtime
     stream's cache; -> the logits of every fed position, (sum t, vocab)."""
-    stream = DecoderStream(engine)
+    stream = open_stream(engine)
     return np.concatenate([stream.feed_embeds(x) for x in pieces])
 
 
