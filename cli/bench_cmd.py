@@ -181,6 +181,9 @@ def scale(bundle, minutes, mode, recompute_max_tokens, int8, threads, json_out, 
     result = _finish(_run(sc.run, bundle, opts), json_out, png, sc.plot)
     for k in ("cached", "recompute"):
         d = result[k]
+        if "skipped" in d:
+            click.echo(f"{k:9s} skipped: {d['skipped']}")
+            continue
         first, last = (d["per_chunk_ms"] or [None])[0], (d["per_chunk_ms"] or [None])[-1]
         click.echo(
             f"{k:9s} {first} ms at {d['minutes'][0] if d['minutes'] else '-'} min -> {last} ms "
