@@ -266,10 +266,27 @@ def _load(fn, stops: signals.Stops, quit_now):
 )
 @click.option(
     "--alerts",
-    type=click.Choice(["tagger", "protocol"]),
+    type=click.Choice(["tagger", "protocol", "audioset"]),
     default=None,
-    help="Alert mode of a Whisper-based bundle: the bundle's alert tagger names the sound, or "
-    "the decoder's own <respond> step and tag (default: the tagger where the bundle has one).",
+    help="Alert mode of a Whisper-based bundle: the bundle's alert tagger names the sound, "
+    "the decoder's own <respond> step and tag, or the head over the bundle's AudioSet branch "
+    "(YAMNet) (default: the manifest's; the tagger where the bundle has one).",
+)
+@click.option(
+    "--only",
+    default=None,
+    metavar="LABELS",
+    help="Alert mode: raise only these labels, comma-separated (`soundflow labels` lists "
+    "them), e.g. --only smoke_alarm,doorbell.",
+)
+@click.option(
+    "--alert-class",
+    "alert_class",
+    multiple=True,
+    metavar='"NAME[=P]"',
+    help="Alert mode: also alert when YAMNet's score for this AudioSet class reaches P "
+    '(default 0.5), no training needed; repeatable, e.g. --alert-class "Cat=0.4" '
+    "(`soundflow labels --audioset` lists the classes). Decides by the AudioSet branch.",
 )
 @click.option(
     "--speech-gate/--no-speech-gate",
@@ -418,11 +435,20 @@ def _listen(
     stops,
     server=None,
     token=None,
+    only=None,
+    alert_class=(),
 ) -> None:
+    only = tuple(x.strip() for x in only.split(",") if x.strip()) if only else None
+    alert_class = tuple(alert_class)
+    if (only or alert_class) and mode is None:
+        mode = "alert"  # the flags only mean something there
     if server:
         from soundflow.cli.listen_remote import listen_remote
 
-        return listen_remote(**{k: v for k, v in locals().items() if k != "listen_remote"})
+        if only or alert_class:
+            raise click.UsageError("--only and --alert-class run locally, not with --server")
+        skip = ("listen_remote", "only", "alert_class")
+        return listen_remote(**{k: v for k, v in locals().items() if k not in skip})
     from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.listener import Listener
     from soundflow.runtime.options import RuntimeOptions
@@ -439,6 +465,8 @@ def _listen(
             cache_policy=cache_policy,
             captions=captions,
             alerts=alerts,
+            alert_only=only,
+            alert_classes=alert_class,
             speech_gate=speech_gate,
             caption_calls=caption_calls,
             caption_budget_ms=caption_budget_ms,

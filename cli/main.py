@@ -24,6 +24,7 @@ COMMANDS = {
     "eval": ("eval_cmd", "eval_", "Score a bundle on an eval split through the runtime."),
     "calibrate": ("calibrate_cmd", "calibrate", "Per-label alert thresholds from a dev split."),
     "tagger": ("tagger_cmd", "tagger", "Add an alert tagger to a Whisper-based bundle."),
+    "labels": ("labels_cmd", "labels", "List a bundle's alert labels (and AudioSet classes)."),
     "serve": ("serve_cmd", "serve", "Serve many live streams over WebSocket from one engine."),
     "bench": ("bench_cmd", "bench", "Benchmarks: latency, scale, size, peer, alerts, soak, serve."),
 }

@@ -64,6 +64,7 @@ class AudiosetSpec:
     embedding_dim: int
     licence: str
     precision: str  # "w8" (int8/fp16 weights, fp32 compute) or "fp32"
+    head: Any = None  # `audioset.head`: the alert head (runtime/audioset_alerts.HeadSpec)
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any], path: Path, mpath: Path) -> AudiosetSpec:
@@ -82,6 +83,7 @@ class AudiosetSpec:
                 embedding_dim=int(a["embedding_dim"]),
                 licence=str(a["licence"]),
                 precision=str(a.get("precision", "fp32")),
+                head=_head(a, path, mpath),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{mpath}: audioset section is malformed ({e!r}); {FIX}") from None
@@ -103,6 +105,14 @@ class AudiosetSpec:
         return spec
 
 
+def _head(a: dict[str, Any], path: Path, mpath: Path):
+    if "head" not in a:
+        return None
+    from soundflow.runtime.audioset_alerts import HeadSpec
+
+    return HeadSpec.from_manifest(a["head"], path, mpath)
+
+
 def check_section(manifest: dict[str, Any], mpath: Path) -> None:
     """Types and ranges of the manifest's `audioset` section, before any field is used
     (runtime/validate.py's checker; the files must be listed, so hashed, in `files`)."""
@@ -122,6 +132,10 @@ def check_section(manifest: dict[str, Any], mpath: Path) -> None:
     c.int(f"{SECTION}.embedding_dim", 1, 1 << 16)
     c.str(f"{SECTION}.licence")
     c.str(f"{SECTION}.precision", required=False)
+    if "head" in manifest[SECTION]:
+        from soundflow.runtime.audioset_alerts import check_head_section
+
+        check_head_section(c)
 
 
 def read_class_map(path: Path) -> tuple[str, ...]:

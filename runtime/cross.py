@@ -18,7 +18,7 @@ import numpy as np
 
 from soundflow import protocol
 from soundflow.manifest import BundleError
-from soundflow.runtime import intents
+from soundflow.runtime import audioset_alerts, intents
 from soundflow.runtime.agreement import key
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.captions import CaptionConfig, WindowCaptions
@@ -320,7 +320,12 @@ class CrossDecoderStream(DecoderStream):
         # decoder's <respond> step; the manifest's presence says which, a flag overrides.
         self.alerts = None
         self._reader = None  # the tagger's confirming reader (VerifySpec), where it has one
-        if self.mode == "alert" and options.alerts != "protocol":
+        # ... or by the AudioSet branch (runtime/audioset_alerts.py), which hears each chunk's PCM
+        self.wants_pcm = self.mode == "alert" and audioset_alerts.decides(spec, options)
+        if self.wants_pcm:
+            self.alerts = audioset_alerts.stream_rule(engine, options, engine.spec.chunk_ms / 1000)
+            self._alert_ids, self._alert = self.alerts.tag_ids, []
+        elif self.mode == "alert" and options.alerts != "protocol":
             if spec.tagger is None or engine.tagger is None:
                 if options.alerts == "tagger":
                     raise BundleError(
@@ -329,6 +334,8 @@ class CrossDecoderStream(DecoderStream):
                     )
             else:
                 self.alerts = AlertRule(spec.tagger, self.refractory_s, options.threshold)
+                if options.alert_only:
+                    self.alerts.restrict(options.alert_only)
                 self._alert_ids = {}
                 for label in self.alerts.labels:
                     tag = protocol.alert_tag(label)
@@ -427,6 +434,8 @@ class CrossDecoderStream(DecoderStream):
         is the decision; the protocol's own call would go unused)."""
         if self.alerts is not None:  # the tagger decides: no protocol decision call
             self._chunks += 1
+            if self.wants_pcm:  # the AudioSet branch decides in conclude, from the PCM
+                return []
             self._p = self.alerts.update(self.engine.tag(audio_embeds))
             if self._reader is not None:
                 self.memory.add(audio_embeds)  # the window a confirming reading hears
@@ -477,6 +486,10 @@ class CrossDecoderStream(DecoderStream):
 
     def conclude(self, last: np.ndarray | None, pcm: np.ndarray | None = None) -> Decision:
         if self.alerts is not None:  # `last` is None: the tagger decided in prepare_decision
+            if self.wants_pcm:
+                if pcm is None:
+                    raise ValueError("alerts by the AudioSet branch need each chunk's PCM")
+                self._p = self.alerts.step(pcm)
             return Decision(self._p, self.alerts.ready)
         if self.captions is not None:  # `last` is None: no protocol call was made
             return self._caption_decision()
@@ -594,7 +607,8 @@ class CrossDecoderStream(DecoderStream):
             label = self.alerts.fire(t)
             if label is None:  # every ready label is inside its refractory time
                 return None
-            self._alert = list(self.engine.spec.tagger.responses[label])
+            by = self.alerts if self.wants_pcm else self.engine.spec.tagger
+            self._alert = list(by.responses[label])
             return self._alert_ids[label]
         if self.captions is not None:
             return self._caption[0] if self._caption else None

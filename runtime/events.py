@@ -34,6 +34,11 @@ class Response:
     # the words a reading of the window heard where one confirmed the response (an assist
     # intent below its threshold, `decision.verify`), else None
     heard: str | None = None
+    # an alert by the AudioSet branch (runtime/audioset_alerts.py): the top AudioSet classes
+    # YAMNet heard in its chunk, and the stream time the sound began (its first chunk over
+    # the threshold); else None
+    classes: tuple[str, ...] | None = None
+    onset: float | None = None
     type: str = "response"
 
     @property

@@ -67,7 +67,7 @@ class _Chunk:
     t: float  # stream seconds at the end of the chunk
     ready: float  # monotonic time its audio was complete
     embeds: np.ndarray
-    pcm: np.ndarray | None  # the chunk's samples, kept for fallback-control bundles only
+    pcm: np.ndarray | None  # the chunk's samples, for fallback bundles and `decoder.wants_pcm`
 
 
 class Loop:
@@ -198,7 +198,7 @@ class Loop:
         self._t = (index + 1) * self.chunk_s + skipped
         self._t_at = ready
         chunk = self._sanitise(np.asarray(chunk, np.float32).reshape(-1), index)
-        pcm = chunk if self.decoder.fallback else None
+        pcm = chunk if self.decoder.fallback or getattr(self.decoder, "wants_pcm", False) else None
         return _Chunk(index, self._t, ready, self._encode(chunk), pcm)
 
     def _sanitise(self, chunk: np.ndarray, index: int) -> np.ndarray:
@@ -311,6 +311,7 @@ class Loop:
                 self.first_token_ms.add((first_at - ref) * 1e3)
                 raw, tags, plain, count = self._spell(self.decoder.continue_response(first))
                 done = time.monotonic()
+                fired = getattr(getattr(self.decoder, "alerts", None), "fired", None)
                 self.responses += 1
                 self._emit(
                     Response(
@@ -327,6 +328,8 @@ class Loop:
                         tokens=count,
                         truncated=count >= self.decoder.max_tokens,
                         heard=self.decoder.heard,
+                        classes=fired[2] if fired else None,
+                        onset=fired[3] if fired else None,
                     )
                 )
         self._decoder_free = time.monotonic()

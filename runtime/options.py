@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 CAPTIONS = ("agreement", "protocol")  # transcribe captions of a whisper-cross bundle
-ALERTS = ("tagger", "protocol")  # what decides alert mode in a whisper-cross bundle
+# what decides alert mode in a whisper-cross bundle ("audioset": runtime/audioset_alerts.py)
+ALERTS = ("tagger", "protocol", "audioset")
 ASSIST = ("grammar", "decoder")  # what answers assist mode in a whisper-cross bundle
 
 
@@ -46,6 +47,12 @@ class RuntimeOptions:
     # alert mode of a whisper-cross bundle: "tagger" (runtime/tagger.py, where the bundle has
     # one) | "protocol" (the decoder's <respond> step and tag); None = the bundle's
     alerts: str | None = None
+    # alert mode: raise only these labels (`listen --only smoke_alarm,doorbell`); None = the
+    # decider's defaults
+    alert_only: tuple[str, ...] | None = None
+    # alert mode: alerts on raw AudioSet classes, "Name" or "Name=threshold" (`--alert-class`);
+    # decided by the bundle's AudioSet branch
+    alert_classes: tuple[str, ...] = ()
     # transcribe captions by agreement: skip the readings of windows the bundle's speech gate
     # (its tagger's speech output) heard no speech in; False reads every window
     speech_gate: bool = True

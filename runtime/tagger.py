@@ -157,6 +157,21 @@ class AlertRule:
         self.verify = {} if threshold is not None else dict(spec.verify or {})
         self.reset()
 
+    def restrict(self, only) -> None:
+        """Raise only the labels `only` names (`listen --only`); BundleError if one is not
+        among this rule's alert labels."""
+        unknown = [lab for lab in only if lab not in self.labels]
+        if unknown:
+            raise BundleError(
+                f"--only {','.join(unknown)}: not among the tagger's alert labels "
+                f"{self.labels} (`soundflow labels` lists them)"
+            )
+        keep = [i for i, lab in enumerate(self.labels) if lab in only]
+        self.labels = [self.labels[i] for i in keep]
+        self.columns, self.thresholds = self.columns[keep], self.thresholds[keep]
+        self.verify = {k: v for k, v in self.verify.items() if k in only}
+        self.reset()
+
     def reset(self) -> None:
         self.run = np.zeros(len(self.labels), np.int64)
         self.last: dict[str, float] = {}

@@ -1,0 +1,534 @@
+"""The AudioSet alert head (issue #30): a one-hidden-layer MLP over YAMNet's 1024-d embedding
+and 521 scores of the last 0.96 s, trained on the allowed real sounds and the procedural
+alarms, with every benign allowed sound and music as hard negatives; per-label thresholds
+calibrated on a dev split (by source file) for a false-alarm budget. runtime/audioset_alerts.py
+runs it.
+
+    python -m soundflow.train.alert_head --out /work/runs/alerthead [--resume] [--bundle DIR]
+
+Stages, each cached under --out so that `--resume` picks up where a run stopped:
+`features/*.npz` (YAMNet on augmented renderings, one file per source group), `head.npz`
+(the trained weights), `calibration.json`; `--bundle DIR` then writes the head into a bundle
+(`audioset.head` in its manifest, the file hashed in `files`).
+
+Features are the runtime's own: each rendering is cut into 400 ms chunks and YAMNet is run on
+the last 0.96 s after each chunk (silence before the rendering), as AudiosetEngine.step does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from soundflow.audio import AUDIOSET_PATCH_SAMPLES, CHUNK_SAMPLES, SAMPLE_RATE
+
+CHUNK_S = CHUNK_SAMPLES / SAMPLE_RATE
+# The head's outputs. The first ALERTS raise an alert by default; the rest are sounds users
+# may opt in to (`listen --only dog_bark`), trained and calibrated alike.
+ALERTS = (
+    "smoke_alarm", "co_alarm", "siren", "car_horn", "doorbell", "phone_ring", "alarm",
+    "kettle_whistle", "glass_break", "baby_cry", "crash", "explosion",
+)  # fmt: skip
+OPT_IN = ("dog_bark", "knock", "microwave_beep", "water_tap")
+LABELS = ALERTS + OPT_IN
+CAPTIONS = {  # the tagger's captions where it has the label (manifest `tagger.alerts`)
+    "smoke_alarm": "a smoke alarm is going off",
+    "co_alarm": "a carbon monoxide alarm is going off",
+    "siren": "a siren is sounding nearby",
+    "car_horn": "a car horn is honking",
+    "doorbell": "someone rang the doorbell",
+    "phone_ring": "a phone is ringing",
+    "alarm": "an alarm is going off",
+    "kettle_whistle": "the kettle is whistling",
+    "glass_break": "something made of glass just broke",
+    "baby_cry": "a baby is crying",
+    "crash": "something just crashed",
+    "explosion": "there was a loud bang",
+    "dog_bark": "a dog is barking",
+    "knock": "someone is knocking",
+    "microwave_beep": "an appliance is beeping",
+    "water_tap": "water is running",
+}
+# Library labels (sources/labels.csv) that are one of ours under another name.
+ALIASES = {"alarm_clock": "alarm", "level_crossing": "alarm"}
+# Whole packages of benign sounds (the tagger's hard negatives, `soundflow tagger --negatives`):
+# music, game effects, spoken letters and voice packs. Files whose names say they may be
+# alert-worthy are skipped (train/tagger.py NEGATIVE_SKIP).
+NEGATIVE_PACKAGES = (
+    "asterisk-moh-opsound-wav", "lincity-ng-data", "frozen-bubble-data", "pingus-data",
+    "xmoto-data", "extremetuxracer-data", "fillets-ng-data", "wesnoth-1.16-data",
+    "hedgewars-data", "tuxtype-data", "klettres-data",
+)  # fmt: skip
+DEV_MOD = 5  # files whose id hashes to 0 mod this are dev (20 %), never trained on
+NEG_CLIP_S = 12.0  # a benign file's first seconds rendered (long soundtracks: three windows)
+POS_CLIP_S = 10.0
+FEATURE_DIM = 1024 + 521  # embedding, then scores
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The head's dimensions and training settings, saved with its weights."""
+
+    labels: tuple[str, ...] = LABELS  # output order
+    alerts: tuple[str, ...] = ALERTS  # the labels alerting by default
+    input_dim: int = FEATURE_DIM  # YAMNet embedding (1024) + scores (521)
+    hidden: int = 128
+    dropout: float = 0.3
+    epochs: int = 25
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How many augmented renderings of each source, and their augmentation ranges."""
+
+    real_positive: int = 40  # renderings of each real alert-worthy file
+    procedural_train: int = 60  # procedural instances per label, train bands
+    procedural_dev: int = 15  # ... eval bands (dev)
+    benign: int = 2  # renderings of each benign file
+    snr_db: tuple[float, float] = (0.0, 20.0)  # foreground over bed
+    bed_prob: float = 0.85
+    room_prob: float = 0.5
+    eq_prob: float = 0.4
+    speed: tuple[float, float] = (0.9, 1.1)
+    level_db: tuple[float, float] = (-35.0, -3.0)  # the foreground's peak, dBFS
+    positive_db: float = -12.0  # a patch is a positive when its foreground is this near its max
+
+
+def split_of(file_id: str) -> str:
+    return "dev" if zlib.crc32(file_id.encode()) % DEV_MOD == 0 else "train"
+
+
+# ------------------------------------------------------------------------------- sources
+def sources() -> list[dict]:
+    """Every allowed source: {id, kind ("real" | "procedural" | "benign"), label (ours or
+    None), split, path or procedural name}. Held-out packages (train/heldout.py) never."""
+    from soundflow.train.data import procedural
+    from soundflow.train.data.library import package_clips
+    from soundflow.train.heldout import held_out_source
+    from soundflow.train.tagger import package_files
+
+    out = []
+    clips, _ = package_clips()
+    for c in clips:
+        label = ALIASES.get(c.label, c.label)
+        label = label if label in LABELS else None
+        out.append(
+            {"id": c.id, "kind": "real" if label else "benign", "label": label, "path": c.path}
+        )
+    seen = {c.path for c in clips}
+    for f in package_files(list(NEGATIVE_PACKAGES)):
+        if str(f) not in seen:
+            out.append({"id": f"file:{f}", "kind": "benign", "label": None, "path": str(f)})
+    for s in out:
+        if s["path"] and held_out_source(s["path"]) is not None:
+            raise ValueError(f"{s['path']} is held out (train/heldout.py)")
+        s["split"] = split_of(s["id"])
+    # a label's real files are few (1-4): a third of them (rounded down) go to dev, so every
+    # label keeps one to train on
+    for label in {s["label"] for s in out if s["kind"] == "real"}:
+        mine = sorted(
+            (s for s in out if s["label"] == label), key=lambda s: zlib.crc32(s["id"].encode())
+        )
+        for i, s in enumerate(mine):
+            s["split"] = "dev" if i < len(mine) // 3 else "train"
+    # procedural sounds: train draws from the train bands of each parameter, dev the eval bands
+    for name in procedural.SOUNDS:
+        label = name if name in LABELS else None
+        for split in ("train", "dev"):
+            out.append(
+                {"id": f"procedural:{name}", "kind": "procedural", "label": label,
+                 "path": None, "split": split}
+            )  # fmt: skip
+    return out
+
+
+def is_bed(s: dict) -> bool:
+    """Benign files long enough to lie under a rendering: music, voices, ambience."""
+    return s["kind"] == "benign" and s["path"] is not None and "#" not in s["path"]
+
+
+# ------------------------------------------------------------------------------- rendering
+def _read(path: str) -> np.ndarray:
+    from soundflow.train.data.library import _read_file
+
+    x = _read_file(path)
+    return np.clip(x, -1.0, 1.0) if x.size else np.zeros(CHUNK_SAMPLES, np.float32)
+
+
+def _bed(rng: np.random.Generator, n: int, beds: list[str], split: str) -> np.ndarray:
+    from soundflow.train.data import procedural
+
+    if beds and rng.uniform() < 0.6:
+        x = _read(str(rng.choice(beds)))
+        if len(x) < SAMPLE_RATE:
+            x = np.tile(x, SAMPLE_RATE // max(len(x), 1) + 1)
+        if len(x) < n:
+            x = np.tile(x, n // len(x) + 1)
+        start = int(rng.integers(0, len(x) - n + 1))
+        return x[start : start + n].astype(np.float32)
+    make = procedural.BEDS[str(rng.choice(list(procedural.BEDS)))]
+    return make(procedural.Params(rng, "eval" if split == "dev" else "train"), n)
+
+
+def _rms_windows(x: np.ndarray) -> np.ndarray:
+    """RMS of the last 0.96 s after each chunk: (chunks,)."""
+    pad = np.concatenate([np.zeros(AUDIOSET_PATCH_SAMPLES, np.float32), x])
+    c = np.concatenate([[0.0], np.cumsum(pad.astype(np.float64) ** 2)])
+    ends = AUDIOSET_PATCH_SAMPLES + CHUNK_SAMPLES * np.arange(1, len(x) // CHUNK_SAMPLES + 1)
+    return np.sqrt((c[ends] - c[ends - AUDIOSET_PATCH_SAMPLES]) / AUDIOSET_PATCH_SAMPLES)
+
+
+def render(fg: np.ndarray, rng, cfg: RenderConfig, beds: list[str], split: str):
+    """One augmented rendering of a foreground: (audio (n,), foreground RMS per chunk
+    (chunks,), onset chunk). Speed, EQ, room, level, then a bed at a random SNR."""
+    from soundflow.train.data import augment
+
+    x = augment.speed_perturb(fg.astype(np.float32), float(rng.uniform(*cfg.speed)))
+    if rng.uniform() < cfg.eq_prob:
+        x = augment.band_limit(x, float(rng.uniform(60, 500)), float(rng.uniform(3000, 7800)))
+    if rng.uniform() < cfg.room_prob:
+        rir = augment.room_impulse(rng, float(rng.uniform(0.15, 0.9)), float(rng.uniform(-3, 12)))
+        x = augment.reverberate(x, rir)
+    x = x * (10 ** (rng.uniform(*cfg.level_db) / 20) / (np.abs(x).max() + 1e-9))
+    pre = int(rng.uniform(0.4, 2.0) * SAMPLE_RATE)
+    n = pre + len(x) + int(0.8 * SAMPLE_RATE)
+    n += -n % CHUNK_SAMPLES
+    fgt = np.zeros(n, np.float32)
+    fgt[pre : pre + len(x)] = x
+    mix = fgt.copy()
+    fg_rms = _rms_windows(fgt)
+    if rng.uniform() < cfg.bed_prob:
+        bed = _bed(rng, n, beds, split)
+        bed_rms = float(np.sqrt(np.mean(bed.astype(np.float64) ** 2))) + 1e-9
+        snr = rng.uniform(*cfg.snr_db)
+        mix += bed * (fg_rms.max() / bed_rms / 10 ** (snr / 20))
+    else:
+        mix += (rng.standard_normal(n) * 10 ** (rng.uniform(-75, -55) / 20)).astype(np.float32)
+    peak = np.abs(mix).max()
+    if peak > 0.99:
+        mix, fg_rms = mix * (0.99 / peak), fg_rms * (0.99 / peak)
+    return mix.astype(np.float32), fg_rms, pre // CHUNK_SAMPLES
+
+
+def yamnet_chunks(engine, x: np.ndarray) -> np.ndarray:
+    """YAMNet after each 400 ms chunk of `x`, as the runtime's step: (chunks, 1545) float16."""
+    state, out = engine.new_state(), []
+    for i in range(0, len(x) - CHUNK_SAMPLES + 1, CHUNK_SAMPLES):
+        o = engine.step(state, x[i : i + CHUNK_SAMPLES])
+        out.append(np.concatenate([o.embedding, o.scores]))
+    return np.asarray(out, np.float16)
+
+
+def build_group(engine, group: list[dict], cfg: RenderConfig, beds, seed: int) -> dict:
+    """Features of every rendering of a group of sources: X (n, 1545), y (n,) label index
+    or -1 (benign), w (n,) 1 or 0 (a positive rendering's quiet patch: ignored), example
+    (n,) rendering index, onset (renderings,) chunk of the foreground's start, file id."""
+    from soundflow.train.data import procedural
+
+    rng = np.random.default_rng(seed)
+    xs, ys, ws, ex, onsets, files, labels = [], [], [], [], [], [], []
+    for s in group:
+        label = LABELS.index(s["label"]) if s["label"] else -1
+        if s["kind"] == "procedural":
+            k = cfg.procedural_dev if s["split"] == "dev" else cfg.procedural_train
+            k = k if label >= 0 else max(2, k // 4)
+        else:
+            k = cfg.real_positive if label >= 0 else cfg.benign
+        base = None if s["kind"] == "procedural" else _read(s["path"])
+        for _ in range(k):
+            if base is None:
+                bands = "eval" if s["split"] == "dev" else "train"
+                fg = procedural.SOUNDS[s["label"] or s["id"].split(":")[1]].make(
+                    procedural.Params(rng, bands)
+                )
+            else:
+                cap = POS_CLIP_S if label >= 0 else NEG_CLIP_S
+                start = 0
+                if len(base) > cap * SAMPLE_RATE and label < 0:
+                    start = int(rng.integers(0, len(base) - int(cap * SAMPLE_RATE)))
+                fg = base[start : start + int(cap * SAMPLE_RATE)]
+            mix, fg_rms, onset = render(fg, rng, cfg, beds, s["split"])
+            feats = yamnet_chunks(engine, mix)
+            n = len(feats)
+            fg_rms = fg_rms[:n]
+            if label >= 0:
+                on = fg_rms >= fg_rms.max() * 10 ** (cfg.positive_db / 20)
+                y = np.where(on, label, -1)
+                w = np.where(on | (fg_rms < fg_rms.max() * 1e-3), 1.0, 0.0)
+            else:
+                y, w = np.full(n, -1), np.ones(n)
+            xs.append(feats)
+            ys.append(y)
+            ws.append(w)
+            ex.append(np.full(n, len(onsets)))
+            onsets.append(onset)
+            files.append(s["id"])
+            labels.append(label)
+    return {
+        "X": np.concatenate(xs),
+        "y": np.concatenate(ys).astype(np.int16),
+        "w": np.concatenate(ws).astype(np.float32),
+        "example": np.concatenate(ex).astype(np.int32),
+        "onset": np.asarray(onsets, np.int32),
+        "label": np.asarray(labels, np.int16),
+        "source": np.asarray(files),
+    }
+
+
+def build_features(out: Path, cfg: RenderConfig, log=print, limit: int | None = None) -> None:
+    """features/{train,dev}-{kind}-{k}.npz for every source group not yet built."""
+    from soundflow.runtime.audioset import AudiosetEngine
+
+    engine = AudiosetEngine.from_bundle(None, threads=1)
+    srcs = sources()
+    if limit is not None:
+        srcs = [s for s in srcs if s["kind"] != "benign"] + [
+            s for s in srcs if s["kind"] == "benign"
+        ][:limit]
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    (out / "sources.json").write_text(json.dumps(srcs, indent=0) + "\n")
+    for split in ("train", "dev"):
+        beds = [s["path"] for s in srcs if is_bed(s) and s["split"] == split]
+        for kind, size in (("real", 4), ("procedural", 4), ("benign", 60)):
+            group = [s for s in srcs if s["split"] == split and s["kind"] == kind]
+            for k in range(0, len(group), size):
+                f = out / "features" / f"{split}-{kind}-{k // size:03d}.npz"
+                if f.exists():
+                    continue
+                t0 = time.perf_counter()
+                seed = zlib.crc32(f.name.encode())
+                data = build_group(engine, group[k : k + size], cfg, beds, seed)
+                tmp = f.with_suffix(".tmp.npz")
+                np.savez(tmp, **data)
+                tmp.replace(f)
+                log(f"  {f.name}: {len(data['y'])} patches, {time.perf_counter() - t0:.0f} s")
+
+
+def load_features(out: Path, split: str) -> dict:
+    """Every group of a split, concatenated (example indices made unique)."""
+    parts = [np.load(f) for f in sorted((out / "features").glob(f"{split}-*.npz"))]
+    if not parts:
+        raise FileNotFoundError(f"no {split} features under {out / 'features'}; build them first")
+    data, offset = {k: [] for k in ("X", "y", "w", "example", "onset", "label", "source")}, 0
+    for p in parts:
+        for k in ("X", "y", "w", "onset", "label", "source"):
+            data[k].append(p[k])
+        data["example"].append(p["example"] + offset)
+        offset += len(p["onset"])
+    return {k: np.concatenate(v) for k, v in data.items()}
+
+
+# ------------------------------------------------------------------------------- training
+def train_head(out: Path, config: HeadConfig, log=print) -> dict:
+    """Fit the MLP (torch at train time) on the train split; head.npz holds plain arrays
+    the runtime reads with numpy: mean, std (1545,), w1 (1545, H), b1, w2 (H, L), b2."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(config.seed)
+    d = load_features(out, "train")
+    X = d["X"].astype(np.float32)
+    mean, std = X.mean(0), X.std(0) + 1e-3
+    X = (X - mean) / std
+    L = len(config.labels)
+    Y = np.zeros((len(X), L), np.float32)
+    pos = d["y"] >= 0
+    Y[np.flatnonzero(pos), d["y"][pos]] = 1.0
+    W = d["w"]
+    log(f"train: {len(X)} patches, {int(pos.sum())} positive, {int((W == 0).sum())} ignored")
+    # each label's positives weigh as much in all as a tenth of the negatives
+    counts = Y.sum(0) + 1
+    pos_w = torch.tensor(np.clip(0.1 * (~pos).sum() / counts, 1.0, 50.0), dtype=torch.float32)
+    model = nn.Sequential(
+        nn.Linear(config.input_dim, config.hidden),
+        nn.ReLU(),
+        nn.Dropout(config.dropout),
+        nn.Linear(config.hidden, L),
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    Xt, Yt, Wt = torch.from_numpy(X), torch.from_numpy(Y), torch.from_numpy(W)
+    steps = config.epochs * (len(X) // 512 + 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_w, reduction="none")
+    g = torch.Generator().manual_seed(config.seed)
+    for epoch in range(config.epochs):
+        perm, total = torch.randperm(len(X), generator=g), 0.0
+        model.train()
+        for i in range(0, len(X), 512):
+            b = perm[i : i + 512]
+            loss = (loss_fn(model(Xt[b]), Yt[b]).mean(1) * Wt[b]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(b)
+        if epoch % 5 == 4 or epoch == config.epochs - 1:
+            log(f"  epoch {epoch + 1}: loss {total / len(X):.4f}")
+    lin1, lin2 = model[0], model[3]
+    head = {
+        "mean": mean.astype(np.float32),
+        "std": std.astype(np.float32),
+        "w1": lin1.weight.detach().numpy().T.astype(np.float16),
+        "b1": lin1.bias.detach().numpy().astype(np.float32),
+        "w2": lin2.weight.detach().numpy().T.astype(np.float16),
+        "b2": lin2.bias.detach().numpy().astype(np.float32),
+        "labels": np.asarray(config.labels),
+        "config": np.asarray(json.dumps(asdict(config))),
+    }
+    np.savez(out / "head.npz", **head)
+    return head
+
+
+def head_probs(head, X: np.ndarray) -> np.ndarray:
+    """(n, 1545) -> (n, labels) with the stored arrays (runtime/audioset_alerts.py's math)."""
+    from soundflow.runtime.audioset_alerts import mlp_probs
+
+    return mlp_probs(head, X)
+
+
+# ------------------------------------------------------------------------------- calibration
+def alerts_of(p: np.ndarray, threshold: float, persistence: int, refractory: int) -> np.ndarray:
+    """Chunks (indices) an alert fires at, for one label's probabilities over one stream."""
+    run, last, out = 0, -(10**9), []
+    for i, v in enumerate(p):
+        run = run + 1 if v >= threshold else 0
+        if run >= persistence and i - last >= refractory:
+            out.append(i)
+            last = i
+    return np.asarray(out, np.int64)
+
+
+def calibrate(out: Path, head, budget_per_hour: float, persistence: int, refractory_s: float,
+              floor: float = 0.3, log=print) -> dict:  # fmt: skip
+    """Per label: the lowest threshold (>= floor) whose false alerts on the dev split (any
+    rendering not of that label) stay within `budget_per_hour`; its dev recall (an alert
+    within two chunks of the onset chunk)."""
+    d = load_features(out, "dev")
+    P = head_probs(head, d["X"].astype(np.float32))
+    ex, labels = d["example"], d["label"]
+    order = [np.flatnonzero(ex == e) for e in range(len(d["onset"]))]
+    hours = len(P) * CHUNK_S / 3600
+    refractory = int(round(refractory_s / CHUNK_S))
+    grid = np.round(np.arange(floor, 0.99, 0.01), 2)
+    result = {}
+    for j, label in enumerate(head_labels(head)):
+        mine = [e for e in range(len(order)) if labels[e] == j]
+        best = None
+        for th in grid:
+            false = sum(
+                len(alerts_of(P[order[e], j], th, persistence, refractory))
+                for e in range(len(order))
+                if labels[e] != j
+            )
+            if false / hours <= budget_per_hour:
+                best = (th, false)
+                break
+        th, false = best if best is not None else (0.99, -1)
+        hits = 0
+        for e in mine:
+            a = alerts_of(P[order[e], j], th, persistence, refractory)
+            hits += bool(((a >= d["onset"][e]) & (a <= d["onset"][e] + 2)).any())
+        result[label] = {
+            "threshold": float(th),
+            "dev_events": len(mine),
+            "dev_recall": round(hits / len(mine), 3) if mine else None,
+            "dev_false_per_hour": round(false / hours, 2) if false >= 0 else None,
+        }
+        log(f"  {label:15s} th {th:.2f} recall {result[label]['dev_recall']} ({len(mine)})")
+    return {"dev_hours": round(hours, 3), "labels": result}
+
+
+def head_labels(head) -> tuple[str, ...]:
+    return tuple(str(x) for x in head["labels"])
+
+
+# ------------------------------------------------------------------------------- bundle
+HEAD_FILE = "audioset_head.npz"
+
+
+def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int,
+                    refractory_s: float, budget: float) -> None:  # fmt: skip
+    """Copy head.npz into the bundle and declare it as `audioset.head` (hashed in files)."""
+    import shutil
+
+    from soundflow.runtime.audioset_alerts import HEAD_SECTION
+
+    m_path = bundle / "manifest.json"
+    m = json.loads(m_path.read_text())
+    if "audioset" not in m:
+        raise SystemExit(f"{bundle} has no audioset section: add YAMNet first")
+    shutil.copyfile(out / "head.npz", bundle / HEAD_FILE)
+    data = (bundle / HEAD_FILE).read_bytes()
+    head = np.load(bundle / HEAD_FILE)
+    config = json.loads(str(head["config"]))
+    m["audioset"][HEAD_SECTION] = {
+        "file": HEAD_FILE,
+        "labels": list(config["labels"]),
+        "alerts": {
+            lab: {
+                "threshold": calibration["labels"][lab]["threshold"],
+                "caption": CAPTIONS[lab],
+                "default": lab in config["alerts"],
+            }
+            for lab in config["labels"]
+        },
+        "input_dim": int(config["input_dim"]),
+        "hidden": int(config["hidden"]),
+        "persistence": persistence,
+        "refractory_s": refractory_s,
+        "calibration": {
+            "dev_hours": calibration["dev_hours"],
+            "false_per_hour_per_label": budget,
+            "recipe": "python -m soundflow.train.alert_head",
+        },
+    }
+    m["files"][HEAD_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    m_path.write_text(json.dumps(m, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--out", type=Path, required=True, help="work dir (features, head, calibration)"
+    )
+    ap.add_argument("--resume", action="store_true", help="keep what --out already holds")
+    ap.add_argument("--bundle", type=Path, default=None, help="write the head into this bundle")
+    ap.add_argument("--budget", type=float, default=0.5, help="dev false alerts/hour per label")
+    ap.add_argument("--persistence", type=int, default=1, help="chunks in a row over threshold")
+    ap.add_argument("--refractory-s", type=float, default=8.0)
+    ap.add_argument("--limit-benign", type=int, default=None, help="benign files (smoke runs)")
+    ap.add_argument("--epochs", type=int, default=HeadConfig.epochs)
+    args = ap.parse_args(argv)
+    out = args.out
+    if out.exists() and not args.resume and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    print("features")
+    build_features(out, RenderConfig(), limit=args.limit_benign)
+    if args.resume and (out / "head.npz").exists():
+        head = dict(np.load(out / "head.npz"))
+        print("head: kept")
+    else:
+        print("head")
+        head = train_head(out, HeadConfig(epochs=args.epochs))
+    print("calibration")
+    cal = calibrate(out, head, args.budget, args.persistence, args.refractory_s)
+    cal.update(persistence=args.persistence, refractory_s=args.refractory_s, budget=args.budget)
+    (out / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
+    if args.bundle is not None:
+        write_to_bundle(args.bundle, out, cal, args.persistence, args.refractory_s, args.budget)
+        print(f"wrote {args.bundle / HEAD_FILE}")
+
+
+if __name__ == "__main__":
+    main()
