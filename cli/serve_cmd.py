@@ -69,7 +69,17 @@ from soundflow.manifest import BundleError
     show_default=True,
     help="Seconds of audio buffered per live stream before the oldest is dropped.",
 )
-@click.option("--threads", type=int, help="Intra-op threads per ONNX session (default: all cores).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker threads, each driving its own streams over the one engine "
+    "(0: one per core). ONNX Runtime threads default to cores / workers.",
+)
+@click.option(
+    "--threads", type=int, help="Intra-op threads per ONNX session (default: cores / workers)."
+)
 @click.option(
     "--provider",
     type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
@@ -92,6 +102,7 @@ def serve(
     max_wait_ms,
     max_frame_kb,
     buffer_s,
+    workers,
     threads,
     provider,
     int8,
@@ -125,6 +136,9 @@ def serve(
     from soundflow.runtime.serve import ServerConfig, run_server
 
     token = token or os.environ.get("SOUNDFLOW_TOKEN") or None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = workers or max(1, cores or 1)
+    threads = threads or max(1, (cores or 1) // workers)  # workers x threads = cores
     try:
         config = ServerConfig(
             host=host,
@@ -135,6 +149,7 @@ def serve(
             max_wait_ms=max_wait_ms,
             max_frame_bytes=max_frame_kb * 1024,
             buffer_s=buffer_s,
+            workers=workers,
         )
         options = RuntimeOptions(
             threads=threads,
@@ -157,7 +172,8 @@ def serve(
         spec = engine.spec
         click.echo(
             f"soundflow serve · bundle {spec.path} · {spec.label} · {engine.provider} · "
-            f"batch {batch} · max {max_streams} streams" + (" · token required" if token else ""),
+            f"batch {batch} · {workers} worker(s) x {threads} thread(s) · max {max_streams} "
+            "streams" + (" · token required" if token else ""),
             err=True,
         )
         # One line on stdout with the address, for scripts (--port 0 picks a free port).

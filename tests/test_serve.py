@@ -133,6 +133,45 @@ def test_eight_streams_match_local_listen(engine, audio, reference):
     assert (sched.decoder.calls == 0) == captions
 
 
+def test_streams_on_two_workers_match_local_listen(engine, audio, reference):
+    """Four streams over two worker threads: each worker drives two of them (pinned to the
+    least loaded at hello), both did work, and every stream gives local listen's events."""
+    paths = [audio[i % len(audio)] for i in range(4)]
+    with BackgroundServer(engine, ServerConfig(port=0, workers=2)) as srv:
+        results = run_streams(srv.url, paths)
+        workers = srv.server.workers
+    for p, events in zip(paths, results, strict=True):
+        assert key(events) == key(reference[p])
+        assert events[-1]["type"] == "summary" and events[-1]["error"] is None
+    assert len(workers) == 2 and all(w.rounds > 0 for w in workers)
+
+
+def test_a_worker_crash_ends_only_its_own_streams(engine, audio, reference):
+    """A bug that escapes a worker's round (not a graph error: those are per stream already)
+    ends that worker's streams with an error summary; the other worker's stream is untouched
+    and the worker itself goes on serving."""
+    with BackgroundServer(engine, ServerConfig(port=0, workers=2)) as srv:
+        broken = srv.server.workers[0]
+        real = broken._round
+
+        def crash(sessions):
+            if broken.failures == 0:
+                raise RuntimeError("a bug in the round")
+            return real(sessions)
+
+        broken._round = crash
+        results = run_streams(srv.url, [audio[0], audio[1]])
+        again = run_streams(srv.url, [audio[0], audio[1]])  # both workers serve afterwards
+    summaries = [events[-1] for events in results]
+    failed = [s for s in summaries if s.get("error")]
+    assert len(failed) == 1 and "internal error in worker 0" in failed[0]["error"]
+    ok = [events for events in results if not events[-1].get("error")]
+    assert len(ok) == 1 and key(ok[0]) in (key(reference[audio[0]]), key(reference[audio[1]]))
+    assert broken.failures == 1
+    for p, events in zip([audio[0], audio[1]], again, strict=True):
+        assert key(events) == key(reference[p])
+
+
 def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
     """Both decoder kinds' batched paths against one call per stream, chunk by chunk, in
     alert mode (the default's by the decoder's own step, `alerts="protocol"`); the default's
@@ -275,10 +314,10 @@ def test_faults_do_not_disturb_other_streams(engine, audio, reference):
             assert key(events) == key(reference[p])
         deadline = time.monotonic() + 10
         while (
-            srv.server.sessions or srv.server.scheduler.sessions
+            srv.server.sessions or any(w.sessions for w in srv.server.workers)
         ) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not srv.server.sessions and not srv.server.scheduler.sessions
+        assert not srv.server.sessions and not any(w.sessions for w in srv.server.workers)
 
 
 def test_a_client_that_does_not_read_is_dropped_with_4001(engine, audio, reference):
@@ -327,10 +366,10 @@ def test_a_client_that_does_not_read_is_dropped_with_4001(engine, audio, referen
             assert got[-1]["type"] == "summary" and got[-1]["error"] is None
         deadline = time.monotonic() + 10
         while (
-            srv.server.sessions or srv.server.scheduler.sessions
+            srv.server.sessions or any(w.sessions for w in srv.server.workers)
         ) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not srv.server.sessions and not srv.server.scheduler.sessions
+        assert not srv.server.sessions and not any(w.sessions for w in srv.server.workers)
 
 
 def test_max_streams_refused_with_a_clear_message(engine):

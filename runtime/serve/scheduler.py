@@ -1,5 +1,7 @@
-"""The one thread that runs the graphs for every session: each round a chunk from every
-stream that has one, encoded (and optionally decided) in batched calls, then responses."""
+"""A worker thread that runs the graphs for its sessions: each round a chunk from every
+stream that has one, encoded (and optionally decided) in batched calls, then responses. The
+server runs `ServerConfig.workers` of them over one engine (ONNX Runtime sessions take calls
+from several threads at once and release the GIL inside them), each session pinned to one."""
 
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ if TYPE_CHECKING:
 
 
 class Scheduler:
-    """The one thread that runs the graphs: each round takes one chunk from every session
-    that has one, encodes them in one call (per state shape), decides, responds."""
+    """One worker thread: each round takes one chunk from every session of its own that has
+    one, encodes them in one call (per state shape), decides, responds."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, index: int = 0) -> None:
         self.server = server
         self.engine = server.engine
         self.config = server.config
@@ -35,7 +37,11 @@ class Scheduler:
         self.stopping = threading.Event()
         self.rounds = 0
         self.batch_sizes = LatencyStats()
-        self.thread = threading.Thread(target=self._run, name="soundflow-serve", daemon=True)
+        self.index = index
+        self.failures = 0  # rounds that raised past every per-session guard
+        self.thread = threading.Thread(
+            target=self._run, name=f"soundflow-serve-{index}", daemon=True
+        )
 
     def add(self, s: Session) -> None:
         with self.lock:
@@ -49,27 +55,38 @@ class Scheduler:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            self.wakeup.wait(0.1)
-            self.wakeup.clear()
-            with self.lock:
-                live = [s for s in self.sessions if not (s.gone or s.done)]
-            ready = [s for s in live if s.ready(self.chunk)]
-            if ready and len(ready) < len(live) and self.config.max_wait_ms > 0:
-                # A bounded wait for the others' chunks: one quiet stream delays no one
-                # by more than max_wait_ms.
-                deadline = time.monotonic() + self.config.max_wait_ms / 1e3
-                while len(ready) < len(live) and time.monotonic() < deadline:
-                    self.wakeup.wait(max(0.0, deadline - time.monotonic()))
-                    self.wakeup.clear()
-                    ready = [s for s in live if s.ready(self.chunk)]
-            now = time.monotonic()
-            for s in live:
-                if s not in ready:
-                    s.watch(now)
-            for i in range(0, len(ready), self.config.max_batch):
-                self._round(ready[i : i + self.config.max_batch])
-            if ready:
-                self.wakeup.set()  # more may be buffered: go round again at once
+            try:
+                self._turn()
+            except Exception as e:  # noqa: BLE001 - a worker's bug ends its sessions, not it
+                self.failures += 1
+                with self.lock:
+                    mine = [s for s in self.sessions if not (s.gone or s.done)]
+                for s in mine:
+                    self._fail(s, f"internal error in worker {self.index}: {_first_line(e)}")
+
+    def _turn(self) -> None:
+        """One round over this worker's sessions (or a wait for audio)."""
+        self.wakeup.wait(0.1)
+        self.wakeup.clear()
+        with self.lock:
+            live = [s for s in self.sessions if not (s.gone or s.done)]
+        ready = [s for s in live if s.ready(self.chunk)]
+        if ready and len(ready) < len(live) and self.config.max_wait_ms > 0:
+            # A bounded wait for the others' chunks: one quiet stream delays no one
+            # by more than max_wait_ms.
+            deadline = time.monotonic() + self.config.max_wait_ms / 1e3
+            while len(ready) < len(live) and time.monotonic() < deadline:
+                self.wakeup.wait(max(0.0, deadline - time.monotonic()))
+                self.wakeup.clear()
+                ready = [s for s in live if s.ready(self.chunk)]
+        now = time.monotonic()
+        for s in live:
+            if s not in ready:
+                s.watch(now)
+        for i in range(0, len(ready), self.config.max_batch):
+            self._round(ready[i : i + self.config.max_batch])
+        if ready:
+            self.wakeup.set()  # more may be buffered: go round again at once
 
     def _round(self, sessions: list[Session]) -> None:
         chunks, got = [], []

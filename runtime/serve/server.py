@@ -59,8 +59,13 @@ class ServerConfig:
     max_pending_events: int = 256
     send_buffer_bytes: int | None = None
     hello_timeout_s: float = 10.0
+    # worker threads, each driving its own sessions (a new one goes to the least loaded);
+    # size ONNX Runtime's threads so that workers x threads = cores (`soundflow serve` does)
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers {self.workers} must be 1 or more")
         if self.batch not in BATCH_MODES:
             raise ValueError(f"batch {self.batch!r}: use one of {BATCH_MODES}")
         if self.max_streams < 1:
@@ -96,7 +101,8 @@ class Server:
         self.engine = engine
         self.config = config or ServerConfig()
         self.log = log or (lambda _msg: None)
-        self.scheduler = Scheduler(self)
+        self.workers = [Scheduler(self, i) for i in range(self.config.workers)]
+        self.scheduler = self.workers[0]  # the only one with workers=1
         self.sessions: dict[str, Session] = {}
         self._ids = itertools.count(1)
         self._ws_server = None
@@ -106,15 +112,19 @@ class Server:
         self.refused = 0
         self.dropped = 0
 
-    def wake(self) -> None:
-        self.scheduler.wakeup.set()
+    def wake(self, session: Session | None = None) -> None:
+        """Wake the worker that drives `session` (None: every worker)."""
+        worker = getattr(session, "worker", None)
+        for w in [worker] if worker is not None else self.workers:
+            w.wakeup.set()
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         from websockets.asyncio.server import serve
 
         self._stopped = asyncio.Event()
-        self.scheduler.thread.start()
+        for w in self.workers:
+            w.thread.start()
         self._ws_server = await serve(
             self._handle,
             self.config.host,
@@ -159,7 +169,8 @@ class Server:
         self._close_all()
         if self._ws_server is not None:
             await self._ws_server.wait_closed()
-        self.scheduler.stopping.set()
+        for w in self.workers:
+            w.stopping.set()
         self.wake()
         assert self._stopped is not None
         self._stopped.set()
@@ -221,7 +232,8 @@ class Server:
             await self._refuse(ws, e.kind, str(e), e.code)
             return
         self.sessions[sid] = session
-        self.scheduler.add(session)
+        session.worker = min(self.workers, key=lambda w: len(w.sessions))  # pinned to it
+        session.worker.add(session)
         spec = self.engine.spec
         self.log(
             f"{sid} open: {ws.remote_address} mode {session.mode} {hello.format} "
@@ -286,7 +298,8 @@ class Server:
                     except Exception:  # noqa: BLE001
                         pass
                 session.source.end()
-            self.scheduler.remove(session)
+            if session.worker is not None:
+                session.worker.remove(session)
             self.sessions.pop(sid, None)
             self.log(f"{sid} closed ({reason})")
 

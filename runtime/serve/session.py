@@ -78,6 +78,7 @@ class Session:
         self.slow = False
         self.failed: str | None = None  # the stream's graph failed
         self.done = False  # the scheduler has finished it (its summary is on the way)
+        self.worker = None  # the scheduler (worker thread) the server pinned it to
         self.bytes_in = 0
         self._last_watch = 0.0
 
@@ -131,15 +132,15 @@ class Session:
             need = math.ceil(len(samples) * 16000 / self.hello.sample_rate) + 64
             while ring.capacity - ring.available < need and not self.gone:
                 self.room.clear()
-                self.server.wake()
+                self.server.wake(self)
                 try:
                     await asyncio.wait_for(self.room.wait(), 0.5)
                 except TimeoutError:
                     pass
         self.source.push(samples)
-        self.server.wake()
+        self.server.wake(self)
 
     def end(self) -> None:
         """No more audio from the client: the rest is decided, then the summary."""
         self.source.end()
-        self.server.wake()
+        self.server.wake(self)
