@@ -172,7 +172,7 @@ async def _streams(
     return await asyncio.gather(*(_client(url, pcm, p, mode, t0, options) for p in phases))
 
 
-def _start_server(bundle, batch: str, threads: int | None, provider: str):
+def _start_server(bundle, batch: str, threads: int | None, provider: str, workers: int = 1):
     cmd = [
         sys.executable,
         "-P",  # not the working folder's `soundflow` (a clone there) but the installed one
@@ -193,6 +193,7 @@ def _start_server(bundle, batch: str, threads: int | None, provider: str):
         cmd += ["--bundle", str(bundle)]
     if threads:
         cmd += ["--threads", str(threads)]
+    cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -272,20 +273,22 @@ def run(
     log=print,
     text: str = SPEECH,
     caption_budget_ms: float | None = None,
+    workers: list[int] | None = None,
 ) -> dict:
     """`caption_budget_ms`: every stream's reading deadline (a hello option; None: the
-    bundle's, 0: none)."""
+    bundle's, 0: none). `workers`: the server's worker counts to compare (default [1])."""
     pcm, words, repetitions = speech(seconds, text)
     # only captions are scored: alerts and assist answers are not the words spoken
     reference = words if mode == "transcribe" else None
     options = {} if caption_budget_ms is None else {"caption_budget_ms": caption_budget_ms}
     rows = []
-    for batch in batches:
-        proc, url = _start_server(bundle, batch, threads, provider)
+    for batch, nw in [(b, w) for w in workers or [1] for b in batches]:
+        proc, url = _start_server(bundle, batch, threads, provider, nw)
         try:
             for n in streams:
                 row = {
                     "batch": batch,
+                    "workers": nw,
                     **measure(url, proc.pid, n, pcm, mode, reference, options),
                 }
                 log(json.dumps(row))
@@ -322,11 +325,14 @@ def _pct(x: float | None) -> str:
 def table(result: dict) -> str:
     """The rows as Markdown; the WER columns only where some row was scored."""
     scored = any(r.get("wer") is not None for r in result["rows"])
-    head = "| batch | streams | held at real time | decision p50 / p99 ms | server CPU % | RSS MB |"
-    lines = [head + (" WER | worst |" if scored else ""), "|---" * (8 if scored else 6) + "|"]
+    head = (
+        "| workers | batch | streams | held at real time | decision p50 / p99 ms | server CPU % "
+        "| RSS MB |"
+    )
+    lines = [head + (" WER | worst |" if scored else ""), "|---" * (9 if scored else 7) + "|"]
     for r in result["rows"]:
         line = (
-            f"| {r['batch']} | {r['streams']} | {r['held_realtime']} / {r['streams']} | "
+            f"| {r.get('workers', 1)} | {r['batch']} | {r['streams']} | {r['held_realtime']} / {r['streams']} | "
             f"{r['decision_p50_ms']} / {r['decision_p99_ms']} | {r['cpu_pct']} | {r['rss_mb']} |"
         )
         if scored:

@@ -408,6 +408,13 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
     help="Server batch modes to compare.",
 )
 @click.option(
+    "--workers",
+    "workers",
+    default="1",
+    show_default=True,
+    help="Server worker counts to compare, comma-separated (e.g. 1,2).",
+)
+@click.option(
     "--mode", default="transcribe", show_default=True, help="Task prompt of every stream."
 )
 @THREADS
@@ -419,7 +426,9 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
 )
 @CAPTION_BUDGET
 @JSON
-def serve_(bundle, streams, seconds, batches, mode, threads, provider, caption_budget_ms, json_out):
+def serve_(
+    bundle, streams, seconds, batches, workers, mode, threads, provider, caption_budget_ms, json_out
+):
     """N real-time WebSocket streams against one `soundflow serve` process, per batch mode:
     streams held at real time, decision latency p50/p99, server CPU and RSS, and in
     transcribe mode the captions' WER (pooled over the streams, and the worst stream's).
@@ -443,6 +452,7 @@ def serve_(bundle, streams, seconds, batches, mode, threads, provider, caption_b
                 threads,
                 provider,
                 caption_budget_ms=caption_budget_ms,
+                workers=[int(x) for x in workers.split(",") if x.strip()],
             )
         ),
         json_out,
