@@ -245,13 +245,13 @@ def build(
         gate_report = T.calibrate_gate(probs, window, speech_recall or T.SPEECH_RECALL)
         log(f"speech gate: {json.dumps(gate_report)}")
     report = {
-        "dev": str(dev),
+        "dev": _split_name(dev),
         "hours": round(report["hours"], 3),
         "accuracy": round(report["accuracy"], 4),
         "false_per_hour": round(report["false_per_hour"], 2),
         "false_cost": false_cost,
         "steps": steps,
-        "train": [str(d) for d in data],
+        "train": [_split_name(d) for d in data],
         "negatives": list(negatives),
         "verified": sorted(verified),
     }
@@ -275,3 +275,11 @@ def build(
     T.save(head, Path(out).parent / (Path(out).name + "-tagger.pt"), {"report": report})
     log(json.dumps(manifest["tagger"]["alerts"], indent=1)[:2000])
     return report
+
+
+def _split_name(path) -> str:
+    """A data split as the manifest records it: its last two folders (e.g. round2/default-s9),
+    never the path it lay at on the machine that trained (a shipped file carries no host's
+    paths)."""
+    parts = Path(str(path)).parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else str(path)

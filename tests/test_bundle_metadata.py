@@ -73,3 +73,19 @@ def test_metadata_check_compares_only_what_the_graph_carries(smoke_bundle):
     m["decoder"]["num_layers"] += 1
     with pytest.raises(BundleError, match="num_layers"):
         check_metadata(s, smoke_bundle / "decoder.onnx", m)
+
+
+def test_no_shipped_file_records_a_build_machines_path():
+    """The embedded default's text files (manifest, tokenizer, class maps, notices) name data
+    splits by name, never by where they lay on the machine that built the bundle."""
+    import re
+    from pathlib import Path
+
+    import soundflow
+
+    assets = Path(soundflow.__file__).parent / "assets"
+    host_path = re.compile(r'"(/work|/home|/root|/tmp|/Users)/')
+    for f in assets.rglob("*"):
+        if f.suffix in (".json", ".txt", ".csv"):
+            hits = host_path.findall(f.read_text(errors="replace"))
+            assert not hits, f"{f} records machine paths: {hits[:3]}"

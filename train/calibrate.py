@@ -193,6 +193,9 @@ def write_thresholds(bundle: Path | str, report: dict) -> None:
     if "dev" in calibration:  # the single-mode record of earlier bundles
         calibration = {"alert": calibration}
     calibration[mode] = {k: report[k] for k in keys}
+    # the split's name, not where it lay on the machine that calibrated (a shipped manifest
+    # must not carry a build machine's path)
+    calibration[mode]["dev"] = Path(str(report["dev"])).name
     manifest["decision"]["calibration"] = calibration
     manifest.pop("files", None)
     write_manifest(bundle, manifest)
