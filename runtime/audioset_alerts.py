@@ -226,12 +226,17 @@ class AudiosetAlerts:
     def step(self, pcm: np.ndarray) -> float:
         """One chunk (samples,) of 16 kHz PCM; returns the highest alert probability."""
         out = self.yam.step(self.state, pcm)
-        self.scores = out.scores
+        return self.observe(out.embedding, out.scores)
+
+    def observe(self, embedding: np.ndarray, scores: np.ndarray) -> float:
+        """The rule on one chunk's YAMNet outputs (`step` without running YAMNet: a
+        benchmark replays cached outputs through it)."""
+        self.scores = scores
         parts = []
         if len(self.columns):
-            parts.append(self.head.probs(out.embedding, out.scores)[self.columns])
+            parts.append(self.head.probs(embedding, scores)[self.columns])
         if self.classes:
-            parts.append(out.scores[[c.column for c in self.classes]])
+            parts.append(scores[[c.column for c in self.classes]])
         self.p = np.concatenate(parts).astype(np.float32) if parts else self.p
         self.run = np.where(self.p >= self.thresholds, self.run + 1, 0)
         return float(self.p.max()) if len(self.p) else 0.0

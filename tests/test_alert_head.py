@@ -1,0 +1,166 @@
+"""Alerts by the AudioSet branch (issue #30): the head's weights declared in the manifest and
+read back (a corrupt file refused by its hash, a mismatched one by its shapes), the rule's
+chunked use equal to YAMNet on each chunk's own 0.96 s patch, and `listen --only` /
+`--alert-class` / `soundflow labels` through real runs on real clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from soundflow.audio import AUDIOSET_PATCH_SAMPLES, CHUNK_SAMPLES, SAMPLE_RATE
+from soundflow.cli.main import cli
+from soundflow.manifest import BundleError
+from soundflow.runtime import audioset_alerts as AA
+from soundflow.runtime.bundle import default_bundle_dir, load_spec
+from soundflow.train import alert_head
+
+PHONE = Path("/usr/share/sounds/freedesktop/stereo/phone-incoming-call.oga")
+
+
+def _head_arrays(labels, seed=0, bias=None) -> dict:
+    rng = np.random.default_rng(seed)
+    d, h = AA.EMBEDDING_DIM + AA.NUM_CLASSES, 8
+    return {
+        "mean": np.zeros(d, np.float32),
+        "std": np.ones(d, np.float32),
+        "w1": (rng.standard_normal((d, h)) * 0.05).astype(np.float16),
+        "b1": np.zeros(h, np.float32),
+        "w2": (rng.standard_normal((h, len(labels))) if bias is None else np.zeros((h, len(labels)))).astype(np.float16),
+        "b2": (np.zeros(len(labels)) if bias is None else np.full(len(labels), bias)).astype(np.float32),
+        "labels": np.asarray(labels),
+        "config": np.asarray(json.dumps({"labels": list(labels), "alerts": list(labels[:3]), "input_dim": d, "hidden": h})),
+    }  # fmt: skip
+
+
+def _bundle_with_head(tmp_path: Path, arrays: dict) -> Path:
+    """The default bundle hard-linked (manifest copied), a head written by the recipe's writer."""
+    out = tmp_path / "bundle"
+    out.mkdir()
+    for f in default_bundle_dir().iterdir():
+        if f.name == "manifest.json":
+            shutil.copy(f, out / f.name)
+        elif f.name != alert_head.HEAD_FILE:
+            os.link(f, out / f.name)
+    work = tmp_path / "work"
+    work.mkdir()
+    np.savez(work / "head.npz", **arrays)
+    labels = [str(x) for x in arrays["labels"]]
+    cal = {"dev_hours": 1.0, "labels": {k: {"threshold": 0.5} for k in labels}}
+    alert_head.CAPTIONS.setdefault("test_label", "a test sound")
+    alert_head.write_to_bundle(out, work, cal, persistence=1, refractory_s=8.0, budget=0.5)
+    return out
+
+
+LABELS = ("smoke_alarm", "doorbell", "phone_ring", "dog_bark")
+
+
+def test_head_read_back_and_refused_when_corrupt_or_mismatched(tmp_path):
+    bundle = _bundle_with_head(tmp_path, _head_arrays(LABELS))
+    spec = load_spec(bundle).audioset.head
+    assert spec.labels == LABELS and spec.defaults == LABELS[:3]
+    assert spec.thresholds["doorbell"] == 0.5 and spec.captions["doorbell"]
+    head = AA.AlertHead(spec)
+    assert head.probs(np.zeros(1024, np.float32), np.zeros(521, np.float32)).shape == (4,)
+    f = bundle / alert_head.HEAD_FILE
+    data = bytearray(f.read_bytes())
+    f.unlink()  # a hard link no longer: the write below must not reach the source
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256|hash|checksum"):
+        load_spec(bundle)
+    np.savez(f.with_suffix(""), **_head_arrays(LABELS[:3]))  # 3 outputs, the manifest says 4
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["files"][alert_head.HEAD_FILE]["sha256"] = _sha(f)
+    m["files"][alert_head.HEAD_FILE]["bytes"] = f.stat().st_size
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="manifest asks for"):
+        AA.AlertHead(load_spec(bundle).audioset.head)
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_chunked_rule_equals_each_chunks_own_patch(tmp_path):
+    bundle = _bundle_with_head(tmp_path, _head_arrays(LABELS, seed=3))
+    yam, head = AA.engine_for(type("E", (), {})(), load_spec(bundle).audioset)
+    rule = AA.AudiosetAlerts(yam, head, only=("doorbell", "dog_bark"), chunk_s=0.4)
+    x = np.resize(_clip(PHONE), 6 * CHUNK_SAMPLES)  # the ring, and again
+    padded = np.concatenate([np.zeros(AUDIOSET_PATCH_SAMPLES, np.float32), x])
+    cols = [LABELS.index("doorbell"), LABELS.index("dog_bark")]
+    for c in range(6):
+        rule.step(x[c * CHUNK_SAMPLES : (c + 1) * CHUNK_SAMPLES])
+        end = AUDIOSET_PATCH_SAMPLES + (c + 1) * CHUNK_SAMPLES
+        scores, emb, _ = yam.run_patch(padded[end - AUDIOSET_PATCH_SAMPLES : end])
+        want = AA.mlp_probs(head.arrays, np.concatenate([emb, scores])[None])[0][cols]
+        np.testing.assert_allclose(rule.p, want, atol=1e-5)
+        np.testing.assert_allclose(rule.scores, scores, atol=1e-6)
+
+
+def _clip(path: Path) -> np.ndarray:
+    from soundflow.train.heldout import read_16k
+
+    return read_16k(path)
+
+
+def _listen(bundle, *args) -> list[dict]:
+    r = CliRunner().invoke(
+        cli, ["listen", "--bundle", str(bundle), "--input", str(PHONE), "--fast", "--jsonl", *args]
+    )
+    assert r.exit_code == 0, r.output
+    return [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+
+
+def test_only_restricts_and_alert_class_adds(tmp_path):
+    # a head whose every output is p = 1: which labels alert is the restriction's doing
+    bundle = _bundle_with_head(tmp_path, _head_arrays(LABELS, bias=20.0))
+    events = _listen(bundle, "--alerts", "audioset", "--only", "doorbell,dog_bark")
+    alerts = [e for e in events if e["type"] == "response"]
+    assert {e["tags"]["alert"] for e in alerts} <= {"doorbell", "dog_bark"} and alerts
+    assert alerts[0]["chunk"] == 0 and alerts[0]["text"] == "someone rang the doorbell"
+    assert alerts[0]["raw"].startswith("<alert:doorbell>") and len(alerts[0]["classes"]) == 3
+    events = _listen(bundle, "--only", "smoke_alarm", "--alert-class", "Telephone=0.3")
+    got = {e["tags"]["alert"]: e for e in events if e["type"] == "response"}
+    assert set(got) == {"smoke_alarm", "telephone"}
+    assert got["telephone"]["text"] == "heard: telephone" and got["telephone"]["onset"] == 0.0
+    assert "Telephone" in got["telephone"]["classes"]
+
+
+def test_alert_class_on_the_default_bundle_and_bad_names():
+    events = _listen(default_bundle_dir(), "--alert-class", "Telephone bell ringing=0.2")
+    alerts = [e for e in events if e["type"] == "response"]
+    ring = [e for e in alerts if e["tags"]["alert"] == "telephone_bell_ringing"]
+    assert ring and ring[0]["chunk"] <= 1  # the ring starts at once
+    r = CliRunner().invoke(cli, ["listen", "--input", str(PHONE), "--fast", "--alert-class", "Kat"])
+    assert r.exit_code != 0 and "not an AudioSet class" in r.output
+    r = CliRunner().invoke(cli, ["listen", "--input", str(PHONE), "--fast", "--only", "nope"])
+    assert r.exit_code != 0 and "--only nope" in r.output
+
+
+def test_labels_lists_the_bundles_labels_and_audioset_classes(tmp_path):
+    bundle = _bundle_with_head(tmp_path, _head_arrays(LABELS))
+    r = CliRunner().invoke(cli, ["labels", "--bundle", str(bundle), "--audioset", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert "smoke_alarm" in out["tagger"] and list(out["audioset_head"]) == list(LABELS)
+    assert len(out["audioset_classes"]) == 521 and "Cat" in out["audioset_classes"]
+
+
+def test_class_alert_parsing():
+    classes = ("Speech", "Cat", "Smoke detector, smoke alarm")
+    assert AA.class_alert("cat", classes) == AA.ClassAlert("Cat", 1, 0.5, "cat")
+    a = AA.class_alert("Smoke detector, smoke alarm=0.25", classes)
+    assert (a.column, a.threshold, a.label) == (2, 0.25, "smoke_detector_smoke_alarm")
+    for bad in ("Cat=2", "Cat=x", "Dog"):
+        with pytest.raises(ValueError):
+            AA.class_alert(bad, classes)
+    assert SAMPLE_RATE == 16_000
