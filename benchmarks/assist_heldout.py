@@ -6,8 +6,10 @@ answer's words: "off", "kitchen", "three minutes"); a look-alike is quiet with n
 
     python -m soundflow.benchmarks.assist_heldout [--json benchmarks/results/assist_heldout.json]
 
-Two sets: `dev` (24 requests, 12 look-alikes), on which the grammar's misreading rules were
-tuned, and `test` (24 and 12 more), written after that and only scored.
+Four sets of 24 requests and 12 look-alikes each, written one after another: `dev` (the
+grammar's misreading rules were tuned on it), `test` and `final` (each scored, then its misses
+mended the grammar or the reading rule too) and `blind` (written after every change, scored
+once: the number to quote).
 
 Ways, on the default bundle in fast mode: `decoder` (the fine-tuned decoder's <respond>
 step and tag: the bundle before `decision.assist`), `grammar` (the words a window reading
@@ -115,7 +117,98 @@ TEST_LOOKALIKES: list[str] = [
     "the radio was playing old songs",
     "our neighbours left their garden lights on again",
 ]
-SETS = {"dev": (REQUESTS, LOOKALIKES), "test": (TEST_REQUESTS, TEST_LOOKALIKES)}
+# A third set, written after the grammar was mended on the second's misses too ("good you"
+# for "could you", "i need a", "the little louder", "volume to for"); scored, and its misses
+# then changed the reading rule (below).
+FINAL_REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("hey flow, switch off the kitchen light", "lights", ("off", "kitchen")),
+    ("could you please turn the lights off in the office", "lights", ("off", "office")),
+    ("turn on the hall lights", "lights", ("on", "hall")),
+    ("bedroom lights off", "lights", ("off", "bedroom")),
+    ("can you dim the lights in here", "lights", ("dim",)),
+    ("please switch the bathroom light on", "lights", ("on", "bathroom")),
+    ("turn the garage lights on please", "lights", ("on", "garage")),
+    ("start a timer for eleven minutes", "timer", ("eleven minutes",)),
+    ("set a two minute timer", "timer", ("two minutes",)),
+    ("hey flow, timer for ninety seconds", "timer", ("ninety seconds",)),
+    ("cancel the timer please", "timer", ("cancel",)),
+    ("give me a timer for half an hour", "timer", ("thirty minutes",)),
+    ("turn the tv down", "volume", ("down",)),
+    ("make it quieter please", "volume", ("down",)),
+    ("turn up the music please", "volume", ("up",)),
+    ("mute the music", "volume", ("mut",)),
+    ("put the volume at six", "volume", ("six",)),
+    ("can you lower the sound", "volume", ("down",)),
+    ("louder please", "volume", ("up",)),
+    ("hey flow, what's that noise", "history", ()),
+    ("did I miss anything while I was gone", "history", ()),
+    ("what did they just say", "history", ()),
+    ("what happened while I was out", "history", ()),
+    ("switch the living room lights off", "lights", ("off", "living room")),
+]
+FINAL_LOOKALIKES: list[str] = [
+    "I turned the lights off before I left",
+    "the timer says five minutes left",
+    "my brother always plays his music too loud",
+    "she switched the kitchen light on and made tea",
+    "the volume knob on the radio is stuck",
+    "we waited ten minutes for the bus",
+    "the lights went out during the storm",
+    "did you hear what happened at school",
+    "he set the alarm for six in the morning",
+    "they were talking about the noise next door",
+    "lights, camera, action",
+    "grandma keeps the bedroom lights on all night",
+]
+# A fourth, written after the third's misses changed how a quiet run is read (the first
+# quiet chunk's reading held, the second's answering, a third's where neither read one) and
+# "while i was gone": scored once, after every change.
+BLIND_REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("turn the dining room lights on", "lights", ("on", "dining room")),
+    ("hey flow, kill the lights", "lights", ("off",)),
+    ("switch off the bedroom lamp", "lights", ("off", "bedroom")),
+    ("lights on in the hallway please", "lights", ("on", "hallway")),
+    ("could you turn the lights down a bit", "lights", ("dim",)),
+    ("please turn off the office lights", "lights", ("off", "office")),
+    ("turn the lights on in the nursery", "lights", ("on", "nursery")),
+    ("set a timer for nine minutes", "timer", ("nine minutes",)),
+    ("can you start a six minute timer", "timer", ("six minutes",)),
+    ("timer for forty minutes", "timer", ("forty minutes",)),
+    ("set a timer for an hour please", "timer", ("one hour",)),
+    ("please cancel the timer", "timer", ("cancel",)),
+    ("count down three minutes", "timer", ("three minutes",)),
+    ("turn the radio up", "volume", ("up",)),
+    ("make the music louder", "volume", ("up",)),
+    ("could you turn it down", "volume", ("down",)),
+    ("mute the sound please", "volume", ("mut",)),
+    ("set the volume to two", "volume", ("two",)),
+    ("a bit louder", "volume", ("up",)),
+    ("what was that banging", "history", ()),
+    ("hey flow, did anything happen", "history", ()),
+    ("what did he say just now", "history", ()),
+    ("what was that", "history", ()),
+    ("was there an alarm while I was asleep", "history", ()),
+]
+BLIND_LOOKALIKES: list[str] = [
+    "I forgot to turn the oven off this morning",
+    "the kids left every light in the house on",
+    "my alarm clock goes off at seven",
+    "he said the timer was broken",
+    "we need a quieter dishwasher",
+    "the volume of traffic on this road is crazy",
+    "she asked me to set the table",
+    "the office lights turn on automatically",
+    "that song was louder than I expected",
+    "last night the power went off for an hour",
+    "what happened to your phone",
+    "the bedroom light is broken",
+]
+SETS = {
+    "dev": (REQUESTS, LOOKALIKES),
+    "test": (TEST_REQUESTS, TEST_LOOKALIKES),
+    "final": (FINAL_REQUESTS, FINAL_LOOKALIKES),
+    "blind": (BLIND_REQUESTS, BLIND_LOOKALIKES),
+}
 WAYS = ("decoder", "grammar", "grammar+fallback")
 PREFIXES = ("mut", "unmut", "dim", "cancel")  # a word's opening: "muting", "dimming"
 
@@ -194,7 +287,7 @@ def score(engine, overrides: dict, clips: dict, voices, requests, lookalikes) ->
     }
 
 
-def run(voices: tuple[str, ...], ways: tuple[str, ...] = WAYS, sets=("dev", "test")) -> dict:
+def run(voices: tuple[str, ...], ways: tuple[str, ...] = WAYS, sets=tuple(SETS)) -> dict:
     """{set: {way: score}} for `voices`."""
     if shutil.which("flite") is None:
         raise SystemExit("flite is not installed (apt-get install flite)")
@@ -224,7 +317,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated of {WAYS}")
-    ap.add_argument("--sets", default="dev,test", help="comma-separated of dev, test")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated of {tuple(SETS)}")
     ap.add_argument(
         "--also-trained-speakers",
         action="store_true",

@@ -45,7 +45,6 @@ NO_REPEAT_NGRAM = 3
 FRAMES_PER_S = 50  # Whisper's encoder frames: a memory of 220 frames is a 4.4 s window
 # decision.assist.min_avg_logprob: an assist reading's floor (the captions' is -0.7)
 ASSIST_MIN_LOGPROB = -1.0
-ASSIST_READ_AFTER = (2, 3)  # quiet chunks after speech at which an assist reading is made
 # History answers (runtime/intents.py) name what the tagger heard: the newest sound within
 # HISTORY_SOUND_S before the question, an alert within HISTORY_ALERT_S, or what was said in
 # the utterance before, within HISTORY_SAID_S. A sound counts at SOUND_P (asked about, one
@@ -400,6 +399,8 @@ class CrossDecoderStream(DecoderStream):
         self._answered: dict[tuple, float] = {}  # each request answered -> when
         self._assist_chunks = 0
         self._heard: str | None = None  # the words of the last reading parsed
+        self._held = None  # the request read at the first quiet chunk, answered at the next
+        self._quiet_answered = False  # a request was answered since speech last stopped
         self._sounds: dict[str, float] = {}  # history's context: each label -> when last heard
         self._alerts: dict[str, float] = {}  # ... and each alert label over its threshold
         self._utterance = 0  # utterances begun (the gate opening after quiet)
@@ -542,11 +543,21 @@ class CrossDecoderStream(DecoderStream):
         self._assist_chunks += 1
         self._intent = None
         gate = self._assist_gate
-        # Speech may have ended after two quiet chunks (one also comes in a pause within a
-        # request: it was read cut short); the third reads again what a pause cut. With no
-        # gate, every other chunk (a window without speech costs its reading one call,
-        # Whisper's no-speech check).
-        due = gate.since in ASSIST_READ_AFTER if gate is not None else self._assist_chunks % 2 == 0
+        # Speech may have ended at the gate's first quiet chunk, or only paused there (what is
+        # read then may be cut short: "turn on the lights" of "... in the office"). So that
+        # chunk's reading is held and the next one's answers: its request, or the held one
+        # where it reads none (Whisper sometimes reads nothing, or less, of speech that ended
+        # a second before the window's end); where neither holds one, the third quiet
+        # chunk's reading may answer. Speech again drops what was held. With no gate, every
+        # other chunk answers what it reads (a window without speech costs its reading one
+        # call: Whisper's no-speech check).
+        if gate is None:
+            due = answers = self._assist_chunks % 2 == 0
+        else:
+            if gate.since == 0:
+                self._held, self._quiet_answered = None, False
+            due = gate.since in (1, 2, 3) and not self._quiet_answered
+            answers = gate.since >= 2
         if not due:
             return Decision(self._p, self._fallback and self._p >= self._decide_at)
         words = [w.text for w in self._reader.words(self._reader.hypothesis())]
@@ -558,8 +569,15 @@ class CrossDecoderStream(DecoderStream):
             self._said = {self._utterance: (now, self._heard)} | {
                 u: v for u, v in self._said.items() if u == self._utterance - 1
             }
-        if intent is None or intent.tag not in self.engine.spec.special:
+        if intent is not None and intent.tag not in self.engine.spec.special:
+            intent = None  # an intent this bundle has no tag for
+        if not answers:
+            self._held = intent
             return Decision(self._p, self._fallback and self._p >= self._decide_at)
+        intent, self._held = intent or self._held, None
+        if intent is None:
+            return Decision(self._p, self._fallback and self._p >= self._decide_at)
+        self._quiet_answered = True  # this quiet run's request: the third reading is not made
         # Once per request: the same request (intent and slots) again within the refractory
         # time, or while its words are still in the window, is the same words read again.
         last = self._answered.get(intent.identity)
@@ -569,7 +587,9 @@ class CrossDecoderStream(DecoderStream):
         self._answered[intent.identity] = now
         if intent.name == "history":  # the answer names what the stream heard
             context = self._history(now)
-            intent = dataclasses.replace(intent, answer=intents.answer(intent.name, intent.slots, context))
+            intent = dataclasses.replace(
+                intent, answer=intents.answer(intent.name, intent.slots, context)
+            )
         self._intent = intent
         return Decision(1.0, True)
 

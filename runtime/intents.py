@@ -14,7 +14,11 @@ from soundflow.runtime.agreement import key
 # `<macro>`s (MACROS); `{name=value}` sets a slot without reading a word. A clause is answered where one template
 # reads all of it, after fillers and a wake phrase are taken off its ends, with at most
 # MAX_SKIPS words the template does not know (a misreading, an aside).
-MACROS = {"<bit>": "[a bit|a little|a little bit]", "<where>": "[in the {room}|{where}]"}
+MACROS = {
+    "<bit>": "[(a|the) (bit|little|little bit)]",
+    "<where>": "[in the {room}|{where}]",
+    "<away>": "[while i was (out|away|gone|asleep)]",
+}
 GRAMMAR: dict[str, list[str]] = {
     "lights": [
         "(turn|switch|flip|put) {state} [all] [the|my] [{room}] lights <where>",
@@ -27,9 +31,10 @@ GRAMMAR: dict[str, list[str]] = {
     ],
     "timer": [
         "(set|start|put on|make|give me) {action=set} [a|the|me a] timer (for|to|of) {duration}",
+        "(set|put|start) {action=set} [a|the] timer on for {duration}",
         "(set|start|put on|make) {action=set} [a|an|me a] {duration} timer",
         "[a|an] {duration} timer {action=set}",
-        "timer {action=set} [for] {duration}",
+        "[a|the] timer {action=set} [for] {duration}",
         "(time|count down|remind me in|wake me in) {action=set} {duration}",
         "(cancel|stop|clear|delete|end|turn off|switch off) {action=cancel} [the|my|that] timer",
         "timer (off|cancel|stop) {action=cancel}",
@@ -38,7 +43,7 @@ GRAMMAR: dict[str, list[str]] = {
         "(turn|crank|bring|put) [the] {thing} {way} <bit>",
         "(turn|crank|bring|put) {way} the {thing} <bit>",
         "[the] {thing} {way} <bit>",
-        "[make it|make the {thing}] <bit> {louder} [a bit|a little]",
+        "[make it|make the {thing}] <bit> {louder} <bit>",
         "(raise|increase|boost) {way=up} the {thing} <bit>",
         "(lower|decrease|reduce) {way=down} the {thing} <bit>",
         "mute {way=mute} [the] [{thing}]",
@@ -47,12 +52,12 @@ GRAMMAR: dict[str, list[str]] = {
         "{thing} [to] {way=level} {level}",
     ],
     "history": [
-        "(what was|what's|what is) {about=sound} that [{noise}] [just now|outside|there]",
+        "(what was|what's|what s|what is) {about=sound} that [{noise}] [just now|outside|there]",
         "what was that i just heard {about=sound}",
         "what did i just hear {about=sound}",
-        "did i miss anything {about=alert} [important] [while i was (out|away)]",
-        "did (anything|something) happen {about=alert} [just now|while i was (out|away)]",
-        "what happened {about=alert} [just now|while i was (out|away)]",
+        "did i miss anything {about=alert} [important] <away>",
+        "did (anything|something) happen {about=alert} [just now|<away>]",
+        "what happened {about=alert} [just now|<away>]",
         "(was there|did you hear) {about=alert} (an|any) alarm",
         "did (an|any) alarm go off {about=alert}",
         "[sorry] what did {who} [just] say {about=speech}",
@@ -75,7 +80,11 @@ SLOTS: dict[str, dict[str, str]] = {
     "thing": {w: "" for w in ("volume", "sound", "music", "tv", "radio", "it", "speaker", "audio")},
     "way": {"up": "up", "down": "down", "higher": "up", "lower": "down"},
     "louder": {"louder": "up", "quieter": "down", "softer": "down", "more quiet": "down"},
-    "noise": {w: "" for w in ("noise", "sound", "bang", "beep", "beeping", "noise there")},
+    "noise": {
+        w: ""
+        for w in "noise|sound|bang|beep|beeping|crash|thud|knock|knocking|ringing|buzzing|"
+        "alarm|noise there".split("|")
+    },
     "unit": {u + p: u for u in ("second", "minute", "hour") for p in ("", "s")},
     "who": _same("he|she|they"),
 }
@@ -86,7 +95,8 @@ FILLERS = (
     "please", "hey", "hi", "ok", "okay", "so", "um", "uh", "er", "now", "right now", "just",
     "kindly", "thanks", "thank you", "for me", "could you", "can you", "would you", "will you",
     "would you please", "i want you to", "i'd like you to", "i need you to", "go ahead and",
-    "hey flow", "ok flow", "okay flow", "flow", "hey soundflow", "soundflow", "alright",
+    "hey flow", "ok flow", "okay flow", "a flow", "flow", "hey soundflow", "soundflow",
+    "i need", "i want", "i'd like", "alright",
     "all right", "quickly", "real quick", "oh",
 )  # fmt: skip
 ANYWHERE = ("please", "just", "kindly")
@@ -118,25 +128,30 @@ NUMBERS = {
     )
 } | {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "ninety": 90}
 NUMBERS |= {"seventy": 70, "eighty": 80}
+HOMOPHONES = {"for": 4, "to": 2, "too": 2, "ate": 8, "won": 1}  # read where a number must be
 MAX_SKIPS = 1
 FUZZY_LEN = 5  # template words this long also match a reading one letter off
 
-# The answers, in one place, worded as the training answers are (train/data/text.py:
-# "timer set for five minutes", "turning the lights off"). History is left to the decoder,
-# which heard the stream (None: the stream writes it).
-ANSWERS: dict[str, dict[str, str | None]] = {
+# The answers, in one place: where training has the request, its answer word for word
+# (train/data/text.py: "timer set for five minutes", "turning the lights off", "volume down";
+# `soundflow eval` scores exact matches), and in its style where training has no such slot.
+# A key is the request's state, action or way, then " room" where a room was named.
+ANSWERS: dict[str, dict[str, str]] = {
     "lights": {
-        "on": "turning on the {room}lights",
-        "off": "turning off the {room}lights",
-        "dim": "dimming the {room}lights",
+        "on": "turning the lights on",
+        "off": "turning the lights off",
+        "dim": "dimming the lights",
+        "on room": "turning on the {room} lights",
+        "off room": "turning off the {room} lights",
+        "dim room": "dimming the {room} lights",
     },
-    "timer": {"set": "timer set for {duration}", "cancel": "cancelling the timer"},
+    "timer": {"set": "timer set for {duration}", "cancel": "timer cancelled"},
     "volume": {
-        "up": "turning the volume up",
-        "down": "turning the volume down",
+        "up": "volume up",
+        "down": "volume down",
         "mute": "muting the sound",
         "unmute": "unmuting the sound",
-        "level": "setting the volume to {level}",
+        "level": "volume set to {level}",
     },
     # history: what the stream heard (`context`), or that it heard none of it
     "history": {
@@ -175,7 +190,8 @@ SOUNDS = {
 @dataclass(frozen=True)
 class Intent:
     """A request parsed from the words: `name` (lights, timer, volume, history), its `slots`,
-    `text` (the clause's words as read) and the `answer` (None: the decoder writes it)."""
+    `text` (the clause's words as read) and the `answer` (None for history: the stream names
+    what it heard, `answer(name, slots, context)`, or without a tagger the decoder does)."""
 
     name: str
     slots: dict[str, str] = field(default_factory=dict)
@@ -217,9 +233,8 @@ def answer(name: str, slots: dict[str, str], context: dict[str, str] | None = No
         who = slots.get("who", "they")
         fmt = table[about] if heard else table[f"no {about}"]
         return fmt.format(**{about: heard, "said": heard, "who": who, "whom": WHOM[who]})
-    fmt = table[slots.get("state") or slots.get("action") or slots.get("way") or ""]
-    room = slots.get("room", "")
-    return fmt.format(**{**slots, "room": f"{room} " if room else ""})
+    what = slots.get("state") or slots.get("action") or slots.get("way") or ""
+    return table[f"{what} room" if "room" in slots else what].format(**slots)
 
 
 # ---------------------------------------------------------------------- templates
@@ -281,6 +296,8 @@ def _number(words: list[str], j: int) -> tuple[int, int] | None:
         return int(w), 1
     if w in ("a", "an"):
         return 1, 1
+    if w in HOMOPHONES and (j + 1 == len(words) or words[j + 1] in SLOTS["unit"]):
+        return HOMOPHONES[w], 1  # "volume to for": a number where one must be
     if w in NUMBERS:
         n = NUMBERS[w]
         if 20 <= n < 100 and j + 1 < len(words) and 0 < NUMBERS.get(words[j + 1], 0) < 10:
@@ -374,11 +391,16 @@ def _fillers() -> list[list[str]]:
 
 
 def _trim(words: list[str]) -> list[str]:
-    """Fillers off both ends (a wake phrase, politeness), "please" and "just" anywhere."""
+    """Fillers off both ends (a wake phrase, politeness), "please" and "just" anywhere; a
+    clause opening "<word> you" is asked of someone ("could you", as Whisper may mishear its
+    first word: "good you", "and you")."""
     w = [x for x in words if x not in ANYWHERE]
     changed = True
     while changed and w:
         changed = False
+        if len(w) > 2 and w[1] in ("you", "u") and w[0] not in NARRATION:
+            w, changed = w[2:], True
+            continue
         for f in _fillers():
             if w[: len(f)] == f:
                 w, changed = w[len(f) :], True
