@@ -6,10 +6,10 @@ answer's words: "off", "kitchen", "three minutes"); a look-alike is quiet with n
 
     python -m soundflow.benchmarks.assist_heldout [--json benchmarks/results/assist_heldout.json]
 
-Four sets of 24 requests and 12 look-alikes each, written one after another: `dev` (the
-grammar's misreading rules were tuned on it), `test` and `final` (each scored, then its misses
-mended the grammar or the reading rule too) and `blind` (written after every change, scored
-once: the number to quote).
+Five sets of 24 requests and 12 look-alikes each, written one after another: `dev` (the
+grammar's misreading rules were tuned on it), `test`, `final` and `blind` (each scored, then
+its misses mended the grammar or the reading rule too) and `fresh` (written after every
+change, scored once: the number to quote).
 
 Ways, on the default bundle in fast mode: `decoder` (the fine-tuned decoder's <respond>
 step and tag: the bundle before `decision.assist`), `grammar` (the words a window reading
@@ -162,7 +162,7 @@ FINAL_LOOKALIKES: list[str] = [
 ]
 # A fourth, written after the third's misses changed how a quiet run is read (the first
 # quiet chunk's reading held, the second's answering, a third's where neither read one) and
-# "while i was gone": scored once, after every change.
+# "while i was gone"; scored, and its misses that were the grammar's then mended it.
 BLIND_REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
     ("turn the dining room lights on", "lights", ("on", "dining room")),
     ("hey flow, kill the lights", "lights", ("off",)),
@@ -203,11 +203,55 @@ BLIND_LOOKALIKES: list[str] = [
     "what happened to your phone",
     "the bedroom light is broken",
 ]
+# A fifth, written after the fourth's misses that were the grammar's, not the reading's
+# ("kill the lights", "what was that banging", "was there an alarm while I was asleep"):
+# scored once, after every change.
+FRESH_REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("shut off the lights in the garage", "lights", ("off", "garage")),
+    ("turn all the lights off", "lights", ("off",)),
+    ("switch the kitchen lights on please", "lights", ("on", "kitchen")),
+    ("bathroom lights on", "lights", ("on", "bathroom")),
+    ("could you dim the bedroom lights", "lights", ("dim", "bedroom")),
+    ("turn off the lamp in the study", "lights", ("off", "study")),
+    ("hey flow, hallway lights off", "lights", ("off", "hallway")),
+    ("set a timer for seventeen minutes", "timer", ("seventeen minutes",)),
+    ("start a three minute timer please", "timer", ("three minutes",)),
+    ("can you set a timer for 90 seconds", "timer", ("ninety seconds",)),
+    ("put on a timer for fifteen minutes", "timer", ("fifteen minutes",)),
+    ("stop my timer", "timer", ("cancel",)),
+    ("remind me in five minutes", "timer", ("five minutes",)),
+    ("turn the tv up a bit", "volume", ("up",)),
+    ("can you make it quieter", "volume", ("down",)),
+    ("turn down the music", "volume", ("down",)),
+    ("mute the tv please", "volume", ("mut",)),
+    ("volume five please", "volume", ("five",)),
+    ("turn the sound up", "volume", ("up",)),
+    ("what was that clanging", "history", ()),
+    ("did you hear that noise", "history", ()),
+    ("what did they say just now", "history", ()),
+    ("hey flow, what happened while I was asleep", "history", ()),
+    ("what's that beeping", "history", ()),
+]
+FRESH_LOOKALIKES: list[str] = [
+    "the lights in the garage stopped working",
+    "she set a timer and then fell asleep",
+    "can you believe how loud that concert was",
+    "I switched off my phone during the film",
+    "the music downstairs kept me up",
+    "turning the lights off saves money",
+    "my dad dims the lights every evening",
+    "the meeting lasted twenty minutes",
+    "what happened next was hilarious",
+    "he muted himself on the call",
+    "the timer beeped three times",
+    "the kitchen light flickers when it rains",
+]
 SETS = {
     "dev": (REQUESTS, LOOKALIKES),
     "test": (TEST_REQUESTS, TEST_LOOKALIKES),
     "final": (FINAL_REQUESTS, FINAL_LOOKALIKES),
     "blind": (BLIND_REQUESTS, BLIND_LOOKALIKES),
+    "fresh": (FRESH_REQUESTS, FRESH_LOOKALIKES),
 }
 WAYS = ("decoder", "grammar", "grammar+fallback")
 PREFIXES = ("mut", "unmut", "dim", "cancel")  # a word's opening: "muting", "dimming"

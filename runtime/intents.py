@@ -21,8 +21,9 @@ MACROS = {
 }
 GRAMMAR: dict[str, list[str]] = {
     "lights": [
-        "(turn|switch|flip|put) {state} [all] [the|my] [{room}] lights <where>",
-        "(turn|switch|flip|put) [all] [the|my] [{room}] lights {state} <where>",
+        "(turn|switch|flip|put|shut) {state} [all] [the|my] [{room}] lights <where>",
+        "(turn|switch|flip|put|shut) [all] [the|my] [{room}] lights {state} <where>",
+        "(kill|cut) {state=off} [all] [the|my] [{room}] lights <where>",
         "(turn|switch) the lights in the {room} {state}",
         "[all] [the] [{room}] lights {state} <where>",
         "(dim|darken|lower) {state=dim} [all] [the] [{room}] lights <where> <bit>",
@@ -58,7 +59,7 @@ GRAMMAR: dict[str, list[str]] = {
         "did i miss anything {about=alert} [important] <away>",
         "did (anything|something) happen {about=alert} [just now|<away>]",
         "what happened {about=alert} [just now|<away>]",
-        "(was there|did you hear) {about=alert} (an|any) alarm",
+        "(was there|did you hear) {about=alert} (an|any) alarm [just now|<away>]",
         "did (an|any) alarm go off {about=alert}",
         "[sorry] what did {who} [just] say {about=speech}",
     ],
@@ -326,6 +327,8 @@ def _slot(name: str, words: list[str], j: int) -> list[tuple[dict[str, str], int
         spoken = f"{number_words(n)} {unit}{'' if n == 1 else 's'}"
         seconds = n * {"second": 1, "minute": 60, "hour": 3600}[unit]
         return [({"duration": spoken, "seconds": str(seconds)}, used + 1)]
+    if name == "noise" and j < len(words) and len(words[j]) >= 6 and words[j].endswith("ing"):
+        return [({}, 1)]  # "what was that banging": any sound a word ending in -ing names
     out = []
     for phrase, value in SLOTS[name].items():
         p = phrase.split()

@@ -74,6 +74,7 @@ def test_plain_requests_are_parsed_with_their_slots(text, name, answer):
         ("volume to for please", "volume set to four"),  # a number where one must be
         ("the little louder please", "volume up"),
         ("said the volume to seven", "volume set to seven"),  # "set", at a request's start
+        ("hey flow, kill the lights", "turning the lights off"),
     ],
 )
 def test_digits_misreadings_and_fillers(text, answer):
@@ -118,6 +119,8 @@ def test_the_newest_request_of_a_reading_answers_and_slots_name_the_request():
     "text, context, answer",
     [
         ("what was that sound", {"sound": "doorbell"}, "that was the doorbell"),
+        ("what was that banging", {"sound": "knock"}, "that was someone knocking"),
+        ("was there an alarm while I was asleep", {}, "no nothing important happened"),
         ("what was that noise", {}, "i did not hear anything unusual"),
         ("did I miss anything", {"alert": "smoke_alarm"}, "yes earlier i heard a smoke alarm"),
         ("what happened while I was out", {}, "no nothing important happened"),
