@@ -33,7 +33,8 @@ CHUNK_S = CHUNK_SAMPLES / SAMPLE_RATE
 SEED = 30_030
 CACHE = Path("/work/runs/alerthead/bench")  # YAMNet outputs and tagger alerts per stream
 GAP_S = 2.0
-FLITE_N = 120  # held-out flite sentences (speech, benign)
+FLITE_N = 200  # held-out flite sentences (speech, benign)
+RENDERINGS = 3  # of each Tux Paint sound
 
 
 # ------------------------------------------------------------------ held-out synthetic alarms
@@ -175,9 +176,11 @@ def heldout_streams(seed: int = SEED) -> list[dict]:
     rng = np.random.default_rng(seed)
     sounds = [(heldout.read_16k(p), label, str(p)) for p, label in heldout.tuxpaint_sound_clips()]
     items = list(sounds)
-    items += [
-        (_level(rng, _room(rng, x) if rng.uniform() < 0.7 else x), lab, f) for x, lab, f in sounds
-    ]
+    for _ in range(RENDERINGS - 1):  # again at another level, mostly in a simulated room
+        items += [
+            (_level(rng, _room(rng, x) if rng.uniform() < 0.7 else x), lab, f)
+            for x, lab, f in sounds
+        ]
     try:
         items += [(heldout.read_16k(p), None, str(p)) for p, _ in heldout.tuxpaint_clips()]
     except heldout.SetUnavailable:
@@ -318,12 +321,27 @@ def score(streams, alerts_by_stream, labels) -> dict:
     }
 
 
+def _head_settings(bundle: Path) -> dict:
+    h = json.loads((bundle / "manifest.json").read_text())["audioset"]["head"]
+    return {
+        "persistence": h["persistence"],
+        "dev_budget_per_label_per_hour": h["calibration"]["false_per_hour_per_label"],
+        "thresholds": {k: v["threshold"] for k, v in h["alerts"].items() if v.get("default", True)},
+    }
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--bundle", type=Path, default=None, help="the tagger's bundle (default: embedded)"
     )
-    ap.add_argument("--head-bundle", type=Path, default=None, help="bundle with audioset.head")
+    ap.add_argument(
+        "--head-bundle",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="a bundle with audioset.head, its row named NAME (repeatable)",
+    )
     ap.add_argument("--no-tagger", action="store_true", help="skip the tagger row (slow)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -339,16 +357,20 @@ def main(argv=None) -> None:
     cached = {s["id"]: yamnet_outputs(yam, s) for s in streams}
     print(f"held-out: {len(streams)} streams, {sum(s['duration'] for s in streams) / 3600:.2f} h, "
           f"YAMNet {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    calibration: dict = {}
     rows = {
         "yamnet_zeroshot": {
             s["id"]: zeroshot_alerts(yam.classes, cached[s["id"]][1]) for s in streams
         }
     }
     labels = list(SYNTH) + ["smoke_alarm"]
-    head_spec = load_spec(args.head_bundle).audioset.head if args.head_bundle else yam.spec.head
-    if head_spec is not None:
-        rule = AudiosetAlerts(yam, AlertHead(head_spec), chunk_s=CHUNK_S)
-        rows["audioset_head"] = {s["id"]: replay(rule, *cached[s["id"]]) for s in streams}
+    heads = [hb.split("=", 1) if "=" in hb else ("audioset_head", hb) for hb in args.head_bundle]
+    if not heads and yam.spec.head is not None:
+        heads = [("audioset_head", args.bundle)]
+    for name, bundle in heads:
+        rule = AudiosetAlerts(yam, AlertHead(load_spec(bundle).audioset.head), chunk_s=CHUNK_S)
+        rows[name] = {s["id"]: replay(rule, *cached[s["id"]]) for s in streams}
+        calibration[name] = _head_settings(load_spec(bundle).path)
     if not args.no_tagger:
         rows["tagger"] = {s["id"]: tagger_alerts(args.bundle, s) for s in streams}
     labels = sorted(set(labels) | {e["label"] for s in streams for e in s["events"] if e["label"]})
@@ -368,7 +390,7 @@ def main(argv=None) -> None:
         "rows": [],
     }
     for name, alerts in rows.items():
-        row = {"decider": name, "all": score(streams, alerts, labels)}
+        row = {"decider": name, **calibration.get(name, {}), "all": score(streams, alerts, labels)}
         for k, v in sets.items():
             row[k] = score(v, alerts, labels)
         report["rows"].append(row)

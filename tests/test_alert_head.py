@@ -164,3 +164,30 @@ def test_class_alert_parsing():
         with pytest.raises(ValueError):
             AA.class_alert(bad, classes)
     assert SAMPLE_RATE == 16_000
+
+
+MUSIC = Path("/usr/share/asterisk/moh/macroform-cold_day.wav")
+
+
+def test_shipped_head_names_a_smoke_alarm_and_not_a_minute_of_music():
+    """The default bundle's head (opt-in: `--alerts audioset`; tagger stays the default):
+    a procedural smoke alarm (eval bands) is named by its onset chunk + 1 (persistence 2),
+    with YAMNet's classes behind it; a minute of music raises nothing."""
+    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.options import RuntimeOptions
+    from soundflow.train.data import procedural
+    from soundflow.train.evaluate import run_stream
+
+    spec = load_spec()
+    assert spec.audioset.head is not None and not spec.audioset.head.decides
+    engine = OrtEngine(None, RuntimeOptions(threads=1))
+    rng = np.random.default_rng(0)
+    alarm = 0.5 * procedural.SOUNDS["smoke_alarm"].make(procedural.Params(rng, "eval"))
+    x = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), alarm.astype(np.float32)])
+    responses, _ = run_stream(engine, x, "alert", alerts="audioset")
+    first = responses[0]
+    assert first.alert == "smoke_alarm" and first.chunk <= 3  # onset in chunk 2 (t = 1.0 s)
+    assert "Smoke detector, smoke alarm" in first.classes and first.onset <= 1.0
+    if MUSIC.is_file():
+        music = _clip(MUSIC)[: 60 * SAMPLE_RATE]
+        assert run_stream(engine, music, "alert", alerts="audioset")[0] == []

@@ -80,9 +80,11 @@ class HeadConfig:
     alerts: tuple[str, ...] = ALERTS  # the labels alerting by default
     input_dim: int = FEATURE_DIM  # YAMNet embedding (1024) + scores (521)
     hidden: int = 128
-    dropout: float = 0.3
-    epochs: int = 25
-    lr: float = 2e-3
+    # chosen on the dev split (recall at the false-alarm budget; 25 epochs at 2e-3 overfit:
+    # thresholds near 0.99 and a lower dev recall)
+    dropout: float = 0.5
+    epochs: int = 6
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
 
@@ -316,7 +318,8 @@ def build_features(out: Path, cfg: RenderConfig, log=print, limit: int | None = 
 
 def load_features(out: Path, split: str) -> dict:
     """Every group of a split, concatenated (example indices made unique)."""
-    parts = [np.load(f) for f in sorted((out / "features").glob(f"{split}-*.npz"))]
+    files = sorted((out / "features").glob(f"{split}-*.npz"))
+    parts = [np.load(f) for f in files if ".tmp" not in f.name]  # not one being written
     if not parts:
         raise FileNotFoundError(f"no {split} features under {out / 'features'}; build them first")
     data, offset = {k: [] for k in ("X", "y", "w", "example", "onset", "label", "source")}, 0
@@ -371,7 +374,7 @@ def train_head(out: Path, config: HeadConfig, log=print) -> dict:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         if epoch % 5 == 4 or epoch == config.epochs - 1:
             log(f"  epoch {epoch + 1}: loss {total / len(X):.4f}")
     lin1, lin2 = model[0], model[3]
@@ -410,30 +413,29 @@ def alerts_of(p: np.ndarray, threshold: float, persistence: int, refractory: int
 
 def calibrate(out: Path, head, budget_per_hour: float, persistence: int, refractory_s: float,
               floor: float = 0.3, log=print) -> dict:  # fmt: skip
-    """Per label: the lowest threshold (>= floor) whose false alerts on the dev split (any
-    rendering not of that label) stay within `budget_per_hour`; its dev recall (an alert
-    within two chunks of the onset chunk)."""
+    """Per label: the lowest threshold (>= floor) whose false alerts on the dev split's
+    benign renderings stay within `budget_per_hour` (hours: the whole dev split, as a
+    stream's hours count); its dev recall (an alert within two chunks of the onset chunk).
+    An alert-worthy sound named by another alert label is a misnaming, not a false alert:
+    the rule fires the most probable label, and recall counts the right one."""
     d = load_features(out, "dev")
     P = head_probs(head, d["X"].astype(np.float32))
     ex, labels = d["example"], d["label"]
     order = [np.flatnonzero(ex == e) for e in range(len(d["onset"]))]
     hours = len(P) * CHUNK_S / 3600
     refractory = int(round(refractory_s / CHUNK_S))
-    grid = np.round(np.arange(floor, 0.99, 0.01), 2)
+    grid = np.concatenate([np.round(np.arange(floor, 0.99, 0.01), 2), [0.99, 0.995, 0.998, 0.999]])
+    benign = [e for e in range(len(order)) if labels[e] < 0]
     result = {}
     for j, label in enumerate(head_labels(head)):
         mine = [e for e in range(len(order)) if labels[e] == j]
         best = None
         for th in grid:
-            false = sum(
-                len(alerts_of(P[order[e], j], th, persistence, refractory))
-                for e in range(len(order))
-                if labels[e] != j
-            )
+            false = sum(len(alerts_of(P[order[e], j], th, persistence, refractory)) for e in benign)
             if false / hours <= budget_per_hour:
                 best = (th, false)
                 break
-        th, false = best if best is not None else (0.99, -1)
+        th, false = best if best is not None else (1.0, -1)  # never: no threshold kept it
         hits = 0
         for e in mine:
             a = alerts_of(P[order[e], j], th, persistence, refractory)
@@ -457,8 +459,10 @@ HEAD_FILE = "audioset_head.npz"
 
 
 def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int,
-                    refractory_s: float, budget: float) -> None:  # fmt: skip
-    """Copy head.npz into the bundle and declare it as `audioset.head` (hashed in files)."""
+                    refractory_s: float, budget: float, decides: bool = False) -> None:  # fmt: skip
+    """Copy head.npz into the bundle and declare it as `audioset.head` (hashed in files);
+    `decides`: alert mode decides by it unless `--alerts` says otherwise (else opt-in,
+    `listen --alerts audioset`)."""
     import shutil
 
     from soundflow.runtime.audioset_alerts import HEAD_SECTION
@@ -486,10 +490,13 @@ def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int
         "hidden": int(config["hidden"]),
         "persistence": persistence,
         "refractory_s": refractory_s,
+        "decides": decides,
         "calibration": {
             "dev_hours": calibration["dev_hours"],
             "false_per_hour_per_label": budget,
-            "recipe": "python -m soundflow.train.alert_head",
+            "recipe": f"python -m soundflow.train.alert_head --out DIR --budget {budget} "
+            f"--persistence {persistence} --bundle BUNDLE",
+            "dev_recall": {k: v.get("dev_recall") for k, v in calibration["labels"].items()},
         },
     }
     m["files"][HEAD_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
@@ -503,11 +510,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--resume", action="store_true", help="keep what --out already holds")
     ap.add_argument("--bundle", type=Path, default=None, help="write the head into this bundle")
-    ap.add_argument("--budget", type=float, default=0.5, help="dev false alerts/hour per label")
-    ap.add_argument("--persistence", type=int, default=1, help="chunks in a row over threshold")
+    ap.add_argument("--budget", type=float, default=0.45, help="dev false alerts/hour per label")
+    ap.add_argument("--persistence", type=int, default=2, help="chunks in a row over threshold")
     ap.add_argument("--refractory-s", type=float, default=8.0)
     ap.add_argument("--limit-benign", type=int, default=None, help="benign files (smoke runs)")
     ap.add_argument("--epochs", type=int, default=HeadConfig.epochs)
+    ap.add_argument("--decides", action="store_true", help="the bundle's alert mode uses it")
     args = ap.parse_args(argv)
     out = args.out
     if out.exists() and not args.resume and any(out.iterdir()):
@@ -526,7 +534,9 @@ def main(argv: list[str] | None = None) -> None:
     cal.update(persistence=args.persistence, refractory_s=args.refractory_s, budget=args.budget)
     (out / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
     if args.bundle is not None:
-        write_to_bundle(args.bundle, out, cal, args.persistence, args.refractory_s, args.budget)
+        write_to_bundle(
+            args.bundle, out, cal, args.persistence, args.refractory_s, args.budget, args.decides
+        )
         print(f"wrote {args.bundle / HEAD_FILE}")
 
 
