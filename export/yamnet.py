@@ -385,7 +385,10 @@ def add_to_bundle(bundle_dir: Path | str, files_dir: Path | str, precision: str)
             shutil.copy(files_dir / name, bundle_dir / name)
         f = bundle_dir / name
         m["files"][name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    head = (m.get(A.SECTION) or {}).get("head")  # the alert head (train/alert_head.py) stays
     m[A.SECTION] = section(precision)
+    if head is not None:
+        m[A.SECTION]["head"] = head
     m["files"] = dict(sorted(m["files"].items()))
     out = bundle_dir / MANIFEST_NAME
     tmp = out.with_suffix(".json.tmp")

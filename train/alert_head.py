@@ -471,6 +471,7 @@ def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int
     m = json.loads(m_path.read_text())
     if "audioset" not in m:
         raise SystemExit(f"{bundle} has no audioset section: add YAMNet first")
+    (bundle / HEAD_FILE).unlink(missing_ok=True)  # never write through a hard link
     shutil.copyfile(out / "head.npz", bundle / HEAD_FILE)
     data = (bundle / HEAD_FILE).read_bytes()
     head = np.load(bundle / HEAD_FILE)
@@ -500,7 +501,10 @@ def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int
         },
     }
     m["files"][HEAD_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    m_path.write_text(json.dumps(m, indent=2) + "\n")
+    m["files"] = dict(sorted(m["files"].items()))
+    tmp = m_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(m, indent=2) + "\n")  # write_manifest's layout
+    tmp.replace(m_path)
 
 
 def main(argv: list[str] | None = None) -> None:
