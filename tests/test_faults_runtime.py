@@ -39,9 +39,11 @@ def engine(tmp_path_factory):
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["decision"].pop("opens_with", None)
     manifest["decision"].pop("captions", None)
-    # its readings, and those confirming assist intents, use the captions' prompt
+    # its readings, those confirming assist intents and the assist grammar's use the captions'
+    # prompt
     manifest.get("tagger", {}).pop("verify", None)
     manifest["decision"].pop("verify", None)
+    manifest["decision"].pop("assist", None)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return open_engine(bundle, RuntimeOptions())
 
