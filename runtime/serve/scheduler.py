@@ -134,7 +134,8 @@ class Scheduler:
                 loop.encoder.state = state
             else:  # the Loop's own recovery: reset the state, encode again, notice
                 embeds = loop._encode(pcm)
-            keep = pcm if loop.decoder.fallback else None
+            wants = loop.decoder.fallback or getattr(loop.decoder, "wants_pcm", False)
+            keep = pcm if wants else None  # fallback control, alerts by the AudioSet branch
             items.append(_Chunk(loop.index, t, ready, embeds, keep))
             loop.index += 1
             s.aio.call_soon_threadsafe(s._room_now)
