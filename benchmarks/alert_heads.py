@@ -261,7 +261,7 @@ def zeroshot_alerts(classes, scores) -> list[tuple[float, str]]:
 
 
 def tagger_alerts(bundle, stream) -> list[tuple[float, str]]:
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.evaluate import run_stream
 
@@ -270,7 +270,7 @@ def tagger_alerts(bundle, stream) -> list[tuple[float, str]]:
         return [tuple(x) for x in json.loads(f.read_text())]
     global _ENGINE
     if _ENGINE is None:
-        _ENGINE = OrtEngine(bundle, RuntimeOptions(threads=1))
+        _ENGINE = open_engine(bundle, RuntimeOptions(threads=1))
     responses, summary = run_stream(_ENGINE, stream["samples"], "alert", alerts="tagger")
     if summary.error is not None:
         raise RuntimeError(f"{stream['id']}: {summary.error}")

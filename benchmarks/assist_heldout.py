@@ -293,9 +293,9 @@ def right(responses: list, intent: str, words: tuple[str, ...]) -> bool:
 def _bundles(tmp: Path) -> dict[str, tuple[object, dict]]:
     """Each way: (engine, run-time overrides)."""
     from soundflow.manifest import write_manifest
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
 
-    base = OrtEngine()
+    base = open_engine()
     out = tmp / "fallback"
     shutil.copytree(base.spec.path, out)
     m = json.loads((out / "manifest.json").read_text())
@@ -304,7 +304,7 @@ def _bundles(tmp: Path) -> dict[str, tuple[object, dict]]:
     return {
         "decoder": (base, {"assist": "decoder"}),
         "grammar": (base, {"assist": "grammar"}),
-        "grammar+fallback": (OrtEngine(out), {}),
+        "grammar+fallback": (open_engine(out), {}),
     }
 
 

@@ -66,8 +66,7 @@ class CrossEngine(OrtEngine):
         variant: str = "fp32",
     ) -> None:
         self.options = options or RuntimeOptions()
-        loaded = getattr(self, "_loaded", None)  # set by OrtEngine.__new__
-        self.spec = spec = loaded if loaded is not None else _spec(bundle, variant)
+        self.spec = spec = _spec(bundle, variant)
         self._open_sessions(spec)  # OrtEngine's: sessions, signatures, metadata
         self.detokenizer = Detokenizer.from_file(spec.tokenizer_file)
         if self.detokenizer.vocab_size != spec.vocab:

@@ -155,18 +155,8 @@ def contract_names(spec: BundleSpec) -> tuple[list[str], list[str]]:
 class OrtEngine:
     """Encoder + decoder sessions, the token-embedding table and the detokenizer.
 
-    `OrtEngine(bundle)` opens either decoder kind: a whisper-cross bundle gives a
-    `runtime.cross.CrossEngine` (same interface), so callers never branch on the kind."""
-
-    def __new__(cls, bundle=None, options=None, variant: str = "fp32"):
-        spec = bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
-        if cls is OrtEngine and spec.kind == "whisper-cross":
-            from soundflow.runtime.cross import CrossEngine
-
-            cls = CrossEngine
-        obj = super().__new__(cls)
-        obj._loaded = spec  # __init__ runs next with the same arguments: read the bundle once
-        return obj
+    The decoder-only kind's engine; `runtime.kinds.open_engine(bundle)` opens whichever
+    kind a bundle's manifest says (a whisper-cross bundle: `runtime.cross.CrossEngine`)."""
 
     def __init__(
         self,
@@ -175,10 +165,13 @@ class OrtEngine:
         variant: str = "fp32",
     ) -> None:
         self.options = options or RuntimeOptions()
-        loaded = getattr(self, "_loaded", None)
-        if loaded is None:
-            loaded = bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
-        self.spec = spec = loaded
+        spec = bundle if isinstance(bundle, BundleSpec) else load_spec(bundle, variant=variant)
+        if spec.kind != "decoder-only":
+            raise BundleError(
+                f"{spec.path}: a {spec.kind} bundle; open it with "
+                "soundflow.runtime.kinds.open_engine (it picks the kind's engine)"
+            )
+        self.spec = spec
         self._open_sessions(spec)
         try:
             self.embed_tokens = np.load(spec.embeddings_file, allow_pickle=False)

@@ -19,9 +19,9 @@ utterance-end policy decides from the chunk's PCM, the audio of successive chunk
 on without separators, and a response is a chat turn (`respond_ids`, the answer until a
 stop id, `resume_ids`).
 
-This is the one implementation of the decoding protocol: the runtime's loop, the export
-parity checks (on ONNX Runtime and on the torch backend, export/torch_engine.py) and the
-benchmarks all drive decoders through these streams.
+This is the decoder-only kind's implementation of the stream protocol (runtime/kinds.py
+writes it out); the runtime's loop, the export parity checks (on ONNX Runtime and on the
+torch backend, export/torch_engine.py) and the benchmarks drive it through the factory.
 """
 
 from __future__ import annotations
@@ -55,17 +55,10 @@ class EncoderStream:
 
 
 class DecoderStream:
-    """One stream's decoder state. `DecoderStream(engine)` on a whisper-cross engine gives a
-    `runtime.cross.CrossDecoderStream` (the same interface)."""
+    """One stream's decoder state, the decoder-only kind's (`runtime.kinds.open_stream`
+    picks the kind's stream class: `runtime.cross.CrossDecoderStream` for whisper-cross)."""
 
     heard: str | None = None  # what a confirming reading heard (runtime/cross.py); none here
-
-    def __new__(cls, engine: OrtEngine, options: RuntimeOptions | None = None):
-        if cls is DecoderStream and engine.spec.kind == "whisper-cross":
-            from soundflow.runtime.cross import CrossDecoderStream
-
-            cls = CrossDecoderStream
-        return super().__new__(cls)
 
     def __init__(self, engine: OrtEngine, options: RuntimeOptions | None = None) -> None:
         options = options or RuntimeOptions()

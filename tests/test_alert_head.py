@@ -173,14 +173,14 @@ def test_shipped_head_names_a_smoke_alarm_and_not_a_minute_of_music():
     """The default bundle's head (opt-in: `--alerts audioset`; tagger stays the default):
     a procedural smoke alarm (eval bands) is named by its onset chunk + 1 (persistence 2),
     with YAMNet's classes behind it; a minute of music raises nothing."""
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data import procedural
     from soundflow.train.evaluate import run_stream
 
     spec = load_spec()
     assert spec.audioset.head is not None and not spec.audioset.head.decides
-    engine = OrtEngine(None, RuntimeOptions(threads=1))
+    engine = open_engine(None, RuntimeOptions(threads=1))
     rng = np.random.default_rng(0)
     alarm = 0.5 * procedural.SOUNDS["smoke_alarm"].make(procedural.Params(rng, "eval"))
     x = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), alarm.astype(np.float32)])

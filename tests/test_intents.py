@@ -137,9 +137,9 @@ def test_history_answers_name_what_the_stream_heard_or_that_it_heard_nothing(tex
 # ---------------------------------------------------------------------- the default bundle
 @pytest.fixture(scope="module")
 def default_path():
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
 
-    e = OrtEngine()
+    e = open_engine()
     if e.spec.kind != "whisper-cross" or "assist" not in e.spec.manifest["tasks"]:
         pytest.skip("the embedded default is not the Whisper-based model with assist mode")
     return e.spec.path
@@ -164,10 +164,10 @@ def test_the_default_bundle_answers_a_plain_request_and_not_narration(default_pa
     """Issue 28's request, answered once with its intent tag and the grammar's answer through
     the runtime's loop (fast mode); the decoder's own way withheld it (and says why); a
     narration that sounds like a request stays quiet."""
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.train.evaluate import run_stream
 
-    engine = OrtEngine(default_path)
+    engine = open_engine(default_path)
     pcm = _espeak("please turn off the kitchen lights", tmp_path)
     said, summary = run_stream(engine, pcm, "assist")
     assert [r.raw for r in said] == ["<intent:lights> turning off the kitchen lights"]
@@ -191,7 +191,7 @@ def test_the_default_bundle_answers_a_plain_request_and_not_narration(default_pa
     ],
 )
 def test_a_bad_assist_section_is_refused(default_path, tmp_path, assist, field):
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
 
     out = tmp_path / "b"
     shutil.copytree(default_path, out)
@@ -199,7 +199,7 @@ def test_a_bad_assist_section_is_refused(default_path, tmp_path, assist, field):
     m["decision"]["assist"] = assist
     write_manifest(out, {k: v for k, v in m.items() if k != "files"})
     with pytest.raises(BundleError, match=field.replace(".", r"\.")):
-        OrtEngine(out)
+        open_engine(out)
 
 
 def test_the_default_bundle_answers_history_from_what_it_heard(default_path, tmp_path):
@@ -207,11 +207,11 @@ def test_the_default_bundle_answers_history_from_what_it_heard(default_path, tmp
     the tagger heard: a sound at SOUND_P names "what was that", an alert over its own
     threshold "did I miss anything", and each only for so long."""
     from soundflow.runtime import cross
-    from soundflow.runtime.engine import OrtEngine
+    from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.evaluate import run_stream
 
-    engine = OrtEngine(default_path)
+    engine = open_engine(default_path)
     sentence = _espeak("the package will arrive on tuesday", tmp_path)
     question = _espeak("what did she say", tmp_path)
     quiet = np.zeros(16000, np.float32)
