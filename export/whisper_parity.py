@@ -47,7 +47,9 @@ class TorchCrossEngine:
         entry = np.stack([np.stack([k[0].numpy(), v[0].numpy()]) for k, v in kv])
         return entry, {"history": hist.numpy()}
 
-    def bind(self, cache, memory):
+    def bind(self, cache, memory, reading: bool = False):
+        """As CrossEngine.bind; `reading` (a window reading's int8 logits) has no torch twin:
+        the torch forward is the fp32 reference either way."""
         return cache, memory
 
     @torch.no_grad()
@@ -105,10 +107,15 @@ def drive(
     """Stream `pcm`; respond on every `respond_every`-th chunk regardless of p (forced, so
     generation is exercised). Returns the recorder (its trace) and per-chunk responses.
     `forced`: generate these tokens (another backend's `own`) instead of greedy ones."""
-    # The protocol's own responses: transcribe-mode captions by agreement re-read the window
-    # through the same decoder graph (runtime/captions.py), so these calls cover it.
+    # The protocol's own responses: transcribe-mode captions by agreement and assist by
+    # grammar re-read the window through the same decoder graph (runtime/captions.py), so
+    # these calls cover them.
     opts = RuntimeOptions(
-        mode=mode, max_response_tokens=max_tokens, refractory_s=0.0, captions="protocol"
+        mode=mode,
+        max_response_tokens=max_tokens,
+        refractory_s=0.0,
+        captions="protocol",
+        assist="decoder",
     )
     enc = EncoderStream(engine)
     dec = _Recorder(engine, opts)
