@@ -62,6 +62,17 @@ def _caption(engine, pcm, realtime: bool, **options):
     return words, [e for e in events if e.type == "stats"], summary
 
 
+def _slow_decoder(engine, monkeypatch, seconds: float) -> None:
+    """Every decoder call of `engine` takes `seconds` longer (a slower board, a busy one)."""
+    step = engine.step
+
+    def slow_step(*args):
+        time.sleep(seconds)
+        return step(*args)
+
+    monkeypatch.setattr(engine, "step", slow_step)
+
+
 def _wer(words: list[str]) -> float:
     ref = normalize(TEXT)
     return edit_distance(ref, words) / len(ref)
@@ -76,13 +87,7 @@ def test_a_slow_decoder_reads_every_word_later_and_says_how_late(engine, speech,
     assert _wer(fast) <= 0.25, " ".join(fast)
     assert fast_summary.captions_skipped == 0
 
-    step = engine.step
-
-    def slow_step(*args):
-        time.sleep(0.15)
-        return step(*args)
-
-    monkeypatch.setattr(engine, "step", slow_step)
+    _slow_decoder(engine, monkeypatch, 0.15)
     slow, stats, summary = _caption(engine, speech, realtime=True)
     assert summary.captions_skipped == 0
     # measured: 0.0-0.12 (the schedule follows the clock), fast mode 0.04
@@ -120,12 +125,6 @@ def test_fast_mode_keeps_its_schedule_whatever_the_clock(engine, speech, monkeyp
     """Fast mode (eval, bench peer) never defers a reading: its captions do not depend on
     how long each call took."""
     words, _, _ = _caption(engine, speech, realtime=False)
-    step = engine.step
-
-    def slow_step(*args):
-        time.sleep(0.02)
-        return step(*args)
-
-    monkeypatch.setattr(engine, "step", slow_step)
+    _slow_decoder(engine, monkeypatch, 0.02)
     again, _, summary = _caption(engine, speech, realtime=False)
     assert again == words
