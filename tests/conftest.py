@@ -55,3 +55,15 @@ def smoke_bundle(smoke_checkpoint, tmp_path_factory) -> Path:
     export_bundle(smoke_checkpoint, out, cache_capacity=256, log=lambda *_: None)
     add_int8(out, log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def default_path():
+    """The embedded default's folder, where it is the Whisper-based model with assist mode
+    (the tests of assist on the real bundle copy and edit it)."""
+    from soundflow.runtime.kinds import open_engine
+
+    e = open_engine()
+    if e.spec.kind != "whisper-cross" or "assist" not in e.spec.manifest["tasks"]:
+        pytest.skip("the embedded default is not the Whisper-based model with assist mode")
+    return e.spec.path

@@ -135,16 +135,6 @@ def test_history_answers_name_what_the_stream_heard_or_that_it_heard_nothing(tex
 
 
 # ---------------------------------------------------------------------- the default bundle
-@pytest.fixture(scope="module")
-def default_path():
-    from soundflow.runtime.kinds import open_engine
-
-    e = open_engine()
-    if e.spec.kind != "whisper-cross" or "assist" not in e.spec.manifest["tasks"]:
-        pytest.skip("the embedded default is not the Whisper-based model with assist mode")
-    return e.spec.path
-
-
 def _espeak(text: str, tmp_path) -> np.ndarray:
     """espeak-ng in its own process (libespeak-ng keeps state between calls), at 16 kHz,
     with silence around it."""

@@ -23,14 +23,6 @@ from soundflow.train.evaluate import run_stream
 TIMER = "<intent:timer>"
 
 
-@pytest.fixture(scope="module")
-def default_path():
-    e = open_engine()
-    if e.spec.kind != "whisper-cross" or "assist" not in e.spec.manifest["tasks"]:
-        pytest.skip("the embedded default is not the Whisper-based model with assist mode")
-    return e.spec.path
-
-
 _SPEAK = """
 import sys
 import numpy as np
