@@ -134,7 +134,7 @@ class WindowCaptions:
         self.lag_ms = LatencyStats()  # a reading's words out minus its newest audio's arrival
         self.late = 0  # readings whose words came after the next reading was due
         self.unread = 0  # chunks no reading's window held: words there were never read
-        self.deferred = 0  # due readings postponed while the reader caught up
+        self.deferred = 0  # chunks at which a due reading waited while the reader caught up
         self.reset()
 
     def reset(self) -> None:
