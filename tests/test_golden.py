@@ -31,3 +31,23 @@ def test_golden_checkpoint_loads_and_was_trained(smoke_checkpoint):
     assert cfg.decoder == want and cfg.encoder == recipe.model.encoder
     training = json.loads((smoke_checkpoint / "config.json").read_text())["training"]
     assert training["step"] == recipe.total_steps
+
+
+def test_golden_checkpoint_outputs_equal_the_stored_tensors(smoke_checkpoint):
+    """The model code's forward pass, pinned (moshi's test_lm): the golden checkpoint's
+    embeddings and logits on a fixed input equal tests/data/smoke_outputs.npz."""
+    pytest.importorskip("torch")
+    import importlib.util
+
+    import numpy as np
+
+    path = GOLDEN.parent / "make_smoke_outputs.py"
+    spec = importlib.util.spec_from_file_location("make_smoke_outputs", path)
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    want = np.load(maker.OUT)
+    got = maker.compute(smoke_checkpoint)
+    assert set(got) == set(want.files)
+    for name in want.files:
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-4, err_msg=name)

@@ -66,6 +66,21 @@ HELD_OUT: dict[str, HeldOutSource] = {
         source_prefixes=("flite", "tts:flite"),
         voices=FLITE_VOICES,
     ),
+    # Real recordings of packages design.md does not allow, kept for evaluation only: the
+    # noise beds of `bench noise` and the benign audio of `bench alerts`. Not in
+    # setup-dev.sh (widelands-data is 400 MB): scripts/setup-heldout.sh installs them.
+    "widelands": HeldOutSource(
+        description="Widelands' recorded sounds and music (taverns, mills, workshops, animals)",
+        packages=("widelands-data",),
+        path_patterns=("*/widelands/*",),
+        source_prefixes=("widelands",),
+    ),
+    "minetest": HeldOutSource(
+        description="Minetest's recorded environment sounds (running water, fire, lava)",
+        packages=("minetest-data",),
+        path_patterns=("*/minetest/*",),
+        source_prefixes=("minetest",),
+    ),
 }
 
 
