@@ -306,18 +306,86 @@ def peer(bundle, data, sets, max_streams, whisper, int8, threads, json_out):
 @bench.command()
 @BUNDLE
 @THREADS
+@click.option(
+    "--benign-minutes",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Benign real audio to run (0: none).",
+)
+@click.option(
+    "--deciders",
+    default=None,
+    help="Comma-separated, of audioset,tagger,protocol (default: every one the bundle has).",
+)
+@click.option(
+    "--event-streams",
+    type=int,
+    default=None,
+    help="Held-out event streams to run (default: all; 0: none).",
+)
+@click.option(
+    "--tuxpaint-sounds",
+    is_flag=True,
+    help="The earlier report instead: Tux Paint's sounds, and transcribe mode on them.",
+)
 @JSON
-def alerts(bundle, threads, json_out):
-    """Alert mode on real recordings held out of training (Tux Paint's stamp and interface
-    sounds: animals, instruments, household, vehicles; all benign but a fire truck's siren),
-    by each alert path the bundle has (its tagger, the decoder's own step): benign sounds
-    alerted on, false alerts per hour, alert-worthy sounds named; and the words transcribe
-    mode captions on the same speechless streams (speech gate on and off).
+def alerts(bundle, threads, benign_minutes, deciders, event_streams, tuxpaint_sounds, json_out):
+    """False alerts per hour, per label and decider, on an hour of benign real audio held out
+    of training (Widelands' music and sounds, Minetest's, Tux Paint's and flite's speech;
+    scripts/setup-heldout.sh installs them); and per label, the held-out alert events named
+    within two chunks of onset and the onset latency (benchmarks/alert_heads.py's set).
 
     \b
     Example:
-      soundflow bench alerts --json benchmarks/results/alerts.json
+      soundflow bench alerts --json benchmarks/results/alerts_benign_hour.json
+      soundflow bench alerts --benign-minutes 1 --deciders tagger --event-streams 0
     """
+    from soundflow.benchmarks import alerts as al
+    from soundflow.train.heldout import SetUnavailable
+
+    if tuxpaint_sounds:
+        return _tuxpaint_sounds(bundle, threads, json_out)
+    names = [d.strip() for d in deciders.split(",") if d.strip()] if deciders else None
+    unknown = [d for d in names or [] if d not in al.DECIDERS]
+    if unknown:
+        raise click.ClickException(f"--deciders: {unknown[0]!r}; use {','.join(al.DECIDERS)}")
+    try:
+        result = _run(al.benign_run, bundle, threads, benign_minutes, names, event_streams, _stderr)
+    except SetUnavailable as e:
+        raise click.ClickException(f"held-out audio missing: {e}") from None
+    result = _finish(result, json_out, False)
+    if result["benign"]:
+        b = result["benign"]
+        click.echo(
+            f"benign audio: {b['minutes']} min in {b['streams']} streams {b['seconds_by_kind']}"
+        )
+    for row in result["deciders"]:
+        if "benign" in row:
+            b = row["benign"]
+            click.echo(
+                f"{row['decider']:9s} false alerts {b['false_alerts']} ({b['false_per_hour']}/h)"
+                f"  per label/h {b['false_per_hour_by_label']}"
+            )
+        if "events" in row:
+            e = row["events"]
+            click.echo(
+                f"{row['decider']:9s} held-out events named {e['named']}/{e['events']}"
+                f"  (false on their streams {e['false_alerts']})"
+            )
+            for label, v in e["per_label"].items():
+                lat = e["latency_chunks"].get(label)
+                click.echo(
+                    f"    {label:15s} {v['named']}/{v['events']}"
+                    + (f"  latency median {lat['median']} chunks" if lat else "")
+                )
+
+
+def _tuxpaint_sounds(bundle, threads, json_out) -> None:
+    """The earlier `bench alerts`: Tux Paint's stamp and interface sounds (all benign but a
+    fire truck's siren) by each alert path the bundle has: benign sounds alerted on, false
+    alerts per hour, alert-worthy sounds named; and the words transcribe mode captions on
+    the same speechless streams (speech gate on and off)."""
     from soundflow.benchmarks import alerts as al
 
     result = _finish(_run(al.run, bundle, threads, 0, _stderr), json_out, False)

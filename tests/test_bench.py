@@ -211,7 +211,7 @@ def test_tuxpaint_sounds_set_places_every_sound_in_quiet():
 def test_bench_alerts(smoke_bundle, tmp_path):
     """Both alert paths where the bundle has a tagger; the protocol's alone otherwise."""
     _tuxpaint()
-    result = _bench(tmp_path, "alerts", "--bundle", str(smoke_bundle))
+    result = _bench(tmp_path, "alerts", "--tuxpaint-sounds", "--bundle", str(smoke_bundle))
     assert [row["path"] for row in result["table"]] == ["protocol"]
     row = result["table"][0]
     assert row["benign_sounds"] >= 50 and row["alert_sounds"] == 1
