@@ -91,6 +91,34 @@ from soundflow.manifest import BundleError
     " A stream's hello may set its own. Streams share the server's loop, so a deadline "
     "counted from each chunk's arrival leaves the later streams of a busy server less of it."
 )
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Serve through Ray Serve on a local Ray cluster: --replicas processes, each with "
+    "its own engine and streams, behind Ray's proxy (needs: pip install 'soundflow[ray]').",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --ray: replicas (engines); Ray restarts one that dies or fails its health check.",
+)
+@click.option(
+    "--max-replicas",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --ray: let Ray's autoscaler add replicas up to this many, aiming at "
+    "--target-streams streams each (default: a fixed --replicas).",
+)
+@click.option(
+    "--target-streams",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="With --ray --max-replicas: streams per replica the autoscaler aims at.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No per-connection log lines on stderr.")
 def serve(
     bundle,
@@ -107,6 +135,10 @@ def serve(
     provider,
     int8,
     caption_budget_ms,
+    use_ray,
+    replicas,
+    max_replicas,
+    target_streams,
     quiet,
 ) -> None:
     """Serve live streams over WebSocket: one engine, one state per connection.
@@ -121,6 +153,7 @@ def serve(
       soundflow serve                                   # ws://127.0.0.1:8765
       soundflow serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
       soundflow listen --server ws://127.0.0.1:8765 --input talk.wav
+      soundflow serve --ray --replicas 2                # Ray Serve (docs/deploy.md)
 
     SIGTERM or Ctrl-C stops accepting, decides the audio every open stream has sent,
     sends each its summary (close 1001) and exits 0.
@@ -137,8 +170,12 @@ def serve(
 
     token = token or os.environ.get("SOUNDFLOW_TOKEN") or None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = workers or max(1, cores or 1)
-    threads = threads or max(1, (cores or 1) // workers)  # workers x threads = cores
+    cores = cores or 1
+    if use_ray:  # the replicas are the parallelism: one worker each, cores split among them
+        workers = workers or 1
+        threads = threads or max(1, cores // (replicas * workers))
+    workers = workers or cores
+    threads = threads or max(1, cores // workers)  # workers x threads = cores
     try:
         config = ServerConfig(
             host=host,
@@ -159,6 +196,17 @@ def serve(
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if use_ray:
+        _serve_ray(
+            bundle,
+            options,
+            "int8" if int8 else "fp32",
+            config,
+            cores,
+            quiet,
+            (replicas, max_replicas, target_streams),
+        )
+        return
     try:
         engine = open_engine(bundle, options, variant="int8" if int8 else "fp32")
     except BundleError as e:
@@ -184,3 +232,62 @@ def serve(
         run_server(engine, config, log=log, on_ready=ready)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _serve_ray(bundle, options, variant, config, cores, quiet, scaling) -> None:
+    """`serve --ray`: the replicas open the engine; this process runs the Ray cluster."""
+    import socket
+    from pathlib import Path
+
+    from soundflow.runtime.bundle import load_spec
+
+    try:
+        from soundflow.runtime.serve import ray_app
+    except ImportError as e:
+        raise click.ClickException(
+            f"soundflow serve --ray needs Ray Serve ({e}): pip install 'soundflow[ray]'"
+        ) from None
+    replicas, max_replicas, target_streams = scaling
+    bundle = str(Path(bundle).resolve()) if bundle else None  # replicas run elsewhere
+    try:
+        load_spec(bundle, variant=variant)  # a bad bundle fails here, not in every replica
+        scale = ray_app.RayOptions(
+            replicas=replicas,
+            max_replicas=max_replicas,
+            target_streams=target_streams,
+            cpus_per_replica=cores / max(replicas, max_replicas or 0),  # all fit this machine
+        )
+    except BundleError as e:
+        raise click.ClickException(str(e)) from None
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    port = config.port
+    if port == 0:  # Ray's proxy cannot report the port it got: pick a free one here
+        with socket.socket() as s:
+            s.bind((config.host, 0))
+            port = s.getsockname()[1]
+    app = ray_app.application(bundle, options=options, variant=variant, config=config, scale=scale)
+
+    def ready() -> None:
+        click.echo(
+            f"soundflow serve --ray · {replicas}"
+            + (f"-{max_replicas}" if max_replicas else "")
+            + f" replica(s) x {config.workers} worker(s) x {options.threads} thread(s) · "
+            f"max {config.max_streams} streams a replica"
+            + (" · token required" if config.token else ""),
+            err=True,
+        )
+        click.echo(f"listening on ws://{config.host}:{port}")
+        sys.stdout.flush()
+
+    try:
+        ray_app.run_local(
+            app, config.host, port, num_cpus=cores, log_to_driver=not quiet, on_ready=ready
+        )
+    except RuntimeError as e:  # Ray's own: a port taken, a cluster that did not start
+        raise click.ClickException(f"Ray Serve did not start: {_first(e)}") from None
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
