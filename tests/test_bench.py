@@ -249,12 +249,21 @@ def test_flite_set_builds_plausible_audio():
     ]
 
 
-def test_bench_peer_tuxpaint_cli(tmp_path):
-    """The embedded default bundle and pocketsphinx on one real-speech stream."""
+def test_bench_peer_tuxpaint_cli(tmp_path, monkeypatch):
+    """The embedded default bundle and pocketsphinx on one real-speech stream: the set's
+    first 20 clips (a 37 s stream, not its 60 s one: the offline Whisper row pads each clip
+    to 30 s of features), a second stream after it that --max-streams leaves out."""
     pytest.importorskip(
         "pocketsphinx", reason="the peer benchmark needs pip install 'soundflow[bench]'"
     )
-    _tuxpaint()
+    heldout = _tuxpaint()
+    clips = [(heldout.read_16k(p), text) for p, text in heldout.tuxpaint_clips()[:24]]
+    streams = heldout.pack("tuxpaint", clips[:20]) + heldout.pack("tuxpaint", clips[20:])
+    first = heldout.tuxpaint_streams()[0]  # the set's own first stream begins the same
+    n = len(streams[0].samples) - int(heldout.GAP_S * 16000)
+    assert np.array_equal(first.samples[:n], streams[0].samples[:n])
+    assert first.reference[: len(streams[0].reference)] == streams[0].reference
+    monkeypatch.setattr(heldout, "tuxpaint_streams", lambda: streams)
     out = tmp_path / "peer.json"
     res = CliRunner().invoke(
         cli,
@@ -270,9 +279,9 @@ def test_bench_peer_tuxpaint_cli(tmp_path):
     # the offline Whisper reference runs wherever the train extra is installed (as here)
     offline = {"whisper-offline"} if "skipped" not in r["whisper_offline"] else set()
     assert set(rows) == {"soundflow", "pocketsphinx"} | offline, r["whisper_offline"]
-    assert r["sets"]["tuxpaint"]["streams"] == 1
+    assert r["sets"]["tuxpaint"]["streams"] == 1 and len(streams) == 2
     for row in rows.values():
-        assert row["set"] == "tuxpaint" and row["utterances"] >= 5 and row["words"] >= 10
+        assert row["set"] == "tuxpaint" and row["utterances"] == 20 and row["words"] >= 10
         assert _number(row["wer"]) and row["wer"] >= 0
     # it recognises real speech (its WER can pass 100 %: one-word clips, many insertions)
     (ex,) = r["sets"]["tuxpaint"]["examples"]
