@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 MIN_OVERLAP_MATCHES = 2
 MAX_SKIP = 2  # leading words either hypothesis may have that the other lacks (window edges)
 TAIL = 12  # emitted words the overlap is searched in (a 4.4 s window holds fewer)
+MAX_REPEAT = 3  # a join's repeated fragment ("and and", "is side is side") is up to this long
 
 
 def key(word: str) -> str:
@@ -79,6 +80,23 @@ def agreed(prev: list[str], cand: list[str]) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def join_repeat(emitted: list[str], out: list[str], heard: list[str]) -> int:
+    """How many leading words of `out` repeat the end of `emitted` where the hypothesis they
+    came from (`heard`) never says that fragment twice in a row: the overlap stopped a word
+    short, and the words would be emitted twice ("problems and and investor"). A double the
+    speaker said ("had had") is in its hypothesis, and stays. All as `key`s."""
+    for n in range(min(MAX_REPEAT, len(out), len(emitted)), 0, -1):
+        frag = out[:n]
+        if emitted[-n:] != frag:
+            continue
+        said_twice = any(
+            heard[i : i + n] == frag and heard[i + n : i + 2 * n] == frag
+            for i in range(len(heard) - 2 * n + 1)
+        )
+        return 0 if said_twice else n
+    return 0
+
+
 @dataclass(frozen=True)
 class Word:
     """One word of a hypothesis: its text as the decoder wrote it and the token ids that spell
@@ -98,10 +116,22 @@ class LocalAgreement:
 
     emitted: list[Word] = field(default_factory=list)
     pending: list[Word] = field(default_factory=list)
+    heard: list[str] = field(default_factory=list)  # the hypothesis `pending` came from (keys)
+    repeats: int = 0  # words a join would have emitted twice, left out (join_repeat)
 
     def reset(self) -> None:
         self.emitted.clear()
         self.pending.clear()
+        self.heard = []
+        self.repeats = 0
+
+    def _emit(self, out: list[Word]) -> list[Word]:
+        """`out` less a fragment the join would repeat; the emitted tail grows by the rest."""
+        cut = join_repeat([w.key for w in self.emitted], [w.key for w in out], self.heard)
+        self.repeats += cut
+        out = out[cut:]
+        self.emitted = [*self.emitted[-TAIL:], *out]  # only the tail is ever aligned against
+        return out
 
     def new_words(self, hyp: list[Word]) -> list[Word]:
         """The words of this hypothesis after those it re-reads from what was emitted."""
@@ -122,12 +152,11 @@ class LocalAgreement:
                 cand = cand[j:]
             elif not cand:
                 out = self.pending
-        self.emitted = [*self.emitted[-TAIL:], *out]  # only the tail is ever aligned against
-        self.pending = cand
+        out = self._emit(out)
+        self.pending, self.heard = cand, [w.key for w in hyp]
         return out
 
     def flush(self) -> list[Word]:
         """The unconfirmed words, at the end of speech or of the stream."""
         out, self.pending = self.pending, []
-        self.emitted = [*self.emitted[-TAIL:], *out]
-        return out
+        return self._emit(out)

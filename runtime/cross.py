@@ -18,8 +18,9 @@ import numpy as np
 
 from soundflow import protocol
 from soundflow.manifest import BundleError
-from soundflow.runtime import audioset_alerts, intents
+from soundflow.runtime import audioset_alerts
 from soundflow.runtime.agreement import key
+from soundflow.runtime.assist_grammar import ASSIST_MIN_LOGPROB, GrammarAssist
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.captions import CaptionConfig, WindowCaptions
 from soundflow.runtime.detokenize import Detokenizer
@@ -42,15 +43,6 @@ REPREFILL_KEEP = 16  # newest tokens kept (besides the prompt) when the cache is
 # A response ends where it would say a token n-gram for the second time: Whisper's decoder,
 # fed a window it cannot read, loops ("for it for it for it ...") up to max tokens.
 NO_REPEAT_NGRAM = 3
-FRAMES_PER_S = 50  # Whisper's encoder frames: a memory of 220 frames is a 4.4 s window
-# decision.assist.min_avg_logprob: an assist reading's floor (the captions' is -0.7)
-ASSIST_MIN_LOGPROB = -1.0
-# History answers (runtime/intents.py) name what the tagger heard: the newest sound within
-# HISTORY_SOUND_S before the question, an alert within HISTORY_ALERT_S, or what was said in
-# the utterance before, within HISTORY_SAID_S. A sound counts at SOUND_P (asked about, one
-# may be named below its alert threshold: procedural doorbells peaked at 0.51), an alert at
-# its own threshold.
-HISTORY_SOUND_S, HISTORY_ALERT_S, HISTORY_SAID_S, SOUND_P = 30.0, 600.0, 30.0, 0.3
 # decision.opens_with: what a mode's responses open with ("alert" | "intent" tag, or "text").
 # Every alert target opens with an alert tag and every answer with an intent tag, so a response
 # that opens otherwise (a caption in alert mode: the model heard speech) is withheld.
@@ -353,19 +345,24 @@ class CrossDecoderStream(DecoderStream):
         # the decoder still answers what the grammar does not parse), a flag overrides.
         a = d.get("assist") or {}
         self.grammar = self.mode == "assist" and (options.assist or a.get("method")) == "grammar"
-        self._fallback = self.grammar and bool(a.get("fallback", False))
-        self._assist_gate = None  # where speech may have ended (the bundle's speech gate)
-        if self.grammar and spec.tagger is not None and spec.tagger.speech is not None:
-            if engine.tagger is not None:
-                self._assist_gate = SpeechGate(spec.tagger.speech)
         if self.alerts is None and (self.verify or self._read_answers or self.grammar):
             self._reader = self._confirming_reader(
                 cfg, "decision.assist" if self.grammar else "decision.verify"
             )
+        self._chunk_s = engine.spec.chunk_ms / 1000
+        self.assist = None  # runtime/assist_grammar.GrammarAssist, in assist mode by grammar
         if self.grammar:  # the grammar decides what is a request, so a less sure reading counts
             floor = float(a.get("min_avg_logprob", ASSIST_MIN_LOGPROB))
             self._reader.config = dataclasses.replace(self._reader.config, min_avg_logprob=floor)
-        self._chunk_s = engine.spec.chunk_ms / 1000
+            self.assist = GrammarAssist(
+                self._reader,
+                spec.tagger if engine.tagger is not None else None,
+                spec.special,
+                fallback=bool(a.get("fallback", False)),
+                chunk_s=self._chunk_s,
+                refractory_s=self.refractory_s,
+                memory_frames=spec.memory_frames,
+            )
         self.reset()
 
     def _confirming_reader(self, cfg: dict | None, needed_by: str) -> WindowCaptions:
@@ -393,20 +390,9 @@ class CrossDecoderStream(DecoderStream):
         self.verified = 0  # confirming readings made
         self.heard = None  # the words the last response's reading heard (None: no reading)
         self.withheld: str | None = None  # why the last response was withheld (Summary)
-        self._intent = None  # assist by grammar: the request this chunk's reading parsed
-        self._answer: list[int] | None = None  # ... and its answer's ids, begin -> continue
-        self._answered: dict[tuple, float] = {}  # each request answered -> when
-        self._assist_chunks = 0
-        self._heard: str | None = None  # the words of the last reading parsed
-        self._held = None  # the request read at the first quiet chunk, answered at the next
-        self._quiet_answered = False  # a request was answered since speech last stopped
-        self._sounds: dict[str, float] = {}  # history's context: each label -> when last heard
-        self._alerts: dict[str, float] = {}  # ... and each alert label over its threshold
-        self._utterance = 0  # utterances begun (the gate opening after quiet)
-        self._said: dict[int, tuple[float, str]] = {}  # utterance -> its last reading's words
-        self._answered_at = -np.inf  # stream time of the grammar's last answer
-        if self._assist_gate is not None:
-            self._assist_gate.reset()
+        self._answer: list[int] | None = None  # assist by grammar: the answer's ids
+        if self.assist is not None:
+            self.assist.reset()
         self._caption = []
         self._pending = list(self.prompt)
         self._last_tag: dict[int, float] = {}
@@ -447,8 +433,8 @@ class CrossDecoderStream(DecoderStream):
                         self.alerts.confirm(label, heard)
             return []
         self.memory.add(audio_embeds)
-        if self._assist_gate is not None:  # assist by grammar: has speech ended? what sounded?
-            self._hear(self.engine.tag(audio_embeds))
+        if self.assist is not None and self.assist.gate is not None:
+            self.assist.hear(self.engine.tag(audio_embeds))  # has speech ended? what sounded?
         if self.captions is not None:
             if self.captions.gate is not None:
                 self.captions.gate.update(self.engine.tag(audio_embeds))
@@ -495,102 +481,14 @@ class CrossDecoderStream(DecoderStream):
             return self._caption_decision()
         self._pending = [self.silence]
         self._p = control_p(last, self.silence, self.respond_id)
-        if self.grammar:
-            return self._assist_decision()
+        if self.assist is not None:
+            made = self.assist.readings
+            decision = self.assist.decide(self._p, self._decide_at)
+            self.verified += self.assist.readings - made
+            return decision
         # A calibrated per-label threshold may ask for more than the mode's: that check waits
         # for the response's first token (its tag), in begin_response.
         return Decision(self._p, self._p >= self._decide_at)
-
-    def _hear(self, probs: np.ndarray) -> None:
-        """One chunk's tagger outputs: the speech gate (has speech ended?) and history's
-        context (the last time each sound met SOUND_P, each alert its threshold)."""
-        gate, tagger = self._assist_gate, self.engine.spec.tagger
-        quiet = gate.since > 0
-        gate.update(probs)
-        if quiet and gate.since == 0:
-            self._utterance += 1
-        t = (self._assist_chunks + 1) * self._chunk_s
-        speech = tagger.labels[gate.spec.column]
-        for label, p in zip(tagger.labels, np.asarray(probs).reshape(-1), strict=True):
-            if label != speech and p >= SOUND_P:
-                self._sounds[label] = t
-            if p >= tagger.thresholds.get(label, np.inf):
-                self._alerts[label] = t
-
-    def _history(self, now: float) -> dict[str, str] | None:
-        """What a history answer names (runtime/intents.answer), or None without a tagger."""
-        if self._assist_gate is None:
-            return None
-        ended = now - self._assist_gate.since * self._chunk_s  # about when the question ended
-        context = {}
-        recent = [(t, x) for x, t in self._sounds.items() if now - t <= HISTORY_SOUND_S]
-        if recent:
-            context["sound"] = max(recent)[1]
-        alerts = [(t, x) for x, t in self._alerts.items() if now - t <= HISTORY_ALERT_S]
-        if alerts:
-            context["alert"] = max(alerts)[1]
-        before = self._said.get(self._utterance - 1)
-        if before is not None and ended - before[0] <= HISTORY_SAID_S:
-            context["said"] = before[1]
-        return context
-
-    def _assist_decision(self) -> Decision:
-        """Assist by grammar: where speech may have ended the window is read and its words
-        parsed (runtime/intents.py); a request not already answered answers (p 1.0).
-        Elsewhere the decoder's own decision stands only where `decision.assist.fallback`
-        lets the decoder answer what the grammar does not parse."""
-        self._assist_chunks += 1
-        self._intent = None
-        gate = self._assist_gate
-        # Speech may have ended at the gate's first quiet chunk, or only paused there (what is
-        # read then may be cut short: "turn on the lights" of "... in the office"). So that
-        # chunk's reading is held and the next one's answers: its request, or the held one
-        # where it reads none (Whisper sometimes reads nothing, or less, of speech that ended
-        # a second before the window's end); where neither holds one, the third quiet
-        # chunk's reading may answer. Speech again drops what was held. With no gate, every
-        # other chunk answers what it reads (a window without speech costs its reading one
-        # call: Whisper's no-speech check).
-        if gate is None:
-            due = answers = self._assist_chunks % 2 == 0
-        else:
-            if gate.since == 0:
-                self._held, self._quiet_answered = None, False
-            due = gate.since in (1, 2, 3) and not self._quiet_answered
-            answers = gate.since >= 2
-        if not due:
-            return Decision(self._p, self._fallback and self._p >= self._decide_at)
-        words = [w.text for w in self._reader.words(self._reader.hypothesis())]
-        self.verified += 1
-        self._heard = " ".join(key(w) for w in words)
-        now = self._assist_chunks * self._chunk_s
-        intent = intents.parse(words)
-        if intent is None and self._heard:  # what was said: history's "what did she say"
-            self._said = {self._utterance: (now, self._heard)} | {
-                u: v for u, v in self._said.items() if u == self._utterance - 1
-            }
-        if intent is not None and intent.tag not in self.engine.spec.special:
-            intent = None  # an intent this bundle has no tag for
-        if not answers:
-            self._held = intent
-            return Decision(self._p, self._fallback and self._p >= self._decide_at)
-        intent, self._held = intent or self._held, None
-        if intent is None:
-            return Decision(self._p, self._fallback and self._p >= self._decide_at)
-        self._quiet_answered = True  # this quiet run's request: the third reading is not made
-        # Once per request: the same request (intent and slots) again within the refractory
-        # time, or while its words are still in the window, is the same words read again.
-        last = self._answered.get(intent.identity)
-        again = max(self.refractory_s, self.engine.spec.memory_frames / FRAMES_PER_S)
-        if last is not None and now - last < again:
-            return Decision(self._p, False)
-        self._answered[intent.identity] = now
-        if intent.name == "history":  # the answer names what the stream heard
-            context = self._history(now)
-            intent = dataclasses.replace(
-                intent, answer=intents.answer(intent.name, intent.slots, context)
-            )
-        self._intent = intent
-        return Decision(1.0, True)
 
     def _caption_decision(self) -> Decision:
         ready, self._ready = self._ready, None  # set by decide; None from the batcher
@@ -632,8 +530,8 @@ class CrossDecoderStream(DecoderStream):
         if self.captions is not None:
             return self._caption[0] if self._caption else None
         self.withheld = None
-        if self._intent is not None:  # assist by grammar: the request its reading parsed
-            return self._begin_answer(t)
+        if self.assist is not None and self.assist.intent is not None:
+            return self._begin_answer(t)  # assist by grammar: the request its reading parsed
         self._response = []
         self.heard = None
         first = self._next_token(self._call([self.respond_id])[-1])
@@ -645,7 +543,7 @@ class CrossDecoderStream(DecoderStream):
             need = self._p  # confirmed by the words read
         # the decoder's answer (the grammar's fallback) after the grammar answered: the same
         # request, heard again in the window as it slides
-        answered = self.grammar and t - self._answered_at < self.refractory_s
+        answered = self.assist is not None and t - self.assist.answered_at < self.refractory_s
         if not may or self._p < need or answered:
             self.cache.rollback(1)
             self.withheld = (
@@ -666,10 +564,10 @@ class CrossDecoderStream(DecoderStream):
         """The grammar's request opens a response with its intent tag; the answer is the
         grammar's, spelled with the bundle's tokenizer, or (history: what the stream heard)
         the decoder's, written after <respond> and the tag."""
-        intent, self._intent = self._intent, None
+        intent, self.assist.intent = self.assist.intent, None
         first = self.engine.spec.special[intent.tag]
-        self._last_tag[first] = self._answered_at = t
-        self.heard = self._heard  # the whole reading; `intent.text` is the request in it
+        self._last_tag[first] = self.assist.answered_at = t
+        self.heard = self.assist.heard  # the whole reading; `intent.text` is the request in it
         self._response = [first]  # no second tag (`_body_bias`)
         if intent.answer is None:
             self._call([self.respond_id])

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from soundflow.runtime.agreement import LocalAgreement, Word, agreed, key, overlap_end
+from soundflow.runtime.agreement import (
+    LocalAgreement,
+    Word,
+    agreed,
+    join_repeat,
+    key,
+    overlap_end,
+)
 from soundflow.runtime.kinds import open_engine, open_stream
 
 
@@ -384,3 +391,26 @@ def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions():
     assert carried  # some reading went on at a chunk where none was due
     hyp = normalize(engine.detokenizer.decode(said))
     assert edit_distance(normalize(text), hyp) / len(text.split()) <= 0.25, hyp
+
+
+def test_a_join_that_stops_a_word_short_does_not_emit_it_twice():
+    """The overlap stops a word short ("and" re-read as new): the word is not said twice,
+    but a double the hypothesis itself holds ("had had") is kept."""
+    la = LocalAgreement()
+    la.push(words("their husband are having problems and"))
+    out = la.push(words("their husband are having problems and"))
+    assert [w.key for w in out] == "their husband are having problems and".split()
+    # the next windows re-read "and" as if it were new ("problems" fell out of the window)
+    assert la.push(words("and investor with a")) == []  # one shared word: no overlap found
+    out = la.push(words("and investor with a view"))
+    assert [w.key for w in out] == "investor with a".split()
+    assert "and and" not in " ".join(w.key for w in la.emitted)
+    assert la.repeats == 1
+
+    la = LocalAgreement()
+    la.push(words("she had had enough of it"))
+    out = la.push(words("she had had enough of it"))
+    assert [w.key for w in out] == "she had had enough of it".split()
+    assert join_repeat(["she", "had"], ["had", "enough"], ["she", "had", "had", "enough"]) == 0
+    assert join_repeat(["problems", "and"], ["and", "investor"], ["and", "investor"]) == 1
+    assert join_repeat(["is", "side"], ["is", "side", "of"], ["is", "side", "of"]) == 2

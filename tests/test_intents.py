@@ -196,6 +196,7 @@ def test_the_default_bundle_answers_history_from_what_it_heard(default_path, tmp
     """A sentence, then "what did she say": the reading before the question holds it. What
     the tagger heard: a sound at SOUND_P names "what was that", an alert over its own
     threshold "did I miss anything", and each only for so long."""
+    from soundflow.runtime import assist_grammar as grammar
     from soundflow.runtime import cross
     from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
@@ -208,21 +209,21 @@ def test_the_default_bundle_answers_history_from_what_it_heard(default_path, tmp
     said, _ = run_stream(engine, np.concatenate([sentence, quiet, question]), "assist")
     assert len(said) == 1 and said[0].text.startswith("she said the package will arrive")
 
-    stream = cross.CrossDecoderStream(engine, RuntimeOptions(mode="assist"))
+    assist = cross.CrossDecoderStream(engine, RuntimeOptions(mode="assist")).assist
     labels = list(engine.spec.tagger.labels)
 
     def chunk(**p):
         probs = np.zeros(len(labels), np.float32)
         for label, v in p.items():
             probs[labels.index(label)] = v
-        stream._hear(probs)
-        stream._assist_chunks += 1
+        assist.hear(probs)
+        assist._chunks += 1
 
-    chunk(doorbell=cross.SOUND_P)  # under the doorbell's alert threshold: a sound, no alert
+    chunk(doorbell=grammar.SOUND_P)  # under the doorbell's alert threshold: a sound, no alert
     chunk(smoke_alarm=1.0)
-    assert stream._history(1.0) == {"sound": "smoke_alarm", "alert": "smoke_alarm"}
+    assert assist._history(1.0) == {"sound": "smoke_alarm", "alert": "smoke_alarm"}
     chunk(doorbell=0.5)
-    assert stream._history(1.2) == {"sound": "doorbell", "alert": "smoke_alarm"}
-    later = 1.2 + cross.HISTORY_SOUND_S + 1
-    assert stream._history(later) == {"alert": "smoke_alarm"}
-    assert stream._history(later + cross.HISTORY_ALERT_S) == {}
+    assert assist._history(1.2) == {"sound": "doorbell", "alert": "smoke_alarm"}
+    later = 1.2 + grammar.HISTORY_SOUND_S + 1
+    assert assist._history(later) == {"alert": "smoke_alarm"}
+    assert assist._history(later + grammar.HISTORY_ALERT_S) == {}

@@ -75,6 +75,12 @@ HELD_OUT: dict[str, HeldOutSource] = {
         path_patterns=("*/widelands/*",),
         source_prefixes=("widelands",),
     ),
+    "asterisk": HeldOutSource(
+        description="Asterisk's English prompts (real human speech, one speaker, transcribed)",
+        packages=("asterisk-core-sounds-en-wav", "asterisk-core-sounds-en"),
+        path_patterns=("*/asterisk/sounds/*",),
+        source_prefixes=("asterisk",),
+    ),
     "minetest": HeldOutSource(
         description="Minetest's recorded environment sounds (running water, fire, lava)",
         packages=("minetest-data",),
@@ -195,6 +201,41 @@ def tuxpaint_clips(root: Path = TUXPAINT_DIR) -> list[tuple[Path, str]]:
 
 def tuxpaint_streams(root: Path = TUXPAINT_DIR) -> list[Stream]:
     return pack("tuxpaint", [(read_16k(p), text) for p, text in tuxpaint_clips(root)])
+
+
+# ---------------------------------------------------------------------- asterisk
+ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+ASTERISK_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+ASTERISK_PROMPTS = 60  # about five minutes of speech
+ASTERISK_MIN_WORDS = 4
+
+
+def asterisk_clips(root: Path = ASTERISK_DIR, text: Path = ASTERISK_TEXT) -> list[tuple]:
+    """(wav, transcript) of the prompts whose transcript is plain words: none that is a
+    sound's description ("[ascending tones]"), none with digits (the recording says "one",
+    the text "1"), none shorter than ASTERISK_MIN_WORDS words; ASTERISK_PROMPTS of them,
+    evenly spaced in name order (the names group by feature: agent-*, conf-*, vm-*)."""
+    import gzip
+
+    if not text.is_file() or not root.is_dir():
+        return []
+    out = []
+    for line in gzip.open(text, "rt", encoding="utf-8", errors="replace"):
+        name, sep, said = line.partition(":")
+        said = said.strip()
+        if not sep or name.startswith(";") or "/" in name or not said:
+            continue
+        if "[" in said or re.search(r"\d", said) or len(said.split()) < ASTERISK_MIN_WORDS:
+            continue
+        wav = root / f"{name.strip()}.wav"
+        if wav.is_file():
+            out.append((wav, said))
+    out.sort()
+    return out[:: max(1, len(out) // ASTERISK_PROMPTS)][:ASTERISK_PROMPTS]
+
+
+def asterisk_streams(root: Path = ASTERISK_DIR, text: Path = ASTERISK_TEXT) -> list[Stream]:
+    return pack("asterisk", [(read_16k(p), said) for p, said in asterisk_clips(root, text)])
 
 
 # ---------------------------------------------------------------------- tuxpaint sounds
@@ -357,11 +398,12 @@ def _spans(events: list[dict], n: int) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in out)
 
 
-SETS = ("eval", "tuxpaint", "flite")
+SETS = ("eval", "tuxpaint", "flite", "asterisk")
 SOURCES = {
     "eval": "synthetic eval split (soundflow data build --split eval)",
     "tuxpaint": HELD_OUT["tuxpaint"].description,
     "flite": HELD_OUT["flite"].description,
+    "asterisk": HELD_OUT["asterisk"].description,
 }
 
 
@@ -373,6 +415,8 @@ def load_set(name: str, data: Path | None = None, limit: int | None = None) -> l
         streams = tuxpaint_streams()
     elif name == "flite":
         streams = flite_streams()
+    elif name == "asterisk":
+        streams = asterisk_streams()
     else:
         raise ValueError(f"unknown set {name!r}; sets: {', '.join(SETS)}")
     if not streams:
