@@ -4,6 +4,7 @@ mid-stream. Skipped where the `ray` extra is not installed (CI installs no Ray).
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ from soundflow.runtime.serve import (  # noqa: E402
     ServerStream,
     ray_app,
 )
+from soundflow.runtime.serve.protocol import CLOSE_INVALID  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "soundflow" / "assets" / "demo.flac"
 SECONDS = 12  # the demo's first 12 s: a spoken command ("volume down please") and a stats
@@ -108,6 +110,22 @@ class Client:
             self.cut = e
         sender.join(10)
         self.stream.close()
+
+
+@pytest.mark.slow  # the cluster fixture: ~20 s
+def test_refusals_keep_their_close_codes_through_the_proxy(url):
+    """The single-box server's own handler answers: a binary hello gets its error event
+    and close 1007 through Ray's proxy, as it does from `soundflow serve`."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=30) as ws:
+        ws.send(b"\x00\x00")
+        event = json.loads(ws.recv(timeout=10))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    assert event["type"] == "error" and event["kind"] == "invalid_hello"
+    assert ws.close_code == CLOSE_INVALID
 
 
 @pytest.mark.slow
