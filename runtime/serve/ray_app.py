@@ -8,9 +8,11 @@ On a cluster of your own (docs/deploy.md):
 
     serve run soundflow.runtime.serve.ray_app:build replicas=4 token=$TOKEN
 
-or in Python: `serve.run(ray_app.application(replicas=4), route_prefix="/")`.
+or in Python: `serve.run(application(scale=RayOptions(replicas=4)), route_prefix="/")`.
 """
 
+# No `from __future__ import annotations` here: FastAPI must see the route's `WebSocket`
+# annotation as the class, or Ray's class-based view rejects every connection (HTTP 403).
 import json
 import logging
 import os
