@@ -26,35 +26,39 @@ def engine():
 
 
 _SPEAK = """
-import sys
+import json, sys
 import numpy as np
-from soundflow.train.data import espeak, natural
-rng = np.random.default_rng(int(sys.argv[1]))
-words = []
-while len(words) < 10:  # a sentence long enough for a WER to mean something
-    words = natural.sentence(rng, "eval").split()
-text = " ".join(words)
-pcm, _ = espeak.synthesize(text, espeak.sample_voice(rng, "eval"))
+from soundflow.train.data import espeak
+text, voice = json.loads(sys.argv[1])
+pcm, _ = espeak.synthesize(text, espeak.Voice(**voice))
 np.save(sys.argv[2], pcm)
-print(text)
 """
 
 
 def _speech(seed: int, tmp: Path) -> tuple[np.ndarray, str]:
     """A held-out sentence in a held-out voice, synthesized in a fresh process: libespeak-ng
     carries state from one call to the next (the same text comes out a few ms different
-    after other speech), and these results must not depend on which tests ran first."""
-    from soundflow.train.data import natural
+    after other speech), and these results must not depend on which tests ran first. The
+    sentence and voice are drawn here: the child would spend ~6 s rebuilding the text pool."""
+    import dataclasses
+    import json
+
+    from soundflow.train.data import espeak, natural
 
     if not natural.available():
         pytest.skip("natural text needs apt fortunes and wordnet-base")
+    rng = np.random.default_rng(seed)
+    words: list[str] = []
+    while len(words) < 10:  # a sentence long enough for a WER to mean something
+        words = natural.sentence(rng, "eval").split()
+    text = " ".join(words)
+    voice = dataclasses.asdict(espeak.sample_voice(rng, "eval"))
     out = tmp / f"speech-{seed}.npy"
-    text = subprocess.run(
-        [sys.executable, "-c", _SPEAK, str(seed), str(out)],
+    subprocess.run(
+        [sys.executable, "-c", _SPEAK, json.dumps([text, voice]), str(out)],
         capture_output=True,
-        text=True,
         check=True,
-    ).stdout.strip()
+    )
     pcm = np.load(out)
     pad = np.zeros(8000, np.float32)
     return np.concatenate([pad, pcm, pad, pad]), text
