@@ -13,129 +13,31 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from soundflow.audio import AUDIOSET_PATCH_SAMPLES, SAMPLE_RATE
-from soundflow.manifest import BundleError, TensorSpec
+from soundflow.manifest import BundleError
 
-# The graph's tensors, declared once: export/yamnet.py names them, the manifest lists them.
-WAVEFORM = "waveform"  # (AUDIOSET_PATCH_SAMPLES,) float32 PCM at SAMPLE_RATE, in [-1, 1]
-SCORES = "scores"  # (1, NUM_CLASSES) float32: per-class sigmoid scores of the patch
-EMBEDDINGS = "embeddings"  # (1, EMBEDDING_DIM) float32: the pooled last conv layer
-LOG_MEL = "log_mel"  # (MEL_FRAMES, MEL_BANDS) float32: YAMNet's own log-mel of the patch
-NUM_CLASSES = 521  # AudioSet's ontology as YAMNet's class map lists it
-EMBEDDING_DIM = 1024
-MEL_FRAMES = 96  # 10 ms hops in one 0.96 s patch
-MEL_BANDS = 64
-SECTION = "audioset"  # the manifest's section
-FIX = (
-    "re-run `python -m soundflow.export.yamnet --bundle DIR` or remove the manifest's "
-    "audioset section"
+# The manifest section sits below runtime/bundle.py (which reads it) in its own file;
+# its names stay importable from here.
+from soundflow.runtime.audioset_spec import (  # noqa: F401
+    EMBEDDING_DIM,
+    EMBEDDINGS,
+    FIX,
+    LOG_MEL,
+    MEL_BANDS,
+    MEL_FRAMES,
+    NUM_CLASSES,
+    SCORES,
+    SECTION,
+    WAVEFORM,
+    AudiosetSpec,
+    HeadSpec,
+    check_section,
+    graph_io,
 )
-
-
-def graph_io() -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The graph's inputs and outputs as the manifest declares them."""
-    return (
-        [TensorSpec(WAVEFORM, "float32", (AUDIOSET_PATCH_SAMPLES,))],
-        [
-            TensorSpec(SCORES, "float32", (1, NUM_CLASSES)),
-            TensorSpec(EMBEDDINGS, "float32", (1, EMBEDDING_DIM)),
-            TensorSpec(LOG_MEL, "float32", (MEL_FRAMES, MEL_BANDS)),
-        ],
-    )
-
-
-@dataclass(frozen=True)
-class AudiosetSpec:
-    """The manifest's `audioset` section, parsed and checked (runtime/validate.py checks
-    the types first)."""
-
-    file: Path  # the YAMNet graph inside the bundle
-    class_map: Path  # YAMNet's CSV: index, mid, display_name
-    notice: Path  # Google's Apache-2.0 notice for the weights
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    patch_samples: int  # samples of audio one call hears: 15360 (0.96 s)
-    num_classes: int
-    embedding_dim: int
-    licence: str
-    precision: str  # "w8" (int8/fp16 weights, fp32 compute) or "fp32"
-    head: Any = None  # `audioset.head`: the alert head (runtime/audioset_alerts.HeadSpec)
-
-    @classmethod
-    def from_manifest(cls, m: dict[str, Any], path: Path, mpath: Path) -> AudiosetSpec:
-        """The section of manifest `m` (of the bundle at `path`), checked."""
-        check_section(m, mpath)
-        a = m[SECTION]
-        try:
-            spec = cls(
-                file=path / a["file"],
-                class_map=path / a["class_map"],
-                notice=path / a["notice"],
-                inputs=tuple(TensorSpec.from_json(s) for s in a["inputs"]),
-                outputs=tuple(TensorSpec.from_json(s) for s in a["outputs"]),
-                patch_samples=int(a["patch_samples"]),
-                num_classes=int(a["num_classes"]),
-                embedding_dim=int(a["embedding_dim"]),
-                licence=str(a["licence"]),
-                precision=str(a.get("precision", "fp32")),
-                head=_head(a, path, mpath),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise BundleError(f"{mpath}: audioset section is malformed ({e!r}); {FIX}") from None
-        inputs, outputs = graph_io()
-        if spec.inputs != tuple(inputs) or spec.outputs != tuple(outputs):
-            raise BundleError(
-                f"{mpath}: audioset inputs/outputs are not YAMNet's {[t.to_json() for t in inputs]}"
-                f" -> {[t.name for t in outputs]}; {FIX}"
-            )
-        if (spec.patch_samples, spec.num_classes, spec.embedding_dim) != (
-            AUDIOSET_PATCH_SAMPLES,
-            NUM_CLASSES,
-            EMBEDDING_DIM,
-        ):
-            raise BundleError(
-                f"{mpath}: audioset patch_samples/num_classes/embedding_dim must be "
-                f"{AUDIOSET_PATCH_SAMPLES}/{NUM_CLASSES}/{EMBEDDING_DIM}; {FIX}"
-            )
-        return spec
-
-
-def _head(a: dict[str, Any], path: Path, mpath: Path):
-    if "head" not in a:
-        return None
-    from soundflow.runtime.audioset_alerts import HeadSpec
-
-    return HeadSpec.from_manifest(a["head"], path, mpath)
-
-
-def check_section(manifest: dict[str, Any], mpath: Path) -> None:
-    """Types and ranges of the manifest's `audioset` section, before any field is used
-    (runtime/validate.py's checker; the files must be listed, so hashed, in `files`)."""
-    from soundflow.runtime.validate import _Checker
-
-    c = _Checker(manifest, Path(mpath))
-    c.obj(SECTION)
-    for key in ("file", "class_map", "notice"):
-        c.file(f"{SECTION}.{key}", c.str(f"{SECTION}.{key}"))
-    c.tensors(f"{SECTION}.inputs")
-    c.tensors(f"{SECTION}.outputs")
-    for key, want in (("sample_rate", SAMPLE_RATE), ("patch_samples", AUDIOSET_PATCH_SAMPLES)):
-        got = c.int(f"{SECTION}.{key}", 1, 1 << 24)
-        if got != want:
-            raise c.fail(f"{SECTION}.{key}", f"is {got}; the runtime feeds {want}", FIX)
-    c.int(f"{SECTION}.num_classes", 1, 1 << 16)
-    c.int(f"{SECTION}.embedding_dim", 1, 1 << 16)
-    c.str(f"{SECTION}.licence")
-    c.str(f"{SECTION}.precision", required=False)
-    if "head" in manifest[SECTION]:
-        from soundflow.runtime.audioset_alerts import check_head_section
-
-        check_head_section(c)
 
 
 def read_class_map(path: Path) -> tuple[str, ...]:

@@ -13,82 +13,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from soundflow.manifest import BundleError
-from soundflow.runtime.audioset import EMBEDDING_DIM, NUM_CLASSES, AudiosetEngine
+from soundflow.runtime.audioset import AudiosetEngine
+from soundflow.runtime.audioset_spec import (  # noqa: F401  (importable from here too)
+    EMBEDDING_DIM,
+    HEAD_ARRAYS,
+    HEAD_FIX,
+    HEAD_SECTION,
+    NUM_CLASSES,
+    HeadSpec,
+    check_head_section,
+)
 
-HEAD_SECTION = "head"  # manifest `audioset.head`
-HEAD_ARRAYS = ("mean", "std", "w1", "b1", "w2", "b2", "labels")
 CLASS_THRESHOLD = 0.5  # --alert-class without "=p"
 TOP_CLASSES = 3  # AudioSet classes an alert event names
-FIX = "re-run `python -m soundflow.train.alert_head --bundle DIR` or remove `audioset.head`"
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """The manifest's `audioset.head`, parsed and checked."""
-
-    file: Path
-    labels: tuple[str, ...]  # the head's output order
-    thresholds: dict[str, float]  # every label's calibrated threshold
-    captions: dict[str, str]  # every label's response text
-    defaults: tuple[str, ...]  # the labels that alert without --only
-    input_dim: int  # EMBEDDING_DIM + NUM_CLASSES
-    hidden: int
-    persistence: int  # chunks in a row at or over the threshold before an alert
-    refractory_s: float  # no second alert of a label within this
-    decides: bool  # alert mode decides by the head unless --alerts says otherwise
-
-    @classmethod
-    def from_manifest(cls, h: dict[str, Any], path: Path, mpath: Path) -> HeadSpec:
-        try:
-            alerts = h["alerts"]
-            spec = cls(
-                file=path / h["file"],
-                labels=tuple(str(x) for x in h["labels"]),
-                thresholds={str(k): float(v["threshold"]) for k, v in alerts.items()},
-                captions={str(k): str(v["caption"]) for k, v in alerts.items()},
-                defaults=tuple(str(k) for k, v in alerts.items() if v.get("default", True)),
-                input_dim=int(h["input_dim"]),
-                hidden=int(h["hidden"]),
-                persistence=int(h.get("persistence", 1)),
-                refractory_s=float(h.get("refractory_s", 8.0)),
-                decides=bool(h.get("decides", False)),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise BundleError(f"{mpath}: audioset.head is malformed ({e!r}); {FIX}") from None
-        if set(spec.thresholds) != set(spec.labels) or len(set(spec.labels)) != len(spec.labels):
-            raise BundleError(f"{mpath}: audioset.head.alerts must name each label once; {FIX}")
-        if not all(re.fullmatch(r"[a-z0-9_]+", lab) for lab in spec.labels):
-            raise BundleError(f"{mpath}: audioset.head labels must be [a-z0-9_]; {FIX}")
-        if not all(0.0 <= v <= 1.0 for v in spec.thresholds.values()):
-            raise BundleError(f"{mpath}: audioset.head thresholds must lie in [0, 1]; {FIX}")
-        if spec.input_dim != EMBEDDING_DIM + NUM_CLASSES or spec.hidden < 1:
-            raise BundleError(
-                f"{mpath}: audioset.head reads {EMBEDDING_DIM + NUM_CLASSES} features "
-                f"(embedding, scores); got input_dim {spec.input_dim}; {FIX}"
-            )
-        if spec.persistence < 1 or spec.refractory_s < 0:
-            raise BundleError(f"{mpath}: audioset.head persistence >= 1, refractory_s >= 0; {FIX}")
-        return spec
-
-
-def check_head_section(c: Any) -> None:
-    """Types of `audioset.head` (runtime/validate.py's checker `c`); the file must be listed."""
-    key = "audioset.head"
-    c.obj(key)
-    c.file(f"{key}.file", c.str(f"{key}.file"))
-    c.int(f"{key}.input_dim", 1, 1 << 16)
-    c.int(f"{key}.hidden", 1, 1 << 16)
-    c.int(f"{key}.persistence", 1, 100, required=False)
-    c.num(f"{key}.refractory_s", 0.0, 3600.0, required=False)
-    for label in c.obj(f"{key}.alerts"):
-        c.num(f"{key}.alerts.{label}.threshold", 0.0, 1.0)
-        c.str(f"{key}.alerts.{label}.caption")
+FIX = HEAD_FIX
 
 
 class AlertHead:

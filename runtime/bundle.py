@@ -16,17 +16,11 @@ from typing import Any
 
 from soundflow import protocol
 from soundflow.manifest import BundleError, StateSpec, TensorSpec, read_manifest
-from soundflow.runtime.audioset import AudiosetSpec
+from soundflow.runtime.audioset_spec import AudiosetSpec
+from soundflow.runtime.graph_check import ORT_TYPES, check_session  # noqa: F401 (importable here)
 from soundflow.runtime.tagger import TaggerSpec
 from soundflow.runtime.validate import validate_manifest
 
-# ONNX Runtime's type strings for the manifest's numpy dtype names.
-ORT_TYPES = {
-    "float32": "tensor(float)",
-    "int64": "tensor(int64)",
-    "float16": "tensor(float16)",
-    "bool": "tensor(bool)",
-}
 FIX = "re-run `soundflow export CHECKPOINT --out DIR`"
 
 
@@ -211,41 +205,6 @@ def load_spec(
         tagger=TaggerSpec.from_manifest(m["tagger"], path, mpath) if "tagger" in m else None,
         audioset=AudiosetSpec.from_manifest(m, path, mpath) if "audioset" in m else None,
     )
-
-
-def check_session(
-    session: Any, file: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
-) -> None:
-    """The graph's signature must be the manifest's: names, order-free; dtypes; fixed dims."""
-    fix = f"the graph does not match manifest.json; copy the bundle again or {FIX}"
-    for kind, got, want in (
-        ("input", session.get_inputs(), inputs),
-        ("output", session.get_outputs(), outputs),
-    ):
-        have = {a.name: a for a in got}
-        names = {s.name for s in want}
-        if set(have) != names:
-            missing, extra = sorted(names - set(have)), sorted(set(have) - names)
-            raise BundleError(
-                f"{file}: {kind}s differ (missing {missing}, unexpected {extra}); {fix}"
-            )
-        for s in want:
-            arg = have[s.name]
-            if ORT_TYPES.get(s.dtype) != arg.type:
-                raise BundleError(
-                    f"{file}: {kind} {s.name} is {arg.type}, manifest says {s.dtype}; {fix}"
-                )
-            if len(arg.shape) != len(s.shape):
-                raise BundleError(
-                    f"{file}: {kind} {s.name} has rank {len(arg.shape)}, manifest says "
-                    f"{list(s.shape)}; {fix}"
-                )
-            for dim_got, dim_want in zip(arg.shape, s.shape, strict=True):
-                if isinstance(dim_want, int) and isinstance(dim_got, int) and dim_got != dim_want:
-                    raise BundleError(
-                        f"{file}: {kind} {s.name} has shape {arg.shape}, manifest says "
-                        f"{list(s.shape)}; {fix}"
-                    )
 
 
 # ONNX metadata key (written by the exporter into each graph, sherpa-onnx's habit) -> the

@@ -17,6 +17,7 @@ import numpy as np
 
 from soundflow import protocol
 from soundflow.manifest import BundleError, TensorSpec
+from soundflow.runtime.graph_check import check_session
 
 
 @dataclass(frozen=True)
@@ -248,8 +249,6 @@ class SpeechGate:
 
 def check_tagger_graph(session: Any, spec: TaggerSpec, width: int) -> None:
     """The graph must read (batch, frames, width) and return one probability per label."""
-    from soundflow.runtime.bundle import check_session
-
     check_session(session, spec.file, spec.inputs, spec.outputs)
     names = ({s.name for s in spec.inputs}, {s.name for s in spec.outputs})
     if names != ({protocol.TAGGER_FRAMES}, {protocol.TAGGER_PROBS}):
