@@ -18,6 +18,7 @@ import torch
 
 from soundflow import protocol
 from soundflow.train.whisper_model import KIND, WhisperSoundFlow
+from soundflow.train.whisper_recipes import RECIPES
 
 # A fine-tuned matrix stays this close to its pretrained self (relative Frobenius distance);
 # another layer's matrix of the same shape is ~1.4 away. Past it, the match is refused.
@@ -156,8 +157,6 @@ def _drift(w: np.ndarray, p: torch.Tensor) -> float:
 def bundle_lineage(bundle: Path | str) -> list[dict]:
     """The runs behind a bundle's weights, oldest first: its manifest's `model.lineage`, or
     for a bundle exported before lineages were recorded, its one recipe run in full."""
-    from soundflow.train.whisper_train import RECIPES
-
     model = json.loads((Path(bundle) / "manifest.json").read_text()).get("model", {})
     if model.get("lineage"):
         return list(model["lineage"])
