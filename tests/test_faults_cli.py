@@ -103,9 +103,15 @@ def test_help_lists_the_modes_signals_and_reconnect():
         assert word in r.stdout, word
 
 
-def test_human_output_says_suppressed_like_the_json():
-    r = _listen("--demo", "--fast", "--threshold", "0", "--refractory", "100")
+def test_human_output_says_suppressed_like_the_json(smoke_bundle):
+    """The summary line's word and count are the JSON summary's. On the smoke bundle: the
+    wording is the CLI's, whatever the bundle, and the default's decoder answering every
+    chunk (threshold 0) took 18 s; test_listen_cli runs the demo through the default."""
+    args = ("--demo", "--fast", "--threshold", "0", "--refractory", "100", "--bundle")
+    r = _listen(*args, smoke_bundle)
     assert r.exit_code == 0 and "suppressed)" in r.stdout and "withheld" not in r.stdout
+    summary = _jsonl(_listen(*args, smoke_bundle, "--jsonl").stdout)[-1]
+    assert summary["suppressed"] > 0 and f"({summary['suppressed']} suppressed)" in r.stdout
 
 
 def test_data_build_without_the_train_extra_is_one_line():
