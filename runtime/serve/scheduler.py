@@ -7,24 +7,20 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from soundflow.runtime.events import LatencyStats, Notice
 from soundflow.runtime.loop import _ORT_ERRORS, _Chunk, _first_line
 from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder, can_batch_decide
-from soundflow.runtime.serve.session import Session
-
-if TYPE_CHECKING:
-    from soundflow.runtime.serve.server import Server
+from soundflow.runtime.serve.session import Host, Session
 
 
 class Scheduler:
     """One worker thread: each round takes one chunk from every session of its own that has
     one, encodes them in one call (per state shape), decides, responds."""
 
-    def __init__(self, server: Server, index: int = 0) -> None:
+    def __init__(self, server: Host, index: int = 0) -> None:
         self.server = server
         self.engine = server.engine
         self.config = server.config

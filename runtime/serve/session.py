@@ -8,15 +8,26 @@ import dataclasses
 import json
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from soundflow.runtime.events import Event
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.push import PushSource
+from soundflow.runtime.serve.config import ServerConfig
 from soundflow.runtime.serve.protocol import FORMATS, Hello, event_json, pcm_samples
 
 if TYPE_CHECKING:
-    from soundflow.runtime.serve.server import Server
+    from soundflow.runtime.engine import OrtEngine
+
+
+class Host(Protocol):
+    """What a session and its worker need of the server that runs them (runtime/serve/
+    server.py's `Server`): named here so that neither imports the server above them."""
+
+    engine: OrtEngine
+    config: ServerConfig
+
+    def wake(self, session: Session | None = None) -> None: ...
 
 
 class _SessionLoop(Loop):
@@ -48,7 +59,7 @@ class _Decided:
 class Session:
     """One connection's stream: its PushSource, its Loop, its outgoing events."""
 
-    def __init__(self, sid: str, server: Server, hello: Hello) -> None:
+    def __init__(self, sid: str, server: Host, hello: Hello) -> None:
         self.id = sid
         self.server = server
         self.hello = hello
