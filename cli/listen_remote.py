@@ -13,7 +13,7 @@ import click
 
 
 def _event(d: dict) -> SimpleNamespace:
-    """A server event (JSON) with the attributes `listen_cmd._human` reads."""
+    """A server event (JSON) with the attributes `listen_output._human` reads."""
     ev = SimpleNamespace(**d)
     ev.to_json = lambda: d
     return ev
@@ -53,7 +53,7 @@ def listen_remote(
     token,
     **_ignored,
 ) -> None:
-    from soundflow.cli.listen_cmd import (
+    from soundflow.cli.listen_output import (
         PIPE_CLOSED,
         _color,
         _exit_now,
