@@ -24,7 +24,7 @@ import soundfile as sf
 import soxr
 
 from soundflow.audio import SAMPLE_RATE
-from soundflow.train.heldout import HELD_OUT, held_out_source
+from soundflow.train.held_out_sources import HELD_OUT, held_out_source
 
 from . import procedural
 
