@@ -7,6 +7,9 @@ A module may import its own layer and the layers below it, never one above; so t
 top-level packages have no import cycle. The one exception is `soundflow/__init__.py`,
 the package facade: its lazy `soundflow.Listener` attribute names the runtime's class
 (resolved on first use, never at `import soundflow`).
+
+Between files too (issue #29) there is no import circle, counting lazy and TYPE_CHECKING
+imports: shared code sits in a file below the files that use it.
 """
 
 from __future__ import annotations
@@ -143,3 +146,141 @@ def test_torch_model_code_lives_under_train(folder):
         ]
         if modules and allowed is not None:
             assert path.name in allowed, f"{path.relative_to(ROOT)} defines torch modules {modules}"
+
+
+def module_files() -> dict[str, Path]:
+    """Import name -> file, for every module of the installed folders (packages as __init__)."""
+    out = {}
+    for folder, (name, _) in LAYERS.items():
+        for path in sources(folder):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join([name, *parts])] = path
+    return out
+
+
+def file_imports(path: Path, files: dict[str, Path]) -> set[str]:
+    """The project modules a file imports: module level, inside functions and under
+    TYPE_CHECKING alike. `from pkg import name` names the submodule when `name` is one."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            (base,) = [m for line, m in imports_of_node(node, path)]
+            mods = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+        else:
+            continue
+        for mod in mods:
+            while mod and mod not in files:  # `import a.b.c` of a module's attribute path
+                mod = mod.rpartition(".")[0]
+            if mod:
+                found.add(mod)
+    return found
+
+
+def imports_of_node(node: ast.ImportFrom, path: Path) -> list[tuple[int, str]]:
+    if node.level:
+        base = path.parents[node.level - 1].relative_to(ROOT).parts
+        pkg = ".".join([LAYERS[base[0]][0], *base[1:]])
+        return [(node.lineno, f"{pkg}.{node.module}" if node.module else pkg)]
+    return [(node.lineno, node.module or "")]
+
+
+def import_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The modules of each strongly connected group of more than one module (each reaches
+    every other through imports), sorted; Tarjan's algorithm, iterative."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    groups.append(sorted(group))
+    return groups
+
+
+def closed_path(group: list[str], edges: dict[str, set[str]]) -> list[str]:
+    """A shortest import path from the group's first module back to itself, inside the group."""
+    start, members = group[0], set(group)
+    prev: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for child in sorted(edges.get(node, ())):
+                if child == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(prev[path[-1]])
+                    return [start, *reversed(path[:-1]), start]
+                if child in members and child not in prev:
+                    prev[child] = node
+                    nxt.append(child)
+        frontier = nxt
+    return group
+
+
+def file_graph() -> dict[str, set[str]]:
+    files = module_files()
+    return {mod: file_imports(path, files) - {mod} for mod, path in files.items()}
+
+
+def test_no_import_cycle_between_files():
+    """No two files import each other, even through lazy (function-level) or TYPE_CHECKING
+    imports: each concept's code sits below the files that use it."""
+    files, edges = module_files(), file_graph()
+
+    def rel(m: str) -> str:
+        return str(files[m].relative_to(ROOT))
+
+    shown = [
+        f"{' -> '.join(map(rel, closed_path(g, edges)))}  (the circle's files: "
+        f"{', '.join(map(rel, g))})"
+        for g in import_cycles(edges)
+    ]
+    assert not shown, "import cycles between files:\n" + "\n".join(shown)
+
+
+def test_the_cycle_finder_sees_a_lazy_cycle(tmp_path):
+    """The file-level check can fail: a circle closed by a function-level import is found."""
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.b import B\n")
+    b.write_text("def f():\n    from p import a\n")
+    files = {"p.a": a, "p.b": b, "p": tmp_path / "__init__.py"}
+    edges = {m: file_imports(f, files) for m, f in files.items() if f.exists()}
+    assert edges == {"p.a": {"p.b"}, "p.b": {"p.a"}}
+    assert import_cycles(edges) == [["p.a", "p.b"]]
+    assert closed_path(["p.a", "p.b"], edges) == ["p.a", "p.b", "p.a"]
+    assert import_cycles({"x": {"y"}, "y": set()}) == []
