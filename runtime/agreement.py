@@ -118,31 +118,55 @@ class LocalAgreement:
     pending: list[Word] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)  # the hypothesis `pending` came from (keys)
     repeats: int = 0  # words a join would have emitted twice, left out (join_repeat)
+    # Where the caller says which window each hypothesis read (`push(at=, window=)`): the
+    # newest chunk of the window each emitted word was first heard in, and of `pending`'s
+    emitted_at: list[int] = field(default_factory=list)
+    pending_at: int = 0
+    horizon: int | None = None  # chunks older than this no window being aligned holds
 
     def reset(self) -> None:
         self.emitted.clear()
         self.pending.clear()
+        self.emitted_at.clear()
         self.heard = []
         self.repeats = 0
+        self.pending_at = 0
+        self.horizon = None
+
+    def _tail(self) -> list[str]:
+        """The emitted words a hypothesis may re-read: not those first heard in a window
+        whose newest chunk is older than the current window (their audio is gone from it:
+        the same words said again, "followed by the pound key" in the next prompt, are new)."""
+        if self.horizon is None:
+            return [w.key for w in self.emitted]
+        return [
+            w.key for w, at in zip(self.emitted, self.emitted_at, strict=True) if at > self.horizon
+        ]
 
     def _emit(self, out: list[Word]) -> list[Word]:
         """`out` less a fragment the join would repeat; the emitted tail grows by the rest."""
-        cut = join_repeat([w.key for w in self.emitted], [w.key for w in out], self.heard)
+        cut = join_repeat(self._tail(), [w.key for w in out], self.heard)
         self.repeats += cut
         out = out[cut:]
-        self.emitted = [*self.emitted[-TAIL:], *out]  # only the tail is ever aligned against
+        # only the tail is ever aligned against
+        self.emitted = [*self.emitted[-TAIL:], *out]
+        self.emitted_at = [*self.emitted_at[-TAIL:], *[self.pending_at] * len(out)]
         return out
 
     def new_words(self, hyp: list[Word]) -> list[Word]:
         """The words of this hypothesis after those it re-reads from what was emitted."""
-        return hyp[overlap_end([w.key for w in self.emitted], [w.key for w in hyp]) :]
+        return hyp[overlap_end(self._tail(), [w.key for w in hyp]) :]
 
-    def push(self, hyp: list[Word]) -> list[Word]:
-        """One window's hypothesis -> the words to emit now (possibly none).
+    def push(self, hyp: list[Word], at: int | None = None, window: int | None = None) -> list[Word]:
+        """One window's hypothesis -> the words to emit now (possibly none). `at`: the
+        newest chunk of the window it read, `window`: the window's length in chunks (both
+        or neither): emitted words first heard in a window that ended before this one began
+        are not aligned against.
 
         The earlier hypothesis's words are emitted (its window held their audio with more
         context); unconfirmed words are emitted as heard once a window reads nothing new
         (the speech has ended or moved past), so a word is late rather than lost."""
+        self.horizon = None if at is None or window is None else at - window
         cand = self.new_words(hyp)
         out: list[Word] = []
         if self.pending:
@@ -152,8 +176,8 @@ class LocalAgreement:
                 cand = cand[j:]
             elif not cand:
                 out = self.pending
-        out = self._emit(out)
-        self.pending, self.heard = cand, [w.key for w in hyp]
+        out = self._emit(out)  # words of the last hypothesis, heard at `pending_at`
+        self.pending, self.heard, self.pending_at = cand, [w.key for w in hyp], at or 0
         return out
 
     def flush(self) -> list[Word]:

@@ -376,14 +376,18 @@ class WindowCaptions:
             lag = (time.monotonic() - self._began_since) * 1e3
             self.lag_ms.add(lag)
             self.late += lag > c.every_chunks * self.chunk_s * 1e3
-            out += self.agreement.push(self.words(ids))
+            out += self._push(ids)
         return [t for w in out for t in w.ids]
+
+    def _push(self, ids: list[int]) -> list[Word]:
+        """A reading's words to the agreement, with the window it read (its newest chunk)."""
+        return self.agreement.push(self.words(ids), at=self._began, window=self.window_chunks)
 
     def finish(self) -> list[int]:
         """The end of the stream: the reading under way ends, the current window is read
         once more, then every word that still waits for agreement is emitted."""
         out: list[Word] = []
         if self._reading is not None:
-            out += self.agreement.push(self.words(self._advance(None)))
-        out += self.agreement.push(self.words(self.read())) + self.agreement.flush()
+            out += self._push(self._advance(None))
+        out += self._push(self.read()) + self.agreement.flush()
         return [t for w in out for t in w.ids]

@@ -414,3 +414,21 @@ def test_a_join_that_stops_a_word_short_does_not_emit_it_twice():
     assert join_repeat(["she", "had"], ["had", "enough"], ["she", "had", "had", "enough"]) == 0
     assert join_repeat(["problems", "and"], ["and", "investor"], ["and", "investor"]) == 1
     assert join_repeat(["is", "side"], ["is", "side", "of"], ["is", "side", "of"]) == 2
+
+
+def test_words_said_again_after_the_window_moved_on_are_new():
+    """The same phrase in the next prompt ("... followed by the pound key" twice) is not a
+    re-reading once the window that first heard it has slid past: told which window each
+    hypothesis read, the agreement emits it again; without that it is swallowed."""
+    first = "please enter your number followed by the pound key"
+    again = "followed by the pound key"
+
+    def run(with_windows: bool) -> list[str]:
+        la, out = LocalAgreement(), []
+        for at, h in [(2, first), (4, first), (6, ""), (20, again), (22, again), (24, "")]:
+            kw = {"at": at, "window": 11} if with_windows else {}
+            out += [w.key for w in la.push(words(h), **kw)]
+        return out + [w.key for w in la.flush()]
+
+    assert run(True) == (first + " " + again).split()
+    assert run(False) == first.split()  # what the agreement did before it knew the windows

@@ -305,7 +305,7 @@ def test_library_refuses_held_out_sources(tmp_path):
     from soundflow.train.data.library import Clip, HeldOutError, Library
     from soundflow.train.heldout import HELD_OUT, held_out_source
 
-    assert set(HELD_OUT) == {"tuxpaint", "flite", "widelands", "minetest"}
+    assert set(HELD_OUT) == {"tuxpaint", "flite", "widelands", "minetest", "asterisk"}
     bed = "/usr/share/games/widelands/data/sound/barbarians/taverns/inn_01.ogg"
     assert held_out_source(bed) == "widelands"
     assert held_out_source(None, "deb:minetest-data") == "minetest"
