@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from soundflow.audio import CHUNK_SAMPLES, SAMPLE_RATE
 
 CHUNK_S = CHUNK_SAMPLES / SAMPLE_RATE
 SEED = 30_030
-CACHE = Path("/work/runs/alerthead/bench")  # YAMNet outputs and tagger alerts per stream
+# YAMNet outputs and tagger alerts per stream, kept between runs (outside the work tree)
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "soundflow" / "alert_heads"
 GAP_S = 2.0
 FLITE_N = 200  # held-out flite sentences (speech, benign)
 RENDERINGS = 3  # of each Tux Paint sound
