@@ -89,3 +89,29 @@ def test_no_shipped_file_records_a_build_machines_path():
         if f.suffix in (".json", ".txt", ".csv"):
             hits = host_path.findall(f.read_text(errors="replace"))
             assert not hits, f"{f} records machine paths: {hits[:3]}"
+
+
+def test_no_source_file_names_a_build_machine_path():
+    """Code, scripts and config say where things are relative to the repo, the user's home
+    or the system (/usr/share), never a build machine's work folders."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = subprocess.run(
+        ["git", "ls-files", "*.py", "*.sh", "*.toml", ".ci/run"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    machine = re.compile(r"(?<![\w.])/(?:work|root|home/\w+)/")
+    hits = [
+        f"{f}:{n}"
+        for f in files
+        if f != "tests/test_bundle_metadata.py"
+        for n, line in enumerate((root / f).read_text(errors="replace").splitlines(), 1)
+        if machine.search(line)
+    ]
+    assert not hits, f"machine paths in {hits[:5]}"

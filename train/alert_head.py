@@ -4,7 +4,7 @@ alarms, with every benign allowed sound and music as hard negatives; per-label t
 calibrated on a dev split (by source file) for a false-alarm budget. runtime/audioset_alerts.py
 runs it.
 
-    python -m soundflow.train.alert_head --out /work/runs/alerthead [--resume] [--bundle DIR]
+    python -m soundflow.train.alert_head --out runs/alerthead [--resume] [--bundle DIR]
 
 Stages, each cached under --out so that `--resume` picks up where a run stopped:
 `features/*.npz` (YAMNet on augmented renderings, one file per source group), `head.npz`
