@@ -146,7 +146,7 @@ def test_bench_alerts_prints_progress_to_stderr(tmp_path, monkeypatch):
     monkeypatch.setattr(heldout, "tuxpaint_sound_clips", lambda: [])
     monkeypatch.setattr(heldout, "sound_streams", streams)
     out = tmp_path / "alerts.json"
-    r = CliRunner().invoke(cli, ["bench", "alerts", "--json", str(out)])
+    r = CliRunner().invoke(cli, ["bench", "alerts", "--tuxpaint-sounds", "--json", str(out)])
     assert r.exit_code == 0, r.output
     progress = [line for line in r.stderr.splitlines() if ": stream " in line]
     result = json.loads(out.read_text())
