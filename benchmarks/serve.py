@@ -229,9 +229,20 @@ def measure(
             s.cancel()
 
     streams = asyncio.run(main())
-    summaries = [s for s, _ in streams]
     wall = time.monotonic() - w0
     cpu = _proc_cpu_s(pid) - cpu0
+    return {
+        **capacity(n, streams, reference),
+        "cpu_pct": round(100 * cpu / wall, 1),
+        "rss_mb": round(max(peak), 1),
+        "wall_s": round(wall, 1),
+    }
+
+
+def capacity(n: int, streams: list, reference: list[str] | None) -> dict:
+    """One row's streams (summary, response texts) -> how many were held at real time (no
+    overrun, stalls in at most 2 % of chunks), their latency, counts and WER."""
+    summaries = [s for s, _ in streams]
     held = sum(
         1 for s in summaries if s["overruns"] == 0 and s["stalls"] <= 0.02 * max(1, s["chunks"])
     )
@@ -245,9 +256,6 @@ def measure(
         "chunks": int(sum(s["chunks"] for s in summaries)),
         "responses": int(sum(s["responses"] for s in summaries)),
         **_scores(reference, [texts for _, texts in streams]),
-        "cpu_pct": round(100 * cpu / wall, 1),
-        "rss_mb": round(max(peak), 1),
-        "wall_s": round(wall, 1),
     }
 
 

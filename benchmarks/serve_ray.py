@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from soundflow.benchmarks import serve as sv
 
 
@@ -96,19 +94,8 @@ def measure(url: str, pid: int, n: int, pcm, mode, reference) -> dict:
 
     streams = asyncio.run(main())
     wall = time.monotonic() - w0
-    summaries = [s for s, _ in streams]
-    held = sum(
-        1 for s in summaries if s["overruns"] == 0 and s["stalls"] <= 0.02 * max(1, s["chunks"])
-    )
     return {
-        "streams": n,
-        "held_realtime": held,
-        "decision_p50_ms": round(float(np.median([s["decision_p50_ms"] for s in summaries])), 1),
-        "decision_p99_ms": round(float(max(s["decision_p99_ms"] for s in summaries)), 1),
-        "stalls": int(sum(s["stalls"] for s in summaries)),
-        "overruns": int(sum(s["overruns"] for s in summaries)),
-        "responses": int(sum(s["responses"] for s in summaries)),
-        **sv._scores(reference, [texts for _, texts in streams]),
+        **sv.capacity(n, streams, reference),
         "cpu_pct": round(100 * (_cpu_s(pids) - cpu0) / wall, 1),
         "rss_mb": round(max(peak), 1),
         "wall_s": round(wall, 1),
