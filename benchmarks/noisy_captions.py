@@ -150,16 +150,34 @@ def main(argv=None) -> None:
     ap.add_argument("--no-offline", action="store_true", help="skip offline Whisper")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
+    from soundflow.train.heldout import SETS as KNOWN
+
+    bad = [n for n in a.sets.split(",") if n not in KNOWN]
+    if bad:
+        ap.error(f"unknown set {bad[0]!r}; sets: {', '.join(KNOWN)}")
     unknown = [b for b in a.beds.split(",") if b not in BEDS]
     if unknown:
         ap.error(f"unknown bed {unknown[0]!r}; beds: {', '.join(BEDS)}")
-    result = run(
-        a.bundle,
-        tuple(a.sets.split(",")),
-        tuple(a.beds.split(",")),
-        tuple(float(s) for s in a.snr.split(",")),
-        offline=not a.no_offline,
-    )
+    missing = [b for b in a.beds.split(",") if not bed_files(b)]
+    if missing:  # before minutes of clean rows
+        raise SystemExit(
+            f"noisy_captions: no recordings of bed {missing[0]!r}; run scripts/setup-heldout.sh"
+        )
+    from soundflow.train.heldout import SetUnavailable
+
+    try:
+        result = run(
+            a.bundle,
+            tuple(a.sets.split(",")),
+            tuple(a.beds.split(",")),
+            tuple(float(s) for s in a.snr.split(",")),
+            offline=not a.no_offline,
+        )
+    except (FileNotFoundError, SetUnavailable) as e:
+        why = str(e) or "a set is missing"
+        if "setup-heldout" not in why:
+            why += "; run scripts/setup-heldout.sh"
+        raise SystemExit(f"noisy_captions: {why}") from None
     if a.json:
         a.json.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {a.json}")
