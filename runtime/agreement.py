@@ -9,6 +9,7 @@ runtime/cross.py feeds it the window hypotheses of a whisper-cross stream in tra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 # An alignment of a hypothesis's start to the emitted words needs this many matched words
 # and more matches than edits, so one shared common word ("the") does not swallow a new word.
@@ -16,6 +17,11 @@ MIN_OVERLAP_MATCHES = 2
 MAX_SKIP = 2  # leading words either hypothesis may have that the other lacks (window edges)
 TAIL = 12  # emitted words the overlap is searched in (a 4.4 s window holds fewer)
 MAX_REPEAT = 3  # a join's repeated fragment ("and and", "is side is side") is up to this long
+# Two readings may spell one word two ways ("patience"/"patients", "weasels"/"weasles"): where
+# a join compares what a window re-reads with what was emitted, words this alike are one word.
+# Short words never are ("to"/"too", "a"/"the" are different words).
+ALIKE_LETTERS = 4
+ALIKE_RATIO = 0.75
 
 
 def key(word: str) -> str:
@@ -23,9 +29,19 @@ def key(word: str) -> str:
     return "".join(c for c in word.lower() if c.isalnum() or c == "'")
 
 
+def alike(a: str, b: str) -> bool:
+    """Whether two `key`s are one word as a re-reading may spell it."""
+    if a == b:
+        return True
+    if min(len(a), len(b)) < ALIKE_LETTERS:
+        return False
+    return SequenceMatcher(None, a, b).ratio() >= ALIKE_RATIO
+
+
 def overlap_end(emitted: list[str], hyp: list[str]) -> int:
     """How many leading words of `hyp` re-read the end of `emitted` (both as `key`s): the b
-    that best aligns hyp[:b] with a suffix of emitted (semi-global edit distance)."""
+    that best aligns hyp[:b] with a suffix of emitted (semi-global edit distance; `alike`
+    words match)."""
     tail, h = emitted[-TAIL:], hyp
     if not tail or not h:
         return 0
@@ -39,7 +55,7 @@ def overlap_end(emitted: list[str], hyp: list[str]) -> int:
             cur[b] = min(
                 prev[b] + 1,  # a tail word the hypothesis misses
                 cur[b - 1] + 1,  # a hypothesis word that is not in the tail
-                prev[b - 1] + (tail[a - 1] != h[b - 1]),
+                prev[b - 1] + (not alike(tail[a - 1], h[b - 1])),
             )
         rows.append(cur)
         prev = cur
@@ -87,7 +103,7 @@ def join_repeat(emitted: list[str], out: list[str], heard: list[str]) -> int:
     speaker said ("had had") is in its hypothesis, and stays. All as `key`s."""
     for n in range(min(MAX_REPEAT, len(out), len(emitted)), 0, -1):
         frag = out[:n]
-        if emitted[-n:] != frag:
+        if not all(alike(a, b) for a, b in zip(emitted[-n:], frag, strict=True)):
             continue
         said_twice = any(
             heard[i : i + n] == frag and heard[i + n : i + 2 * n] == frag

@@ -9,6 +9,7 @@ from soundflow.runtime.agreement import (
     LocalAgreement,
     Word,
     agreed,
+    alike,
     join_repeat,
     key,
     overlap_end,
@@ -432,3 +433,24 @@ def test_words_said_again_after_the_window_moved_on_are_new():
 
     assert run(True) == (first + " " + again).split()
     assert run(False) == first.split()  # what the agreement did before it knew the windows
+
+
+def test_a_word_spelt_two_ways_by_two_readings_is_one_word_at_a_join():
+    """Held-out Asterisk prompts, as Whisper read them: the next window re-reads "patience" as
+    "patients" (and "weasels" as "weasles"); the join must not emit the re-read words again.
+    Short words stay distinct ("to" and "too" are two words)."""
+    assert alike("patience", "patients") and alike("weasels", "weasles")
+    assert not alike("to", "too") and not alike("the", "a") and not alike("call", "car")
+    emitted = "thank you for your patience".split()
+    assert overlap_end(emitted, "your patients simultaneous call limit".split()) == 2
+    la = LocalAgreement()
+    out = []
+    for h in [
+        "thank you for your patience",
+        "thank you for your patience",
+        "your patients simultaneous call limit",
+        "your patients simultaneous call limit reached",
+    ]:
+        out += [w.key for w in la.push(words(h))]
+    out += [w.key for w in la.flush()]
+    assert out == "thank you for your patience simultaneous call limit reached".split()
