@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from soundflow.runtime.agreement import key
+from soundflow.runtime.soundalike import alike, onset_alike
 
 # The grammar, as data. A template is words, `(a|b)` alternatives, `[a b]` optional parts and
 # `{slot}` slots (their words in SLOTS; `{level}` a number, `{duration}` a number and a unit),
 # `<macro>`s (MACROS); `{name=value}` sets a slot without reading a word. A clause is answered where one template
 # reads all of it, after fillers and a wake phrase are taken off its ends, with at most
-# MAX_SKIPS words the template does not know (a misreading, an aside).
+# MAX_SKIPS words the template does not know (a misreading, an aside) and at most one span
+# read by sound (runtime/soundalike.py: "whole way" for "hallway"; ANCHORS says when).
 MACROS = {
     "<bit>": "[(a|the) (bit|little|little bit)]",
     "<where>": "[in the {room}|{where}]",
@@ -22,7 +24,10 @@ MACROS = {
 GRAMMAR: dict[str, list[str]] = {
     "lights": [
         "(turn|switch|flip|put|shut) {state} [all] [the|my] [{room}] lights <where>",
-        "(turn|switch|flip|put|shut) [all] [the|my] [{room}] lights {state} <where>",
+        "(turn|switch|flip|put|shut) [all] [the|my] [{room}] lights [back] {state} <where>",
+        "(turn|switch) [the] lights {state} in the {room}",
+        "lights out {state=off} [in the {room}]",
+        "make [all] [the] [{room}] lights (dimmer|darker) {state=dim} <where> <bit>",
         "(kill|cut) {state=off} [all] [the|my] [{room}] lights <where>",
         "(turn|switch) the lights in the {room} {state}",
         "[all] [the] [{room}] lights {state} <where>",
@@ -36,28 +41,45 @@ GRAMMAR: dict[str, list[str]] = {
         "(set|start|put on|make) {action=set} [a|an|me a] {duration} timer",
         "[a|an] {duration} timer {action=set}",
         "[a|the] timer {action=set} [for] {duration}",
-        "(time|count down|remind me in|wake me in) {action=set} {duration}",
-        "(cancel|stop|clear|delete|end|turn off|switch off) {action=cancel} [the|my|that] timer",
+        "(time|count down|remind me in|wake me [up] in|let me know in) {action=set} {duration}",
+        "(set|start) {action=set} [a|the] countdown (for|of) {duration}",
+        "(set|start) {action=set} [a|an] alarm (for|in) {duration}",
+        "(give me|put|set) {action=set} {duration} on the (timer|clock)",
+        "(cancel|stop|clear|delete|end|turn off|switch off|kill|forget [about]|never mind) "
+        "{action=cancel} [the|my|that] (timer|countdown)",
+        "(turn|switch) [the|my|that] timer off {action=cancel}",
         "timer (off|cancel|stop) {action=cancel}",
     ],
     "volume": [
-        "(turn|crank|bring|put) [the] {thing} {way} <bit>",
-        "(turn|crank|bring|put) {way} the {thing} <bit>",
+        "(turn|crank|bring|put|pump|bump|take) [the] {thing} {way} <bit>",
+        "(turn|crank|bring|put|pump|bump|take) {way} the {thing} <bit>",
+        "(it's|that's) [a bit|way|much] too (loud|noisy) {way=down}",
+        "(it's|that's) [a bit|way|much] too (quiet|soft) {way=up}",
+        "i can't hear (it|the {thing}|anything) {way=up}",
         "[the] {thing} {way} <bit>",
         "[make it|make the {thing}] <bit> {louder} <bit>",
         "(raise|increase|boost) {way=up} the {thing} <bit>",
         "(lower|decrease|reduce) {way=down} the {thing} <bit>",
-        "mute {way=mute} [the] [{thing}]",
+        "(mute|silence) {way=mute} [the] [{thing}]",
         "unmute {way=unmute} [the] [{thing}]",
-        "(set|put|turn) {way=level} the {thing} (to|at) {level}",
-        "{thing} [to] {way=level} {level}",
+        "(set|put|turn|change) {way=level} [the] {thing} (to|at) {level}",
+        "[the] {thing} [to|at] {way=level} {level}",
     ],
     "history": [
         "(what was|what's|what s|what is) {about=sound} that [{noise}] [just now|outside|there]",
+        "(what was|what's|what s|what is) {about=sound} the {noise} [just now|outside|there]",
+        "what made that {about=sound} [{noise}]",
+        "did you hear (that|something) {about=sound} [{noise}]",
+        "what did i miss {about=alert} <away>",
         "what was that i just heard {about=sound}",
         "what did i just hear {about=sound}",
         "did i miss anything {about=alert} [important] <away>",
-        "did (anything|something) happen {about=alert} [just now|<away>]",
+        "[did] (anything|something) happen {about=alert} [just now|<away>]",
+        "(anything|something) happened {about=alert} [just now|<away>]",
+        "(what's|what is) going on {about=alert} [out there|outside]",
+        "was that [the|a] {noise} {about=sound}",
+        "did [the|a] {noise} (ring|go off|beep) {about=sound} [just now|<away>]",
+        "did (someone|somebody|anyone) (knock|ring) {about=sound} [just now|<away>]",
         "what happened {about=alert} [just now|<away>]",
         "(was there|did you hear) {about=alert} (an|any) alarm [just now|<away>]",
         "did (an|any) alarm go off {about=alert}",
@@ -77,14 +99,16 @@ SLOTS: dict[str, dict[str, str]] = {
         "kitchen|bedroom|bathroom|hallway|hall|office|garage|basement|nursery|porch|garden|"
         "study|attic|living room|dining room|front room|guest room|kids room"
     ),
-    "where": {"in here": "", "here": "", "everywhere": "", "in the house": ""},
-    "thing": {w: "" for w in ("volume", "sound", "music", "tv", "radio", "it", "speaker", "audio")},
+    "where": {
+        w: "" for w in ("in here", "here", "everywhere", "in the house", "upstairs", "downstairs")
+    },
+    "thing": {w: "" for w in "volume sound music tv radio it that this speaker audio".split()},
     "way": {"up": "up", "down": "down", "higher": "up", "lower": "down"},
     "louder": {"louder": "up", "quieter": "down", "softer": "down", "more quiet": "down"},
     "noise": {
         w: ""
         for w in "noise|sound|bang|beep|beeping|crash|thud|knock|knocking|ringing|buzzing|"
-        "alarm|noise there".split("|")
+        "alarm|noise there|doorbell|door|phone|dog|baby|kettle|siren|smoke alarm".split("|")
     },
     "unit": {u + p: u for u in ("second", "minute", "hour") for p in ("", "s")},
     "who": _same("he|she|they"),
@@ -98,7 +122,9 @@ FILLERS = (
     "would you please", "i want you to", "i'd like you to", "i need you to", "go ahead and",
     "hey flow", "ok flow", "okay flow", "a flow", "flow", "hey soundflow", "soundflow",
     "i need", "i want", "i'd like", "alright",
-    "all right", "quickly", "real quick", "oh",
+    "all right", "quickly", "real quick", "oh", "would you mind", "do you mind", "mind",
+    "if you don't mind", "if you dont mind", "if you could", "can i have", "could i have",
+    "can we have", "could we have", "can i get", "could i get",
 )  # fmt: skip
 ANYWHERE = ("please", "just", "kindly")
 # A clause with one of these words is about something else (the past, someone, a negation):
@@ -106,10 +132,11 @@ ANYWHERE = ("please", "just", "kindly")
 NARRATION = frozenset(
     "yesterday ago last was were had has have did didn't doesn't don't dont never not always "
     "usually when because while after before said says told asked forgot wanted tried "
+    "are is isn't aren't am "
     "turned switched started dimmed cancelled canceled muted he she they we i his her their "
     "sister brother mom dad who if should would".split()
 )
-HISTORY_OK = frozenset("was did i he she they while".split())  # its questions use them
+HISTORY_OK = frozenset("was did i he she they while is".split())  # its questions use them
 # Common misreadings and variant spellings of the grammar's words (Whisper's, as keys).
 ALIASES = {
     "lites": "lights", "light": "lights", "lamp": "lights", "lamps": "lights",
@@ -129,7 +156,27 @@ NUMBERS = {
     )
 } | {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "ninety": 90}
 NUMBERS |= {"seventy": 70, "eighty": 80}
-HOMOPHONES = {"for": 4, "to": 2, "too": 2, "ate": 8, "won": 1}  # read where a number must be
+# read where a number must be (before a unit, or ending a volume level)
+HOMOPHONES = {"for": 4, "fore": 4, "to": 2, "too": 2, "ate": 8, "won": 1, "tree": 3, "free": 3}
+# ... and where "for" or "to" is read as a number before the real one: "timer four forty
+# minutes" (4 and 40 make no number: the first is the preposition)
+PREPOSITIONS = frozenset({"for", "four", "fore", "to", "two", "too"})
+# A unit as misread after a number ("one other", "for another": "an hour")
+UNIT_ALIKES = {"other": "hour", "our": "hour", "ours": "hour"}
+# Slots whose words may be read by sound (runtime/soundalike.py): "whole way" for "hallway"
+SOUND_SLOTS = frozenset({"room", "thing", "noise", "louder"})
+# A request read with a sound-alike must still name its intent in a word read as spelled
+# (a sound-alike alone is too weak to act on: "later" sounds like "louder")
+ANCHORS: dict[str, frozenset[str]] = {
+    "lights": frozenset({"lights"}),
+    "timer": frozenset({"timer", "countdown"}),
+    "volume": frozenset(
+        "volume sound music tv radio speaker audio louder quieter softer mute unmute".split()
+    ),
+    "history": frozenset(
+        "noise sound bang beep beeping crash alarm happen happened miss say hear heard".split()
+    ),
+}
 MAX_SKIPS = 1
 FUZZY_LEN = 5  # template words this long also match a reading one letter off
 
@@ -280,7 +327,7 @@ def _compiled() -> list[tuple[str, tuple[str, ...]]]:
 
 def _close(a: str, b: str) -> bool:
     """b (read) is a, or one letter off a long template word."""
-    if a == b:
+    if a == b or (a == "the" and b == "a"):  # "switch a living room lights off"
         return True
     if len(a) < FUZZY_LEN or abs(len(a) - len(b)) > 1 or not b.isalpha():
         return False
@@ -297,7 +344,8 @@ def _number(words: list[str], j: int) -> tuple[int, int] | None:
         return int(w), 1
     if w in ("a", "an"):
         return 1, 1
-    if w in HOMOPHONES and (j + 1 == len(words) or words[j + 1] in SLOTS["unit"]):
+    after = words[j + 1] if j + 1 < len(words) else ""
+    if w in HOMOPHONES and (not after or after in SLOTS["unit"] or after in UNIT_ALIKES):
         return HOMOPHONES[w], 1  # "volume to for": a number where one must be
     if w in NUMBERS:
         n = NUMBERS[w]
@@ -307,66 +355,161 @@ def _number(words: list[str], j: int) -> tuple[int, int] | None:
     return None
 
 
-def _slot(name: str, words: list[str], j: int) -> list[tuple[dict[str, str], int]]:
-    """The ways slot `name` may read words[j:]: (values, words read)."""
+def _duration(words: list[str], j: int) -> list[tuple[dict[str, str], int, int]]:
+    """A number and its unit at words[j:] ("another" read for "an hour"; "for" read as
+    "four" before the number); (values, words read, 0)."""
+    w = words[j:]
+    if w[:1] == ["another"]:  # "an other": the split read as one word
+        w, extra = ["an", "other", *w[1:]], -1
+    elif w[:2] == ["half", "another"]:
+        w, extra = ["half", "an", "other", *w[2:]], -1
+    else:
+        extra = 0
+    if w[:3] in (["half", "an", "hour"], ["half", "an", "other"]):
+        return [({"duration": "thirty minutes", "seconds": "1800"}, 3 + extra, 0)]
+    for start in (0, 1):
+        if start and (not w or w[0] not in PREPOSITIONS):
+            break
+        got = _number(w, start)
+        if got is None:
+            continue
+        n, used = got
+        after = w[start + used] if start + used < len(w) else ""
+        unit = SLOTS["unit"].get(after) or UNIT_ALIKES.get(after)
+        if unit is None or n < 1:
+            continue
+        spoken = f"{number_words(n)} {unit}{'' if n == 1 else 's'}"
+        seconds = n * {"second": 1, "minute": 60, "hour": 3600}[unit]
+        return [({"duration": spoken, "seconds": str(seconds)}, start + used + 1 + extra, 0)]
+    return []
+
+
+def _slot(name: str, words: list[str], j: int) -> list[tuple[dict[str, str], int, int]]:
+    """The ways slot `name` may read words[j:]: (values, words read, of them read by
+    sound: a SOUND_SLOTS word sounding like one of its words, runtime/soundalike.py)."""
     if name == "n" or name == "level":
         got = _number(words, j)
         if got is None or (name == "level" and words[j] in ("a", "an")):
             return []
-        return [({name: number_words(got[0])}, got[1])]
+        return [({name: number_words(got[0])}, got[1], 0)]
     if name == "duration":
-        if words[j : j + 3] == ["half", "an", "hour"]:
-            return [({"duration": "thirty minutes", "seconds": "1800"}, 3)]
-        got = _number(words, j)
-        if got is None:
-            return []
-        n, used = got
-        unit = SLOTS["unit"].get(words[j + used] if j + used < len(words) else "")
-        if unit is None or n < 1:
-            return []
-        spoken = f"{number_words(n)} {unit}{'' if n == 1 else 's'}"
-        seconds = n * {"second": 1, "minute": 60, "hour": 3600}[unit]
-        return [({"duration": spoken, "seconds": str(seconds)}, used + 1)]
+        return _duration(words, j)
     if name == "noise" and j < len(words) and len(words[j]) >= 6 and words[j].endswith("ing"):
-        return [({}, 1)]  # "what was that banging": any sound a word ending in -ing names
+        return [({}, 1, 0)]  # "what was that banging": any sound a word ending in -ing names
+    return _phrases(name, tuple(words[j : j + 2]))
+
+
+@lru_cache(maxsize=8192)
+def _phrases(name: str, said: tuple[str, ...]) -> list[tuple[dict[str, str], int, int]]:
+    """Slot `name`'s readings of the (up to) two words `said` (phrases are one or two)."""
     out = []
     for phrase, value in SLOTS[name].items():
         p = phrase.split()
-        if len(p) <= len(words) - j and all(
-            _close(a, b) for a, b in zip(p, words[j:], strict=False)
-        ):
-            out.append(({SLOT_FILLS.get(name, name): value} if value else {}, len(p)))
+        values = {SLOT_FILLS.get(name, name): value} if value else {}
+        if len(p) <= len(said) and all(_close(a, b) for a, b in zip(p, said, strict=False)):
+            out.append((values, len(p), 0))
+        elif name in SOUND_SLOTS:
+            out += [
+                (values, n, n) for n in (1, 2) if n <= len(said) and alike(list(said[:n]), phrase)
+            ]
     return out
 
 
-def _match(rule: tuple[str, ...], words: list[str]) -> tuple[dict[str, str], int] | None:
-    """(slots, skips) of the best reading of all `words` by `rule`, or None."""
-    best: tuple[dict[str, str], int] | None = None
+@dataclass(frozen=True)
+class _Reading:
+    """How a rule read a clause: its slots, the words it skipped, and the words it read by
+    sound (their positions: narration there is a misreading, not narration)."""
 
-    def go(i: int, j: int, slots: dict[str, str], skips: int) -> None:
+    slots: dict[str, str]
+    skips: int
+    by_sound: frozenset[int]
+    onset: bool = False  # the first word read by `onset_alike`
+
+    @property
+    def cost(self) -> int:
+        return self.skips + (1 if self.by_sound else 0)
+
+
+@cache
+def _literals(rule: tuple[str, ...], i: int) -> list[tuple[str, int, dict[str, str]]]:
+    """The template's words from i on, one or two, up to a slot: (the words, where the
+    rule goes on, the slots set on the way: `{about=sound}`)."""
+    out, said, sets = [], [], {}
+    while i < len(rule) and len(said) < 2:
+        t = rule[i]
+        if t.startswith("{") and "=" in t:
+            k, v = t[1:-1].split("=")
+            sets = {**sets, k: v}
+        elif t.startswith("{"):
+            break
+        else:
+            said.append(t)
+            out.append((" ".join(said), i + 1, sets))
+        i += 1
+    return out
+
+
+def _match(rule: tuple[str, ...], words: list[str]) -> _Reading | None:
+    """The best (fewest skips and sound-alikes) reading of all `words` by `rule`, or None.
+    At most MAX_SKIPS words the rule does not know and one sound-alike span (one or two
+    read words sounding like one or two of the rule's)."""
+    best: _Reading | None = None
+
+    def go(i: int, j: int, slots: dict, skips: int, sound: frozenset[int], onset: bool) -> None:
         nonlocal best
-        if best is not None and skips >= best[1]:
+        cost = skips + (1 if sound else 0)
+        if best is not None and cost >= best.cost:
             return
         if i == len(rule):
             if j == len(words):  # no word past the template's end: "what was that movie"
-                best = (slots, skips)
+                best = _Reading(slots, skips, sound, onset)
             return
         t = rule[i]
         if t.startswith("{") and "=" in t:
             k, v = t[1:-1].split("=")
-            go(i + 1, j, {**slots, k: v}, skips)
+            go(i + 1, j, {**slots, k: v}, skips, sound, onset)
             return
         if j < len(words):
             if t.startswith("{"):
-                for values, used in _slot(t[1:-1], words, j):
-                    go(i + 1, j + used, {**slots, **values}, skips)
+                for values, used, heard in _slot(t[1:-1], words, j):
+                    if heard and sound:
+                        continue
+                    span = frozenset(range(j, j + heard)) if heard else sound
+                    go(i + 1, j + used, {**slots, **values}, skips, span, onset)
             elif _close(t, words[j]):
-                go(i + 1, j + 1, slots, skips)
+                go(i + 1, j + 1, slots, skips, sound, onset)
+            if not t.startswith("{") and not sound:
+                # "what said" for "what's that", "whole way" for "hallway", "time or" for
+                # "timer"; a first word but for its first sound ("him the lights")
+                for phrase, after, sets in _literals(rule, i):
+                    for nw in (1, 2):
+                        said = words[j : j + nw]
+                        if j + nw > len(words):
+                            continue
+                        span = frozenset(range(j, j + nw))
+                        if alike(said, phrase):
+                            go(after, j + nw, {**slots, **sets}, skips, span, False)
+                        elif i == j == 0 and " " not in phrase and not _known(said):
+                            if onset_alike(said, phrase):
+                                go(after, j + nw, {**slots, **sets}, skips, span, True)
             if skips < MAX_SKIPS and i > 0:  # an unknown word inside, never before the start
-                go(i, j + 1, slots, skips + 1)
+                go(i, j + 1, slots, skips + 1, sound, onset)
 
-    go(0, 0, {}, 0)
+    go(0, 0, {}, 0, frozenset(), False)
     return best
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> frozenset[str]:
+    """Every word the grammar knows: its templates', its slots' and its fillers'."""
+    words = {t for _, rule in _compiled() for t in rule if not t.startswith("{")}
+    words |= {w for slot in SLOTS.values() for phrase in slot for w in phrase.split()}
+    return frozenset(words | {w for f in FILLERS for w in f.split()} | set(NARRATION))
+
+
+def _known(said: list[str]) -> bool:
+    """Whether `said` is one word the grammar knows: read as itself, not by sound."""
+    return len(said) == 1 and said[0] in _vocabulary()
 
 
 # ---------------------------------------------------------------------- words
@@ -404,6 +547,9 @@ def _trim(words: list[str]) -> list[str]:
         if len(w) > 2 and w[1] in ("you", "u") and w[0] not in NARRATION:
             w, changed = w[2:], True
             continue
+        if len(w) > 2 and w[-1] == "you" and w[-2] not in NARRATION:  # "..., with you"
+            w, changed = w[:-2], True
+            continue
         for f in _fillers():
             if w[: len(f)] == f:
                 w, changed = w[len(f) :], True
@@ -414,28 +560,89 @@ def _trim(words: list[str]) -> list[str]:
     return w
 
 
+@lru_cache(maxsize=1)
+def _verbs() -> frozenset[str]:
+    """The words requests open with ("turn", "cancel", "mute")."""
+    return frozenset(rule[0] for _, rule in _compiled() if not rule[0].startswith("{"))
+
+
+def _imperative(word: str, endings: tuple[str, ...]) -> str:
+    """`word` as the request's verb where it is one of the grammar's verbs with one of
+    `endings` ("cancelled" -> "cancel", "turning" -> "turn"), else `word`."""
+    verbs = _verbs()
+    for end in endings:
+        if word.endswith(end) and word not in verbs:
+            stem = word[: -len(end)]
+            for cut in (stem, stem[:-1], stem + "e"):  # "dimmed", "muting"
+                if cut in verbs:
+                    return cut
+    return word
+
+
+def _told(name: str, rule: tuple[str, ...], w: list[str], reading: _Reading) -> bool:
+    """Whether the clause is narration ("he turned the volume down", NARRATION), leaving out
+    the words read by sound (a misreading: "what said" for "what's that") and the rule's own
+    words ("never mind the timer")."""
+    told = (NARRATION - HISTORY_OK if name == "history" else NARRATION) - set(rule)
+    misread = () if reading.onset else reading.by_sound  # an onset-alike is too weak
+    return any(x in told for k, x in enumerate(w) if k not in misread)
+
+
+def _anchored(name: str, w: list[str], reading: _Reading) -> bool:
+    """A reading with a sound-alike names its intent in a word read as spelled (ANCHORS), or
+    a duration for a timer, an -ing sound for history."""
+    if not reading.by_sound:
+        return True
+    spelled = [x for k, x in enumerate(w) if k not in reading.by_sound]
+    if name == "timer" and "duration" in reading.slots:
+        return True
+    if name == "history" and any(len(x) >= 6 and x.endswith("ing") for x in spelled):
+        return True
+    return any(x in ANCHORS[name] for x in spelled)
+
+
+def _opens(phrases: tuple[str, ...], w: list[str]) -> bool:
+    """Whether a rule whose first words are `phrases` ("what's", "what's that") may read a
+    clause opening with w: as `_match` would, by spelling, sound or onset."""
+    if _close(phrases[0], w[0]):
+        return True
+    spans = [w[:n] for n in (1, 2) if n <= len(w)]
+    if any(alike(said, p) for said in spans for p in phrases):
+        return True
+    return any(onset_alike(said, phrases[0]) for said in spans if not _known(said))
+
+
 def parse_clause(words: list[str]) -> Intent | None:
     """One clause (keys) -> the request it makes, or None where it is not one."""
     w = _trim(words)
     if not w:
         return None
-    w = [START_ALIASES.get(w[0], w[0]), *w[1:]]
-    found: tuple[int, int, str, dict[str, str]] | None = None
+    # a request's verb as misread at its start ("cancelled a timer": "cancel the timer"), or
+    # asked politely ("would you mind turning off the lights")
+    mind = "mind" in words[: len(words) - len(w)]
+    first = START_ALIASES.get(w[0], w[0])
+    first = _imperative(first, ("ing",) if mind else ("ed", "d"))
+    w = [first, *w[1:]]
+    found: tuple[int, int, str, _Reading] | None = None
+    opens: dict[tuple[str, ...], bool] = {}  # whether a rule's first words may read w's
     for name, rule in _compiled():
-        told = NARRATION - HISTORY_OK if name == "history" else NARRATION
-        if name != "history" and told & set(w):
-            continue
+        if not rule[0].startswith("{"):
+            lits = tuple(phrase for phrase, _, _ in _literals(rule, 0))
+            if lits not in opens:
+                opens[lits] = _opens(lits, w)
+            if not opens[lits]:
+                continue
         got = _match(rule, w)
-        if got is not None:
-            slots, skips = got
-            score = (skips, -len(rule))
-            if found is None or score < found[:2]:
-                found = (*score, name, slots)
+        if got is None or (got.onset and got.skips) or _told(name, rule, w, got):
+            continue
+        if not _anchored(name, w, got):
+            continue
+        score = (got.cost, -len(rule))
+        if found is None or score < found[:2]:
+            found = (*score, name, got)
     if found is None:
         return None
-    name, slots = found[2], found[3]
-    if name == "history" and (NARRATION - HISTORY_OK) & set(w):
-        return None
+    name, slots = found[2], found[3].slots
     return Intent(name, slots, " ".join(w), answer(name, slots))
 
 
