@@ -57,13 +57,21 @@ def smoke_bundle(smoke_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def default_path():
-    """The embedded default's folder, where it is the Whisper-based model with assist mode
-    (the tests of assist on the real bundle copy and edit it)."""
+@pytest.fixture(scope="session")
+def default_engine():
+    """The embedded default bundle's engine (`open_engine()`), opened once: an engine holds
+    only its sessions and is stateless between calls (runtime/kinds.py), each test opens its
+    own streams of it. Tests that patch an engine's methods open their own."""
     from soundflow.runtime.kinds import open_engine
 
-    e = open_engine()
+    return open_engine()
+
+
+@pytest.fixture(scope="module")
+def default_path(default_engine):
+    """The embedded default's folder, where it is the Whisper-based model with assist mode
+    (the tests of assist on the real bundle copy and edit it)."""
+    e = default_engine
     if e.spec.kind != "whisper-cross" or "assist" not in e.spec.manifest["tasks"]:
         pytest.skip("the embedded default is not the Whisper-based model with assist mode")
     return e.spec.path

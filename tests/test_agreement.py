@@ -14,7 +14,7 @@ from soundflow.runtime.agreement import (
     key,
     overlap_end,
 )
-from soundflow.runtime.kinds import open_engine, open_stream
+from soundflow.runtime.kinds import open_stream
 
 
 def words(text: str) -> list[Word]:
@@ -100,7 +100,9 @@ def test_reset_forgets_the_stream():
     assert la.emitted == [] and la.pending == []
 
 
-def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_path):
+def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(
+    tmp_path, default_engine
+):
     """The shipped bundle captions by agreement in transcribe mode only; `--captions protocol`
     (RuntimeOptions.captions) switches back; a wrong value is refused in both places."""
     import json
@@ -109,11 +111,11 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_p
     import pytest
 
     from soundflow.manifest import BundleError
-    from soundflow.runtime.kinds import open_engine, open_stream
+    from soundflow.runtime.kinds import open_stream
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.validate import validate_manifest
 
-    engine = open_engine()
+    engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     assert open_stream(engine, RuntimeOptions(mode="transcribe")).captions is not None
@@ -152,7 +154,7 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(tmp_p
     assert open_stream(engine, fast).captions.config.budget_ms is None
 
 
-def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
+def test_a_silent_window_is_not_read_when_whisper_hears_no_speech(default_engine):
     """decision.captions.no_speech_skip: a window whose p(<|nocaptions|>) passes it costs one
     prompt call and no reading (confidence 0); with the skip off the reading runs."""
     import dataclasses
@@ -163,7 +165,7 @@ def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.stream import EncoderStream
 
-    engine = open_engine()
+    engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
@@ -177,7 +179,7 @@ def test_a_silent_window_is_not_read_when_whisper_hears_no_speech():
     assert dec.captions.confidence > 0.0  # read this time (and dropped or not by the guard)
 
 
-def test_an_unsure_reading_stops_after_its_first_tokens():
+def test_an_unsure_reading_stops_after_its_first_tokens(default_engine):
     """abort_logprob: a reading whose first ABORT_TOKENS tokens average below it returns no
     words after those tokens' calls; without it, the same reading runs to its end."""
     import dataclasses
@@ -189,7 +191,7 @@ def test_an_unsure_reading_stops_after_its_first_tokens():
     from soundflow.runtime.stream import EncoderStream
     from soundflow.train.data import espeak
 
-    engine = open_engine()
+    engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     pcm, _ = espeak.synthesize("the kettle is boiling in the kitchen", espeak.Voice())
@@ -207,7 +209,7 @@ def test_an_unsure_reading_stops_after_its_first_tokens():
     assert cap.previous == full[: captions.ABORT_TOKENS - 1]  # the next reading's draft
 
 
-def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
+def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch, default_engine):
     """WindowCaptions.hypothesis verifies the previous reading's continuation as a draft in one
     decoder call: the readings of a held-out sentence must be the ones token-by-token greedy
     decoding gives, in fewer decoder calls. Up to near-ties: the 8-bit decoder layers
@@ -222,7 +224,7 @@ def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch):
     from soundflow.runtime.stream import EncoderStream
     from soundflow.train.data import espeak
 
-    engine = open_engine()
+    engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"
@@ -275,7 +277,7 @@ def _sentence_stream(engine, text: str, seed: int, pad_s: float = 1.0):
     [{"caption_calls": 1, "caption_budget_ms": 0}, {"caption_calls": 0, "caption_budget_ms": 1e-3}],
     ids=["one-call", "no-time-for-a-second"],
 )
-def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound):
+def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound, default_engine):
     """calls_per_chunk (or budget_ms: a chunk always makes its first call, and 1 µs has no
     room for a second): a reading that needs more calls than a chunk allows goes on at the
     next chunk on a copy of the window it began on, so the stream's memory moving on under
@@ -288,7 +290,7 @@ def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound):
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.stream import EncoderStream
 
-    engine = open_engine()
+    engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"
@@ -322,7 +324,9 @@ def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound):
     assert steps == min(whole.captions.calls, hop + 1)
 
 
-def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(monkeypatch):
+def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(
+    monkeypatch, default_engine
+):
     """budget_ms, on a fake clock that moves 5 ms at each reading (so a call takes 5 ms): from
     the step's start, the second call's check comes at 15 ms (+5 <= 25: made), the third's
     at 30 (+5 > 25: not), chunk after chunk. A chunk whose audio was ready long before (the
@@ -332,7 +336,7 @@ def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(monkeypa
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.stream import EncoderStream
 
-    engine = open_engine()
+    engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     chunks = _sentence_stream(engine, "a long and winding road leads to your door", 5, 6.0)
@@ -362,7 +366,7 @@ def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(monkeypa
     assert per_chunk[1:-1] == [2] * (len(per_chunk) - 2) and per_chunk[-1] in (1, 2)
 
 
-def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions():
+def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions(default_engine):
     """A held-out sentence through the stream with 2 calls per chunk: no chunk makes more,
     readings do span chunks, and the caption still says the sentence."""
     import pytest
@@ -371,7 +375,7 @@ def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions():
     from soundflow.runtime.stream import EncoderStream
     from soundflow.train.evaluate import edit_distance, normalize
 
-    engine = open_engine()
+    engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engine():
-    e = open_engine()  # the embedded default
+def engine(default_engine):
+    e = default_engine  # the embedded default
     if e.spec.kind != "whisper-cross" or not e.spec.trained:
         pytest.skip("the embedded default is not the trained Whisper-based model")
     return e

@@ -4,10 +4,12 @@ they are; a change meant to alter them regenerates the file (its docstring says 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from soundflow.runtime.kinds import open_engine
@@ -25,10 +27,36 @@ def _maker():
     return module
 
 
+def encode_once(engine):
+    """Make `engine`'s encoder run once per distinct input: the four runs stream the same
+    clip from the same empty state, so each chunk's (audio, state) recurs and its real
+    output is handed back again (a copy) instead of recomputed, four fifths of a run's time.
+    A chunk or state not seen before is encoded for real; the rest is the engine's own.
+    Returns what it has encoded, by input."""
+    encode, seen = engine.encode, {}
+
+    def once(audio: np.ndarray, state: dict[str, np.ndarray]):
+        h = hashlib.sha256(np.ascontiguousarray(audio).tobytes())
+        for k in sorted(state):
+            h.update(k.encode() + str(state[k].shape).encode() + state[k].tobytes())
+        key = h.hexdigest()
+        if key not in seen:
+            seen[key] = encode(audio, state)
+        out, new = seen[key]
+        return out.copy(), {k: v.copy() for k, v in new.items()}
+
+    engine.encode = once
+    return seen
+
+
 @pytest.fixture(scope="module")
 def outputs():
     maker = _maker()
-    return maker.outputs(open_engine(), maker.demo_pcm())
+    engine = open_engine()  # its own: its encoder is wrapped (conftest's default_engine)
+    seen = encode_once(engine)
+    got = maker.outputs(engine, maker.demo_pcm())
+    assert seen  # the runs went through it
+    return got
 
 
 @pytest.mark.parametrize("run", [r[0] for r in _maker().RUNS])

@@ -12,6 +12,9 @@ import sys
 import pytest
 
 pytest.importorskip("torch")
+# the one-process runs train in this process: one torch thread, as OMP_NUM_THREADS=1 gives
+# the launched ranks
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Loss normalisation uses the whole step's label counts, so the only difference between
 # layouts is float summation order.
@@ -19,22 +22,20 @@ TOLERANCE = 1e-4
 
 
 def _train(out, *args, nproc=1):
+    """`soundflow train` on the smoke recipe. One process runs the command in this process
+    (CliRunner: the same command, without another interpreter's and torch's start, the most
+    of a launch's time); several go through torchrun, as the command launches them."""
+    argv = ["train", "--recipe", "smoke", "--out", str(out), "--steps", "8", *args]
+    if nproc == 1:
+        from click.testing import CliRunner
+
+        from soundflow.cli.main import cli
+
+        result = CliRunner().invoke(cli, argv, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "soundflow.cli",
-        "train",
-        "--recipe",
-        "smoke",
-        "--out",
-        str(out),
-        "--steps",
-        "8",
-        *args,
-    ]
-    if nproc > 1:
-        cmd += ["--nproc", str(nproc)]
+    cmd = [sys.executable, "-m", "soundflow.cli", *argv, "--nproc", str(nproc)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

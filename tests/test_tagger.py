@@ -197,14 +197,10 @@ def test_gate_calibration_keeps_the_speech_windows():
 
 
 @pytest.fixture(scope="module")
-def default_cross():
-    from soundflow.runtime.cross import CrossEngine
-    from soundflow.runtime.kinds import open_engine
-
-    e = open_engine()
-    if e.spec.kind != "whisper-cross":
+def default_cross(default_engine):
+    if default_engine.spec.kind != "whisper-cross":  # then a runtime.cross.CrossEngine
         pytest.skip("the embedded default is not the Whisper-based model")
-    return CrossEngine(e.spec.path)
+    return default_engine
 
 
 def test_training_features_are_what_a_running_stream_tags(default_cross):

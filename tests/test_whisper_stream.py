@@ -102,6 +102,21 @@ def cross_bundle(tmp_path_factory, hf):
     return root / "bundle", ck, manifest
 
 
+@pytest.fixture(scope="module")
+def cross_model(cross_bundle):
+    """The cross bundle's checkpoint loaded once: (model, tokenizer, training); the tests
+    and parity checks below only read it."""
+    from soundflow.train.whisper_model import load_whisper_checkpoint
+
+    return load_whisper_checkpoint(cross_bundle[1])
+
+
+@pytest.fixture(scope="module")
+def cross_engine(cross_bundle):
+    """The fp32 cross bundle's engine, opened once (each test opens its own streams)."""
+    return open_engine(cross_bundle[0])
+
+
 def test_cross_bundle_declares_optimum_names(cross_bundle):
     bundle, _, manifest = cross_bundle
     names = [t["name"] for t in manifest["decoder"]["inputs"]]
@@ -116,11 +131,11 @@ def test_cross_bundle_declares_optimum_names(cross_bundle):
     assert meta["kind"] == "whisper-cross" and int(meta["memory_frames"]) == 120
 
 
-def test_runtime_matches_torch_and_the_training_forward(cross_bundle, speech):
+def test_runtime_matches_torch_and_the_training_forward(cross_bundle, cross_model):
     from soundflow.export.whisper_parity import check
 
     bundle, ck, _ = cross_bundle
-    report = check(bundle, ck, seconds=6.4)
+    report = check(bundle, ck, seconds=6.4, model=cross_model[0])
     for mode, r in report["modes"].items():
         assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
         assert r["max_abs_logit_diff_ort_vs_torch"] < 1e-2, (mode, r)
@@ -128,15 +143,14 @@ def test_runtime_matches_torch_and_the_training_forward(cross_bundle, speech):
     assert report["ok"]
 
 
-def test_forced_tokens_are_what_the_stream_feeds(cross_bundle):
+def test_forced_tokens_are_what_the_stream_feeds(cross_bundle, cross_model):
     """The int8 parity feeds torch the ORT run's tokens: the driver must generate exactly the
     tokens it is given, whatever its own greedy choice, and record that choice apart."""
     from soundflow.export.whisper_parity import TorchCrossEngine, drive
     from soundflow.runtime.bundle import load_spec
-    from soundflow.train.whisper_model import load_whisper_checkpoint
 
-    bundle, ck, _ = cross_bundle
-    model, tok, _ = load_whisper_checkpoint(ck)
+    bundle, _, _ = cross_bundle
+    model, tok, _ = cross_model
     engine = TorchCrossEngine(model, load_spec(bundle))
     pcm = (np.random.default_rng(2).standard_normal(6400 * 14) * 0.05).astype(np.float32)
     own, _ = drive(engine, pcm, "transcribe", respond_every=7, max_tokens=3)
@@ -152,7 +166,7 @@ def test_forced_tokens_are_what_the_stream_feeds(cross_bundle):
     assert own.own != [word] * len(own.own)
 
 
-def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, tmp_path):
+def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, cross_model, tmp_path):
     """An int8 bundle is judged call by call on identical inputs (torch fed ORT's tokens):
     same token feeds, decisions within 0.1, and the share of greedy choices that agree."""
     from soundflow.export.whisper_export import export_whisper_bundle
@@ -160,7 +174,7 @@ def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, tmp_path):
 
     _, ck, _ = cross_bundle
     export_whisper_bundle(ck, tmp_path / "int8", int8=True, log=lambda *_: None)
-    report = check(tmp_path / "int8", ck, seconds=6.4)
+    report = check(tmp_path / "int8", ck, seconds=6.4, model=cross_model[0])
     assert report["quantized"]
     for mode, r in report["modes"].items():
         assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
@@ -169,14 +183,12 @@ def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, tmp_path):
     assert report["ok"]
 
 
-def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
+def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_engine):
     from soundflow.runtime.cross import CrossDecoderStream
-    from soundflow.runtime.kinds import open_engine, open_stream
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.stream import EncoderStream
 
-    bundle, _, _ = cross_bundle
-    engine = open_engine(bundle)
+    engine = cross_engine
     # alert mode: the protocol's own decision calls (transcribe reads windows instead)
     enc, dec = EncoderStream(engine), open_stream(engine, RuntimeOptions(mode="alert"))
     assert isinstance(dec, CrossDecoderStream)
@@ -190,7 +202,9 @@ def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_bundle):
     assert enc.state["history"].shape == (1, 32000)
 
 
-def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp_path):
+def test_dynamic_encoder_keeps_metadata_and_the_memory(
+    cross_bundle, cross_engine, speech, tmp_path
+):
     """`soundflow export --dynamic-encoder`: int8 MatMuls in the encoder, its ONNX metadata
     kept (the runtime still opens it), and the memory it writes close to the fp32 one's."""
     import shutil
@@ -207,7 +221,7 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["export"]["encoder_quantization"] == "dynamic-int8-matmul"
-    a, b = EncoderStream(open_engine(cross_bundle[0])), EncoderStream(open_engine(bundle))
+    a, b = EncoderStream(cross_engine), EncoderStream(open_engine(bundle))
     s = a.engine.spec.chunk_samples
     worst = 1.0
     for c in range(min(12, len(speech) // s)):  # past the window's 2 s: steady state too
@@ -216,13 +230,12 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(cross_bundle, speech, tmp
     assert worst > 0.99, (worst, report)
 
 
-def _window_logits(bundle, speech: np.ndarray, reading: bool = True) -> np.ndarray:
+def _window_logits(engine, speech: np.ndarray, reading: bool = True) -> np.ndarray:
     """The logits of one window reading's first call (the prompt and three tokens) after 10
     chunks of `speech`, through a bundle's decoder bound as a reading (or not) binds it."""
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.stream import EncoderStream
 
-    engine = open_engine(bundle)
     enc = EncoderStream(engine)
     dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
     n = engine.spec.chunk_samples
@@ -237,7 +250,15 @@ def _window_logits(bundle, speech: np.ndarray, reading: bool = True) -> np.ndarr
     return engine.step(binding, ids, np.ascontiguousarray(pos[:, -q:]), mask, wc.memory.mask(q))[0]
 
 
-def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_path):
+@pytest.fixture(scope="module")
+def fp32_window_logits(cross_engine, speech):
+    """_window_logits of the fp32 cross bundle: the reference of both int8 rewrites below."""
+    return _window_logits(cross_engine, speech)
+
+
+def test_int8_logits_beside_fp32_for_window_readings(
+    cross_engine, fp32_window_logits, speech, tmp_path
+):
     """`soundflow export --int8-logits`: the decoder gains an int8 way to its logits, chosen
     per call (export/quantize.int8_logits_graph), without growing the file; a call that does
     not ask for it gives exactly what it gave before; the int8 logits stay within int8
@@ -251,7 +272,7 @@ def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_p
     from soundflow.export.quantize import _decoder_feeds, int8_logits
 
     bundle = tmp_path / "logits"
-    shutil.copytree(cross_bundle[0], bundle)
+    shutil.copytree(cross_engine.spec.path, bundle)
     size = (bundle / "decoder.onnx").stat().st_size
     report = int8_logits(bundle, log=lambda *_: None)
     assert report["argmax_agrees"]
@@ -259,9 +280,10 @@ def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_p
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["export"]["logits_quantization"].startswith("int8-matmul")
 
-    ref = _window_logits(cross_bundle[0], speech)  # no int8 output: the fp32 logits
-    np.testing.assert_array_equal(_window_logits(bundle, speech, reading=False), ref)
-    got = _window_logits(bundle, speech)
+    ref = fp32_window_logits  # no int8 output: the fp32 logits
+    engine = open_engine(bundle)
+    np.testing.assert_array_equal(_window_logits(engine, speech, reading=False), ref)
+    got = _window_logits(engine, speech)
     # int8 rounding of table and hidden rows: measured 1-3 % of the largest logit (it
     # depends on the synthesized speech), and a near tie may flip
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.8
@@ -275,10 +297,12 @@ def test_int8_logits_beside_fp32_for_window_readings(cross_bundle, speech, tmp_p
     on = {protocol.LOGITS_INT8: np.array(True)}
     alone, together = sess.run(None, one | on)[0], sess.run(None, two | on)[0]
     np.testing.assert_array_equal(together[:1], alone)
-    assert open_engine(bundle).int8_logits and not open_engine(cross_bundle[0]).int8_logits
+    assert engine.int8_logits and not cross_engine.int8_logits
 
 
-def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech, tmp_path):
+def test_int8_decoder_layers_stay_row_independent_and_close(
+    cross_bundle, fp32_window_logits, speech, tmp_path
+):
     """`soundflow export --int8-decoder` (export/decoder_int8.py): every layer matrix of the
     decoder becomes a MatMulNBits of 8-bit blocks, the tied logits table is left alone; the
     window's logits stay within int8 rounding and pick the same tokens; each row is
@@ -306,7 +330,7 @@ def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech
     with pytest.raises(ValueError, match="already"):
         int8_decoder(bundle, log=lambda *_: None)
 
-    ref, got = _window_logits(cross_bundle[0], speech), _window_logits(bundle, speech)
+    ref, got = fp32_window_logits, _window_logits(open_engine(bundle), speech)
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.8
     # Largest logit error per row, relative to the row's largest logit. Measured: 4-21 % on
     # this untrained model's arbitrary tokens (activations quantized per 64 values); 1.9 %
@@ -336,7 +360,7 @@ def test_int8_decoder_layers_stay_row_independent_and_close(cross_bundle, speech
         assert (err <= step[:, None, :] / 2 + 1e-6).all(), name
 
 
-def test_captions_keep_the_no_speech_id_of_a_checkpoint_saved_without_it(cross_bundle):
+def test_captions_keep_the_no_speech_id_of_a_checkpoint_saved_without_it(cross_model):
     """Checkpoints saved before the vocabulary kept <|nocaptions|> (the shipped round 2's)
     still export `no_speech_id`, from Whisper's tokenizer, so re-running the recipe keeps
     the no-speech skip of the windows."""
@@ -344,9 +368,8 @@ def test_captions_keep_the_no_speech_id_of_a_checkpoint_saved_without_it(cross_b
 
     from soundflow.export.whisper_export import captions_for
     from soundflow.train.whisper_decoder import NO_SPEECH
-    from soundflow.train.whisper_model import load_whisper_checkpoint
 
-    model, tok, _ = load_whisper_checkpoint(cross_bundle[1])
+    model, tok, _ = cross_model
     assert captions_for(model.vocab)["no_speech_id"] == model.vocab.no_speech
     ids = {k: v for k, v in model.vocab.whisper_ids.items() if k not in NO_SPEECH}
     old = dataclasses.replace(model.vocab, whisper_ids=ids)
@@ -368,13 +391,13 @@ def test_an_int8_decoder_bundle_names_the_onnxruntime_it_needs():
     check_onnxruntime({"export": {}}, "1.18.0")  # nothing in it needs more
 
 
-def test_batched_encoder_equals_one_call_per_stream(cross_bundle):
+def test_batched_encoder_equals_one_call_per_stream(cross_engine):
     """runtime/serve/batching.py stacks the cross kind's windows and histories (an fp32
     encoder: the default's int8-MatMul one is never stacked) and splits them back."""
     from soundflow.runtime.serve.batching import BatchEncoder
     from soundflow.runtime.stream import EncoderStream
 
-    eng = open_engine(cross_bundle[0])
+    eng = cross_engine
     n, streams = eng.spec.chunk_samples, 3
     rng = np.random.default_rng(2)
     audio = [rng.standard_normal(n * 8).astype(np.float32) * 0.05 for _ in range(streams)]
