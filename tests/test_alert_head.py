@@ -39,7 +39,7 @@ def _head_arrays(labels, seed=0, bias=None) -> dict:
     }  # fmt: skip
 
 
-def _bundle_with_head(tmp_path: Path, arrays: dict) -> Path:
+def _bundle_with_head(tmp_path: Path, arrays: dict, off: tuple[str, ...] = ()) -> Path:
     """The default bundle hard-linked (manifest copied), a head written by the recipe's writer."""
     out = tmp_path / "bundle"
     out.mkdir()
@@ -53,6 +53,8 @@ def _bundle_with_head(tmp_path: Path, arrays: dict) -> Path:
     np.savez(work / "head.npz", **arrays)
     labels = [str(x) for x in arrays["labels"]]
     cal = {"dev_hours": 1.0, "labels": {k: {"threshold": 0.5} for k in labels}}
+    for k in off:  # calibration found no dev recall for it: opt-in only
+        cal["labels"][k]["default"] = False
     alert_head.CAPTIONS.setdefault("test_label", "a test sound")
     alert_head.write_to_bundle(out, work, cal, persistence=1, refractory_s=8.0, budget=0.5)
     return out
@@ -82,6 +84,19 @@ def test_head_read_back_and_refused_when_corrupt_or_mismatched(tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="manifest asks for"):
         AA.AlertHead(load_spec(bundle).audioset.head)
+
+
+def test_a_label_calibration_leaves_out_alerts_only_when_asked(tmp_path):
+    """calibrate's `default` (dev recall under --min-dev-recall) reaches the manifest: the
+    label stays an output, `--only` can name it, but it no longer alerts by default."""
+    bundle = _bundle_with_head(tmp_path, _head_arrays(LABELS, bias=20.0), off=("doorbell",))
+    spec = load_spec(bundle).audioset.head
+    assert spec.defaults == ("smoke_alarm", "phone_ring") and "doorbell" in spec.labels
+    alerts = _listen(bundle, "--mode", "alert", "--alerts", "audioset")
+    alerts = [e for e in alerts if e["type"] == "response"]
+    assert alerts and "doorbell" not in {e["tags"]["alert"] for e in alerts}
+    alerts = _listen(bundle, "--alerts", "audioset", "--only", "doorbell")
+    assert {e["tags"]["alert"] for e in alerts if e["type"] == "response"} == {"doorbell"}
 
 
 def _sha(path: Path) -> str:

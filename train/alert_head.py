@@ -69,6 +69,7 @@ NEGATIVE_PACKAGES = (
 DEV_MOD = 5  # files whose id hashes to 0 mod this are dev (20 %), never trained on
 NEG_CLIP_S = 12.0  # a benign file's first seconds rendered (long soundtracks: three windows)
 POS_CLIP_S = 10.0
+LONG_S = 40.0  # a benign file this long (music, ambience) gets RenderConfig.long_windows more
 FEATURE_DIM = 1024 + 521  # embedding, then scores
 
 
@@ -96,7 +97,13 @@ class RenderConfig:
     real_positive: int = 40  # renderings of each real alert-worthy file
     procedural_train: int = 60  # procedural instances per label, train bands
     procedural_dev: int = 15  # ... eval bands (dev)
-    benign: int = 2  # renderings of each benign file
+    standard_train: int = 200  # train/data/alarms.py instances per alarm, train bands
+    standard_dev: int = 40  # ... eval bands (dev)
+    negative_train: int = 120  # alarms.py's synthetic hard negatives, per kind
+    negative_dev: int = 30
+    benign: int = 2  # renderings of each benign file per round
+    benign_rounds: tuple[int, int] = (2, 3)  # rounds of benign renderings: train, dev
+    long_windows: int = 8  # more windows of each benign file longer than LONG_S
     snr_db: tuple[float, float] = (0.0, 20.0)  # foreground over bed
     bed_prob: float = 0.85
     room_prob: float = 0.5
@@ -114,7 +121,7 @@ def split_of(file_id: str) -> str:
 def sources() -> list[dict]:
     """Every allowed source: {id, kind ("real" | "procedural" | "benign"), label (ours or
     None), split, path or procedural name}. Held-out packages (train/heldout.py) never."""
-    from soundflow.train.data import procedural
+    from soundflow.train.data import alarms, procedural
     from soundflow.train.data.library import package_clips
     from soundflow.train.heldout import held_out_source
     from soundflow.train.tagger import package_files
@@ -143,6 +150,14 @@ def sources() -> list[dict]:
         )
         for i, s in enumerate(mine):
             s["split"] = "dev" if i < len(mine) // 3 else "train"
+    # alarms written from the standards, and synthetic hard negatives (train/data/alarms.py)
+    for name in (*alarms.ALARMS, *alarms.NEGATIVES):
+        label = name if name in alarms.ALARMS else None
+        for split in ("train", "dev"):
+            out.append(
+                {"id": f"standard:{name}", "kind": "standard", "label": label,
+                 "path": None, "split": split}
+            )  # fmt: skip
     # procedural sounds: train draws from the train bands of each parameter, dev the eval bands
     for name in procedural.SOUNDS:
         label = name if name in LABELS else None
@@ -231,24 +246,40 @@ def yamnet_chunks(engine, x: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float16)
 
 
-def build_group(engine, group: list[dict], cfg: RenderConfig, beds, seed: int) -> dict:
+def build_group(engine, group: list[dict], cfg: RenderConfig, beds, seed: int,
+                long_only: bool = False) -> dict:  # fmt: skip
     """Features of every rendering of a group of sources: X (n, 1545), y (n,) label index
     or -1 (benign), w (n,) 1 or 0 (a positive rendering's quiet patch: ignored), example
-    (n,) rendering index, onset (renderings,) chunk of the foreground's start, file id."""
-    from soundflow.train.data import procedural
+    (n,) rendering index, onset (renderings,) chunk of the foreground's start, file id.
+    `long_only`: only the benign files longer than LONG_S (music, ambience), each rendered
+    at `cfg.long_windows` more windows (a soundtrack is minutes of hard negatives)."""
+    from soundflow.train.data import alarms, procedural
 
     rng = np.random.default_rng(seed)
     xs, ys, ws, ex, onsets, files, labels = [], [], [], [], [], [], []
     for s in group:
         label = LABELS.index(s["label"]) if s["label"] else -1
+        dev = s["split"] == "dev"
         if s["kind"] == "procedural":
-            k = cfg.procedural_dev if s["split"] == "dev" else cfg.procedural_train
+            k = cfg.procedural_dev if dev else cfg.procedural_train
             k = k if label >= 0 else max(2, k // 4)
+        elif s["kind"] == "standard":
+            k = (
+                (cfg.standard_dev if dev else cfg.standard_train)
+                if label >= 0
+                else (cfg.negative_dev if dev else cfg.negative_train)
+            )
         else:
             k = cfg.real_positive if label >= 0 else cfg.benign
-        base = None if s["kind"] == "procedural" else _read(s["path"])
+        base = None if s["kind"] in ("procedural", "standard") else _read(s["path"])
+        if long_only:
+            k = cfg.long_windows if len(base) > LONG_S * SAMPLE_RATE else 0
         for _ in range(k):
-            if base is None:
+            if s["kind"] == "standard":
+                name = s["id"].split(":")[1]
+                make = alarms.ALARMS.get(name) or alarms.NEGATIVES[name]
+                fg = make(procedural.Params(rng, "eval" if dev else "train"))
+            elif base is None:
                 bands = "eval" if s["split"] == "dev" else "train"
                 fg = procedural.SOUNDS[s["label"] or s["id"].split(":")[1]].make(
                     procedural.Params(rng, bands)
@@ -276,6 +307,8 @@ def build_group(engine, group: list[dict], cfg: RenderConfig, beds, seed: int) -
             onsets.append(onset)
             files.append(s["id"])
             labels.append(label)
+    if not xs:  # a group with no long file (long_only): kept, so --resume skips it
+        xs, ys, ws, ex = [np.zeros((0, FEATURE_DIM), np.float16)], [[]], [[]], [[]]
     return {
         "X": np.concatenate(xs),
         "y": np.concatenate(ys).astype(np.int16),
@@ -283,7 +316,7 @@ def build_group(engine, group: list[dict], cfg: RenderConfig, beds, seed: int) -
         "example": np.concatenate(ex).astype(np.int32),
         "onset": np.asarray(onsets, np.int32),
         "label": np.asarray(labels, np.int16),
-        "source": np.asarray(files),
+        "source": np.asarray(files, dtype=str),
     }
 
 
@@ -301,15 +334,20 @@ def build_features(out: Path, cfg: RenderConfig, log=print, limit: int | None = 
     (out / "sources.json").write_text(json.dumps(srcs, indent=0) + "\n")
     for split in ("train", "dev"):
         beds = [s["path"] for s in srcs if is_bed(s) and s["split"] == split]
-        for kind, size in (("real", 4), ("procedural", 4), ("benign", 60)):
+        rounds = cfg.benign_rounds[split == "dev"]
+        todo = [("real", 4, ""), ("procedural", 4, ""), ("standard", 2, "")]
+        # later rounds of benign renderings: more dev hours for the false-alarm budget
+        todo += [("benign", 60, f"{r}" if r else "") for r in range(rounds)]
+        todo += [("benign", 60, "long")] if cfg.long_windows else []
+        for kind, size, rnd in todo:
             group = [s for s in srcs if s["split"] == split and s["kind"] == kind]
             for k in range(0, len(group), size):
-                f = out / "features" / f"{split}-{kind}-{k // size:03d}.npz"
+                f = out / "features" / f"{split}-{kind}{rnd}-{k // size:03d}.npz"
                 if f.exists():
                     continue
                 t0 = time.perf_counter()
                 seed = zlib.crc32(f.name.encode())
-                data = build_group(engine, group[k : k + size], cfg, beds, seed)
+                data = build_group(engine, group[k : k + size], cfg, beds, seed, rnd == "long")
                 tmp = f.with_suffix(".tmp.npz")
                 np.savez(tmp, **data)
                 tmp.replace(f)
@@ -412,10 +450,13 @@ def alerts_of(p: np.ndarray, threshold: float, persistence: int, refractory: int
 
 
 def calibrate(out: Path, head, budget_per_hour: float, persistence: int, refractory_s: float,
-              floor: float = 0.3, log=print) -> dict:  # fmt: skip
+              floor: float = 0.3, min_recall: float = 0.5, log=print) -> dict:  # fmt: skip
     """Per label: the lowest threshold (>= floor) whose false alerts on the dev split's
     benign renderings stay within `budget_per_hour` (hours: the whole dev split, as a
     stream's hours count); its dev recall (an alert within two chunks of the onset chunk).
+    A default alert label stays one only if its dev recall reaches `min_recall` (a label the
+    dev split cannot show working would spend the false-alarm budget for nothing; it stays
+    opt-in, `listen --only`).
     An alert-worthy sound named by another alert label is a misnaming, not a false alert:
     the rule fires the most probable label, and recall counts the right one."""
     d = load_features(out, "dev")
@@ -440,18 +481,26 @@ def calibrate(out: Path, head, budget_per_hour: float, persistence: int, refract
         for e in mine:
             a = alerts_of(P[order[e], j], th, persistence, refractory)
             hits += bool(((a >= d["onset"][e]) & (a <= d["onset"][e] + 2)).any())
+        recall = round(hits / len(mine), 3) if mine else None
         result[label] = {
             "threshold": float(th),
             "dev_events": len(mine),
-            "dev_recall": round(hits / len(mine), 3) if mine else None,
+            "dev_recall": recall,
             "dev_false_per_hour": round(false / hours, 2) if false >= 0 else None,
+            "default": label in head_alerts(head) and recall is not None and recall >= min_recall,
         }
-        log(f"  {label:15s} th {th:.2f} recall {result[label]['dev_recall']} ({len(mine)})")
+        log(f"  {label:15s} th {th:.2f} recall {recall} ({len(mine)})"
+            f"{' default' if result[label]['default'] else ''}")  # fmt: skip
     return {"dev_hours": round(hours, 3), "labels": result}
 
 
 def head_labels(head) -> tuple[str, ...]:
     return tuple(str(x) for x in head["labels"])
+
+
+def head_alerts(head) -> tuple[str, ...]:
+    """The labels the head was trained to alert on by default (its config's `alerts`)."""
+    return tuple(json.loads(str(head["config"]))["alerts"])
 
 
 # ------------------------------------------------------------------------------- bundle
@@ -483,7 +532,7 @@ def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int
             lab: {
                 "threshold": calibration["labels"][lab]["threshold"],
                 "caption": CAPTIONS[lab],
-                "default": lab in config["alerts"],
+                "default": calibration["labels"][lab].get("default", lab in config["alerts"]),
             }
             for lab in config["labels"]
         },
@@ -496,7 +545,9 @@ def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int
             "dev_hours": calibration["dev_hours"],
             "false_per_hour_per_label": budget,
             "recipe": f"python -m soundflow.train.alert_head --out DIR --budget {budget} "
-            f"--persistence {persistence} --bundle BUNDLE",
+            f"--persistence {persistence} --min-dev-recall "
+            f"{calibration.get('min_dev_recall', 0.0)}{' --decides' if decides else ''} "
+            "--bundle BUNDLE",
             "dev_recall": {k: v.get("dev_recall") for k, v in calibration["labels"].items()},
         },
     }
@@ -519,6 +570,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refractory-s", type=float, default=8.0)
     ap.add_argument("--limit-benign", type=int, default=None, help="benign files (smoke runs)")
     ap.add_argument("--epochs", type=int, default=HeadConfig.epochs)
+    ap.add_argument("--hidden", type=int, default=HeadConfig.hidden)
+    ap.add_argument(
+        "--min-dev-recall", type=float, default=0.5, help="a default label's dev recall, at least"
+    )
     ap.add_argument("--decides", action="store_true", help="the bundle's alert mode uses it")
     args = ap.parse_args(argv)
     out = args.out
@@ -532,10 +587,12 @@ def main(argv: list[str] | None = None) -> None:
         print("head: kept")
     else:
         print("head")
-        head = train_head(out, HeadConfig(epochs=args.epochs))
+        head = train_head(out, HeadConfig(epochs=args.epochs, hidden=args.hidden))
     print("calibration")
-    cal = calibrate(out, head, args.budget, args.persistence, args.refractory_s)
-    cal.update(persistence=args.persistence, refractory_s=args.refractory_s, budget=args.budget)
+    cal = calibrate(out, head, args.budget, args.persistence, args.refractory_s,
+                    min_recall=args.min_dev_recall)  # fmt: skip
+    cal.update(persistence=args.persistence, refractory_s=args.refractory_s, budget=args.budget,
+               min_dev_recall=args.min_dev_recall)  # fmt: skip
     (out / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
     if args.bundle is not None:
         write_to_bundle(
