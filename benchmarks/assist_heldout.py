@@ -6,16 +6,22 @@ answer's words: "off", "kitchen", "three minutes"); a look-alike is quiet with n
 
     python -m soundflow.benchmarks.assist_heldout [--json benchmarks/results/assist_heldout.json]
 
-Five sets of 24 requests and 12 look-alikes each, written one after another: `dev` (the
+Six sets of 24 requests and 12 look-alikes each, written one after another: `dev` (the
 grammar's misreading rules were tuned on it), `test`, `final` and `blind` (each scored, then
-its misses mended the grammar or the reading rule too) and `fresh` (written after every
-change, scored once: the number to quote).
+its misses mended the grammar or the reading rule too), `fresh` (written after those
+changes, scored once) and `sixth` (written after the grammar was made to generalise on all
+five sets' misses: words by sound, runtime/soundalike.py; scored once: the number to quote).
 
-Measured (results/assist_heldout.json; rms/awb): the grammar way gets 85.4 % of the 240
-requests right and keeps all 120 look-alikes quiet; the decoder way 6.7 % and 99.2 %. Each
-set's first score, before its misses mended anything, was 79.2, 68.8, 75.0, 75.0 and 79.2 %:
-on phrasings it has not seen, expect about 75-80 % (misses: Whisper misreading the voice,
-"whole way" for "hallway", about two thirds; phrasings the grammar lacks, a third).
+Measured (results/assist_heldout.json; rms/awb): the grammar way gets 89.9 % of the 288
+requests right and keeps all 144 look-alikes quiet; the decoder way 6.6 % and 99.3 %. Each
+set's first score, before its misses mended anything, was 79.2, 68.8, 75.0, 75.0, 79.2 and
+81.2 % (`sixth`, 39 of 48, 24 of 24 look-alikes quiet): on phrasings it has not seen,
+expect about 80 %. The five sets it was mended on now score 91.7, 93.8, 89.6, 93.8 and
+89.6 % (before the sound-alike change 87.5, 91.7, 81.2, 87.5, 79.2). Of `sixth`'s 9
+misses 7 are phrasings the grammar lacks ("did anyone ring the doorbell", "while I was in the
+shower", "it's too loud, turn it down": two requests in one clause) and 2 Whisper misreading
+the voice past what a sound-alike may trust. On slt/kal (`--also-trained-speakers`) the
+grammar gets 82.6 % of the 288 (`sixth` 81.2 %), all look-alikes quiet.
 
 Ways, on the default bundle in fast mode: `decoder` (the fine-tuned decoder's <respond>
 step and tag: the bundle before `decision.assist`), `grammar` (the words a window reading
@@ -252,12 +258,56 @@ FRESH_LOOKALIKES: list[str] = [
     "the timer beeped three times",
     "the kitchen light flickers when it rains",
 ]
+# A sixth, written after the grammar was made to generalise (slot and template words by
+# sound, numbers misread where a number must be, a misheard first word, more phrasings: each
+# from the five sets' misses): scored once, after every change.
+SIXTH_REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("turn the lights off in the bathroom please", "lights", ("off", "bathroom")),
+    ("could you put the kitchen lights on", "lights", ("on", "kitchen")),
+    ("hey flow, switch off the hallway light", "lights", ("off", "hallway")),
+    ("dim the living room lights a little", "lights", ("dim", "living room")),
+    ("please turn on the lights in the garage", "lights", ("on", "garage")),
+    ("can you shut the bedroom lights off", "lights", ("off", "bedroom")),
+    ("lights on in the office", "lights", ("on", "office")),
+    ("turn the porch light off for me", "lights", ("off", "porch")),
+    ("could you start a timer for eight minutes", "timer", ("eight minutes",)),
+    ("I need a four minute timer", "timer", ("four minutes",)),
+    ("set me a timer for twenty five minutes", "timer", ("twenty five minutes",)),
+    ("wake me up in forty minutes", "timer", ("forty minutes",)),
+    ("turn off my timer", "timer", ("cancel",)),
+    ("hey flow, set an eleven minute timer", "timer", ("eleven minutes",)),
+    ("turn the volume up a bit", "volume", ("up",)),
+    ("it's too loud, turn it down", "volume", ("down",)),
+    ("can you make the tv louder", "volume", ("up",)),
+    ("mute the speaker please", "volume", ("mut",)),
+    ("turn the volume to three", "volume", ("three",)),
+    ("bring the music down a bit", "volume", ("down",)),
+    ("what was that loud noise", "history", ()),
+    ("did anyone ring the doorbell", "history", ()),
+    ("did I miss anything while I was in the shower", "history", ()),
+    ("hey flow, what did she just say", "history", ()),
+]
+SIXTH_LOOKALIKES: list[str] = [
+    "my mum turned the hallway light off hours ago",
+    "the timer on my phone keeps going off",
+    "we switched on the garden lights for the party",
+    "the speaker was so loud I couldn't think",
+    "he wants a timer for his eggs",
+    "turn up the heat a bit",
+    "the lights in the kitchen need new bulbs",
+    "nobody heard the doorbell ring",
+    "they muted the tv during the ads",
+    "I set the volume to five before I left",
+    "did you see what happened on the news",
+    "the office lights stay on all night",
+]
 SETS = {
     "dev": (REQUESTS, LOOKALIKES),
     "test": (TEST_REQUESTS, TEST_LOOKALIKES),
     "final": (FINAL_REQUESTS, FINAL_LOOKALIKES),
     "blind": (BLIND_REQUESTS, BLIND_LOOKALIKES),
     "fresh": (FRESH_REQUESTS, FRESH_LOOKALIKES),
+    "sixth": (SIXTH_REQUESTS, SIXTH_LOOKALIKES),
 }
 WAYS = ("decoder", "grammar", "grammar+fallback")
 PREFIXES = ("mut", "unmut", "dim", "cancel")  # a word's opening: "muting", "dimming"
