@@ -4,7 +4,9 @@
 # `python -m soundflow.benchmarks.noisy_captions` and the benign audio of the alert bench)
 # and stress-ng for the under-load rows. About 400 MB, mostly widelands-data.
 set -euo pipefail
-PACKAGES=(widelands-data minetest-data stress-ng)
+# asterisk-core-sounds-en(-wav): the real recorded prompts of train/heldout.py's `asterisk` set
+# (the wav files, and the transcript file the other package ships).
+PACKAGES=(widelands-data minetest-data stress-ng asterisk-core-sounds-en-wav asterisk-core-sounds-en)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
