@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
+from functools import lru_cache
 
 # An alignment of a hypothesis's start to the emitted words needs this many matched words
 # and more matches than edits, so one shared common word ("the") does not swallow a new word.
@@ -33,9 +34,16 @@ def alike(a: str, b: str) -> bool:
     """Whether two `key`s are one word as a re-reading may spell it."""
     if a == b:
         return True
-    if min(len(a), len(b)) < ALIKE_LETTERS:
+    short, long = sorted((len(a), len(b)))
+    # the ratio is at most 2 * short / (short + long): most pairs are ruled out by length
+    if short < ALIKE_LETTERS or 2 * short < ALIKE_RATIO * (short + long):
         return False
-    return SequenceMatcher(None, a, b).ratio() >= ALIKE_RATIO
+    return _ratio(a, b) >= ALIKE_RATIO
+
+
+@lru_cache(maxsize=4096)  # each reading compares mostly the words the last one did
+def _ratio(a: str, b: str) -> float:
+    return SequenceMatcher(None, a, b).ratio()
 
 
 def overlap_end(emitted: list[str], hyp: list[str]) -> int:
