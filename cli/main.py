@@ -6,8 +6,12 @@ Each subcommand lives in its own module and is imported only when it runs, so
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
+import os
+import select
+import sys
 
 import click
 
@@ -54,9 +58,19 @@ class LazyGroup(click.Group):
             signals.catch()
         return super().resolve_command(ctx, args)
 
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:  # `soundflow --help | head`: the help is written here
+            return super().make_context(*args, **kwargs)
+        except OSError as e:
+            _end_if_reader_gone(e)
+            raise
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except OSError as e:
+            _end_if_reader_gone(e)
+            raise
         finally:
             signals.release()
 
@@ -72,6 +86,25 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _end_if_reader_gone(err: OSError) -> None:
+    """`soundflow labels | head`: stdout's reader went away, a normal end (exit 0, nothing
+    on stderr), as `listen` has it; click alone would exit 1. Only where stdout itself is
+    a pipe with no reader left, so an EPIPE of a socket keeps its error."""
+    if err.errno != errno.EPIPE:
+        return
+    try:
+        fd = sys.__stdout__.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0)):
+            return
+        # What is still buffered would fail again at exit ("Exception ignored ...").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (AttributeError, OSError, ValueError):  # no stdout, or no poll (Windows)
+        return
+    raise click.exceptions.Exit(0)
 
 
 @click.group(cls=LazyGroup)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,33 @@ def test_calibrate_example_and_refusal_keep_the_shipped_bundle(tmp_path):
     r = CliRunner().invoke(cli, ["calibrate", str(DEFAULT), "--data", str(tmp_path)])
     assert r.exit_code == 1 and "is the shipped default bundle: calibrate a copy" in r.output
     assert (DEFAULT / "manifest.json").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- closed pipe
+QUIET_ON_A_CLOSED_PIPE = ("Error", "Traceback", "free space", "Broken pipe", "Exception ignored")
+
+
+def test_listen_piped_into_head_ends_quietly_with_exit_0(tmp_path):
+    # `soundflow listen ... | head -n 1` under pipefail: listen's exit status is the pipe's.
+    err = tmp_path / "stderr"
+    listen = [*_soundflow(), "listen", "--input", str(ROOT / "soundflow/assets/demo.flac")]
+    cmd = shlex.join([*listen, "--fast"]) + f" 2>{shlex.quote(str(err))} | head -n 1"
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert p.returncode == 0, err.read_text()
+    assert len(p.stdout.splitlines()) == 1 and p.stdout.startswith("[")
+    for bad in QUIET_ON_A_CLOSED_PIPE:
+        assert bad not in err.read_text(), err.read_text()
+
+
+@pytest.mark.parametrize("args", [["labels"], ["--help"], ["bench", "--help"], ["--version"]])
+def test_other_commands_end_quietly_with_exit_0_when_stdout_has_no_reader(args):
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line (`| head` that has quit)
+    try:
+        p = subprocess.run([*_soundflow(), *args], stdout=write, stderr=subprocess.PIPE)
+    finally:
+        os.close(write)
+    assert (p.returncode, p.stderr.decode()) == (0, "")
 
 
 # ----------------------------------------------------------------------------- CI
