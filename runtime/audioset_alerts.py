@@ -58,9 +58,11 @@ class AlertHead:
         # fp32 once at load (stored fp16 to keep the bundle small)
         self.arrays = {k: v.astype(np.float32) for k, v in arrays.items() if k != "labels"}
 
-    def probs(self, embedding: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """One patch's embedding (1024,) and scores (521,) -> (labels,) probabilities."""
-        return mlp_probs(self.arrays, np.concatenate([embedding, scores])[None])[0]
+    def probs(self, features: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        """One patch's features (1545,: embedding, then scores) and, for a head with
+        context, the mean of the last `spec.context` patches' -> (labels,) probabilities."""
+        x = features if context is None else np.concatenate([features, context])
+        return mlp_probs(self.arrays, x[None])[0]
 
 
 def mlp_probs(a: dict, x: np.ndarray) -> np.ndarray:
@@ -164,6 +166,10 @@ class AudiosetAlerts:
         self.p = np.zeros(len(self.labels), np.float32)
         self.last: dict[str, float] = {}
         self.scores = np.zeros(NUM_CLASSES, np.float32)
+        # the last patches' features, for a head with context (a ring, `_seen` filled)
+        k = self.head.spec.context if self.head is not None else 1
+        self._history = np.zeros((k, EMBEDDING_DIM + NUM_CLASSES), np.float32)
+        self._seen = 0
         self.fired: tuple[str, float, tuple[str, ...], float] | None = None
 
     def step(self, pcm: np.ndarray) -> float:
@@ -177,7 +183,13 @@ class AudiosetAlerts:
         self.scores = scores
         parts = []
         if len(self.columns):
-            parts.append(self.head.probs(embedding, scores)[self.columns])
+            x = np.concatenate([embedding, scores]).astype(np.float32)
+            context = None
+            if len(self._history) > 1:  # the mean of the last K patches, this one included
+                self._history[self._seen % len(self._history)] = x
+                self._seen += 1
+                context = self._history[: min(self._seen, len(self._history))].mean(0)
+            parts.append(self.head.probs(x, context)[self.columns])
         if self.classes:
             parts.append(scores[[c.column for c in self.classes]])
         self.p = np.concatenate(parts).astype(np.float32) if parts else self.p

@@ -143,6 +143,9 @@ class HeadSpec:
     persistence: int  # chunks in a row at or over the threshold before an alert
     refractory_s: float  # no second alert of a label within this
     decides: bool  # alert mode decides by the head unless --alerts says otherwise
+    # patches heard: 1, the last alone; K > 1, the last beside the mean of the last K
+    # (input_dim then doubles: features of the patch, then their mean)
+    context: int = 1
 
     @classmethod
     def from_manifest(cls, h: dict[str, Any], path: Path, mpath: Path) -> HeadSpec:
@@ -159,6 +162,7 @@ class HeadSpec:
                 persistence=int(h.get("persistence", 1)),
                 refractory_s=float(h.get("refractory_s", 8.0)),
                 decides=bool(h.get("decides", False)),
+                context=int(h.get("context", 1)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{mpath}: audioset.head is malformed ({e!r}); {HEAD_FIX}") from None
@@ -170,10 +174,14 @@ class HeadSpec:
             raise BundleError(f"{mpath}: audioset.head labels must be [a-z0-9_]; {HEAD_FIX}")
         if not all(0.0 <= v <= 1.0 for v in spec.thresholds.values()):
             raise BundleError(f"{mpath}: audioset.head thresholds must lie in [0, 1]; {HEAD_FIX}")
-        if spec.input_dim != EMBEDDING_DIM + NUM_CLASSES or spec.hidden < 1:
+        if not 1 <= spec.context <= 64:
+            raise BundleError(f"{mpath}: audioset.head context must be 1 to 64; {HEAD_FIX}")
+        want = (EMBEDDING_DIM + NUM_CLASSES) * (2 if spec.context > 1 else 1)
+        if spec.input_dim != want or spec.hidden < 1:
             raise BundleError(
-                f"{mpath}: audioset.head reads {EMBEDDING_DIM + NUM_CLASSES} features "
-                f"(embedding, scores); got input_dim {spec.input_dim}; {HEAD_FIX}"
+                f"{mpath}: audioset.head with context {spec.context} reads {want} features "
+                f"(embedding, scores{', their mean' if spec.context > 1 else ''}); got "
+                f"input_dim {spec.input_dim}; {HEAD_FIX}"
             )
         if spec.persistence < 1 or spec.refractory_s < 0:
             raise BundleError(
@@ -190,6 +198,7 @@ def check_head_section(c: Any) -> None:
     c.int(f"{key}.input_dim", 1, 1 << 16)
     c.int(f"{key}.hidden", 1, 1 << 16)
     c.int(f"{key}.persistence", 1, 100, required=False)
+    c.int(f"{key}.context", 1, 64, required=False)
     c.num(f"{key}.refractory_s", 0.0, 3600.0, required=False)
     for label in c.obj(f"{key}.alerts"):
         c.num(f"{key}.alerts.{label}.threshold", 0.0, 1.0)

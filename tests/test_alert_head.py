@@ -24,9 +24,9 @@ from soundflow.train import alert_head
 PHONE = Path("/usr/share/sounds/freedesktop/stereo/phone-incoming-call.oga")
 
 
-def _head_arrays(labels, seed=0, bias=None) -> dict:
+def _head_arrays(labels, seed=0, bias=None, context=1) -> dict:
     rng = np.random.default_rng(seed)
-    d, h = AA.EMBEDDING_DIM + AA.NUM_CLASSES, 8
+    d, h = (AA.EMBEDDING_DIM + AA.NUM_CLASSES) * (2 if context > 1 else 1), 8
     return {
         "mean": np.zeros(d, np.float32),
         "std": np.ones(d, np.float32),
@@ -35,7 +35,7 @@ def _head_arrays(labels, seed=0, bias=None) -> dict:
         "w2": (rng.standard_normal((h, len(labels))) if bias is None else np.zeros((h, len(labels)))).astype(np.float16),
         "b2": (np.zeros(len(labels)) if bias is None else np.full(len(labels), bias)).astype(np.float32),
         "labels": np.asarray(labels),
-        "config": np.asarray(json.dumps({"labels": list(labels), "alerts": list(labels[:3]), "input_dim": d, "hidden": h})),
+        "config": np.asarray(json.dumps({"labels": list(labels), "alerts": list(labels[:3]), "input_dim": d, "hidden": h, "context": context})),
     }  # fmt: skip
 
 
@@ -69,7 +69,7 @@ def test_head_read_back_and_refused_when_corrupt_or_mismatched(tmp_path):
     assert spec.labels == LABELS and spec.defaults == LABELS[:3]
     assert spec.thresholds["doorbell"] == 0.5 and spec.captions["doorbell"]
     head = AA.AlertHead(spec)
-    assert head.probs(np.zeros(1024, np.float32), np.zeros(521, np.float32)).shape == (4,)
+    assert head.probs(np.zeros(1545, np.float32)).shape == (4,)
     f = bundle / alert_head.HEAD_FILE
     data = bytearray(f.read_bytes())
     f.unlink()  # a hard link no longer: the write below must not reach the source
@@ -119,6 +119,30 @@ def test_chunked_rule_equals_each_chunks_own_patch(tmp_path):
         want = AA.mlp_probs(head.arrays, np.concatenate([emb, scores])[None])[0][cols]
         np.testing.assert_allclose(rule.p, want, atol=1e-5)
         np.testing.assert_allclose(rule.scores, scores, atol=1e-6)
+
+
+def test_a_head_with_context_hears_the_mean_of_the_last_patches(tmp_path):
+    """context K: each chunk's patch beside the mean of the last K patches' features, the
+    same as the recipe's with_context over the whole stream (chunked equals full)."""
+    k = 3
+    bundle = _bundle_with_head(tmp_path, _head_arrays(LABELS, seed=5, context=k))
+    spec = load_spec(bundle).audioset
+    assert spec.head.context == k and spec.head.input_dim == 2 * 1545
+    yam, head = AA.engine_for(type("E", (), {})(), spec)
+    rule = AA.AudiosetAlerts(yam, head, only=LABELS, chunk_s=0.4)
+    x = np.resize(_clip(PHONE), 7 * CHUNK_SAMPLES)
+    feats, got = [], []
+    state = yam.new_state()
+    for c in range(7):
+        o = yam.step(state, x[c * CHUNK_SAMPLES : (c + 1) * CHUNK_SAMPLES])
+        feats.append(np.concatenate([o.embedding, o.scores]))
+    for c in range(7):
+        rule.step(x[c * CHUNK_SAMPLES : (c + 1) * CHUNK_SAMPLES])
+        got.append(rule.p.copy())
+    full = alert_head.with_context(np.asarray(feats), np.zeros(7, np.int64), k)
+    want = AA.mlp_probs(head.arrays, full)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    assert not np.allclose(full[3, 1545:], full[3, :1545])  # the mean is not the patch
 
 
 def _clip(path: Path) -> np.ndarray:

@@ -71,6 +71,7 @@ NEG_CLIP_S = 12.0  # a benign file's first seconds rendered (long soundtracks: t
 POS_CLIP_S = 10.0
 LONG_S = 40.0  # a benign file this long (music, ambience) gets RenderConfig.long_windows more
 FEATURE_DIM = 1024 + 521  # embedding, then scores
+ONSET_PATCHES = 3  # a rendering's first positive patches: the onset's chunk and two more
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,25 @@ class HeadConfig:
     # chosen on the dev split (recall at the false-alarm budget; 25 epochs at 2e-3 overfit:
     # thresholds near 0.99 and a lower dev recall)
     dropout: float = 0.5
+    # an alert counts within two chunks of onset: a rendering's first positive patches
+    # weigh this much more (1: no more)
+    onset_weight: float = 1.0
+    # patches the head hears: 1, the last 0.96 s alone; K > 1, that patch and the mean of
+    # the last K (an alarm repeats, a clink or a chord does not): input_dim doubles
+    context: int = 1
     epochs: int = 6
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        want = FEATURE_DIM * (2 if self.context > 1 else 1)
+        if self.input_dim != want:
+            raise ValueError(f"context {self.context} reads {want} features, not {self.input_dim}")
+
+    @classmethod
+    def make(cls, context: int = 1, **kw) -> HeadConfig:
+        return cls(context=context, input_dim=FEATURE_DIM * (2 if context > 1 else 1), **kw)
 
 
 @dataclass(frozen=True)
@@ -378,14 +394,20 @@ def train_head(out: Path, config: HeadConfig, log=print) -> dict:
 
     torch.manual_seed(config.seed)
     d = load_features(out, "train")
-    X = d["X"].astype(np.float32)
+    X = with_context(d["X"], d["example"], config.context).astype(np.float32)
     mean, std = X.mean(0), X.std(0) + 1e-3
     X = (X - mean) / std
     L = len(config.labels)
     Y = np.zeros((len(X), L), np.float32)
     pos = d["y"] >= 0
     Y[np.flatnonzero(pos), d["y"][pos]] = 1.0
-    W = d["w"]
+    W = d["w"].copy()
+    if config.onset_weight != 1.0:  # a rendering's patches are contiguous, in order
+        starts = np.r_[0, np.flatnonzero(np.diff(d["example"])) + 1]
+        seen = np.cumsum(pos) - np.repeat(
+            np.cumsum(pos)[starts] - pos[starts], np.diff(np.r_[starts, len(pos)])
+        )
+        W[pos & (seen <= ONSET_PATCHES)] *= config.onset_weight
     log(f"train: {len(X)} patches, {int(pos.sum())} positive, {int((W == 0).sum())} ignored")
     # each label's positives weigh as much in all as a tenth of the negatives
     counts = Y.sum(0) + 1
@@ -430,8 +452,28 @@ def train_head(out: Path, config: HeadConfig, log=print) -> dict:
     return head
 
 
+def with_context(X: np.ndarray, example: np.ndarray, k: int) -> np.ndarray:
+    """(n, 1545) patches, contiguous per rendering -> (n, 3090): each patch and the mean of
+    its rendering's last `k` patches up to it (fewer at its start), as AudiosetAlerts keeps
+    them; `k` 1: X unchanged."""
+    if k <= 1:
+        return X
+    X = X.astype(np.float32)
+    c = np.cumsum(np.concatenate([np.zeros((1, X.shape[1]), np.float32), X]), 0)
+    i = np.arange(len(X))
+    starts = np.r_[0, np.flatnonzero(np.diff(example)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, len(X)]))
+    lo = np.maximum(i - k + 1, first)
+    mean = (c[i + 1] - c[lo]) / (i + 1 - lo)[:, None]
+    return np.concatenate([X, mean], 1)
+
+
+def head_context(head) -> int:
+    return int(json.loads(str(head["config"])).get("context", 1))
+
+
 def head_probs(head, X: np.ndarray) -> np.ndarray:
-    """(n, 1545) -> (n, labels) with the stored arrays (runtime/audioset_alerts.py's math)."""
+    """(n, input_dim) -> (n, labels) with the stored arrays (runtime/audioset_alerts.py's math)."""
     from soundflow.runtime.audioset_alerts import mlp_probs
 
     return mlp_probs(head, X)
@@ -460,7 +502,7 @@ def calibrate(out: Path, head, budget_per_hour: float, persistence: int, refract
     An alert-worthy sound named by another alert label is a misnaming, not a false alert:
     the rule fires the most probable label, and recall counts the right one."""
     d = load_features(out, "dev")
-    P = head_probs(head, d["X"].astype(np.float32))
+    P = head_probs(head, with_context(d["X"], d["example"], head_context(head)).astype(np.float32))
     ex, labels = d["example"], d["label"]
     order = [np.flatnonzero(ex == e) for e in range(len(d["onset"]))]
     hours = len(P) * CHUNK_S / 3600
@@ -538,6 +580,7 @@ def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int
         },
         "input_dim": int(config["input_dim"]),
         "hidden": int(config["hidden"]),
+        "context": int(config.get("context", 1)),
         "persistence": persistence,
         "refractory_s": refractory_s,
         "decides": decides,
@@ -571,6 +614,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit-benign", type=int, default=None, help="benign files (smoke runs)")
     ap.add_argument("--epochs", type=int, default=HeadConfig.epochs)
     ap.add_argument("--hidden", type=int, default=HeadConfig.hidden)
+    ap.add_argument("--context", type=int, default=HeadConfig.context,
+                    help="patches averaged beside the last (1: the last alone)")  # fmt: skip
+    ap.add_argument("--onset-weight", type=float, default=HeadConfig.onset_weight)
     ap.add_argument(
         "--min-dev-recall", type=float, default=0.5, help="a default label's dev recall, at least"
     )
@@ -587,7 +633,10 @@ def main(argv: list[str] | None = None) -> None:
         print("head: kept")
     else:
         print("head")
-        head = train_head(out, HeadConfig(epochs=args.epochs, hidden=args.hidden))
+        config = HeadConfig.make(
+            args.context, epochs=args.epochs, hidden=args.hidden, onset_weight=args.onset_weight
+        )
+        head = train_head(out, config)
     print("calibration")
     cal = calibrate(out, head, args.budget, args.persistence, args.refractory_s,
                     min_recall=args.min_dev_recall)  # fmt: skip
