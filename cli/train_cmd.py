@@ -130,7 +130,9 @@ def train(
         ]
         run_ = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd = [*run_, f"--nproc_per_node={nproc}", "-m", "soundflow.cli", "train", *args]
-        raise SystemExit(subprocess.call(cmd))
+        # Not the working folder on sys.path (python -P), in torchrun and every worker: a
+        # clone named `soundflow` there would be trained instead of the installed package.
+        raise SystemExit(subprocess.call(cmd, env={**os.environ, "PYTHONSAFEPATH": "1"}))
     if recipe.startswith("whisper"):
         _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init_bundle)
         return

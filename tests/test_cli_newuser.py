@@ -201,6 +201,28 @@ def test_bench_serve_starts_the_installed_package_not_a_clone_in_the_folder(tmp_
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
+def test_train_nproc_trains_the_installed_package_not_a_clone_in_the_folder(tmp_path):
+    pytest.importorskip("torch")
+    clone = tmp_path / "soundflow" / "cli"  # torchrun's workers run `python -m soundflow.cli`
+    clone.mkdir(parents=True)
+    for pkg in (clone.parent, clone):
+        (pkg / "__init__.py").write_text("")
+    (clone / "__main__.py").write_text("print('the clone ran', flush=True)\nraise SystemExit(3)\n")
+    args = ["train", "--recipe", "smoke", "--nproc", "2", "--until", "1", "--out", "ck"]
+    p = subprocess.run(
+        [*_soundflow(), *args],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert p.returncode == 0 and "the clone ran" not in p.stdout + p.stderr, p.stderr[-2000:]
+    assert "2 rank(s) (ddp)" in p.stdout
+    assert (tmp_path / "ck" / "model.safetensors").is_file()
+
+
 # ----------------------------------------------------------------------------- embed example
 FAKE_SOUNDDEVICE = """
 class PortAudioError(Exception):
