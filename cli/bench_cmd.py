@@ -342,6 +342,7 @@ def alerts(bundle, threads, benign_minutes, deciders, event_streams, tuxpaint_so
       soundflow bench alerts --benign-minutes 1 --deciders tagger --event-streams 0
     """
     from soundflow.benchmarks import alerts as al
+    from soundflow.benchmarks import soak as sk  # its rule: counts, not rates, under 10 min
     from soundflow.train.heldout import SetUnavailable
 
     if tuxpaint_sounds:
@@ -362,11 +363,18 @@ def alerts(bundle, threads, benign_minutes, deciders, event_streams, tuxpaint_so
         )
     for row in result["deciders"]:
         if "benign" in row:
-            b = row["benign"]
-            click.echo(
-                f"{row['decider']:9s} false alerts {b['false_alerts']} ({b['false_per_hour']}/h)"
-                f"  per label/h {b['false_per_hour_by_label']}"
-            )
+            b, seconds = row["benign"], result["benign"]["minutes"] * 60
+            if seconds >= sk.MIN_RATE_S:
+                click.echo(
+                    f"{row['decider']:9s} false alerts {b['false_alerts']} "
+                    f"({b['false_per_hour']}/h)  per label/h {b['false_per_hour_by_label']}"
+                )
+            else:  # a count, not a rate, as bench soak has it
+                click.echo(
+                    f"{row['decider']:9s} false alerts {b['false_alerts']} in {seconds:.0f} s"
+                    f"  per label {b['false_by_label']} (too short for a per-hour rate: "
+                    f"--benign-minutes {sk.MIN_RATE_S / 60:.0f} or more)"
+                )
         if "events" in row:
             e = row["events"]
             click.echo(

@@ -159,6 +159,24 @@ def test_bench_soak_too_short_for_a_rate_reports_counts(tmp_path):
     assert "--hours 0.34 or more" in r.output
 
 
+def test_bench_alerts_on_seconds_of_benign_audio_reports_counts(tmp_path):
+    from soundflow.benchmarks import alerts as al
+
+    if not sorted((al.WIDELANDS_DIR / "music").glob("*.ogg")):
+        pytest.skip(f"widelands-data absent: run {al.SETUP}")
+    out = tmp_path / "alerts.json"
+    args = ["--benign-minutes", "0.1", "--event-streams", "0", "--deciders", "tagger"]
+    r = CliRunner().invoke(cli, ["bench", "alerts", *args, "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(out.read_text())["deciders"]
+    b = row["benign"]
+    assert (
+        f"tagger    false alerts {b['false_alerts']} in 6 s  per label {b['false_by_label']} "
+        "(too short for a per-hour rate: --benign-minutes 10 or more)"
+    ) in r.stdout
+    assert "/h" not in r.stdout
+
+
 def test_bench_alerts_prints_progress_to_stderr(tmp_path, monkeypatch):
     import numpy as np
 
