@@ -63,7 +63,8 @@ def _load(fn, stops: signals.Stops, quit_now):
     "input_",
     metavar="FILE|-",
     help="Audio file (wav/flac/ogg, any rate), or - for stdin: WAV, FLAC or Ogg there are "
-    "recognised by their header, anything else is raw PCM (see --raw-format).",
+    "recognised by their header, MP3 and Matroska refused (convert them with ffmpeg), "
+    "anything else read as raw PCM (see --raw-format).",
 )
 @click.option(
     "--device", "-d", metavar="ID", help="Microphone by index or name (see `soundflow devices`)."

@@ -72,7 +72,21 @@ def test_listen_help_names_the_default_bundles_first_mode():
 def test_listen_help_says_stdin_takes_containers_too():
     text = _flat(CliRunner().invoke(cli, ["listen", "--help"]).output)
     assert "- for stdin: WAV, FLAC or Ogg there are recognised by their header" in text
+    assert "MP3 and Matroska refused (convert them with ffmpeg)" in text
     assert "raw PCM on stdin." not in text
+
+
+@pytest.mark.parametrize("head", [b"ID3\x04\x00", b"\x1a\x45\xdf\xa3"])
+def test_listen_refuses_mp3_and_matroska_on_stdin_as_its_help_says(head):
+    p = subprocess.run(
+        [*_soundflow(), "listen", "--input", "-", "--fast"],
+        input=head + bytes(64_000),
+        capture_output=True,
+        timeout=120,
+    )
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "Traceback" not in err, err
+    assert "stdin looks like MP3 or Matroska" in err and "ffmpeg -i IN" in err
 
 
 def test_top_level_help_lists_every_bench_command():
