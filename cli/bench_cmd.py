@@ -218,6 +218,7 @@ def size(sizes, work, vocab, seconds, tokens, no_int8, threads, json_out):
       soundflow bench size --sizes tiny,qwen2-0.5b --json /tmp/size.json
     """
     from soundflow.benchmarks import size as sz
+    from soundflow.cli.extras import train_extra
 
     opts = sz.SizeOptions(
         sizes=tuple(s.strip() for s in sizes.split(",") if s.strip()),
@@ -228,7 +229,8 @@ def size(sizes, work, vocab, seconds, tokens, no_int8, threads, json_out):
         threads=threads,
         int8=not no_int8,
     )
-    result = _finish(_run(sz.run, opts, click.echo), json_out, False)
+    with train_extra("bench size"):  # torch builds the random-weight bundles
+        result = _finish(_run(sz.run, opts, click.echo), json_out, False)
     keys = ("decode_tokens_per_s", "decision_ms_p50", "decision_ms_p99", "rss_mb_loaded")
     for name, entry in result["sizes"].items():
         for variant, d in entry["variants"].items():

@@ -38,9 +38,11 @@ def _soundflow() -> list[str]:
         ("scipy", ["eval", "--data", "{data}"]),
         ("scipy", ["calibrate", "{bundle}", "--data", "{data}", "--dry-run"]),
         ("onnx", ["tagger", "{bundle}", "--data", "{data}", "--dev", "{data}", "--out", "{out}"]),
+        ("torch", ["bench", "size", "--sizes", "tiny", "--work", "{out}", "--seconds", "1"]),
     ],
 )
 def test_commands_without_the_train_extra_say_how_to_install_it(tmp_path, missing, args):
+    command = " ".join(args[:2] if args[0] == "bench" else args[:1])
     data = tmp_path / "split"
     data.mkdir()
     (data / "streams.jsonl").write_text("")
@@ -59,7 +61,7 @@ def test_commands_without_the_train_extra_say_how_to_install_it(tmp_path, missin
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     (line,) = p.stderr.strip().splitlines()
     assert f"({missing} is not installed): pip install 'soundflow[train]'" in line
-    assert line.startswith(f"Error: `soundflow {args[0]}` needs the train extra")
+    assert line.startswith(f"Error: `soundflow {command}` needs the train extra")
 
 
 # ----------------------------------------------------------------------------- help texts
