@@ -517,6 +517,12 @@ def serve_(
     """
     from soundflow.benchmarks import serve as sv
 
+    try:  # the benchmark's clients and its server both speak WebSocket
+        import websockets  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "soundflow bench serve needs the WebSocket library: pip install 'soundflow[serve]'"
+        ) from None
     counts = [int(x) for x in streams.split(",") if x.strip()]
     modes = [x.strip() for x in batches.split(",") if x.strip()]
     result = _finish(

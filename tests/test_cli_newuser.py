@@ -64,6 +64,24 @@ def test_commands_without_the_train_extra_say_how_to_install_it(tmp_path, missin
     assert line.startswith(f"Error: `soundflow {command}` needs the train extra")
 
 
+def test_bench_serve_without_the_serve_extra_says_how_to_install_it(tmp_path):
+    fake = tmp_path / "websockets"  # an install without websockets, in the server too
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError('No module named websockets', name='websockets')\n"
+    )
+    p = subprocess.run(
+        [*_soundflow(), "bench", "serve", "--streams", "1", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=120,
+    )
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        "Error: soundflow bench serve needs the WebSocket library: pip install 'soundflow[serve]'"
+    ], p.stderr
+
+
 # ----------------------------------------------------------------------------- help texts
 def test_listen_help_names_the_default_bundles_first_mode():
     first = next(iter(json.loads((DEFAULT / "manifest.json").read_text())["tasks"]))
