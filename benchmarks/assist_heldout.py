@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from soundflow.audio import SAMPLE_RATE
+
 HELD_OUT_VOICES = ("rms", "awb")
 TRAINED_SPEAKERS = ("slt", "kal")  # festival's kal_diphone and cmu_us_slt_arctic_hts
 # (text, intent, the words the first answer must hold); written for this benchmark
@@ -321,7 +323,7 @@ def speak(text: str, voice: str, tmp: Path) -> np.ndarray:
     wav = tmp / "say.wav"
     subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
     x, sr = sf.read(wav, dtype="float32")
-    pcm = soxr.resample(x, sr, 16000).astype(np.float32)
+    pcm = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float32)
     return np.concatenate([np.zeros(8000, np.float32), pcm, np.zeros(24000, np.float32)])
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-RATE = 16_000
+from soundflow.audio import SAMPLE_RATE
+
+RATE = SAMPLE_RATE
 VOICES = ("rms", "awb")  # flite's; never a training source (train/heldout.py)
 
 

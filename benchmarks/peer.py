@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.benchmarks.common import bundle_name, pct
 
 INSTALL_HINT = "pip install 'soundflow[bench]' (pocketsphinx, with its English model)"
@@ -36,7 +37,7 @@ def pocketsphinx_decoder():
         from pocketsphinx import Decoder
     except ImportError:
         raise RuntimeError(f"pocketsphinx is not installed: {INSTALL_HINT}") from None
-    return Decoder(samprate=16000, loglevel="FATAL")
+    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
 
 
 def run_pocketsphinx(decoder, samples: np.ndarray, chunk: int) -> tuple[str, list[float], float]:
@@ -44,7 +45,7 @@ def run_pocketsphinx(decoder, samples: np.ndarray, chunk: int) -> tuple[str, lis
     pocketsphinx's own endpointer (VAD), as its streaming examples do."""
     from pocketsphinx import Endpointer
 
-    ep = Endpointer(sample_rate=16000)
+    ep = Endpointer(sample_rate=SAMPLE_RATE)
     frame = ep.frame_bytes // 2  # samples per VAD frame
     pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
     pcm = np.concatenate([pcm, np.zeros(-len(pcm) % frame, np.int16)])
@@ -100,7 +101,9 @@ class OfflineWhisper:
         import torch
 
         with torch.no_grad():
-            feats = self.features(pcm, sampling_rate=16000, return_tensors="pt").input_features
+            feats = self.features(
+                pcm, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+            ).input_features
             out = self.model.generate(
                 input_features=feats,
                 decoder_input_ids=torch.tensor([self.prompt]),
@@ -146,7 +149,7 @@ def score_offline(whisper: OfflineWhisper, streams) -> dict | None:
     edits = words = utterances = 0
     seconds = wall = 0.0
     for s in streams:
-        seconds += len(s.samples) / 16000
+        seconds += len(s.samples) / SAMPLE_RATE
         words += len(s.reference)
         utterances += len(s.spans)
         t = time.perf_counter()
@@ -175,7 +178,7 @@ def score_set(engine, decoder, streams, chunk: int) -> dict:
     seconds = 0.0
     examples = []
     for s in streams:
-        seconds += len(s.samples) / 16000
+        seconds += len(s.samples) / SAMPLE_RATE
         words += len(s.reference)
         utterances += s.utterances
 

@@ -26,13 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from soundflow.audio import SAMPLE_RATE
+
 SPEECH = (
     "The kitchen lights are on. Please tell me the time. A closed surface with only one "
     "side. The quick brown fox jumps over the lazy dog. Turn the radio down a little."
 )
 
 
-RATE = 16000
+RATE = SAMPLE_RATE
 CHUNK = 6400  # samples a client sends at a time (400 ms)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.protocol import MASK_VALUE
 from soundflow.train.evaluate import edit_distance, normalize
 from soundflow.train.whisper_ckpt import load_whisper
@@ -54,7 +55,7 @@ def flite_set(n: int = 12) -> list[tuple[np.ndarray, str]]:
             subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
             x, sr = sf.read(wav, dtype="float32")
             if len(x) / sr <= MAX_UTTERANCE_S:  # one window holds it: every way sees it all
-                out.append((soxr.resample(x, sr, 16000).astype(np.float32), text))
+                out.append((soxr.resample(x, sr, SAMPLE_RATE).astype(np.float32), text))
     return out
 
 
@@ -71,7 +72,7 @@ def tuxpaint_set(n: int = 12) -> list[tuple[np.ndarray, str]]:
         x, sr = sf.read(f, dtype="float32")
         x = x.mean(1) if x.ndim > 1 else x
         out.append(
-            (soxr.resample(x, sr, 16000).astype(np.float32), txt.read_text().splitlines()[0])
+            (soxr.resample(x, sr, SAMPLE_RATE).astype(np.float32), txt.read_text().splitlines()[0])
         )
     return out
 
@@ -142,7 +143,7 @@ def main() -> None:
     enc = model.model.encoder
     sets = {"flite (rms, awb)": flite_set(args.n), "tuxpaint (real)": tuxpaint_set(args.n)}
     if args.offset:  # steady state: the window starts in earlier speech, not at silence
-        lead = np.concatenate([p for p, _ in flite_set(4)])[: 6 * 16000]
+        lead = np.concatenate([p for p, _ in flite_set(4)])[: 6 * SAMPLE_RATE]
         sets = {
             k: [(np.concatenate([lead, p]), t, len(lead)) for p, t in v] for k, v in sets.items()
         }
@@ -156,7 +157,9 @@ def main() -> None:
             edits = words = 0
             for pcm, text, lead in items:
                 if way == "full":  # the utterance alone: what offline Whisper would see
-                    feats = fe(pcm[lead:], sampling_rate=16000, return_tensors="pt").input_features
+                    feats = fe(
+                        pcm[lead:], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+                    ).input_features
                     frames = enc(feats).last_hidden_state[0].numpy()
                 elif way.startswith("spliced"):
                     w = WhisperWindowEncoder(enc, WindowConfig(400, int(way[-1]) * 1000))

@@ -9,6 +9,7 @@ import time
 
 import click
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.cli import signals
 from soundflow.cli.listen_output import (  # noqa: F401  (importable from here too)
     PIPE_CLOSED,
@@ -185,7 +186,11 @@ def _load(fn, stops: signals.Stops, quit_now):
     help="Raw PCM on stdin: sample format.",
 )
 @click.option(
-    "--raw-rate", type=int, default=16000, show_default=True, help="Raw PCM on stdin: sample rate."
+    "--raw-rate",
+    type=int,
+    default=SAMPLE_RATE,
+    show_default=True,
+    help="Raw PCM on stdin: sample rate.",
 )
 @click.option(
     "--raw-channels", type=int, default=1, show_default=True, help="Raw PCM on stdin: channels."

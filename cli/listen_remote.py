@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import click
 
+from soundflow.audio import SAMPLE_RATE
+
 
 def _event(d: dict) -> SimpleNamespace:
     """A server event (JSON) with the attributes `listen_output._human` reads."""
@@ -98,7 +100,7 @@ def listen_remote(
             source = (
                 file_source(str(found), realtime)
                 if found
-                else array_source(procedural_demo(), 16000, realtime)
+                else array_source(procedural_demo(), SAMPLE_RATE, realtime)
             )
         elif is_stdin:
             source = stdin_source(raw_format, raw_rate, raw_channels, realtime)
@@ -142,7 +144,7 @@ def listen_remote(
     sent = [0]
 
     def notice(type_: str, kind: str, text: str) -> None:  # the local source's health
-        t = sent[0] * stream.chunk_samples / 16000
+        t = sent[0] * stream.chunk_samples / SAMPLE_RATE
         with lock:
             _write(out, Notice(t=t, kind=kind, text=text, type=type_), jsonl, color)
 

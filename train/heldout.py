@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from soundflow.audio import SAMPLE_RATE
+
 # The list itself sits below the data library, which refuses its clips (and which this
 # module's eval set reads); its names stay importable from here.
 from soundflow.train.held_out_sources import (  # noqa: F401
@@ -39,7 +41,6 @@ from soundflow.train.held_out_sources import (  # noqa: F401
     held_out_source,
 )
 
-SAMPLE_RATE = 16_000
 STREAM_S = 60.0  # target stream length
 GAP_S = 1.0  # silence before each utterance and at the end of a stream
 TUXPAINT_DIR = Path("/usr/share/tuxpaint/stamps")

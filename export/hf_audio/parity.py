@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.export.graphs import CachedDecoder
 from soundflow.export.parity import cached_vs_full, compare, drive
 from soundflow.export.torch_engine import TorchEngine
@@ -24,7 +25,7 @@ from soundflow.train.hf_audio.frontend import MelConfig
 ORT_TOL = 1e-3  # ORT vs torch, and cached vs full forward: float32 reordering only
 
 
-def test_signal(seconds: float, seed: int = 0, sr: int = 16_000) -> np.ndarray:
+def test_signal(seconds: float, seed: int = 0, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Noise, a gated 440 Hz tone, a chirp and an early click (so the running log-mel peak
     is the whole clip's peak from the first chunk on)."""
     rng = np.random.default_rng(seed)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.runtime.serve.protocol import FORMATS
 from soundflow.runtime.sources import Source
 
@@ -37,7 +38,7 @@ class ServerStream:
         *,
         token: str | None = None,
         realtime: bool = True,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         format: str = "f32le",
         channels: int = 1,
         options: dict[str, Any] | None = None,

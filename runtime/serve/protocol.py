@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.runtime.events import Event, Notice
 
 PROTOCOL_VERSION = 1
@@ -87,7 +88,7 @@ def parse_hello(text: str | bytes) -> Hello:
             "invalid_hello", f"hello: {field} {d.get(field)!r}: {what}", CLOSE_INVALID
         )
 
-    rate = d.get("sample_rate", 16000)
+    rate = d.get("sample_rate", SAMPLE_RATE)
     if not isinstance(rate, int) or isinstance(rate, bool) or not 1000 <= rate <= 384_000:
         raise bad("sample_rate", "use an integer rate in Hz, 1000-384000")
     fmt = d.get("format", "s16le")

@@ -10,6 +10,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from soundflow.audio import SAMPLE_RATE
 from soundflow.runtime.events import Event
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.push import PushSource
@@ -140,7 +141,7 @@ class Session:
         self.bytes_in += len(data)
         if not self.hello.realtime:  # a fast client waits for room: never drop its audio
             ring = self.source.ring
-            need = math.ceil(len(samples) * 16000 / self.hello.sample_rate) + 64
+            need = math.ceil(len(samples) * SAMPLE_RATE / self.hello.sample_rate) + 64
             while ring.capacity - ring.available < need and not self.gone:
                 self.room.clear()
                 self.server.wake(self)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from soundflow.audio import SAMPLE_RATE
+
 FLOOR_DB = 8.0  # whisper clamps log10-mel at (max - 8)
 SILENCE_LOG10 = -10.0  # log10 of the 1e-10 power floor: the peak state's zero point
 
@@ -23,7 +25,7 @@ class MelConfig:
     n_mels: int = 128  # mel bands (Qwen2-Audio and Qwen2.5-Omni: 128)
     n_fft: int = 400  # samples per analysis window (25 ms)
     hop: int = 160  # samples between frames (10 ms)
-    sample_rate: int = 16_000  # Hz
+    sample_rate: int = SAMPLE_RATE  # Hz
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: Path | str | None, n_mels: int) -> MelConfig:
@@ -33,7 +35,7 @@ class MelConfig:
             n_mels=int(raw.get("feature_size", n_mels)),
             n_fft=int(raw.get("n_fft", 400)),
             hop=int(raw.get("hop_length", 160)),
-            sample_rate=int(raw.get("sampling_rate", 16_000)),
+            sample_rate=int(raw.get("sampling_rate", SAMPLE_RATE)),
         )
 
     @property

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from soundflow import protocol
+from soundflow.audio import SAMPLE_RATE
 from soundflow.train.hf_audio.source import QWEN2_5_OMNI, QWEN2_AUDIO
 
 QWEN_SPECIAL = (
@@ -135,7 +136,7 @@ def save_checkpoint(model, tok, out: Path | str) -> Path:
             {
                 "feature_extractor_type": "WhisperFeatureExtractor",
                 "feature_size": n_mels,
-                "sampling_rate": 16000,
+                "sampling_rate": SAMPLE_RATE,
                 "hop_length": 160,
                 "n_fft": 400,
                 "chunk_length": 30,
