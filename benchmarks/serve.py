@@ -257,8 +257,73 @@ def capacity(n: int, streams: list, reference: list[str] | None) -> dict:
         "overruns": int(sum(s["overruns"] for s in summaries)),
         "chunks": int(sum(s["chunks"] for s in summaries)),
         "responses": int(sum(s["responses"] for s in summaries)),
+        **_lag(summaries),
         **_scores(reference, [texts for _, texts in streams]),
     }
+
+
+def _lag(summaries: list[dict]) -> dict:
+    """Caption lag over the streams (transcribe; None elsewhere): the median stream's p50,
+    the worst stream's p95, and audio no reading ever read (should be 0)."""
+    p50 = [s["caption_lag_p50_ms"] for s in summaries if s.get("caption_lag_p50_ms") is not None]
+    p95 = [s["caption_lag_p95_ms"] for s in summaries if s.get("caption_lag_p95_ms") is not None]
+    skipped = [s["captions_skipped"] for s in summaries if s.get("captions_skipped") is not None]
+    return {
+        "caption_lag_p50_ms": round(float(np.median(p50)), 1) if p50 else None,
+        "caption_lag_p95_ms": round(float(max(p95)), 1) if p95 else None,
+        "captions_skipped": int(sum(skipped)) if skipped else None,
+    }
+
+
+WER_SLACK = 1.2  # a stream count is held only if its WER stays within this of the fewest's
+
+
+def capacities(rows: list[dict]) -> list[dict]:
+    """Per server setting (workers, batch): the largest stream count held at real time (every
+    stream held, no stall, WER within WER_SLACK of the fewest streams' where scored), and
+    the per-stream cost: CPU % per stream, the RSS each added stream costs, and at 8 streams the CPU per stream as
+    a fraction of the fewest streams' (batching pays where it is under 1)."""
+    out = []
+    for key in dict.fromkeys((r.get("workers", 1), r["batch"]) for r in rows):
+        mine = sorted(
+            (r for r in rows if (r.get("workers", 1), r["batch"]) == key),
+            key=lambda r: r["streams"],
+        )
+        base = mine[0]
+        held = [
+            r["streams"]
+            for r in mine
+            if r["held_realtime"] == r["streams"]
+            and r.get("stalls", 0) == 0
+            and (
+                r.get("wer") is None
+                or base.get("wer") is None
+                or r["wer"] <= WER_SLACK * base["wer"] + 1e-9
+            )
+        ]
+        per_stream = {r["streams"]: r["cpu_pct"] / r["streams"] for r in mine}
+        eight = per_stream.get(8)
+        out.append(
+            {
+                "workers": key[0],
+                "batch": key[1],
+                "tried": [r["streams"] for r in mine],
+                "largest_held": max(held) if held else 0,
+                "cpu_pct_per_stream": {n: round(v, 2) for n, v in per_stream.items()},
+                "rss_mb_fewest": base["rss_mb"],
+                # what each stream beyond the fewest adds (the engine's weights are shared)
+                "rss_mb_per_added_stream": {
+                    r["streams"]: round(
+                        (r["rss_mb"] - base["rss_mb"]) / (r["streams"] - base["streams"]), 1
+                    )
+                    for r in mine[1:]
+                },
+                "cpu_per_stream_8_vs_fewest": round(eight / per_stream[base["streams"]], 3)
+                if eight is not None and base["streams"] < 8
+                else None,
+            }
+        )
+    return out
 
 
 def _scores(reference: list[str] | None, texts: list[list[str]]) -> dict:
@@ -325,6 +390,7 @@ def run(
         else os.cpu_count(),
         "load_avg_start": os.getloadavg()[0],
         "rows": rows,
+        "capacity": capacities(rows),
     }
 
 
@@ -348,4 +414,11 @@ def table(result: dict) -> str:
         if scored:
             line += f" {_pct(r.get('wer'))} | {_pct(r.get('wer_worst'))} |"
         lines.append(line)
+    for c in result.get("capacity") or capacities(result["rows"]):
+        ratio = c["cpu_per_stream_8_vs_fewest"]
+        lines.append(
+            f"\n{c['workers']} worker(s), batch {c['batch']}: held at real time up to "
+            f"{c['largest_held']} of {c['tried']} streams"
+            + (f"; CPU per stream at 8 streams {ratio:.2f}x that at the fewest" if ratio else "")
+        )
     return "\n".join(lines)

@@ -386,6 +386,29 @@ def test_bench_serve_scores_captions():
     assert row["responses"] >= 1
     assert _number(row["wer"]) and 0 <= row["wer"] <= 1.5 and row["wer_worst"] == row["wer"]
     assert "| WER | worst |" in sv.table(result)
+    assert row["captions_skipped"] == 0 and _number(row["caption_lag_p95_ms"])
+    (cap,) = result["capacity"]
+    assert cap["tried"] == [1] and cap["largest_held"] in (0, 1)
+
+
+def test_bench_serve_capacity_is_the_largest_count_held_within_the_wer_slack():
+    from soundflow.benchmarks.serve import capacities, table
+
+    def row(n, held, stalls, wer, cpu, rss, workers=1):
+        return {"batch": "off", "workers": workers, "streams": n, "held_realtime": held,
+                "stalls": stalls, "wer": wer, "cpu_pct": cpu, "rss_mb": rss,
+                "decision_p50_ms": 1.0, "decision_p99_ms": 2.0}  # fmt: skip
+
+    rows = [row(1, 1, 0, 0.10, 14.0, 350.0), row(4, 4, 0, 0.12, 48.0, 410.0),
+            row(8, 8, 0, 0.13, 96.0, 490.0),  # WER 1.3x the one stream's: not held
+            row(12, 11, 40, 0.30, 150.0, 600.0),
+            row(1, 1, 0, 0.10, 12.0, 350.0, 2), row(8, 8, 0, 0.11, 80.0, 500.0, 2)]  # fmt: skip
+    one, two = capacities(rows)
+    assert (one["workers"], one["largest_held"], one["tried"]) == (1, 4, [1, 4, 8, 12])
+    assert one["cpu_per_stream_8_vs_fewest"] == round(12.0 / 14.0, 3)
+    assert one["rss_mb_per_added_stream"][4] == 20.0 and one["rss_mb_fewest"] == 350.0
+    assert (two["workers"], two["largest_held"]) == (2, 8)
+    assert "held at real time up to 8 of [1, 8] streams" in table({"rows": rows})
 
 
 def test_bench_help_lists_commands():
