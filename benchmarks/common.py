@@ -138,12 +138,12 @@ class ProbeLoop(Loop):
         self._enc_index = index
         return super()._read(index)
 
-    def _respond(self, item) -> None:
+    def respond(self, item) -> None:
         self._index = item.index
         t0 = getattr(self.source, "t0", None)
         # Real time: the chunk's audio ended on the pacing schedule, whenever it was read.
         self._ref = t0 + (item.index + 1) * self.chunk_s if t0 else self._reference(item)
-        super()._respond(item)
+        super().respond(item)
         i = item.index
         if i < len(self.times.done):
             if not np.isnan(self.times.first_token[i]):

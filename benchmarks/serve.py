@@ -108,12 +108,14 @@ def wer(references: list[list[str]], hypotheses: list[list[str]]) -> tuple[float
     return sum(edits) / sum(words), max(e / w for e, w in zip(edits, words, strict=True))
 
 
-def _proc_cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _proc_rss_mb(pid: int) -> float:
+def proc_rss_mb(pid: int) -> float:
+    """Process `pid`'s resident memory in MiB, from /proc (0 where it has none)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -166,9 +168,11 @@ async def _client(
         return summary, texts
 
 
-async def _streams(
+async def run_streams(
     url: str, n: int, pcm: np.ndarray, mode: str | None, options: dict
 ) -> list[tuple[dict, list[str]]]:
+    """`n` clients streaming `pcm` to `url` at once, phases 0.4 s / n apart (they start
+    0.5 s from now); -> each one's (summary, response texts)."""
     t0 = time.monotonic() + 0.5
     phases = [0.4 * k / n for k in range(n)]
     return await asyncio.gather(*(_client(url, pcm, p, mode, t0, options) for p in phases))
@@ -215,24 +219,24 @@ def measure(
 ) -> dict:
     """One row: N streams of `pcm` against the server `pid`, each with the hello `options`;
     WER against `reference` (the words `pcm` speaks) where there is one, else None."""
-    cpu0, w0 = _proc_cpu_s(pid), time.monotonic()
-    peak = [_proc_rss_mb(pid)]
+    cpu0, w0 = proc_cpu_s(pid), time.monotonic()
+    peak = [proc_rss_mb(pid)]
 
     async def main() -> list[tuple[dict, list[str]]]:
         async def sample() -> None:
             while True:
-                peak.append(_proc_rss_mb(pid))
+                peak.append(proc_rss_mb(pid))
                 await asyncio.sleep(0.5)
 
         s = asyncio.ensure_future(sample())
         try:
-            return await _streams(url, n, pcm, mode, options or {})
+            return await run_streams(url, n, pcm, mode, options or {})
         finally:
             s.cancel()
 
     streams = asyncio.run(main())
     wall = time.monotonic() - w0
-    cpu = _proc_cpu_s(pid) - cpu0
+    cpu = proc_cpu_s(pid) - cpu0
     return {
         **capacity(n, streams, reference),
         "cpu_pct": round(100 * cpu / wall, 1),

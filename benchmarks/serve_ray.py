@@ -40,7 +40,7 @@ def _cpu_s(pids: list[int]) -> float:
     total = 0.0
     for p in pids:
         try:
-            total += sv._proc_cpu_s(p)
+            total += sv.proc_cpu_s(p)
         except OSError:  # gone since
             pass
     return total
@@ -50,7 +50,7 @@ def _rss_mb(pids: list[int]) -> float:
     total = 0.0
     for p in pids:
         try:
-            total += sv._proc_rss_mb(p)
+            total += sv.proc_rss_mb(p)
         except OSError:
             pass
     return total
@@ -88,7 +88,7 @@ def measure(url: str, pid: int, n: int, pcm, mode, reference) -> dict:
 
         s = asyncio.ensure_future(sample())
         try:
-            return await sv._streams(url, n, pcm, mode, {})
+            return await sv.run_streams(url, n, pcm, mode, {})
         finally:
             s.cancel()
 

@@ -146,9 +146,9 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
         run_ms.append((time.perf_counter() - t) * 1e3)
         if dec.cache.needs_room(q):
             continue
-        x = np.concatenate([engine.embed(dec._pending), embeds])
+        x = np.concatenate([engine.embed(dec.pending), embeds])
         mask, pos = dec.cache.inputs(len(x))
-        feeds_e = {engine._audio_name: chunk[None], **state}
+        feeds_e = {engine.audio_name: chunk[None], **state}
         feeds_d = engine.decoder_feeds(x, mask, pos, live)
         t = time.perf_counter()
         engine.encoder.run(None, feeds_e)

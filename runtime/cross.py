@@ -68,9 +68,13 @@ class CrossEngine(OrtEngine):
             )
         self.embed_tokens = None  # this kind embeds its own ids inside the graph
         n = spec.layers
+        self.audio_name = protocol.AUDIO  # the encoder's PCM input
         self._state_out = [s.output for s in spec.encoder_state]
-        self._memory_out = [s.name for s in spec.encoder_outputs if s.name.startswith("present.")]
-        self._enc_outputs = [*self._state_out, *self._memory_out]
+        # the memory entry's key/value per layer (this kind's), after the state: run order
+        self.memory_outputs = [
+            s.name for s in spec.encoder_outputs if s.name.startswith("present.")
+        ]
+        self.encoder_outputs = [*self._state_out, *self.memory_outputs]
         names = [s.name for s in spec.decoder_inputs]
         self.past_names = [x for x in names if x.endswith((".decoder.key", ".decoder.value"))]
         self.memory_names = [x for x in names if x.endswith((".encoder.key", ".encoder.value"))]
@@ -107,7 +111,7 @@ class CrossEngine(OrtEngine):
             raise ValueError(
                 f"encoder takes (1, {self.spec.chunk_samples}) samples per chunk, got {audio.shape}"
             )
-        outs = self.encoder.run(self._enc_outputs, {protocol.AUDIO: audio, **state})
+        outs = self.encoder.run(self.encoder_outputs, {self.audio_name: audio, **state})
         k = len(self._state_out)
         new = {s.input: o for s, o in zip(self.spec.encoder_state, outs[:k], strict=True)}
         kv = outs[k:]

@@ -187,10 +187,10 @@ class OrtEngine:
         self.embed_tokens = self.embed_tokens.astype(np.float32, copy=False)
         self.detokenizer = Detokenizer.from_file(spec.tokenizer_file)
         self.past_names, self.present_names = contract_names(spec)
-        self._audio_name = protocol.AUDIO
-        self._embeds_name = protocol.AUDIO_EMBEDS
+        self.audio_name = protocol.AUDIO  # the encoder's PCM input
+        self.embeds_name = protocol.AUDIO_EMBEDS  # its embeddings output (this kind's)
         self._state_out = [s.output for s in spec.encoder_state]
-        self._enc_outputs = [self._embeds_name, *self._state_out]
+        self.encoder_outputs = [self.embeds_name, *self._state_out]  # run order
         self._dec_outputs = [protocol.LOGITS, *self.present_names]
 
     def _open_sessions(self, spec: BundleSpec) -> None:
@@ -228,7 +228,7 @@ class OrtEngine:
             raise ValueError(
                 f"encoder takes (1, {self.spec.chunk_samples}) samples per chunk, got {audio.shape}"
             )
-        outs = self.encoder.run(self._enc_outputs, {self._audio_name: audio, **state})
+        outs = self.encoder.run(self.encoder_outputs, {self.audio_name: audio, **state})
         new = {s.input: o for s, o in zip(self.spec.encoder_state, outs[1:], strict=True)}
         return outs[0][0], new
 

@@ -46,6 +46,8 @@ class Engine(Protocol):
     spec: BundleSpec
     options: RuntimeOptions
     detokenizer: Any  # runtime/detokenize.Detokenizer
+    audio_name: str  # the encoder's PCM input
+    encoder_outputs: list[str]  # the encoder's outputs, in the order `encode` runs them
 
     @property
     def provider(self) -> str: ...

@@ -15,6 +15,9 @@ the latency the loop would have if the audio had arrived just when the loop coul
 Faults end in the Summary, never in a silent thread death: any exception from a source, a
 graph or a callback sets `Summary.error`. Non-finite PCM is zeroed (counted), and a
 stream whose output turns non-finite is reset and reported as a `Notice`.
+
+A driver that owns the clock and the batching (serve's scheduler, runtime/serve/
+scheduler.py) runs a Loop without its threads, through the methods `Loop` names.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from soundflow.runtime.sources import Source, SourceError, Tally, finite
 from soundflow.runtime.stream import EncoderStream
 
 # What a failing ONNX Runtime call raises (IO-binding runs raise plain RuntimeError).
-_ORT_ERRORS = (
+ORT_ERRORS = (
     RuntimeError,
     ort.capi.onnxruntime_pybind11_state.Fail,
     ort.capi.onnxruntime_pybind11_state.RuntimeException,
@@ -46,7 +49,8 @@ _ORT_ERRORS = (
 )
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's first line (or its type's name), at most 300 characters: for messages."""
     lines = str(e).strip().splitlines()
     return (lines[0] if lines else type(e).__name__)[:300]
 
@@ -62,7 +66,9 @@ def _scrub(obj: object) -> None:
 
 
 @dataclass
-class _Chunk:
+class Chunk:
+    """One chunk read and encoded, as the respond step takes it."""
+
     index: int
     t: float  # stream seconds at the end of the chunk
     ready: float  # monotonic time its audio was complete
@@ -71,7 +77,20 @@ class _Chunk:
 
 
 class Loop:
-    """Runs one source through one engine until the source ends or `stop()` is called."""
+    """Runs one source through one engine until the source ends or `stop()` is called.
+
+    `run()` drives it with its own threads. A driver that owns the clock and the batching
+    instead (no `run()`) calls, per chunk the source gives (index 0, 1, ...):
+
+        pcm, ready, t = loop.accept(samples, index)   # sanitise, advance the stream clock
+        embeds = loop.encode(pcm)                     # (or its own batched encoder call)
+        loop.respond(loop.make_chunk(index, t, ready, embeds, pcm))   # decide, emit
+
+    then at the end of the source `finish_response()` (what the decoder still holds back)
+    and `finish(t0)`, which emits and returns the Summary. `emit(event)` sends an event of
+    the driver's own (a failing consumer ends the run with a reason); `t` is the stream
+    time of the last chunk accepted. The threads of `run()` call the same methods.
+    """
 
     def __init__(
         self,
@@ -82,7 +101,7 @@ class Loop:
     ) -> None:
         self.engine = engine
         self.source = source
-        self.emit = emit
+        self.on_event = emit  # the consumer; `emit()` guards it
         self.options = options or engine.options
         self.encoder = EncoderStream(engine)
         self.decoder = open_stream(engine, self.options)
@@ -91,7 +110,7 @@ class Loop:
         self.chunk_s = spec.chunk_ms / 1000.0
         # A live source has arrival times: latency and stalls count from them.
         self.live = bool(getattr(source, "realtime", False))
-        self.fifo: queue.Queue[_Chunk | Notice | None] = queue.Queue(
+        self.fifo: queue.Queue[Chunk | Notice | None] = queue.Queue(
             maxsize=self.options.queue_chunks
         )
         self.decision_ms = LatencyStats()
@@ -110,6 +129,9 @@ class Loop:
         self._stats_chunks = 0  # chunks decided at the last Stats (its recent percentiles)
         self._t = 0.0  # stream seconds at the end of the last chunk read
         self._t_at: float | None = None  # and the monotonic time its audio was complete
+        # For a live source `stream_now()` runs on from that time between chunks; a driver
+        # whose notices carry the last chunk's time sets this False.
+        self.live_clock = True
         self._decided_t = 0.0  # ... and of the last chunk decided
         self._reader: threading.Thread | None = None  # the thread that reads the source
         self._nonfinite_noticed: float | None = None
@@ -135,7 +157,7 @@ class Loop:
             self.source.stop()
         except Exception as e:  # noqa: BLE001 - a source that cannot stop still ends the run
             if self.error is None:
-                self.error = f"source {self.source.name} failed to stop: {_first_line(e)}"
+                self.error = f"source {self.source.name} failed to stop: {first_line(e)}"
             self._abort.set()
 
     def _fail(self, message: str) -> None:
@@ -151,16 +173,22 @@ class Loop:
         if self.options.asynchronous and threading.current_thread() is self._reader:
             self.fifo.put(event)
         else:
-            self._emit(event)
-
-    def _emit(self, event: Event) -> None:
-        try:
             self.emit(event)
+
+    def emit(self, event: Event) -> None:
+        """Send an event to the consumer; a consumer that raises ends the run with a reason."""
+        try:
+            self.on_event(event)
         except Exception as e:  # noqa: BLE001 - a failing consumer ends the run with a reason
-            self._fail(f"event handler raised {type(e).__name__}: {_first_line(e)}")
+            self._fail(f"event handler raised {type(e).__name__}: {first_line(e)}")
 
     def notice(self, type_: str, kind: str, text: str) -> None:
         self._post(Notice(t=self.stream_now(), kind=kind, text=text, type=type_))
+
+    @property
+    def t(self) -> float:
+        """Stream seconds at the end of the last chunk accepted."""
+        return self._t
 
     def stream_now(self) -> float:
         """Stream seconds now: for a live source the clock goes on while it delivers nothing
@@ -180,13 +208,20 @@ class Loop:
             raise
         except Exception as e:  # noqa: BLE001 - an unplugged device raises OSError & co.
             raise SourceError(
-                f"source {self.source.name} failed: {type(e).__name__}: {_first_line(e)}"
+                f"source {self.source.name} failed: {type(e).__name__}: {first_line(e)}"
             ) from None
 
-    def _read(self, index: int) -> _Chunk | None:
+    def _read(self, index: int) -> Chunk | None:
         chunk = self._read_source()
         if chunk is None:
             return None
+        pcm, ready, t = self.accept(chunk, index)
+        return self.make_chunk(index, t, ready, self.encode(pcm), pcm)
+
+    def accept(self, chunk: np.ndarray, index: int) -> tuple[np.ndarray, float, float]:
+        """Chunk `index` as the source gave it -> (pcm, ready, t): the samples sanitised
+        (float32, finite, in [-1, 1]), the monotonic time its audio was complete, and its
+        stream time, which the stream clock now reads (`t`)."""
         # Latency counts from when the chunk's last sample arrived, not from when this
         # thread got to it: reads queue behind decoding, and that wait counts.
         ready = time.monotonic()
@@ -196,10 +231,18 @@ class Loop:
             ready = min(ready, arrived)
         # Stream time includes audio that was dropped or missed before this chunk.
         self._t = (index + 1) * self.chunk_s + skipped
-        self._t_at = ready
+        if self.live_clock:
+            self._t_at = ready
         chunk = self._sanitise(np.asarray(chunk, np.float32).reshape(-1), index)
-        pcm = chunk if self.decoder.fallback or getattr(self.decoder, "wants_pcm", False) else None
-        return _Chunk(index, self._t, ready, self._encode(chunk), pcm)
+        return chunk, ready, self._t
+
+    def make_chunk(
+        self, index: int, t: float, ready: float, embeds: np.ndarray, pcm: np.ndarray
+    ) -> Chunk:
+        """What `respond` takes; it keeps the PCM only where the decoder reads it (fallback
+        control, `wants_pcm`: alerts by the AudioSet branch)."""
+        wants = self.decoder.fallback or getattr(self.decoder, "wants_pcm", False)
+        return Chunk(index, t, ready, embeds, pcm if wants else None)
 
     def _sanitise(self, chunk: np.ndarray, index: int) -> np.ndarray:
         if chunk.shape != (self.chunk_samples,):
@@ -231,7 +274,9 @@ class Loop:
         except Exception:  # noqa: BLE001 - a broken counter is no reason to stop listening
             return 0
 
-    def _encode(self, chunk: np.ndarray) -> np.ndarray:
+    def encode(self, chunk: np.ndarray) -> np.ndarray:
+        """A sanitised chunk -> its embeddings, through the Loop's encoder state; output
+        that turns non-finite resets the state (counted, a `state_reset` notice)."""
         embeds = self.encoder.encode(chunk)
         if np.isfinite(embeds).all():
             return embeds
@@ -263,18 +308,20 @@ class Loop:
                 index += 1
         except SourceError as e:
             self._fail(str(e))
-        except _ORT_ERRORS as e:
-            self._fail(f"encoder failed: {_first_line(e)}")
+        except ORT_ERRORS as e:
+            self._fail(f"encoder failed: {first_line(e)}")
         except Exception as e:  # noqa: BLE001 - reported in the Summary, never lost silently
-            self._fail(f"internal error while perceiving: {type(e).__name__}: {_first_line(e)}")
+            self._fail(f"internal error while perceiving: {type(e).__name__}: {first_line(e)}")
         finally:
             self.fifo.put(None)
 
     # ------------------------------------------------------------------ respond
-    def _reference(self, item: _Chunk) -> float:
+    def _reference(self, item: Chunk) -> float:
         return item.ready if self.live else max(item.ready, self._decoder_free)
 
-    def _respond(self, item: _Chunk) -> None:
+    def respond(self, item: Chunk) -> None:
+        """Decide one chunk; where it responds, generate and emit the Response (and Stats
+        when due). Graph errors propagate: the caller fails the stream."""
         ref = self._reference(item)
         decision = self.decoder.decide(item.embeds, item.pcm, ref)
         decided = time.monotonic()
@@ -291,7 +338,7 @@ class Loop:
             for part in ("cache", "memory"):  # the self-attention cache, a cross-attention memory
                 _scrub(getattr(self.decoder, part, None))
             self.state_resets += 1
-            self._emit(
+            self.emit(
                 Notice(
                     t=item.t,
                     kind="state_reset",
@@ -313,7 +360,7 @@ class Loop:
                 done = time.monotonic()
                 fired = getattr(getattr(self.decoder, "alerts", None), "fired", None)
                 self.responses += 1
-                self._emit(
+                self.emit(
                     Response(
                         t=item.t,
                         chunk=item.index,
@@ -336,7 +383,7 @@ class Loop:
         if self.options.stats_every_s and item.t >= self._next_stats:
             while self._next_stats <= item.t:  # skipped audio may jump several periods
                 self._next_stats += self.options.stats_every_s
-            self._emit(self._stats(item.t))
+            self.emit(self._stats(item.t))
 
     def _spell(self, tokens) -> tuple[str, dict, str, int]:
         """Response token ids -> (raw text, tags, plain text, token count)."""
@@ -349,7 +396,7 @@ class Loop:
         tags, plain = parse_tags(text.text)
         return text.text.strip(), tags, plain, count
 
-    def _finish_response(self) -> None:
+    def finish_response(self) -> None:
         """At the end of the source: what the decoder still holds back (captions waiting for
         a second window to agree, runtime/captions.py) is emitted as one last response."""
         if self._abort.is_set() or self._decoder_failed:
@@ -360,7 +407,7 @@ class Loop:
             return
         raw, tags, plain, count = self._spell(ids)
         self.responses += 1
-        self._emit(
+        self.emit(
             Response(
                 t=self._decided_t,
                 chunk=max(self.chunks - 1, 0),
@@ -424,21 +471,21 @@ class Loop:
                     return
                 continue
             if item is None:
-                self._finish_response()
+                self.finish_response()
                 return
             if self._abort.is_set() or self._decoder_failed:
                 continue  # drain: the perceive thread must never block on a full FIFO
             if isinstance(item, Notice):
-                self._emit(item)
+                self.emit(item)
                 continue
             try:
-                self._respond(item)
-            except _ORT_ERRORS as e:
+                self.respond(item)
+            except ORT_ERRORS as e:
                 self._decoder_failed = True
-                self._fail(f"decoder failed: {_first_line(e)}")
+                self._fail(f"decoder failed: {first_line(e)}")
             except Exception as e:  # noqa: BLE001 - reported in the Summary
                 self._decoder_failed = True
-                self._fail(f"internal error while responding: {type(e).__name__}: {_first_line(e)}")
+                self._fail(f"internal error while responding: {type(e).__name__}: {first_line(e)}")
 
     # ------------------------------------------------------------------ run
     def run(self) -> Summary:
@@ -452,11 +499,11 @@ class Loop:
                 str(e)
                 if isinstance(e, SourceError)
                 else (
-                    f"source {self.source.name} failed to start: {type(e).__name__}: {_first_line(e)}"
+                    f"source {self.source.name} failed to start: {type(e).__name__}: {first_line(e)}"
                 )
             )
             self._close_source()
-            return self._finish(t0)
+            return self.finish(t0)
         try:
             if self.options.asynchronous:
                 perceive = threading.Thread(
@@ -472,15 +519,15 @@ class Loop:
                 self._reader = threading.current_thread()
                 self._sync(t0)
         except BaseException as e:  # noqa: BLE001 - reported in the Summary, never lost silently
-            self._fail(f"internal error: {type(e).__name__}: {_first_line(e)}")
+            self._fail(f"internal error: {type(e).__name__}: {first_line(e)}")
             if not isinstance(e, Exception):
                 self._close_source()
-                self._finish(t0)
+                self.finish(t0)
                 raise
         finally:  # whatever happened, the run ends with a Summary
             self._close_source()
             if self.summary is None:
-                self._finish(t0)
+                self.finish(t0)
         return self.summary
 
     def _close_source(self) -> None:
@@ -488,7 +535,7 @@ class Loop:
             self.source.close()
         except Exception as e:  # noqa: BLE001
             if self.error is None:
-                self.error = f"source {self.source.name} failed to close: {_first_line(e)}"
+                self.error = f"source {self.source.name} failed to close: {first_line(e)}"
 
     def _sync(self, t0: float) -> None:
         index = 0
@@ -496,18 +543,19 @@ class Loop:
             while not self._abort.is_set():
                 item = self._read(index)
                 if item is None:
-                    self._finish_response()
+                    self.finish_response()
                     break
-                self._respond(item)
+                self.respond(item)
                 index += 1
         except SourceError as e:
             self._fail(str(e))
-        except _ORT_ERRORS as e:
-            self._fail(f"inference failed: {_first_line(e)}")
+        except ORT_ERRORS as e:
+            self._fail(f"inference failed: {first_line(e)}")
         except Exception as e:  # noqa: BLE001 - reported in the Summary
-            self._fail(f"internal error: {type(e).__name__}: {_first_line(e)}")
+            self._fail(f"internal error: {type(e).__name__}: {first_line(e)}")
 
-    def _finish(self, t0: float) -> Summary:
+    def finish(self, t0: float) -> Summary:
+        """Build the Summary (wall time from `t0`, monotonic), emit it and return it."""
         wall = time.monotonic() - t0
         stream_s = max(self.chunks * self.chunk_s, self._decided_t)
         if self.error is not None:  # a live source given up on: the outage is stream time too
@@ -555,7 +603,7 @@ class Loop:
             },
         )
         try:
-            self.emit(self.summary)
+            self.on_event(self.summary)
         except Exception:  # noqa: BLE001 - the Summary is still returned
             pass
         return self.summary

@@ -602,8 +602,9 @@ class RingReader(Source):
     def timing(self) -> tuple[float | None, float]:
         return self.clock.at(self._last_pos), self.ring.overrun_samples / SAMPLE_RATE
 
-    def _watch(self) -> None:
-        """Called while waiting: open or close a gap from the newest write's time."""
+    def watch(self) -> None:
+        """Called while waiting (by `read_chunk`, or by a driver that reads only ready
+        audio): open or close a gap from the newest write's time."""
         now = time.monotonic()
         last = self.clock.last()
         if self._gap_from is not None:
@@ -646,11 +647,11 @@ class RingReader(Source):
             if chunk is not None:
                 self._last_pos = self.ring.read_position
                 if self._gap_from is not None:
-                    self._watch()
+                    self.watch()
                 return chunk
             if self.ring.closed:
                 break
-            self._watch()
+            self.watch()
         if self._gap_from is not None:
             self._close_gap(time.monotonic())
         tail = self.ring.read_tail()

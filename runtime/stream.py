@@ -148,6 +148,12 @@ class DecoderStream:
         self.calls = 0
         self.decision.reset()
 
+    @property
+    def pending(self) -> list[int]:
+        """The token ids fed before the next chunk's audio (read-only: benchmarks build the
+        same query bare)."""
+        return self._pending
+
     # ------------------------------------------------------------------ one call
     def _make_room(self, q: int) -> None:
         """Evict (and re-prefill the kept context) if a q-entry call would not fit."""

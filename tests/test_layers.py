@@ -284,3 +284,95 @@ def test_the_cycle_finder_sees_a_lazy_cycle(tmp_path):
     assert import_cycles(edges) == [["p.a", "p.b"]]
     assert closed_path(["p.a", "p.b"], edges) == ["p.a", "p.b", "p.a"]
     assert import_cycles({"x": {"y"}, "y": set()}) == []
+
+
+# Issue #29: a module uses another's public members only (serve's scheduler drives the Loop
+# through `Loop`'s driver methods). Checked where it holds today; runtime/ at large, cli/ and
+# export/ still import or read private names of their neighbours.
+ENCAPSULATED = ["runtime/serve", "benchmarks"]
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _root(node: ast.expr) -> ast.expr:
+    """The name an attribute chain starts from: `a` of `a.b().c[0].d`."""
+    while isinstance(node, ast.Attribute | ast.Call | ast.Subscript):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node
+
+
+def private_reaches(path: Path, rel: str) -> list[str]:
+    """`x._name` where x is not self / cls / super() and `_name` is not a member this file
+    defines (a def, a class, an assignment, `self._name = ...`), and `from soundflow... import
+    _name`. Private members of third-party modules (`os._exit`) are not ours to police."""
+    tree = ast.parse(path.read_text(), str(path))
+    own, foreign = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            own.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            own.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                own.add(node.attr)
+        elif isinstance(node, ast.Import):
+            foreign |= {
+                (a.asname or a.name).split(".")[0]
+                for a in node.names
+                if not a.name.startswith("soundflow")
+            }
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            if not (node.module or "").startswith("soundflow"):
+                foreign |= {a.asname or a.name for a in node.names}
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").startswith("soundflow")
+        ):
+            bad += [
+                f"{rel}:{node.lineno}: imports {a.name}" for a in node.names if _private(a.name)
+            ]
+        if not (isinstance(node, ast.Attribute) and _private(node.attr)) or node.attr in own:
+            continue
+        v, root = node.value, _root(node.value)
+        if isinstance(v, ast.Name) and v.id in ("self", "cls"):
+            continue
+        if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "super":
+            continue
+        if isinstance(root, ast.Name) and root.id in foreign:
+            continue
+        bad.append(f"{rel}:{node.lineno}: .{node.attr}")
+    return bad
+
+
+def test_no_module_reaches_into_another_s_private_members():
+    bad = [
+        v
+        for folder in ENCAPSULATED
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for v in private_reaches(path, str(path.relative_to(ROOT)))
+    ]
+    assert not bad, "private members used across modules (make them public):\n" + "\n".join(bad)
+
+
+def test_the_private_check_can_fail(tmp_path):
+    """A read, a write and an import of another module's private names are each reported;
+    self, super(), the file's own members and a third-party module's are not."""
+    f = tmp_path / "probe.py"
+    f.write_text(
+        "import os\n"
+        "from soundflow.runtime.loop import _first_line, Loop\n"
+        "class A(Loop):\n"
+        "    def f(self, loop, engine):\n"
+        "        self._own = engine._audio_name\n"
+        "        loop._t = 1.0\n"
+        "        super()._respond(None); self._fail('x'); other = A(); other._own\n"
+        "        os._exit(0)\n"
+    )
+    assert sorted(private_reaches(f, "probe.py")) == [
+        "probe.py:2: imports _first_line",
+        "probe.py:5: ._audio_name",
+        "probe.py:6: ._t",
+    ]

@@ -42,10 +42,10 @@ class BatchEncoder:
         sess = engine.encoder
         ins = {i.name: i.shape for i in sess.get_inputs()}
         outs = {o.name: o.shape for o in sess.get_outputs()}
-        self.audio_name = protocol.AUDIO if self.cross else engine._audio_name
+        self.audio_name = engine.audio_name
         self.states = [(s.input, s.output) for s in engine.spec.encoder_state]
         self.in_axis = {name: _batch_axis(ins[name]) for name, _ in self.states}
-        self.outputs = list(engine._enc_outputs)
+        self.outputs = list(engine.encoder_outputs)
         self.out_axis = {name: _batch_axis(outs[name]) for name in self.outputs}
         self.calls = 0  # encoder session calls made
         # An encoder with dynamic int8 MatMuls (export --dynamic-encoder) quantizes its
@@ -85,8 +85,8 @@ class BatchEncoder:
     def _embeds(self, row: dict[str, np.ndarray]) -> np.ndarray:
         e = self.engine
         if not self.cross:
-            return row[e._embeds_name][0]
-        kv = [row[n] for n in e._memory_out]
+            return row[e.embeds_name][0]
+        kv = [row[n] for n in e.memory_outputs]
         return np.stack([np.stack([kv[2 * i][0], kv[2 * i + 1][0]]) for i in range(e.spec.layers)])
 
 

@@ -66,7 +66,7 @@ class RayOptions:
 
 
 class _Connection:
-    """A Starlette WebSocket as `Server._handle` sees a `websockets` connection: recv /
+    """A Starlette WebSocket as `Server.handle` sees a `websockets` connection: recv /
     send / close, its request's headers, ConnectionClosed when the peer goes. So the
     replica runs the single-box server's own handler: one protocol, not a copy of it."""
 
@@ -220,7 +220,7 @@ class SoundflowReplica:
     async def stream(self, ws: WebSocket) -> None:
         await ws.accept()
         conn = _Connection(ws, self.server.config.max_frame_bytes, self.replica)
-        await self.server._handle(conn)
+        await self.server.handle(conn)
 
     @_api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

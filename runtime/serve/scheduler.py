@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from soundflow.runtime.events import LatencyStats, Notice
-from soundflow.runtime.loop import _ORT_ERRORS, _Chunk, _first_line
+from soundflow.runtime.loop import ORT_ERRORS, first_line
 from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder, can_batch_decide
 from soundflow.runtime.serve.session import Host, Session
 
@@ -58,7 +58,7 @@ class Scheduler:
                 with self.lock:
                     mine = [s for s in self.sessions if not (s.gone or s.done)]
                 for s in mine:
-                    self._fail(s, f"internal error in worker {self.index}: {_first_line(e)}")
+                    self._fail(s, f"internal error in worker {self.index}: {first_line(e)}")
 
     def _turn(self) -> None:
         """One round over this worker's sessions (or a wait for audio)."""
@@ -90,15 +90,13 @@ class Scheduler:
             try:
                 item = self._read(s)
             except Exception as e:  # noqa: BLE001 - this stream fails, the others go on
-                self._fail(s, f"internal error while reading: {type(e).__name__}: {_first_line(e)}")
+                self._fail(s, f"internal error while reading: {type(e).__name__}: {first_line(e)}")
                 continue
             if item is None:
                 try:  # what the decoder still holds back (captions awaiting agreement)
-                    s.loop._finish_response()
+                    s.loop.finish_response()
                 except Exception as e:  # noqa: BLE001 - this stream fails, the others go on
-                    self._fail(
-                        s, f"internal error at the end: {type(e).__name__}: {_first_line(e)}"
-                    )
+                    self._fail(s, f"internal error at the end: {type(e).__name__}: {first_line(e)}")
                     continue
                 self._finish(s)
             else:
@@ -119,9 +117,9 @@ class Scheduler:
                 encoded = self.encoder.encode(
                     [c for c, _, _ in chunks], [s.loop.encoder.state for s in got]
                 )
-        except _ORT_ERRORS as e:
+        except ORT_ERRORS as e:
             for s in got:
-                self._fail(s, f"encoder failed: {_first_line(e)}")
+                self._fail(s, f"encoder failed: {first_line(e)}")
             return
         items = []
         for s, (pcm, ready, t), (embeds, state) in zip(got, chunks, encoded, strict=True):
@@ -129,12 +127,10 @@ class Scheduler:
             if np.isfinite(embeds).all():
                 loop.encoder.state = state
             else:  # the Loop's own recovery: reset the state, encode again, notice
-                embeds = loop._encode(pcm)
-            wants = loop.decoder.fallback or getattr(loop.decoder, "wants_pcm", False)
-            keep = pcm if wants else None  # fallback control, alerts by the AudioSet branch
-            items.append(_Chunk(loop.index, t, ready, embeds, keep))
+                embeds = loop.encode(pcm)
+            items.append(loop.make_chunk(loop.index, t, ready, embeds, pcm))
             loop.index += 1
-            s.aio.call_soon_threadsafe(s._room_now)
+            s.aio.call_soon_threadsafe(s.room_now)
         if self.config.batch == "full":
             rows = [i for i, s in enumerate(got) if can_batch_decide(s.stream)]
             if len(rows) > 1:
@@ -142,9 +138,9 @@ class Scheduler:
                     decided = self.decoder.decide(
                         [got[i].stream for i in rows], [items[i].embeds for i in rows]
                     )
-                except _ORT_ERRORS as e:
+                except ORT_ERRORS as e:
                     for i in rows:
-                        self._fail(got[i], f"decoder failed: {_first_line(e)}")
+                        self._fail(got[i], f"decoder failed: {first_line(e)}")
                     return
                 for i, d in zip(rows, decided, strict=True):
                     got[i].loop.decoder.decided = d
@@ -152,39 +148,32 @@ class Scheduler:
             if s.failed or s.gone:
                 continue
             try:
-                s.loop._respond(item)
-            except _ORT_ERRORS as e:
-                self._fail(s, f"decoder failed: {_first_line(e)}")
+                s.loop.respond(item)
+            except ORT_ERRORS as e:
+                self._fail(s, f"decoder failed: {first_line(e)}")
             except Exception as e:  # noqa: BLE001
                 self._fail(
-                    s, f"internal error while responding: {type(e).__name__}: {_first_line(e)}"
+                    s, f"internal error while responding: {type(e).__name__}: {first_line(e)}"
                 )
             if s.loop.error and not s.failed:  # a failing event handler & co.
                 self._fail(s, s.loop.error)
 
     def _read(self, s: Session) -> tuple[np.ndarray, float, float] | None:
         """The next chunk of a ready session: (pcm, arrival, stream t), or None at its end."""
-        loop = s.loop
         chunk = s.source.read_chunk(self.chunk)
         if chunk is None:
             return None
-        ready = time.monotonic()
-        arrived, skipped = s.source.timing()
-        if arrived is not None:
-            ready = min(ready, arrived)
-        loop._t = (loop.index + 1) * loop.chunk_s + skipped
-        pcm = loop._sanitise(np.asarray(chunk, np.float32).reshape(-1), loop.index)
-        return pcm, ready, loop._t
+        return s.loop.accept(chunk, s.loop.index)
 
     def _fail(self, s: Session, message: str) -> None:
         if s.failed:
             return
         s.failed = message
         s.loop.error = s.loop.error or message
-        s.loop._emit(Notice(t=s.loop._t, kind="stream_failed", text=message, type="error"))
+        s.loop.emit(Notice(t=s.loop.t, kind="stream_failed", text=message, type="error"))
         self._finish(s)
 
     def _finish(self, s: Session) -> None:
         if not s.done:
             s.done = True
-            s.loop._finish(s.loop.t0)  # emits the Summary
+            s.loop.finish(s.loop.t0)  # emits the Summary

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from soundflow.runtime.engine import OrtEngine
-from soundflow.runtime.loop import _first_line
+from soundflow.runtime.loop import first_line
 from soundflow.runtime.serve.config import BATCH_MODES, ServerConfig, is_loopback  # noqa: F401
 from soundflow.runtime.serve.protocol import (
     CLOSE_GOING_AWAY,
@@ -73,7 +73,7 @@ class Server:
         for w in self.workers:
             w.thread.start()
         self._ws_server = await serve(
-            self._handle,
+            self.handle,
             self.config.host,
             self.config.port,
             max_size=self.config.max_frame_bytes,
@@ -135,7 +135,9 @@ class Server:
         except Exception:  # noqa: BLE001 - the client is gone already
             pass
 
-    async def _handle(self, ws) -> None:
+    async def handle(self, ws) -> None:
+        """Serve one connection (a `websockets` one, or what runtime/serve/ray_app.py hands
+        in): hello, audio, events, summary."""
         from websockets.exceptions import ConnectionClosed
 
         if self.config.send_buffer_bytes:
@@ -173,7 +175,7 @@ class Server:
                 session = Session(sid, self, hello)
             except Exception as e:  # BundleError: unknown mode, a cache option out of range
                 raise ProtocolError(
-                    "invalid_hello", f"hello: {_first_line(e)}", CLOSE_INVALID
+                    "invalid_hello", f"hello: {first_line(e)}", CLOSE_INVALID
                 ) from None
         except ProtocolError as e:
             await self._refuse(ws, e.kind, str(e), e.code)

@@ -37,12 +37,13 @@ class _SessionLoop(Loop):
     def __init__(self, engine, source, emit, options, live: bool) -> None:
         super().__init__(engine, source, emit, options)
         self.live = live  # a fast session's latency counts as `listen --fast` does
+        self.live_clock = False  # its notices carry the last chunk's stream time
         self.index = 0
         self.t0 = time.monotonic()
 
 
 class _Decided:
-    """The stream as `Loop._respond` sees it when its decision step already ran batched:
+    """The stream as `Loop.respond` sees it when its decision step already ran batched:
     `decide` hands back that decision once; everything else is the stream itself."""
 
     def __init__(self, stream) -> None:
@@ -115,7 +116,7 @@ class Session:
         would do it while waiting)."""
         if self.hello.realtime and now - self._last_watch >= 0.1:
             self._last_watch = now
-            self.source._watch()
+            self.source.watch()
 
     # -------------------------------------------------------------- event-loop side
     def _deliver(self, text: str, final: bool) -> None:
@@ -130,7 +131,8 @@ class Session:
             self.slow = True  # the handler drops the client
             self.finished.set()
 
-    def _room_now(self) -> None:
+    def room_now(self) -> None:
+        """The scheduler has read from the ring: a fast client waiting for room goes on."""
         self.room.set()
 
     async def push(self, data: bytes) -> None:
