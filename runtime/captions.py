@@ -24,11 +24,14 @@ ever held (`unread`). `budget_ms`, a deadline from the chunk's audio for users w
 dropping words to lagging, starts no decoder call that would end after it (none by default).
 Optional: `no_speech_id` and `no_speech_skip`: a window whose p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
 Where the bundle's tagger has a speech gate (runtime/tagger.SpeechGate, set as `gate`), a
-window it heard no speech in is not read either, and costs no decoder call.
+window it heard no speech in is not read either, and costs no decoder call. With the gate,
+`eos_penalty`, `eos_words_per_s` and `eos_min_logprob` let a reading go on past a full stop
+while the window still holds speech it has not read (CaptionConfig says why; off by default).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -66,6 +69,30 @@ class CaptionConfig:
     # for agreement to emit it, so two hops must fit in the window less a word (4 chunks =
     # 1.6 s against a 4.4 s window)
     max_hop_chunks: int = 4
+    # Whisper ends a reading at a sentence's full stop though the window holds the next
+    # sentence, which it reads only once the first has slid out: that sentence comes seconds
+    # late, or slides out unread (#28). Where the speech gate heard speech in the window and
+    # the reading has fewer than `eos_words_per_s` words a second of that speech, <eos> is
+    # made `eos_penalty` nats less likely. 0: no penalty (<eos> is free wherever it falls)
+    eos_penalty: float = 0.0
+    eos_words_per_s: float = 0.0  # 0: the penalty holds however many words were read
+    # what a reading read past an <eos> the penalty overrode is kept only if its mean token
+    # log-probability is at least this: a continuation Whisper is unsure of is most often
+    # words the audio does not hold (None: however unsure)
+    eos_min_logprob: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("eos_penalty", "eos_words_per_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"captions: {name} is {value!r}; it must be a number >= 0")
+        if self.eos_min_logprob is not None and not (
+            math.isfinite(self.eos_min_logprob) and self.eos_min_logprob <= 0
+        ):
+            raise ValueError(
+                f"captions: eos_min_logprob is {self.eos_min_logprob!r}; it must be a "
+                "log-probability (a number <= 0), or null for no floor"
+            )
 
     @classmethod
     def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
@@ -88,7 +115,20 @@ class CaptionConfig:
             else int(captions["calls_per_chunk"]),
             budget_ms=None if captions.get("budget_ms") is None else float(captions["budget_ms"]),
             max_hop_chunks=int(captions.get("max_hop_chunks", 4)),
+            eos_penalty=_number(captions, "eos_penalty", 0.0),
+            eos_words_per_s=_number(captions, "eos_words_per_s", 0.0),
+            eos_min_logprob=_number(captions, "eos_min_logprob", None),
         )
+
+
+def _number(captions: dict, name: str, default: float | None) -> float | None:
+    """An optional number of `decision.captions`, or a clear error naming it."""
+    value = captions.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"captions: decision.captions.{name} is {value!r}, not a number")
+    return float(value)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -100,6 +140,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 ABORT_TOKENS = 4  # the tokens a reading's early abort judges it on
 DRAFT_MATCH = 3  # tokens of the reading so far matched against the previous reading
 DRAFT_TOKENS = 16  # draft tokens verified per decoder call
+REPEAT_WORDS = 3  # words read past an overridden <eos> that say again what it said: a loop
 
 
 class WindowCaptions:
@@ -123,6 +164,8 @@ class WindowCaptions:
         self.bias = np.zeros(spec.vocab, np.float32)
         self.bias[config.text_vocab :] = -np.inf  # Whisper's specials, timestamps, soundflow's
         self.bias[eos] = 0.0
+        self.eos_bias = self.bias.copy()  # the bias where the eos rule holds (eos_penalty)
+        self.eos_bias[eos] -= config.eos_penalty
         self.agreement = LocalAgreement()
         self.gate = None  # a SpeechGate the stream updates each chunk, or None: read them all
         self.chunk_s = spec.chunk_ms / 1000
@@ -157,6 +200,9 @@ class WindowCaptions:
         self._began = 0  # the chunk the last reading began at (its window's newest)
         self._began_since = 0.0  # and when that chunk's audio was ready
         self._covered = 0  # the newest chunk a reading (or the speech gate) has judged
+        self._heard: list[bool] = []  # the gate's decision on each chunk of the window
+        self._speech_s = 0.0  # the speech (s) the gate heard in the reading's window
+        self._past_eos: int | None = None  # the reading's length where the eos rule overrode
         self.confidence = 0.0
         for a in (*self.cache.keys, *self.cache.values):
             a[:] = 0.0  # a non-finite value left in a free slot would still poison attention
@@ -179,6 +225,11 @@ class WindowCaptions:
         here: <eos>, or a repeated n-gram, i.e. a loop)."""
         lp = log_softmax(logits + self.bias)
         token = int(np.argmax(lp))
+        if token == self.eos and self._early(ids):
+            lp = log_softmax(logits + self.eos_bias)
+            token = int(np.argmax(lp))
+            if token != self.eos and self._past_eos is None:
+                self._past_eos = len(ids)
         if token == self.eos:
             return token, float(lp[token]), True
         n = self.config.no_repeat_ngram
@@ -187,6 +238,33 @@ class WindowCaptions:
             if any(tuple(ids[i : i + n]) == gram for i in range(len(ids) - n + 1)):
                 return token, float(lp[token]), True
         return token, float(lp[token]), False
+
+    def _early(self, ids: list[int]) -> bool:
+        """Whether <eos> after `ids` would end the reading before the window's speech does
+        (the `eos_*` options): the gate heard speech in the window and the reading holds
+        fewer words than that much speech should."""
+        c = self.config
+        if not c.eos_penalty or self.gate is None or not self._speech_s:
+            return False
+        return not c.eos_words_per_s or len(self.words(ids)) < c.eos_words_per_s * self._speech_s
+
+    def repeats(self, ids: list[int], at: int) -> bool:
+        """Whether what a reading read past an <eos> (`ids[at:]`) says again REPEAT_WORDS
+        words it had read before: no new speech, the window's own words looped. The n-gram
+        guard compares tokens, and a re-read's first token is often spelt differently."""
+        head = [w.key for w in self.words(ids[:at])]
+        tail = [w.key for w in self.words(ids[at:])]
+        n = REPEAT_WORDS
+        grams = {tuple(head[i : i + n]) for i in range(len(head) - n + 1)}
+        return any(tuple(tail[i : i + n]) in grams for i in range(len(tail) - n + 1))
+
+    def cut_back(self, ids: list[int], logprobs: list[float], at: int, looped: bool) -> bool:
+        """Whether what the eos rule read on past an <eos> at `at` goes (the reading ends
+        at `at` after all): it ended in a loop (`looped`: a repeated n-gram ended it), says
+        the reading's own words again, or is too unsure (eos_min_logprob)."""
+        floor = self.config.eos_min_logprob
+        unsure = floor is not None and len(ids) > at and np.mean(logprobs[at : len(ids)]) < floor
+        return bool(looped or unsure or self.repeats(ids, at))
 
     def _draft(self, ids: list[int], room: int) -> list[int]:
         """Tokens the previous reading had after the latest place it matches the end of
@@ -210,6 +288,7 @@ class WindowCaptions:
         """A reading of the current window begins: the window is copied, nothing is run."""
         self._judged()
         self._began, self._began_since = self.chunks, self._since
+        self._speech_s = sum(self._heard[-self.window_chunks :]) * self.chunk_s
         self.memory.copy_from(self.source)
         self.cache.reset()
         self._reading = self._decode()
@@ -257,7 +336,9 @@ class WindowCaptions:
                 return []
         ids: list[int] = []
         logprobs: list[float] = []
+        self._past_eos = None  # where the eos rule first read on past an <eos>
         judged = c.abort_logprob is None
+        looped = False  # the reading ended in a repeated n-gram
         choice = self._next(prompt_logits[-1], ids)
         while True:
             token, lp, end = choice
@@ -273,6 +354,7 @@ class WindowCaptions:
                     self.previous = ids[: ABORT_TOKENS - 1]
                     return []
             if end:
+                looped = token != self.eos
                 break
             ids.append(token)
             if len(ids) == c.max_tokens:
@@ -290,6 +372,9 @@ class WindowCaptions:
                 if len(ids) == c.max_tokens:
                     break
                 choice = self._next(rows[-1], ids)
+        at = self._past_eos
+        if at is not None and self.cut_back(ids, logprobs, at, looped):
+            ids, logprobs = ids[:at], logprobs[:at]
         avg = float(np.mean(logprobs)) if logprobs else -np.inf
         self.confidence = float(np.exp(avg))
         self.previous = ids
@@ -346,6 +431,8 @@ class WindowCaptions:
         reading under way goes on at later chunks instead, and its window's words may slide
         out unread (`unread` counts those chunks)."""
         self.chunks += 1
+        if self.gate is not None:  # the gate's view of this chunk (the stream updated it)
+            self._heard = [*self._heard, self.gate.since == 0][-self.window_chunks :]
         self.step_calls = 0
         self.step_ms = 0.0
         now = time.monotonic()
