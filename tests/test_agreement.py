@@ -384,13 +384,19 @@ def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions(default
 
     dec = CrossDecoderStream(engine, RuntimeOptions(mode="transcribe", caption_calls=2))
     enc = EncoderStream(engine)
-    said, per_chunk = [], []
+    said, per_chunk, overdue = [], [], []
+    cap = dec.captions
     for chunk in chunks:
+        # a reading begun max_hop_chunks ago ends in this chunk whatever it costs (the
+        # documented limit on how far a reader falls behind): those chunks may make more
+        reading = cap._reading is not None
+        overdue.append(reading and cap.chunks + 1 - cap._began >= cap.config.max_hop_chunks)
         if dec.decide(enc.encode(chunk)).respond:
             said += dec._caption
-        per_chunk.append(dec.captions.step_calls)
+        per_chunk.append(cap.step_calls)
     said += dec.finish()
-    assert max(per_chunk) == 2
+    assert max(c for c, late in zip(per_chunk, overdue, strict=True) if not late) == 2
+    assert all(c <= 2 or late for c, late in zip(per_chunk, overdue, strict=True)), per_chunk
     every = dec.captions.config.every_chunks
     carried = [c for i, c in enumerate(per_chunk, 1) if i % every and c]
     assert carried  # some reading went on at a chunk where none was due
