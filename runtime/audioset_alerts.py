@@ -12,6 +12,7 @@ each stream owns an `AudiosetAlerts` (YAMNet's audio history and the rule's coun
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,15 +106,22 @@ def class_alert(text: str, classes: tuple[str, ...]) -> ClassAlert:
     return ClassAlert(classes[i], i, threshold, label)
 
 
+# Per bundle engine, its AudioSet engine and head: kept here, not on the engine (not its
+# attribute to set), and dropped with the engine.
+_per_engine: weakref.WeakKeyDictionary[Any, tuple[AudiosetEngine, AlertHead | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def engine_for(engine: Any, spec: Any) -> tuple[AudiosetEngine, AlertHead | None]:
-    """The AudioSet engine and head of a bundle's engine, made once and kept on it (the
+    """The AudioSet engine and head of a bundle's engine, made once per engine (the
     engine owns weights and sessions; streams share them)."""
-    cached = getattr(engine, "_audioset_alerts", None)
+    cached = _per_engine.get(engine)
     if cached is None:
         yam = AudiosetEngine(spec, threads=1)
         head = AlertHead(spec.head) if spec.head is not None else None
         cached = (yam, head)
-        engine._audioset_alerts = cached
+        _per_engine[engine] = cached
     return cached
 
 

@@ -104,9 +104,9 @@ def _head(a: dict[str, Any], path: Path, mpath: Path) -> HeadSpec | None:
 def check_section(manifest: dict[str, Any], mpath: Path) -> None:
     """Types and ranges of the manifest's `audioset` section, before any field is used
     (runtime/validate.py's checker; the files must be listed, so hashed, in `files`)."""
-    from soundflow.runtime.validate import _Checker
+    from soundflow.runtime.validate import Checker
 
-    c = _Checker(manifest, Path(mpath))
+    c = Checker(manifest, Path(mpath))
     c.obj(SECTION)
     for key in ("file", "class_map", "notice"):
         c.file(f"{SECTION}.{key}", c.str(f"{SECTION}.{key}"))

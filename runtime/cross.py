@@ -24,7 +24,7 @@ from soundflow.runtime.assist_grammar import ASSIST_MIN_LOGPROB, GrammarAssist
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.captions import CaptionConfig, WindowCaptions
 from soundflow.runtime.detokenize import Detokenizer
-from soundflow.runtime.engine import OrtEngine, _session
+from soundflow.runtime.engine import OrtEngine, load_session
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.policy import Decision, control_p
@@ -89,7 +89,7 @@ class CrossEngine(OrtEngine):
         self.tagger = None  # the tagger session (alerts, speech gate), where the bundle has one
         if spec.tagger is not None:
             self._tag_source = source_index(spec.tagger.source, n)
-            self.tagger = _session(spec.tagger.file, self.providers, 1)
+            self.tagger = load_session(spec.tagger.file, self.providers, 1)
             check_tagger_graph(self.tagger, spec.tagger, spec.kv_heads * spec.head_dim)
 
     def tag(self, entry: np.ndarray) -> np.ndarray:
@@ -222,7 +222,8 @@ class Memory:
 
 class CrossDecoderStream(DecoderStream):
     """One stream's decoding state for a whisper-cross engine (same interface as
-    DecoderStream: decide, begin_response, continue_response, reset)."""
+    DecoderStream: decide, begin_response, continue_response, reset). `force_respond()` is
+    for a parity driver only: it makes the next response happen regardless of p."""
 
     def __init__(self, engine: CrossEngine, options: RuntimeOptions | None = None) -> None:
         options = options or RuntimeOptions()
@@ -455,6 +456,11 @@ class CrossDecoderStream(DecoderStream):
         ids = self.prepare_decision(audio_embeds)
         self._ready = ready
         return self.conclude(self._run(ids)[-1] if ids else None, pcm)
+
+    def force_respond(self) -> None:
+        """The parity hook (export/whisper_parity.py): make the last decision certain (p = 1),
+        so the next `begin_response` generates whatever the model's p was."""
+        self._p = 1.0
 
     def feeds(self, query: list[int]) -> dict[str, np.ndarray]:
         q = len(query)

@@ -88,7 +88,8 @@ def select_providers(provider: str, cache_dir: Path | None = None) -> list[Any]:
     return chain + ([] if name == "CPUExecutionProvider" else ["CPUExecutionProvider"])
 
 
-def _session(path, providers: list[str], threads: int) -> ort.InferenceSession:
+def load_session(path, providers: list[str], threads: int) -> ort.InferenceSession:
+    """One graph's ONNX Runtime session (threads that sleep when idle), or a BundleError."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -201,9 +202,9 @@ class OrtEngine:
         cache = Path.home() / ".cache" / "soundflow" / "trt" / _digest(spec)
         self.providers = select_providers(self.options.provider, cache)
         threads = self.options.session_threads()
-        self.encoder = _session(spec.encoder_file, self.providers, threads)
+        self.encoder = load_session(spec.encoder_file, self.providers, threads)
         check_session(self.encoder, spec.encoder_file, spec.encoder_inputs, spec.encoder_outputs)
-        self.decoder = _session(spec.decoder_file, self.providers, threads)
+        self.decoder = load_session(spec.decoder_file, self.providers, threads)
         check_session(self.decoder, spec.decoder_file, spec.decoder_inputs, spec.decoder_outputs)
         check_metadata(self.encoder, spec.encoder_file, spec.manifest)
         check_metadata(self.decoder, spec.decoder_file, spec.manifest)

@@ -104,7 +104,7 @@ class Listener:
                 if self.callback_error is None:
                     self.callback_error = e
                     if self.loop is not None:
-                        self.loop._fail(f"event callback raised {type(e).__name__}: {e}")
+                        self.loop.fail(f"event callback raised {type(e).__name__}: {e}")
         while True:
             try:
                 self._events.put_nowait(event)

@@ -88,8 +88,9 @@ class Loop:
 
     then at the end of the source `finish_response()` (what the decoder still holds back)
     and `finish(t0)`, which emits and returns the Summary. `emit(event)` sends an event of
-    the driver's own (a failing consumer ends the run with a reason); `t` is the stream
-    time of the last chunk accepted. The threads of `run()` call the same methods.
+    the driver's own (a failing consumer ends the run with a reason), `fail(message)` ends
+    the run with a reason of its own; `t` is the stream time of the last chunk accepted.
+    The threads of `run()` call the same methods.
     """
 
     def __init__(
@@ -160,7 +161,8 @@ class Loop:
                 self.error = f"source {self.source.name} failed to stop: {first_line(e)}"
             self._abort.set()
 
-    def _fail(self, message: str) -> None:
+    def fail(self, message: str) -> None:
+        """End the run with `message` as its error (the first reason stands): stop reading."""
         if self.error is None:
             self.error = message
         self._stopping.set()
@@ -180,7 +182,7 @@ class Loop:
         try:
             self.on_event(event)
         except Exception as e:  # noqa: BLE001 - a failing consumer ends the run with a reason
-            self._fail(f"event handler raised {type(e).__name__}: {first_line(e)}")
+            self.fail(f"event handler raised {type(e).__name__}: {first_line(e)}")
 
     def notice(self, type_: str, kind: str, text: str) -> None:
         self._post(Notice(t=self.stream_now(), kind=kind, text=text, type=type_))
@@ -307,11 +309,11 @@ class Loop:
                 self.fifo.put(item)
                 index += 1
         except SourceError as e:
-            self._fail(str(e))
+            self.fail(str(e))
         except ORT_ERRORS as e:
-            self._fail(f"encoder failed: {first_line(e)}")
+            self.fail(f"encoder failed: {first_line(e)}")
         except Exception as e:  # noqa: BLE001 - reported in the Summary, never lost silently
-            self._fail(f"internal error while perceiving: {type(e).__name__}: {first_line(e)}")
+            self.fail(f"internal error while perceiving: {type(e).__name__}: {first_line(e)}")
         finally:
             self.fifo.put(None)
 
@@ -482,10 +484,10 @@ class Loop:
                 self.respond(item)
             except ORT_ERRORS as e:
                 self._decoder_failed = True
-                self._fail(f"decoder failed: {first_line(e)}")
+                self.fail(f"decoder failed: {first_line(e)}")
             except Exception as e:  # noqa: BLE001 - reported in the Summary
                 self._decoder_failed = True
-                self._fail(f"internal error while responding: {type(e).__name__}: {first_line(e)}")
+                self.fail(f"internal error while responding: {type(e).__name__}: {first_line(e)}")
 
     # ------------------------------------------------------------------ run
     def run(self) -> Summary:
@@ -519,7 +521,7 @@ class Loop:
                 self._reader = threading.current_thread()
                 self._sync(t0)
         except BaseException as e:  # noqa: BLE001 - reported in the Summary, never lost silently
-            self._fail(f"internal error: {type(e).__name__}: {first_line(e)}")
+            self.fail(f"internal error: {type(e).__name__}: {first_line(e)}")
             if not isinstance(e, Exception):
                 self._close_source()
                 self.finish(t0)
@@ -548,11 +550,11 @@ class Loop:
                 self.respond(item)
                 index += 1
         except SourceError as e:
-            self._fail(str(e))
+            self.fail(str(e))
         except ORT_ERRORS as e:
-            self._fail(f"inference failed: {first_line(e)}")
+            self.fail(f"inference failed: {first_line(e)}")
         except Exception as e:  # noqa: BLE001 - reported in the Summary
-            self._fail(f"internal error: {type(e).__name__}: {first_line(e)}")
+            self.fail(f"internal error: {type(e).__name__}: {first_line(e)}")
 
     def finish(self, t0: float) -> Summary:
         """Build the Summary (wall time from `t0`, monotonic), emit it and return it."""

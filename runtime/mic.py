@@ -21,11 +21,11 @@ from soundflow.runtime.ring import RingBuffer
 from soundflow.runtime.sources import (
     PORTAUDIO_HINT,
     SOUNDDEVICE_HINT,
+    Chunker,
     Clock,
     Source,
     SourceError,
     Tally,
-    _Chunker,
     finite,
 )
 
@@ -171,7 +171,7 @@ class MicSource(Source):
         self._next_try = 0.0
         self._outages: list[tuple[int, float]] = []  # (native position, seconds missed)
         self._outage_s = 0.0  # seconds missed before the last chunk's end
-        self._chunker = _Chunker()
+        self._chunker = Chunker()
         self._resampler = (
             None
             if self.native_rate == SAMPLE_RATE
@@ -357,7 +357,7 @@ class MicSource(Source):
     def _chunk_done(self, chunk: np.ndarray) -> np.ndarray:
         # Native position of the chunk's last sample: what was read, minus what the
         # chunker still holds (resampler delay is a few samples, not counted).
-        behind = round(self._chunker._have * self.native_rate / SAMPLE_RATE)
+        behind = round(self._chunker.held * self.native_rate / SAMPLE_RATE)
         self._last_native = max(0, self.ring.read_position - behind)
         return chunk
 

@@ -466,7 +466,7 @@ class Source:
             self.on_notice(type_, kind, text)
 
 
-class _Chunker:
+class Chunker:
     """Cuts arbitrary blocks into exact chunks; the final partial chunk is zero-padded."""
 
     def __init__(self) -> None:
@@ -477,6 +477,11 @@ class _Chunker:
         if b.size:
             self._parts.append(b)
             self._have += b.size
+
+    @property
+    def held(self) -> int:
+        """Samples pushed and not yet popped."""
+        return self._have
 
     def pop(self, n: int, final: bool = False) -> np.ndarray | None:
         if self._have >= n or (final and self._have):
@@ -536,7 +541,7 @@ class PulledSource(Source):
         tally: Tally | None = None,
     ):
         self._blocks = blocks
-        self._chunker = _Chunker()
+        self._chunker = Chunker()
         self._done = False
         self._stopped = False
         self._error: SourceError | None = None

@@ -48,7 +48,9 @@ def memory_limit() -> int:
         return 16 << 30
 
 
-class _Checker:
+class Checker:
+    """Reads a manifest's fields, each failure a BundleError naming the field and the fix."""
+
     def __init__(self, manifest: dict[str, Any], mpath: Path) -> None:
         self.m = manifest
         self.mpath = mpath
@@ -180,7 +182,7 @@ def _fixed_elements(shape: list, symbolic: dict[str, int]) -> int:
 
 def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
     """Check every field the runtime reads; raise BundleError at the first bad one."""
-    c = _Checker(manifest, Path(mpath))
+    c = Checker(manifest, Path(mpath))
     m = manifest
     # audio
     c.obj("audio")
