@@ -13,14 +13,14 @@ from soundflow.audio import SAMPLE_RATE
 from soundflow.cli import signals
 from soundflow.cli.listen_output import (  # noqa: F401  (importable from here too)
     PIPE_CLOSED,
-    _color,
-    _exit_now,
-    _human,
-    _Out,
-    _quiet_stdout,
-    _source_flags,
-    _stopped_summary,
-    _write,
+    Out,
+    exit_now,
+    human_line,
+    quiet_stdout,
+    source_flags,
+    stopped_summary,
+    use_color,
+    write_event,
 )
 from soundflow.cli.params import caption_budget
 from soundflow.manifest import BundleError
@@ -297,7 +297,7 @@ def _listen(
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.sources import SourceError, array_source, stdin_source
 
-    is_stdin, realtime = _source_flags(input_, device, demo, realtime)
+    is_stdin, realtime = source_flags(input_, device, demo, realtime)
     try:
         options = RuntimeOptions(
             mode=mode,
@@ -324,8 +324,8 @@ def _listen(
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     started = time.monotonic()
-    out = _Out(sys.stdout)
-    color = _color() and not jsonl
+    out = Out(sys.stdout)
+    color = use_color() and not jsonl
 
     def load() -> Listener:
         engine = open_engine(bundle, options, variant="int8" if int8 else "fp32")
@@ -347,7 +347,7 @@ def _listen(
     wanted = "demo" if demo else "stdin" if is_stdin else wanted
 
     def stopped(why: str, mode_: str | None, loop=None):
-        return _stopped_summary(
+        return stopped_summary(
             why,
             mode_,
             time.monotonic() - started,
@@ -361,12 +361,12 @@ def _listen(
         listener = _load(
             load,
             stops,
-            lambda: _exit_now(
+            lambda: exit_now(
                 out, stopped("stopped three times during model load", mode), jsonl, color
             ),
         )
         if stops.count:  # asked to stop while loading: no audio was read
-            _write(out, stopped("stopped during model load", listener.mode), jsonl, color)
+            write_event(out, stopped("stopped during model load", listener.mode), jsonl, color)
             return
         listener.start()
     except (BundleError, SourceError) as e:
@@ -393,7 +393,7 @@ def _listen(
             name = stops.names[handled - 1]
             if handled >= 3:
                 why = f"{name} a third time: quit before the audio captured was decided"
-                _exit_now(out, stopped(why, listener.mode, listener.loop), jsonl, color)
+                exit_now(out, stopped(why, listener.mode, listener.loop), jsonl, color)
             click.echo(
                 f"{name}: stopping, reporting the audio already captured (again: drop the "
                 "audio not yet decided; a third time: quit now)"
@@ -406,7 +406,7 @@ def _listen(
         if stopped_at is not None and time.monotonic() - stopped_at > 20:
             why = "the listener did not stop within 20 s of being asked (a read is blocked)"
             if handled:  # asked by a signal: its summary, exit 0, whatever is blocked
-                _exit_now(out, stopped(why, listener.mode, listener.loop), jsonl, color)
+                exit_now(out, stopped(why, listener.mode, listener.loop), jsonl, color)
             raise click.ClickException(f"{why}; exiting without a summary")
         if stopped_at is not None and time.monotonic() - stopped_at > 5:
             listener.stop()  # a second stop abandons queued audio and blocked reads
@@ -415,7 +415,7 @@ def _listen(
             if pending is None:
                 continue
         if write_error is None:
-            write_error = _write(out, pending, jsonl, color)
+            write_error = write_event(out, pending, jsonl, color)
             if write_error is PIPE_CLOSED:  # nobody reads on: decide nothing more
                 stopped_at = stopped_at or time.monotonic()
                 listener.stop()
@@ -427,7 +427,7 @@ def _listen(
         pending = None
     listener.wait()
     if write_error is PIPE_CLOSED:
-        _quiet_stdout()
+        quiet_stdout()
     elif write_error:
         raise click.ClickException(write_error)
     if summary.error:

@@ -13,7 +13,7 @@ import time
 import click
 
 
-class _Out:
+class Out:
     """Writes each line the moment its event happens, unbuffered, straight to the file
     descriptor when there is one: a redirected file holds every line written so far, and a
     full disk surfaces as an OSError here rather than in a buffer flushed at exit."""
@@ -40,11 +40,14 @@ class _Out:
             data = data[n:]
 
 
-def _color() -> bool:
+def use_color() -> bool:
+    """Colour the human lines: stdout is a terminal and NO_COLOR is not set."""
     return sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
 
 
-def _human(ev, color: bool) -> str | None:
+def human_line(ev, color: bool) -> str | None:
+    """The line printed for an event without --jsonl (None: the event prints nothing)."""
+
     def style(text, **kw):
         return click.style(text, **kw) if color else text
 
@@ -94,15 +97,15 @@ def _human(ev, color: bool) -> str | None:
     return None
 
 
-# What _write returns when stdout's reader went away (`listen ... | head`): a normal end.
+# What write_event returns when stdout's reader went away (`listen ... | head`): a normal end.
 PIPE_CLOSED = "stdout was closed by its reader"
 
 
-def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
+def write_event(out: Out, ev, jsonl: bool, color: bool) -> str | None:
     """Write one event; on failure return the one-line reason (nothing is retried), or
     PIPE_CLOSED."""
     try:
-        text = json.dumps(ev.to_json(), ensure_ascii=False) if jsonl else _human(ev, color)
+        text = json.dumps(ev.to_json(), ensure_ascii=False) if jsonl else human_line(ev, color)
         if text is not None:
             out.line(text)
     except OSError as e:
@@ -116,7 +119,7 @@ def _write(out: _Out, ev, jsonl: bool, color: bool) -> str | None:
     return None
 
 
-def _quiet_stdout() -> None:
+def quiet_stdout() -> None:
     """After the reader closed stdout: point it at /dev/null, so that nothing flushed at exit
     fails again (Python's documented way to end on a broken pipe)."""
     try:
@@ -125,9 +128,7 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _stopped_summary(
-    why: str, mode: str | None, wall_s: float, scheduling: str, loop=None, **extra
-):
+def stopped_summary(why: str, mode: str | None, wall_s: float, scheduling: str, loop=None, **extra):
     """The summary of a run stopped before its loop wrote one: during model load (no
     loop, no audio), or by a third stop request (what the loop had counted by then)."""
     from soundflow.runtime.events import LatencyStats, Summary
@@ -160,11 +161,11 @@ def _stopped_summary(
     )
 
 
-def _exit_now(out: _Out, summary, jsonl: bool, color: bool) -> None:
+def exit_now(out: Out, summary, jsonl: bool, color: bool) -> None:
     """Write `summary` and end the process at once, exit 0. os._exit: a thread may be inside
     ONNX Runtime, and a normal exit there aborts in its destructors (exit 134)."""
     click.echo(summary.text, err=True)
-    _write(out, summary, jsonl, color)
+    write_event(out, summary, jsonl, color)
     try:
         sys.stderr.flush()
     except (OSError, ValueError):
@@ -172,7 +173,7 @@ def _exit_now(out: _Out, summary, jsonl: bool, color: bool) -> None:
     os._exit(0)
 
 
-def _source_flags(input_, device, demo, realtime) -> tuple[bool, bool]:
+def source_flags(input_, device, demo, realtime) -> tuple[bool, bool]:
     """(stdin?, realtime?) from listen's source flags, local or with --server: one source at
     most; a pipe on stdin is live unless redirected from a file, everything else is paced."""
     from soundflow.runtime.sources import stdin_is_live

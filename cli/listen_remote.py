@@ -15,7 +15,7 @@ from soundflow.audio import SAMPLE_RATE
 
 
 def _event(d: dict) -> SimpleNamespace:
-    """A server event (JSON) with the attributes `listen_output._human` reads."""
+    """A server event (JSON) with the attributes `listen_output.human_line` reads."""
     ev = SimpleNamespace(**d)
     ev.to_json = lambda: d
     return ev
@@ -57,13 +57,13 @@ def listen_remote(
 ) -> None:
     from soundflow.cli.listen_output import (
         PIPE_CLOSED,
-        _color,
-        _exit_now,
-        _Out,
-        _quiet_stdout,
-        _source_flags,
-        _stopped_summary,
-        _write,
+        Out,
+        exit_now,
+        quiet_stdout,
+        source_flags,
+        stopped_summary,
+        use_color,
+        write_event,
     )
     from soundflow.runtime.events import Notice
     from soundflow.runtime.serve import ServerError, ServerStream, send_source
@@ -91,7 +91,7 @@ def listen_remote(
         raise click.UsageError(
             f"{', '.join(given)}: set on the server (`soundflow serve`), not with --server"
         )
-    is_stdin, realtime = _source_flags(input_, device, demo, realtime)
+    is_stdin, realtime = source_flags(input_, device, demo, realtime)
     try:
         if demo:  # what local --demo plays: the shipped recording, else the tone scene
             from soundflow.runtime.demo import find_demo_file, procedural_demo
@@ -138,15 +138,15 @@ def listen_remote(
         err=True,
     )
     click.echo("listening (Ctrl-C or SIGTERM to stop)", err=True)
-    out = _Out(sys.stdout)
-    color = _color() and not jsonl
+    out = Out(sys.stdout)
+    color = use_color() and not jsonl
     lock = threading.Lock()
     sent = [0]
 
     def notice(type_: str, kind: str, text: str) -> None:  # the local source's health
         t = sent[0] * stream.chunk_samples / SAMPLE_RATE
         with lock:
-            _write(out, Notice(t=t, kind=kind, text=text, type=type_), jsonl, color)
+            write_event(out, Notice(t=t, kind=kind, text=text, type=type_), jsonl, color)
 
     source.on_notice = notice
     stop = threading.Event()
@@ -173,8 +173,8 @@ def listen_remote(
                     why = f"{name} a third time: quit before the server's summary came"
                     wall = time.monotonic() - started
                     kw = {"source": source.name, "realtime": bool(realtime)}
-                    last = _stopped_summary(why, r.get("mode"), wall, "async", **kw)
-                    _exit_now(out, last, jsonl, color)
+                    last = stopped_summary(why, r.get("mode"), wall, "async", **kw)
+                    exit_now(out, last, jsonl, color)
                 click.echo(f"{name}: stopping, reporting the audio already sent", err=True)
                 stopped_at = stopped_at or time.monotonic()
                 stop.set()
@@ -186,7 +186,7 @@ def listen_remote(
                 continue
             with lock:
                 if write_error is None:
-                    write_error = _write(out, _event(d), jsonl, color)
+                    write_error = write_event(out, _event(d), jsonl, color)
                     if write_error:
                         stopped_at = stopped_at or time.monotonic()
                         stop.set()
@@ -198,7 +198,7 @@ def listen_remote(
         stream.close()
     sender.join(2)
     if write_error is PIPE_CLOSED:
-        _quiet_stdout()
+        quiet_stdout()
         return
     if write_error:
         raise click.ClickException(write_error)
