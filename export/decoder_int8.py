@@ -133,7 +133,7 @@ def int8_decoder(bundle: Path | str, log=print) -> dict:
     calibrate, are what judge it)."""
     import tempfile
 
-    from soundflow.export.quantize import _decoder_feeds, _timed
+    from soundflow.export.quantize import seeded_decoder_feeds, timed_run
 
     bundle = Path(bundle)
     path = bundle / "decoder.onnx"
@@ -145,9 +145,9 @@ def int8_decoder(bundle: Path | str, log=print) -> dict:
         count = int8_decoder_graph(path, out)
         if not count:
             raise ValueError(f"{path}: no stored MatMul weight to quantize")
-        feeds = _decoder_feeds(path)
-        (ref, *_), before = _timed(path, feeds)
-        (got, *_), after = _timed(out, feeds)
+        feeds = seeded_decoder_feeds(path)
+        (ref, *_), before = timed_run(path, feeds)
+        (got, *_), after = timed_run(out, feeds)
         staged = path.with_suffix(".onnx.tmp")
         out.replace(staged)
     staged.replace(path)

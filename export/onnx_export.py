@@ -42,7 +42,8 @@ def _describe(recipe: str | None) -> str:
     return f"trained with recipe {recipe!r}" if recipe else "unknown provenance"
 
 
-def _example_inputs(tensors: list[specs.TensorSpec], sizes: dict[str, int]):
+def example_inputs(tensors: list[specs.TensorSpec], sizes: dict[str, int]):
+    """Tracing inputs for `tensors`, symbolic sizes taken from `sizes`: zeros or small noise."""
     out = []
     for s in tensors:
         shape = [sizes[d] if isinstance(d, str) else d for d in s.shape]
@@ -53,7 +54,8 @@ def _example_inputs(tensors: list[specs.TensorSpec], sizes: dict[str, int]):
     return tuple(out)
 
 
-def _export(module, inputs, outputs, example, path: Path) -> None:
+def trace_to_onnx(module, inputs, outputs, example, path: Path) -> None:
+    """Trace `module` on `example` into an ONNX graph at `path`, named and dynamic per the specs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes
         torch.onnx.export(
@@ -69,7 +71,7 @@ def _export(module, inputs, outputs, example, path: Path) -> None:
         )
 
 
-def _finish_graph(path: Path, outputs: list[specs.TensorSpec], meta: dict) -> None:
+def finish_graph(path: Path, outputs: list[specs.TensorSpec], meta: dict) -> None:
     """Declare output shapes from the specs (the tracer leaves some anonymous) and write
     every constant a driver needs into the graph's metadata (sherpa-onnx's habit)."""
     m = onnx.load(str(path))
@@ -110,20 +112,20 @@ def export_bundle(
     t0 = time.time()
     enc_in, enc_out = specs.encoder_io(cfg)
     with torch.no_grad():
-        _export(
+        trace_to_onnx(
             EncoderGraph(model).eval(),
             enc_in,
             enc_out,
-            _example_inputs(enc_in, {specs.BATCH: 1}),
+            example_inputs(enc_in, {specs.BATCH: 1}),
             out / "encoder.onnx",
         )
         dec_in, dec_out = specs.decoder_io(dims)
         sizes = {specs.BATCH: 1, specs.QUERY: 3, specs.CACHE: 5, specs.KEYS: 8}
-        _export(
+        trace_to_onnx(
             CachedDecoder(model.decoder).eval(),
             dec_in,
             dec_out,
-            _example_inputs(dec_in, sizes),
+            example_inputs(dec_in, sizes),
             out / "decoder.onnx",
         )
     export_s = time.time() - t0
@@ -145,7 +147,7 @@ def export_bundle(
         "chunk_ms": cfg.chunk_ms,
         "chunk_samples": cfg.chunk_samples,
     }
-    _finish_graph(
+    finish_graph(
         out / "encoder.onnx",
         enc_out,
         {
@@ -155,7 +157,7 @@ def export_bundle(
             "state": [s.to_json() for s in specs.encoder_state(cfg)],
         },
     )
-    _finish_graph(
+    finish_graph(
         out / "decoder.onnx",
         dec_out,
         {

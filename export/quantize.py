@@ -283,9 +283,9 @@ def int8_logits(bundle: Path | str, log=print) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "decoder.onnx"
         int8_logits_graph(path, out)
-        feeds = _decoder_feeds(out)
-        (ref, *_), t_fp32 = _timed(out, {**feeds, protocol.LOGITS_INT8: np.array(False)})
-        (got, *_), t_int8 = _timed(out, {**feeds, protocol.LOGITS_INT8: np.array(True)})
+        feeds = seeded_decoder_feeds(out)
+        (ref, *_), t_fp32 = timed_run(out, {**feeds, protocol.LOGITS_INT8: np.array(False)})
+        (got, *_), t_int8 = timed_run(out, {**feeds, protocol.LOGITS_INT8: np.array(True)})
         staged = path.with_suffix(".onnx.tmp")
         shutil.move(out, staged)
     staged.replace(path)
@@ -401,7 +401,7 @@ def int8_logits_graph(src: Path | str, dst: Path | str) -> None:
     onnx.save(model, str(dst))
 
 
-def _decoder_feeds(path: Path, cache: int = 32, memory: int = 220, seed: int = 0) -> dict:
+def seeded_decoder_feeds(path: Path, cache: int = 32, memory: int = 220, seed: int = 0) -> dict:
     """Seeded inputs for one decoder step: a token after `cache` entries, a full memory."""
     import numpy as np
     import onnxruntime as ort
@@ -424,7 +424,7 @@ def _decoder_feeds(path: Path, cache: int = 32, memory: int = 220, seed: int = 0
     return feeds
 
 
-def _timed(path: Path, feeds: dict, repeat: int = 20) -> tuple[list, float]:
+def timed_run(path: Path, feeds: dict, repeat: int = 20) -> tuple[list, float]:
     """(outputs, median ms per call) of one graph on `feeds`."""
     import time
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from soundflow import __version__, audio, protocol
 from soundflow.export import specs
-from soundflow.export.onnx_export import OPSET, _example_inputs, _export, _finish_graph
+from soundflow.export.onnx_export import OPSET, example_inputs, finish_graph, trace_to_onnx
 from soundflow.manifest import write_manifest
 from soundflow.train.whisper_decoder import NO_SPEECH
 from soundflow.train.whisper_model import WhisperSoundFlow, load_whisper_checkpoint
@@ -178,10 +178,10 @@ def export_whisper_bundle(
         tmp = Path(tmp)
         sizes = {specs.BATCH: 1, specs.HISTORY: d.history_samples}
         example = (torch.randn(1, d.chunk_samples) * 0.1, torch.randn(1, d.history_samples) * 0.1)
-        _export(EncoderGraph(model).eval(), enc_in, enc_out, example, tmp / "encoder.onnx")
+        trace_to_onnx(EncoderGraph(model).eval(), enc_in, enc_out, example, tmp / "encoder.onnx")
         sizes = {specs.BATCH: 1, specs.QUERY: 3, specs.CACHE: 5, specs.KEYS: 8, specs.MEMORY: 7}
-        example = _example_inputs(dec_in, sizes)
-        _export(DecoderGraph(model).eval(), dec_in, dec_out, example, tmp / "decoder.onnx")
+        example = example_inputs(dec_in, sizes)
+        trace_to_onnx(DecoderGraph(model).eval(), dec_in, dec_out, example, tmp / "decoder.onnx")
         share_transposed(tmp / "decoder.onnx")
         for part in ("encoder", "decoder"):
             if int8:
@@ -208,7 +208,7 @@ def export_whisper_bundle(
         "chunk_ms": model.cfg.chunk_ms,
         "chunk_samples": d.chunk_samples,
     }
-    _finish_graph(
+    finish_graph(
         out / "encoder.onnx",
         enc_out,
         meta
@@ -218,7 +218,7 @@ def export_whisper_bundle(
             "state": [s.to_json() for s in specs.cross_encoder_state(d)],
         },
     )
-    _finish_graph(
+    finish_graph(
         out / "decoder.onnx",
         dec_out,
         meta

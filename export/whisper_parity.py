@@ -131,7 +131,7 @@ def drive(
     for c in range(len(pcm) // s):
         dec.decide(enc.encode(pcm[c * s : (c + 1) * s]))
         if c % respond_every == respond_every - 1:
-            dec._p = 1.0  # forced: whatever the model's p, this chunk responds
+            dec.force_respond()  # whatever the model's p, this chunk responds
             first = dec.begin_response(c * 0.4)
             toks = [] if first is None else list(dec.continue_response(first))
             responses.append(toks)

@@ -269,7 +269,7 @@ def test_int8_logits_beside_fp32_for_window_readings(
     import onnxruntime as ort
 
     from soundflow import protocol
-    from soundflow.export.quantize import _decoder_feeds, int8_logits
+    from soundflow.export.quantize import int8_logits, seeded_decoder_feeds
 
     bundle = tmp_path / "logits"
     shutil.copytree(cross_engine.spec.path, bundle)
@@ -291,8 +291,8 @@ def test_int8_logits_beside_fp32_for_window_readings(
     assert 0 < err.max() < 0.06, err
 
     sess = ort.InferenceSession(str(bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    one = _decoder_feeds(bundle / "decoder.onnx")
-    other = _decoder_feeds(bundle / "decoder.onnx", seed=1)
+    one = seeded_decoder_feeds(bundle / "decoder.onnx")
+    other = seeded_decoder_feeds(bundle / "decoder.onnx", seed=1)
     two = {k: v if v.ndim == 0 else np.concatenate([v, other[k]]) for k, v in one.items()}
     on = {protocol.LOGITS_INT8: np.array(True)}
     alone, together = sess.run(None, one | on)[0], sess.run(None, two | on)[0]
@@ -315,7 +315,7 @@ def test_int8_decoder_layers_stay_row_independent_and_close(
     from onnx import numpy_helper
 
     from soundflow.export.decoder_int8 import BLOCK, int8_decoder
-    from soundflow.export.quantize import _decoder_feeds
+    from soundflow.export.quantize import seeded_decoder_feeds
     from soundflow.train.whisper_warmstart import bundle_weights
 
     bundle = tmp_path / "nbits"
@@ -339,8 +339,8 @@ def test_int8_decoder_layers_stay_row_independent_and_close(
     assert 0 < np.median(err) < 0.06 and err.max() < 0.3, err
 
     sess = ort.InferenceSession(str(bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    one = _decoder_feeds(bundle / "decoder.onnx")
-    other = _decoder_feeds(bundle / "decoder.onnx", seed=1)
+    one = seeded_decoder_feeds(bundle / "decoder.onnx")
+    other = seeded_decoder_feeds(bundle / "decoder.onnx", seed=1)
     two = {k: v if v.ndim == 0 else np.concatenate([v, other[k]]) for k, v in one.items()}
     alone, together = sess.run(None, one)[0], sess.run(None, two)[0]
     np.testing.assert_array_equal(together[:1], alone)

@@ -17,7 +17,7 @@ import torch
 from soundflow import __version__, audio
 from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder
-from soundflow.export.onnx_export import OPSET, _export, declare
+from soundflow.export.onnx_export import OPSET, declare, trace_to_onnx
 from soundflow.manifest import write_manifest
 from soundflow.train.hf_audio import encoder as enc_mod
 from soundflow.train.hf_audio import prompt, source
@@ -46,7 +46,7 @@ def export_graph(module, inputs, outputs, example, path: Path, meta: dict) -> No
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / path.name
         with torch.no_grad():
-            _export(module, inputs, outputs, example, raw)  # the soundflow exporter's call
+            trace_to_onnx(module, inputs, outputs, example, raw)  # the soundflow exporter's call
         m = onnx.load(str(raw), load_external_data=False)  # weights stay on disk
         declare(m, outputs, meta)
         _gather_external(m, Path(tmp), path.parent, path.name + ".data")
