@@ -287,9 +287,17 @@ def test_the_cycle_finder_sees_a_lazy_cycle(tmp_path):
 
 
 # Issue #29: a module uses another's public members only (serve's scheduler drives the Loop
-# through `Loop`'s driver methods). Checked where it holds today; runtime/ at large, cli/ and
-# export/ still import or read private names of their neighbours.
-ENCAPSULATED = ["runtime/serve", "benchmarks"]
+# through `Loop`'s driver methods). Every installed package folder.
+ENCAPSULATED = ["soundflow", "runtime", "cli", "export", "train", "benchmarks"]
+# (file, private name) uses the check lets pass, each with why. Keep it short.
+ALLOWED = {
+    # The file is being changed in another piece of work; make library's `_read_file` public
+    # (and this import use it) once that lands.
+    ("train/alert_head.py", "_read_file"),
+    # A transformers audio tower's own method (third-party, reached through an attribute the
+    # check cannot type): the only way to its conv output lengths.
+    ("train/hf_audio/reference.py", "_get_feat_extract_output_lengths"),
+}
 
 
 def _private(name: str) -> bool:
@@ -304,16 +312,22 @@ def _root(node: ast.expr) -> ast.expr:
 
 
 def private_reaches(path: Path, rel: str) -> list[str]:
-    """`x._name` where x is not self / cls / super() and `_name` is not a member this file
-    defines (a def, a class, an assignment, `self._name = ...`), and `from soundflow... import
-    _name`. Private members of third-party modules (`os._exit`) are not ours to police."""
+    """`x._name` where x is not self / cls / super() and `_name` is not a member of a class
+    this file defines (a method, a class attribute, `self._name = ...`), and `from
+    soundflow... import _name`. Private members of third-party modules (`os._exit`, or one
+    loaded by `importlib.import_module`) are not ours to police."""
     tree = ast.parse(path.read_text(), str(path))
     own, foreign = set(), set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            own.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            own.add(node.id)
+        if isinstance(node, ast.ClassDef):
+            # A class's members (methods, class attributes, dataclass fields); a module-level
+            # `def _p` does not make `other._p` this file's own.
+            for m in node.body:
+                if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    own.add(m.name)
+                elif isinstance(m, ast.Assign | ast.AnnAssign):
+                    targets = m.targets if isinstance(m, ast.Assign) else [m.target]
+                    own |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
         elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
             if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
                 own.add(node.attr)
@@ -326,6 +340,36 @@ def private_reaches(path: Path, rel: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and not node.level:
             if not (node.module or "").startswith("soundflow"):
                 foreign |= {a.asname or a.name for a in node.names}
+
+    # A module imported by name at run time (`sd = importlib.import_module("sounddevice")`,
+    # or through a function of this file that returns one, runtime/mic.py's
+    # `import_sounddevice()`) is third-party too.
+    def third_party(call: ast.expr) -> bool:
+        if not (isinstance(call, ast.Call) and call.args):
+            return False
+        name = call.args[0]
+        return (
+            isinstance(call.func, ast.Attribute | ast.Name)
+            and getattr(call.func, "attr", getattr(call.func, "id", None)) == "import_module"
+            and isinstance(name, ast.Constant)
+            and isinstance(name.value, str)
+            and not name.value.startswith("soundflow")
+        )
+
+    loaders = {
+        f.name
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef)
+        and any(isinstance(r, ast.Return) and third_party(r.value) for r in ast.walk(f))
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and (
+            third_party(node.value)
+            or isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id in loaders
+        ):
+            foreign |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     bad = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (
@@ -354,25 +398,35 @@ def test_no_module_reaches_into_another_s_private_members():
         for path in sorted((ROOT / folder).rglob("*.py"))
         for v in private_reaches(path, str(path.relative_to(ROOT)))
     ]
+    found = {(v.split(":")[0], v.rsplit(" ", 1)[-1].lstrip(".")) for v in bad}
+    assert ALLOWED <= found, f"allowed but no longer used (drop them): {ALLOWED - found}"
+    bad = [v for v in bad if (v.split(":")[0], v.rsplit(" ", 1)[-1].lstrip(".")) not in ALLOWED]
     assert not bad, "private members used across modules (make them public):\n" + "\n".join(bad)
 
 
 def test_the_private_check_can_fail(tmp_path):
     """A read, a write and an import of another module's private names are each reported;
-    self, super(), the file's own members and a third-party module's are not."""
+    self, super(), the file's own class members and a third-party module's (imported, or
+    loaded by name) are not. A module-level `def _p` does not make `other._p` its own."""
     f = tmp_path / "probe.py"
     f.write_text(
-        "import os\n"
+        "import importlib, os\n"
         "from soundflow.runtime.loop import _first_line, Loop\n"
         "class A(Loop):\n"
         "    def f(self, loop, engine):\n"
         "        self._own = engine._audio_name\n"
         "        loop._t = 1.0\n"
         "        super()._respond(None); self._fail('x'); other = A(); other._own\n"
-        "        os._exit(0)\n"
+        "        os._exit(0); sd = load(); sd._terminate()\n"
+        "        m = importlib.import_module('soundflow.runtime.loop'); m._scrub(None)\n"
+        "        loop._p = 1.0\n"
+        "def _p(): pass\n"
+        "def load(): return importlib.import_module('sounddevice')\n"
     )
     assert sorted(private_reaches(f, "probe.py")) == [
+        "probe.py:10: ._p",
         "probe.py:2: imports _first_line",
         "probe.py:5: ._audio_name",
         "probe.py:6: ._t",
+        "probe.py:9: ._scrub",
     ]

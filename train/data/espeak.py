@@ -156,7 +156,8 @@ class _Engine:
 _ENGINE: _Engine | None = None
 
 
-def _engine() -> _Engine:
+def load_engine() -> _Engine:
+    """The process's espeak engine (an EspeakError if libespeak-ng cannot be loaded)."""
     # Created on first use, never at import, so forked/spawned workers each own one.
     global _ENGINE
     if _ENGINE is None:
@@ -166,7 +167,7 @@ def _engine() -> _Engine:
 
 def available() -> bool:
     try:
-        _engine()
+        load_engine()
     except EspeakError:
         return False
     return True
@@ -195,7 +196,7 @@ def _voiced_end(x: np.ndarray, lo: int, hi: int, frame: int = 160) -> int:
 
 def _spoken_length(word: str, voice: Voice) -> int:
     """Voiced samples (at the engine rate) of one word spoken alone."""
-    pcm, _ = _engine().synth(word, voice)
+    pcm, _ = load_engine().synth(word, voice)
     x = pcm.astype(np.float32) / 32768.0
     frame = 160
     n = len(x) // frame
@@ -210,7 +211,7 @@ def synthesize(text: str, voice: Voice) -> tuple[np.ndarray, list[Word]]:
 
     audio: (samples,) float32 in [-1, 1].
     """
-    eng = _engine()
+    eng = load_engine()
     pcm, events = eng.synth(text, voice)
     audio = soxr.resample(pcm.astype(np.float32) / 32768.0, eng.rate, SAMPLE_RATE)
     audio = audio.astype(np.float32)

@@ -165,7 +165,7 @@ def build(
     library_for(split, recipe)
     natural.available()  # parse the sentence pools once, not in every forked process
     if espeak.available():
-        espeak._engine()
+        espeak.load_engine()
     with mp.get_context("fork").Pool(max(1, workers), maxtasksperchild=1) as pool:
         jobs = [(str(out), s, recipe.to_dict(), split) for s in todo]
         for _ in pool.imap_unordered(_work, jobs):
