@@ -30,6 +30,7 @@ from soundflow.runtime.audioset_spec import (  # noqa: F401  (importable from he
     check_head_section,
 )
 
+W1_SCALE = "w1_scale"  # optional: w1 is int8 and this (hidden,) scales each column back
 CLASS_THRESHOLD = 0.5  # --alert-class without "=p"
 TOP_CLASSES = 3  # AudioSet classes an alert event names
 FIX = HEAD_FIX
@@ -44,6 +45,8 @@ class AlertHead:
         try:
             with np.load(spec.file, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in HEAD_ARRAYS}
+                if W1_SCALE in z.files:  # w1 stored as int8, one scale per hidden unit
+                    arrays[W1_SCALE] = z[W1_SCALE]
         except (OSError, KeyError, ValueError) as e:
             raise BundleError(f"{spec.file}: not an alert head ({e!r}); {FIX}") from None
         d, h, n = spec.input_dim, spec.hidden, len(spec.labels)
@@ -53,11 +56,16 @@ class AlertHead:
                 raise BundleError(
                     f"{spec.file}: {k} is {arrays[k].shape}, the manifest asks for {shape}; {FIX}"
                 )
+        quantized = arrays["w1"].dtype == np.int8
+        if quantized != (W1_SCALE in arrays) or (quantized and arrays[W1_SCALE].shape != (h,)):
+            raise BundleError(f"{spec.file}: an int8 w1 needs {W1_SCALE} ({h},); {FIX}")
         if tuple(str(x) for x in arrays["labels"]) != spec.labels:
             raise BundleError(f"{spec.file}: its labels differ from the manifest's; {FIX}")
         self.spec = spec
-        # fp32 once at load (stored fp16 to keep the bundle small)
+        # fp32 once at load (stored fp16, w1 int8, to keep the bundle small)
         self.arrays = {k: v.astype(np.float32) for k, v in arrays.items() if k != "labels"}
+        if W1_SCALE in self.arrays:
+            self.arrays["w1"] = self.arrays["w1"] * self.arrays.pop(W1_SCALE)
 
     def probs(self, features: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
         """One patch's features (1545,: embedding, then scores) and, for a head with
@@ -69,7 +77,10 @@ class AlertHead:
 def mlp_probs(a: dict, x: np.ndarray) -> np.ndarray:
     """(n, input_dim) features -> (n, labels): standardise, ReLU hidden layer, sigmoid."""
     z = (np.asarray(x, np.float32) - a["mean"].astype(np.float32)) / a["std"].astype(np.float32)
-    h = np.maximum(z @ a["w1"].astype(np.float32) + a["b1"].astype(np.float32), 0.0)
+    w1 = a["w1"].astype(np.float32)
+    if W1_SCALE in a:  # int8 as stored (the recipe's calibration reads the file's arrays)
+        w1 = w1 * np.asarray(a[W1_SCALE], np.float32)
+    h = np.maximum(z @ w1 + a["b1"].astype(np.float32), 0.0)
     logits = h @ a["w2"].astype(np.float32) + a["b2"].astype(np.float32)
     return (1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))).astype(np.float32)
 

@@ -448,6 +448,7 @@ def train_head(out: Path, config: HeadConfig, log=print) -> dict:
         "labels": np.asarray(config.labels),
         "config": np.asarray(json.dumps(asdict(config))),
     }
+    head = quantize_w1(head)
     np.savez(out / "head.npz", **head)
     return head
 
@@ -470,6 +471,18 @@ def with_context(X: np.ndarray, example: np.ndarray, k: int) -> np.ndarray:
 
 def head_context(head) -> int:
     return int(json.loads(str(head["config"])).get("context", 1))
+
+
+def quantize_w1(head: dict) -> dict:
+    """w1 as int8 with one symmetric scale per hidden unit (`w1_scale`): half the fp16 size,
+    which keeps the default bundle under 50 MB with 256 hidden units. Calibration runs on
+    the quantized arrays, so the thresholds are the shipped head's own."""
+    if "w1_scale" in head:
+        return head
+    w1 = np.asarray(head["w1"], np.float32)
+    scale = np.maximum(np.abs(w1).max(0), 1e-8) / 127.0
+    q = np.clip(np.round(w1 / scale), -127, 127).astype(np.int8)
+    return {**head, "w1": q, "w1_scale": scale.astype(np.float32)}
 
 
 def head_probs(head, X: np.ndarray) -> np.ndarray:
@@ -588,7 +601,10 @@ def write_to_bundle(bundle: Path, out: Path, calibration: dict, persistence: int
             "dev_hours": calibration["dev_hours"],
             "false_per_hour_per_label": budget,
             "recipe": f"python -m soundflow.train.alert_head --out DIR --budget {budget} "
-            f"--persistence {persistence} --min-dev-recall "
+            f"--hidden {config['hidden']} --epochs {config.get('epochs', HeadConfig.epochs)} "
+            + (f"--context {config['context']} " if config.get("context", 1) > 1 else "")
+            + (f"--onset-weight {ow} " if (ow := config.get("onset_weight", 1.0)) != 1.0 else "")
+            + f"--persistence {persistence} --min-dev-recall "
             f"{calibration.get('min_dev_recall', 0.0)}{' --decides' if decides else ''} "
             "--bundle BUNDLE",
             "dev_recall": {k: v.get("dev_recall") for k, v in calibration["labels"].items()},
