@@ -352,6 +352,7 @@ def run(
     log=print,
     text: str = SPEECH,
     caption_budget_ms: float | None = None,
+    alerts: str | None = None,
     workers: list[int] | None = None,
 ) -> dict:
     """`caption_budget_ms`: every stream's reading deadline (a hello option; None: the
@@ -360,6 +361,8 @@ def run(
     # only captions are scored: alerts and assist answers are not the words spoken
     reference = words if mode == "transcribe" else None
     options = {} if caption_budget_ms is None else {"caption_budget_ms": caption_budget_ms}
+    if alerts is not None:
+        options["alerts"] = alerts
     rows = []
     for batch, nw in [(b, w) for w in workers or [1] for b in batches]:
         proc, url = _start_server(bundle, batch, threads, provider, nw)
@@ -384,6 +387,7 @@ def run(
         "seconds": seconds,
         "mode": mode,
         "caption_budget_ms": caption_budget_ms,  # None: the bundle's
+        "alerts": alerts,  # alert mode's decider; None: the bundle's
         # what every stream sends: its length, whole repetitions of the text, and the
         # words spoken (the reference; None without espeak-ng)
         "sent_s": len(pcm) / RATE,

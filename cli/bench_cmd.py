@@ -503,10 +503,18 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
     show_default=True,
 )
 @CAPTION_BUDGET
+@click.option(
+    "--alerts",
+    type=click.Choice(["tagger", "protocol", "audioset"]),
+    default=None,
+    help="Alert mode's decider for every stream (a hello option; default: the bundle's). "
+    "audioset decides from the PCM alone and skips the Whisper encoder.",
+)
 @JSON
 def serve_(
-    bundle, streams, seconds, batches, workers, mode, threads, provider, caption_budget_ms, json_out
-):
+    bundle, streams, seconds, batches, workers, mode, threads, provider, caption_budget_ms,
+    alerts, json_out,
+):  # fmt: skip
     """N real-time WebSocket streams against one `soundflow serve` process, per batch mode:
     streams held at real time, decision latency p50/p99, server CPU and RSS, and in
     transcribe mode the captions' WER (pooled over the streams, and the worst stream's).
@@ -537,6 +545,7 @@ def serve_(
                 provider,
                 caption_budget_ms=caption_budget_ms,
                 workers=[int(x) for x in workers.split(",") if x.strip()],
+                alerts=alerts,
             )
         ),
         json_out,

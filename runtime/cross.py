@@ -317,6 +317,9 @@ class CrossDecoderStream(DecoderStream):
         self._reader = None  # the tagger's confirming reader (VerifySpec), where it has one
         # ... or by the AudioSet branch (runtime/audioset_alerts.py), which hears each chunk's PCM
         self.wants_pcm = self.mode == "alert" and audioset_alerts.decides(spec, options)
+        # ... and then reads no encoder output: the loop and serve skip the Whisper encoder
+        # (the chunk's cost is YAMNet's ~2 ms, not the window's encoding)
+        self.needs_embeds = not self.wants_pcm
         if self.wants_pcm:
             self.alerts = audioset_alerts.stream_rule(engine, options, engine.spec.chunk_ms / 1000)
             self._alert_ids, self._alert = self.alerts.tag_ids, []

@@ -72,7 +72,7 @@ class Chunk:
     index: int
     t: float  # stream seconds at the end of the chunk
     ready: float  # monotonic time its audio was complete
-    embeds: np.ndarray
+    embeds: np.ndarray | None  # None where the stream decides from PCM alone (`needs_embeds`)
     pcm: np.ndarray | None  # the chunk's samples, for fallback bundles and `decoder.wants_pcm`
 
 
@@ -276,9 +276,18 @@ class Loop:
         except Exception:  # noqa: BLE001 - a broken counter is no reason to stop listening
             return 0
 
-    def encode(self, chunk: np.ndarray) -> np.ndarray:
-        """A sanitised chunk -> its embeddings, through the Loop's encoder state; output
-        that turns non-finite resets the state (counted, a `state_reset` notice)."""
+    @property
+    def needs_embeds(self) -> bool:
+        """Whether the decoder reads the encoder's output: a stream deciding from the PCM
+        alone (alerts by the AudioSet branch) does not, and its encoder never runs."""
+        return getattr(self.decoder, "needs_embeds", True)
+
+    def encode(self, chunk: np.ndarray) -> np.ndarray | None:
+        """A sanitised chunk -> its embeddings, through the Loop's encoder state (None where
+        the decoder does not read them); output that turns non-finite resets the state
+        (counted, a `state_reset` notice)."""
+        if not self.needs_embeds:
+            return None
         embeds = self.encoder.encode(chunk)
         if np.isfinite(embeds).all():
             return embeds

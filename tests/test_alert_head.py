@@ -253,3 +253,28 @@ def test_an_int8_w1_is_read_back_scaled_and_refused_without_its_scale(tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="int8 w1 needs w1_scale"):
         AA.AlertHead(load_spec(bundle).audioset.head)  # read as floats: 100x too large
+
+
+def test_audioset_alerts_skip_the_whisper_encoder(default_engine, monkeypatch):
+    """Alerts by the AudioSet branch decide from the PCM alone: the loop never runs the
+    Whisper encoder for them (the tagger's alert mode does, every chunk), and the alarm is
+    still named."""
+    from soundflow.train.data import procedural
+    from soundflow.train.evaluate import run_stream
+
+    engine = default_engine
+    real, calls = engine.encode, []
+
+    def counted(*args, **kw):  # the real encoder, counted
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(engine, "encode", counted)
+    rng = np.random.default_rng(0)
+    alarm = 0.5 * procedural.SOUNDS["smoke_alarm"].make(procedural.Params(rng, "eval"))
+    x = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), alarm.astype(np.float32)])
+    responses, summary = run_stream(engine, x, "alert", alerts="audioset")
+    assert calls == [] and summary.chunks >= 10
+    assert responses and responses[0].alert == "smoke_alarm"
+    run_stream(engine, x, "alert", alerts="tagger")
+    assert len(calls) >= summary.chunks

@@ -391,6 +391,18 @@ def test_bench_serve_scores_captions():
     assert cap["tried"] == [1] and cap["largest_held"] in (0, 1)
 
 
+def test_bench_serve_alert_streams_by_the_audioset_branch():
+    """Two real-time alert streams decided by the AudioSet branch (a hello option) against
+    a real server: held, and no error."""
+    pytest.importorskip("websockets")
+    from soundflow.benchmarks import serve as sv
+
+    result = sv.run(None, [2], 3, ["off"], "alert", log=lambda *_: None, alerts="audioset")
+    (row,) = result["rows"]
+    assert result["alerts"] == "audioset" and row["chunks"] >= 2 * 7
+    assert row["held_realtime"] == 2 and row["overruns"] == 0
+
+
 def test_bench_serve_capacity_is_the_largest_count_held_within_the_wer_slack():
     from soundflow.benchmarks.serve import capacities, table
 

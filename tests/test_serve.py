@@ -407,10 +407,13 @@ def test_hello_validation_and_binding():
         '{"channels": 0}',
         '{"options": {"beam": 4}}',
         '{"options": {"threshold": "x"}}',
+        '{"options": {"alerts": "yamnet"}}',
+        '{"options": {"alerts": 1}}',
         b"\x00",
     ):
         with pytest.raises(ProtocolError):
             parse_hello(bad)
+    assert parse_hello('{"options": {"alerts": "audioset"}}').options == {"alerts": "audioset"}
     with pytest.raises(ValueError, match="without a token"):
         ServerConfig(host="0.0.0.0")
     ServerConfig(host="0.0.0.0", token="t")

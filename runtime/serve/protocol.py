@@ -12,6 +12,7 @@ import numpy as np
 
 from soundflow.audio import SAMPLE_RATE
 from soundflow.runtime.events import Event, Notice
+from soundflow.runtime.options import ALERTS
 
 PROTOCOL_VERSION = 1
 FORMATS = {"s16le": "<i2", "f32le": "<f4", "s32le": "<i4"}
@@ -36,6 +37,9 @@ HELLO_OPTIONS = {  # RuntimeOptions fields a stream may set (range-checked there
     # (0 lifts the bound); a server under load may want its streams' deadline longer
     "caption_calls": int,
     "caption_budget_ms": float,
+    # alert mode's decider (RuntimeOptions.ALERTS): "audioset" decides from the PCM alone,
+    # so the stream skips the Whisper encoder (a fraction of a transcribe stream's cost)
+    "alerts": ALERTS,
 }
 
 
@@ -119,6 +123,13 @@ def parse_hello(text: str | bytes) -> Hello:
                 CLOSE_INVALID,
             )
         if v is None:
+            continue
+        if isinstance(kind, tuple):  # one of these strings
+            if v not in kind:
+                raise ProtocolError(
+                    "invalid_hello", f"hello: option {k} {v!r}: use one of {kind}", CLOSE_INVALID
+                )
+            clean[k] = v
             continue
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise ProtocolError(

@@ -106,25 +106,32 @@ class Scheduler:
             return
         self.rounds += 1
         self.batch_sizes.add(len(got))
+        # streams that decide from the PCM alone (AudioSet alerts) skip the encoder
+        need = [i for i, s in enumerate(got) if s.loop.needs_embeds]
         try:
             if self.config.batch == "off":
-                encoded = [
-                    s.loop.encoder.engine.encode(c[None], s.loop.encoder.state)
-                    for s, (c, _, _) in zip(got, chunks, strict=True)
+                done = [
+                    s.loop.encoder.engine.encode(chunks[i][0][None], s.loop.encoder.state)
+                    for i, s in ((i, got[i]) for i in need)
                 ]
-                self.encoder.calls += len(got)
+                self.encoder.calls += len(need)
             else:
-                encoded = self.encoder.encode(
-                    [c for c, _, _ in chunks], [s.loop.encoder.state for s in got]
-                )
+                done = self.encoder.encode(
+                    [chunks[i][0] for i in need], [got[i].loop.encoder.state for i in need]
+                ) if need else []  # fmt: skip
         except ORT_ERRORS as e:
             for s in got:
                 self._fail(s, f"encoder failed: {first_line(e)}")
             return
+        encoded: list = [(None, None)] * len(got)
+        for i, result in zip(need, done, strict=True):
+            encoded[i] = result
         items = []
         for s, (pcm, ready, t), (embeds, state) in zip(got, chunks, encoded, strict=True):
             loop = s.loop
-            if np.isfinite(embeds).all():
+            if embeds is None:
+                pass  # not read (the loop's needs_embeds)
+            elif np.isfinite(embeds).all():
                 loop.encoder.state = state
             else:  # the Loop's own recovery: reset the state, encode again, notice
                 embeds = loop.encode(pcm)
