@@ -86,7 +86,7 @@ import click
 @click.option(
     "--until-stage",
     default=None,
-    help="whisper-* recipes: stop after this stage (checkpointed); continue with --resume.",
+    help="Stop after this stage (checkpointed); continue with --resume (whisper-* recipes).",
 )
 @click.option(
     "--init-bundle",
@@ -134,7 +134,7 @@ def train(
         # clone named `soundflow` there would be trained instead of the installed package.
         raise SystemExit(subprocess.call(cmd, env={**os.environ, "PYTHONSAFEPATH": "1"}))
     if recipe.startswith("whisper"):
-        _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init_bundle)
+        _train_whisper(recipe, out, data, resume, whisper, frames, until, until_stage, init_bundle)
         return
     if init_bundle is not None:
         raise click.ClickException("--init-bundle is for whisper-* recipes")
@@ -164,7 +164,9 @@ def train(
         click.echo(f"checkpoint written to {out} ({metrics})")
 
 
-def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init_bundle) -> None:
+def _train_whisper(
+    recipe, out, data, resume, whisper, frames, until, until_stage, init_bundle
+) -> None:
     try:
         import torch
 
@@ -187,7 +189,8 @@ def _train_whisper(recipe, out, data, resume, whisper, frames, until_stage, init
             frames or out / "frames",
             whisper_dir=whisper,
             resume=resume,
-            until=until_stage,
+            until=until,
+            until_stage=until_stage,
             init_bundle=init_bundle,
             log=click.echo,
         )

@@ -9,6 +9,7 @@ fine-tuning on interleaved streams, with history-review and comprehension-aware 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from soundflow import protocol
 from soundflow.train.config import EncoderConfig, ModelConfig, tiny_decoder
@@ -27,6 +28,7 @@ class Stage:
     task_weights: tuple[tuple[str, float], ...] = tuple((t, 1.0) for t in protocol.TASKS)
     trainable: str = "all"  # one of TRAINABLE: which parameters this stage updates
     warmup: int = 20  # linear warm-up steps, then cosine decay to lr / 10
+    floor: ClassVar[float] = 0.1  # the schedule's end, a share of lr (train/trainer.py lr_at)
 
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:

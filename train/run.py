@@ -11,7 +11,8 @@ import torch
 from soundflow import protocol
 from soundflow.train.checkpoint import load_checkpoint
 from soundflow.train.dataset import ShardSource, TextSource, ToySource
-from soundflow.train.model import SoundFlowModel
+from soundflow.train.decoder_kind import DecoderKind, plan
+from soundflow.train.model import SoundFlowModel, parameter_counts
 from soundflow.train.pretrained import load_pretrained
 from soundflow.train.recipes import TrainRecipe
 from soundflow.train.tokenizer import load_tokenizer, train_tokenizer
@@ -93,12 +94,16 @@ def run(
     if rank == 0:
         (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
     try:
+        kind = DecoderKind(recipe, model, tok, train_src, eval_src)
+        if rank == 0:
+            mode = strategy if size > 1 else "single"
+            log(
+                f"parameters: {parameter_counts(model)}; {size} rank(s) ({mode}), "
+                f"{kind.micro} samples/micro-batch"
+            )
         metrics = train(
-            recipe,
-            model,
-            tok,
-            train_src,
-            eval_src,
+            plan(recipe),
+            kind,
             out,
             resume=resume,
             until=until,

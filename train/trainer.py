@@ -1,4 +1,5 @@
-"""The staged training loop: single process or data-parallel under torchrun (DDP).
+"""The one staged training loop, for every model kind (train/decoder_kind.py, Whisper's in
+train/whisper_train.py): single process or data-parallel under torchrun (DDP / FSDP).
 
 Rank 0 alone logs and writes checkpoints; `--resume` continues from trainer_state/,
 at the same stage and step, on any number of ranks.
@@ -20,9 +21,8 @@ import torch
 from torch import distributed as dist
 
 from soundflow import protocol
-from soundflow.train.checkpoint import save_checkpoint
 from soundflow.train.dataset import Segment, StreamSource, draw
-from soundflow.train.model import SoundFlowModel, combine_losses, parameter_counts
+from soundflow.train.model import LossTerms, SoundFlowModel, combine_losses
 from soundflow.train.parallel import Parallel, autocast
 from soundflow.train.recipes import Stage, TrainRecipe
 from soundflow.train.sequence import IGNORE, layout
@@ -123,12 +123,15 @@ def max_sequence(recipe: TrainRecipe, cfg) -> int:
     return 2 + chunks * (cfg.embeds_per_chunk + 1) + chunks * 2
 
 
-def lr_at(step: int, stage: Stage) -> float:
-    """Linear warm-up, then cosine decay to a tenth, within one stage."""
+def lr_at(step: int, stage, peak: float) -> float:
+    """The one schedule: linear warm-up over `stage.warmup` steps, then cosine decay to
+    `stage.floor` x peak at the stage's end (a tenth for decoder-only stages, 0 for Whisper's).
+    The float operations are in the order the Whisper loop used, which shipped the default."""
     if step < stage.warmup:
-        return stage.lr * (step + 1) / stage.warmup
-    progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
-    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        return peak * (step + 1) / stage.warmup
+    span = max(1, stage.steps - stage.warmup)
+    angle = math.pi * min(step - stage.warmup, span) / span
+    return peak * (stage.floor + (1 - stage.floor) * (0.5 * (1 + math.cos(angle))))
 
 
 def set_trainable(model: TrainableModel, which: str) -> list[torch.nn.Parameter]:
@@ -160,54 +163,83 @@ class Position:
         return cls(d.get("stage", 0), d["step"], d.get("global_step", d["step"]))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The trainer's view of a recipe: its stages (each with name, steps, warmup, floor,
+    trainable) and how often to log, evaluate and write a checkpoint, in steps."""
+
+    name: str
+    stages: tuple
+    log_every: int = 10
+    ckpt_every: int = 100
+    eval_every: int = 100
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+
+@runtime_checkable
+class Kind(Protocol):
+    """What one model kind brings to the trainer: its model, the parameter groups a stage
+    trains, this rank's micro-batches of a step, their loss terms, an evaluation and its
+    checkpoint layout. Stages, schedule, optimizer, resume and logging are the trainer's."""
+
+    model: torch.nn.Module
+    batch_size: int  # samples per step, all ranks together
+    weight_decay: float
+
+    def param_groups(self, stage) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """(parameters, peak learning rate) per group; only these get gradients."""
+        ...
+
+    def batches(self, stage, pos: Position) -> list:
+        """This rank's micro-batches of step `pos` (drawn from the step alone: resumable)."""
+        ...
+
+    def label_counts(self, batches: list) -> dict[str, float]: ...
+
+    def loss_terms(self, model: torch.nn.Module, batch, totals: dict[str, float]) -> LossTerms:
+        """One micro-batch's terms, each its sum over `totals` (the step's label counts)."""
+        ...
+
+    def evaluate(self, stage) -> dict | None: ...
+
+    def save(self, out: Path, weights: dict, extra: dict, pos: Position) -> None: ...
+
+
 def train(
-    recipe: TrainRecipe,
-    model: TrainableModel,
-    tokenizer,
-    source: StreamSource,
-    eval_source: StreamSource | None,
+    plan: Plan,
+    kind: Kind,
     out: Path,
     resume: bool = False,
     until: int | None = None,
     strategy: str = "ddp",
     log=print,
 ) -> dict:
-    """Run the recipe's stages in order; returns the last logged metrics.
+    """Run the plan's stages in order on `kind`; returns the last logged metrics.
 
     `until` stops at that global step (checkpointed) without changing any schedule, so a
     long recipe can run in pieces and continue with `resume`, on any number of ranks.
     `strategy`: "ddp" (replicas) or "fsdp" (sharded parameters) when several ranks run.
     """
     rank, size = world()
-    tc = recipe.train
-    if tc.batch_size % (size * tc.grad_accum):
-        raise ValueError(
-            f"batch_size {tc.batch_size} is not divisible by "
-            f"{size} ranks x {tc.grad_accum} accumulation steps"
-        )
     device = torch.device(
         f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     )
     parallel = Parallel(strategy, size)
-    if rank == 0:
-        log(
-            f"parameters: {parameter_counts(model)}; {size} rank(s) ({strategy if size > 1 else 'single'}), "
-            f"{tc.batch_size // (size * tc.grad_accum)} samples/micro-batch"
-        )
-    model.to(device)
-    parallel.prepare(model)
+    kind.model.to(device)
+    parallel.prepare(kind.model)
     state_dir = out / "trainer_state"
     pos = Position()
     if resume and (state_dir / "state.json").is_file():
         pos = Position.load(state_dir)
-        name = recipe.stages[min(pos.stage, len(recipe.stages) - 1)].name
+        name = plan.stages[min(pos.stage, len(plan.stages) - 1)].name
         log(f"resumed at step {pos.global_step} (stage {name}, step {pos.step}) from {state_dir}")
     metrics: dict = {}
-    ctx = StageContext(
-        recipe, model, parallel, tokenizer, source, eval_source, out, device, until, log
-    )
-    while pos.stage < len(recipe.stages):
-        stage = recipe.stages[pos.stage]
+    ctx = StageContext(plan, kind, parallel, out, until, log)
+    while pos.stage < len(plan.stages):
+        stage = plan.stages[pos.stage]
         metrics = _run_stage(ctx, stage, pos, resume_optimizer=resume and pos.step > 0)
         if pos.step < stage.steps:  # stopped by `until`
             break
@@ -220,70 +252,47 @@ def train(
 class StageContext:
     """What every stage of one `train` call shares (the stage and the position vary)."""
 
-    recipe: TrainRecipe
-    model: TrainableModel
+    plan: Plan
+    kind: Kind
     parallel: Parallel
-    tokenizer: Any
-    source: StreamSource
-    eval_source: StreamSource | None
     out: Path
-    device: torch.device
     until: int | None
     log: Callable[..., None]
 
 
-def _run_stage(ctx: StageContext, stage: Stage, pos: Position, resume_optimizer: bool) -> dict:
-    recipe, model, parallel, tokenizer = ctx.recipe, ctx.model, ctx.parallel, ctx.tokenizer
-    source, eval_source, out, device = ctx.source, ctx.eval_source, ctx.out, ctx.device
-    until, log = ctx.until, ctx.log
+def _run_stage(ctx: StageContext, stage, pos: Position, resume_optimizer: bool) -> dict:
     rank, size = world()
-    tc, cfg = recipe.train, model.cfg
-    micro = tc.batch_size // (size * tc.grad_accum)
-    params = set_trainable(model, stage.trainable)
-    step_model = parallel.wrap(model)
-    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=tc.weight_decay)
-    state_dir = out / "trainer_state"
+    kind, plan = ctx.kind, ctx.plan
+    groups = kind.param_groups(stage)
+    params = [p for ps, _ in groups for p in ps]
+    for p in kind.model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    step_model = ctx.parallel.wrap(kind.model)
+    opt = torch.optim.AdamW(
+        [{"params": ps} for ps, _ in groups], lr=groups[0][1], weight_decay=kind.weight_decay
+    )
     if resume_optimizer:
-        state = torch.load(state_dir / "optimizer.pt", weights_only=True)
-        parallel.load_optimizer_state(model, opt, state)
-    tasks = tuple(t for t, _ in stage.task_weights)
-    weights = np.array([w for _, w in stage.task_weights], dtype=np.float64)
-    batcher = Batcher(tokenizer, cfg)
-    seed = tc.seed * 1000 + pos.stage  # each stage draws its own samples
+        state = torch.load(ctx.out / "trainer_state" / "optimizer.pt", weights_only=True)
+        ctx.parallel.load_optimizer_state(kind.model, opt, state)
     if rank == 0:
-        log(
-            f"stage {pos.stage + 1}/{len(recipe.stages)} {stage.name}: {stage.steps} steps, "
-            f"trainable={stage.trainable}, chunks/sample={stage.chunks_per_sample}"
+        ctx.log(
+            f"stage {pos.stage + 1}/{len(plan.stages)} {stage.name}: {stage.steps} steps, "
+            f"trainable={stage.trainable}"
         )
     metrics: dict = {}
     t0, seen = time.time(), 0
-    while pos.step < stage.steps and (until is None or pos.global_step < until):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(pos.step, stage)
-        model.train()
+    while pos.step < stage.steps and (ctx.until is None or pos.global_step < ctx.until):
+        for g, (_, peak) in zip(opt.param_groups, groups, strict=True):
+            g["lr"] = lr_at(pos.step, stage, peak)
+        kind.model.train()
         opt.zero_grad(set_to_none=True)
-        batches = []
-        for a in range(tc.grad_accum):
-            first = pos.step * tc.batch_size + (rank * tc.grad_accum + a) * micro
-            segs = [
-                draw(
-                    source,
-                    seed,
-                    first + i,
-                    tasks,
-                    stage.chunks_per_sample,
-                    cfg.chunk_ms,
-                    stage.focus_prob,
-                    weights / weights.sum(),
-                )
-                for i in range(micro)
-            ]
-            batches.append(batcher(segs, model))
-        totals = _all_sum(label_counts(batches), size)  # 2 ranks == 1 process, exactly
+        batches = kind.batches(stage, pos)
+        totals = _all_sum(kind.label_counts(batches), size)  # 2 ranks == 1 process, exactly
         sums: dict[str, float] = {}
-        for pcm, lays, ctc in batches:
-            with autocast(device):
-                terms = combine_losses(step_model(pcm.to(device), lays, ctc), totals, tc.loss)
+        for batch in batches:
+            terms = kind.loss_terms(step_model, batch, totals)
             (terms.loss * size).backward()  # DDP and FSDP average gradients over ranks
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
@@ -291,43 +300,39 @@ def _run_stage(ctx: StageContext, stage: Stage, pos: Position, resume_optimizer:
         opt.step()
         pos.step += 1
         pos.global_step += 1
-        seen += tc.batch_size
+        seen += kind.batch_size
         sums = _all_sum(sums, size)  # each rank held its share of the step's means
-        last = pos.step == stage.steps or pos.global_step == until
+        last = pos.step == stage.steps or pos.global_step == ctx.until
         if rank == 0:
-            with open(out / "train_log.jsonl", "a") as f:
+            with open(ctx.out / "train_log.jsonl", "a") as f:
                 f.write(json.dumps({"step": pos.global_step, "stage": stage.name, **sums}) + "\n")
-        if rank == 0 and (pos.step % tc.log_every == 0 or last):
+        if rank == 0 and (pos.step % plan.log_every == 0 or last):
             metrics = {
                 "step": pos.global_step,
                 "stage": stage.name,
                 **{k: round(v, 4) for k, v in sums.items()},
-                "lr": round(lr_at(pos.step - 1, stage), 6),
+                "lr": round(opt.param_groups[-1]["lr"], 6),
                 "samples_per_s": round(seen / (time.time() - t0), 2),
             }
-            log(
-                _progress(pos, stage, recipe, metrics["samples_per_s"] / tc.batch_size)
+            ctx.log(
+                _progress(pos, stage, plan, metrics["samples_per_s"] / kind.batch_size)
                 + " "
                 + " ".join(f"{k}={v}" for k, v in metrics.items())
             )
         # Sharded parameters need every rank for evaluation and for gathering a checkpoint.
-        if (
-            eval_source is not None
-            and (pos.step % tc.eval_every == 0 or last)
-            and (rank == 0 or parallel.sharded)
-        ):
-            ev = evaluate(model, batcher, eval_source, recipe, stage, device)
-            if rank == 0:
-                log("eval " + " ".join(f"{k}={v}" for k, v in ev.items()))
+        if (pos.step % plan.eval_every == 0 or last) and (rank == 0 or ctx.parallel.sharded):
+            ev = kind.evaluate(stage)
+            if rank == 0 and ev is not None:
+                ctx.log("eval " + " ".join(f"{k}={v}" for k, v in ev.items()))
                 metrics.update({f"eval_{k}": v for k, v in ev.items()})
-        if pos.step % tc.ckpt_every == 0 or last:
-            _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg)
+        if pos.step % plan.ckpt_every == 0 or last:
+            _checkpoint(ctx, opt, stage, pos)
     return metrics
 
 
-def _progress(pos: Position, stage: Stage, recipe: TrainRecipe, steps_per_s: float) -> str:
+def _progress(pos: Position, stage, plan: Plan, steps_per_s: float) -> str:
     """`[3180/8000 40% | streaming 780/4400 | stage eta 34m]`: a progress bar that logs."""
-    total = recipe.total_steps
+    total = plan.total_steps
     eta = (stage.steps - pos.step) / max(steps_per_s, 1e-9)
     return (
         f"[{pos.global_step}/{total} {100 * pos.global_step // total}% | {stage.name} "
@@ -335,25 +340,17 @@ def _progress(pos: Position, stage: Stage, recipe: TrainRecipe, steps_per_s: flo
     )
 
 
-def _checkpoint(model, parallel, opt, tokenizer, out, recipe, stage, pos, cfg) -> None:
-    """Gather (all ranks, under FSDP) and write (rank 0) the model and the trainer state."""
+def _checkpoint(ctx: StageContext, opt, stage, pos: Position) -> None:
+    """Gather (all ranks, under FSDP) and write (rank 0) the model, in its kind's layout,
+    and the trainer state: the optimizer and the position, which `--resume` reads."""
     rank, _ = world()
-    weights = parallel.model_state(model)
-    opt_state = parallel.optimizer_state(model, opt)
+    weights = ctx.parallel.model_state(ctx.kind.model)
+    opt_state = ctx.parallel.optimizer_state(ctx.kind.model, opt)
     if rank != 0:
         return
-    extra = {
-        "recipe": recipe.name,
-        "step": pos.global_step,
-        "stage": stage.name,
-        "tasks": sorted({t for s in recipe.stages for t, _ in s.task_weights}),
-        "max_sequence": max_sequence(recipe, cfg),
-    }
-    if isinstance(model, SavesOwnCheckpoint):  # a pretrained audio LLM: its HF layout
-        model.save_checkpoint(tokenizer, out, extra=extra)
-    else:
-        save_checkpoint(model, tokenizer, out, state_dict=weights, extra=extra)
-    state_dir = out / "trainer_state"
+    extra = {"recipe": ctx.plan.name, "step": pos.global_step, "stage": stage.name}
+    ctx.kind.save(ctx.out, weights, extra, pos)
+    state_dir = ctx.out / "trainer_state"
     state_dir.mkdir(exist_ok=True)
     torch.save(opt_state, state_dir / "optimizer.pt.tmp")
     os.replace(state_dir / "optimizer.pt.tmp", state_dir / "optimizer.pt")

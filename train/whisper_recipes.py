@@ -1,10 +1,11 @@
-"""The Whisper recipes (train/whisper_train.py runs them): stages, task mixes and steps, as
-plain data, so what reads a bundle's recipe name (train/whisper_warmstart.py) needs no loop.
+"""The Whisper recipes (run by train/trainer.py on the kind in train/whisper_train.py): stages,
+task mixes and steps as plain data, so what reads a bundle's recipe name needs no loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,12 @@ class Stage:
     trainable: str  # "new" (appended tokens) | "cross" (+ cross-attention q/out) | "decoder"
     tasks: dict[str, float]  # task mix
     captions: str = "word"  # transcribe targets: each word at its end, or "phrase"s
+    floor: ClassVar[float] = 0.0  # the schedule decays to 0 (train/trainer.py lr_at)
+
+    @property
+    def warmup(self) -> int:
+        """Linear warm-up steps: a tenth of the stage, 1 to 20."""
+        return max(1, min(20, self.steps // 10))
 
 
 @dataclass(frozen=True)

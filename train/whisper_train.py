@@ -1,12 +1,9 @@
-"""Fine-tune the Whisper-based model through the paper's four stages on stream shards, with the
-encoder frozen: every stream is encoded once (its frames cached on disk), then only the
-decoder trains. Checkpoints and optimizer state are written every few minutes for --resume.
+"""The Whisper kind for the one trainer (train/trainer.py): the encoder stays frozen, so every
+stream is encoded once (its frames cached on disk) and only the decoder trains on them.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 import zlib
 from dataclasses import asdict
@@ -17,7 +14,10 @@ import torch
 
 from soundflow import audio, protocol
 from soundflow.train.dataset import ShardSource, chunk_targets
+from soundflow.train.model import LossTerms
+from soundflow.train.trainer import Plan, Position, train
 from soundflow.train.whisper_model import (
+    IGNORE,
     WhisperSoundFlow,
     cross_layout,
     load_whisper_checkpoint,
@@ -25,7 +25,7 @@ from soundflow.train.whisper_model import (
     segment_losses,
 )
 
-# The recipes (plain data) sit below both this loop and train/whisper_warmstart.py, which
+# The recipes (plain data) sit below both this kind and train/whisper_warmstart.py, which
 # reads a bundle's recipe; their names stay importable from here.
 from soundflow.train.whisper_recipes import (  # noqa: F401
     ALL,
@@ -189,11 +189,81 @@ def make_batch(model, tok, cache: FrameCache, recipe, stage, step: int, pool=Non
     return torch.from_numpy(np.stack(memories)), layouts, lengths
 
 
-def lr_at(step: int, stage: Stage, base: float) -> float:
-    warm = max(1, min(20, stage.steps // 10))
-    if step < warm:
-        return base * (step + 1) / warm
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, stage.steps - warm)))
+class WhisperKind:
+    """The Whisper kind for train/trainer.py: cached frames -> one batch per step -> the
+    decoder's loss terms L = L_lm + lam * L_stream; its checkpoint keeps the lineage."""
+
+    weight_decay = 0.0
+
+    def __init__(
+        self,
+        recipe: WhisperRecipe,
+        model: WhisperSoundFlow,
+        tok,
+        cache: FrameCache,
+        ready_only: bool = False,
+        lineage: list[dict] | None = None,
+    ):
+        self.recipe, self.model, self.tok, self.cache = recipe, model, tok, cache
+        self.batch_size = recipe.batch
+        self.ready_only, self.lineage = ready_only, list(lineage or [])
+        self.pool = cache.ready() if ready_only else None
+
+    def param_groups(self, stage: Stage) -> list[tuple[list[torch.nn.Parameter], float]]:
+        new, layers = set_trainable(self.model, stage.trainable)
+        return [(new["params"], self.recipe.new_lr), (layers["params"], stage.lr)]
+
+    def batches(self, stage: Stage, pos: Position) -> list:
+        if self.ready_only and pos.step % 10 == 0:
+            self.pool = self.cache.ready()
+            if not self.pool:
+                raise FileNotFoundError(f"no cached frames in {self.cache.root} yet")
+        r, m = self.recipe, self.model
+        return [make_batch(m, self.tok, self.cache, r, stage, pos.step, self.pool)]
+
+    def label_counts(self, batches: list) -> dict[str, float]:
+        lays = [lay for _, ls, _ in batches for lay in ls]
+        return {
+            "n_lm": float(sum(x != IGNORE for lay in lays for x in lay.lm)),
+            "n_stream": float(sum(x != IGNORE for lay in lays for x in lay.control)),
+        }
+
+    def loss_terms(self, model, batch, totals: dict[str, float]) -> LossTerms:
+        frames, layouts, lengths = batch
+        losses = segment_losses(model, frames, layouts, lengths)
+        lm = losses["lm"] / max(totals["n_lm"], 1.0)
+        stream = losses["stream"] / max(totals["n_stream"], 1.0)
+        return LossTerms(loss=lm + self.recipe.lam * stream, lm=lm, stream=stream)
+
+    def evaluate(self, stage: Stage) -> None:
+        return None  # held-out numbers come from `soundflow eval` on the exported bundle
+
+    def save(self, out: Path, weights: dict, extra: dict, pos: Position) -> None:
+        r = self.recipe
+        extra = {
+            "recipe": r.name,
+            "stage": pos.stage,
+            "step": pos.step,
+            "stages": [asdict(s) for s in r.stages],
+            # Every run this model's weights went through, oldest first (a continuation adds one).
+            "lineage": [*self.lineage, {"recipe": r.name, "steps": pos.global_step}],
+        }
+        save_whisper_checkpoint(self.model, self.tok, out / "checkpoint", extra)
+
+
+def plan(recipe: WhisperRecipe, ckpt_every: int = 200) -> Plan:
+    """Checkpoints every `ckpt_every` steps (~4 min on 2 cores) and at each stage's end."""
+    return Plan(
+        recipe.name, recipe.stages, log_every=10, ckpt_every=ckpt_every, eval_every=ckpt_every
+    )
+
+
+def stage_end(recipe: WhisperRecipe, name: str) -> int:
+    """The global step at which stage `name` ends (what --until-stage stops at)."""
+    names = [s.name for s in recipe.stages]
+    if name not in names:
+        raise ValueError(f"recipe {recipe.name} has no stage {name!r}; stages: {names}")
+    return sum(s.steps for s in recipe.stages[: names.index(name) + 1])
 
 
 def train_whisper(
@@ -203,27 +273,37 @@ def train_whisper(
     frames_dir: Path,
     whisper_dir: Path | None = None,
     resume: bool = True,
-    until: str | None = None,
-    checkpoint_every_s: float = 300.0,
+    until: int | None = None,
+    until_stage: str | None = None,
+    ckpt_every: int = 200,
     ready_only: bool = False,
     init_bundle: Path | None = None,
     log=print,
 ) -> Path:
-    """Run (or continue) the recipe's stages; returns the checkpoint directory.
-    `ready_only`: draw only from streams whose frames are cached already, rescanning as
-    `precompute_frames` processes add more (trains while they encode; not reproducible
-    sample for sample, so the recipe's default encodes everything first).
-    `init_bundle`: a continuation recipe's starting point, a whisper-cross bundle."""
+    """Run (or continue, from OUT/trainer_state) the recipe's stages on the one trainer;
+    returns the checkpoint directory. `until` / `until_stage`: stop at that global step /
+    after that stage (checkpointed). `ready_only`: draw only from streams whose frames are
+    cached already, rescanning as `precompute_frames` processes add more (trains while they
+    encode; not reproducible sample for sample, so the recipe's default encodes everything
+    first). `init_bundle`: a continuation recipe's starting point, a whisper-cross bundle."""
     from soundflow.train.whisper_ckpt import load_whisper
 
     out = Path(out)
-    state_path = out / "trainer_state.pt"
+    out.mkdir(parents=True, exist_ok=True)
     source = ShardSource(data)
-    if resume and state_path.is_file():
-        model, tok, _ = load_whisper_checkpoint(out / "checkpoint")
-        state = torch.load(state_path, weights_only=False)
-        log(f"resuming at stage {state['stage']} step {state['step']}")
+    if until_stage is not None:
+        end = stage_end(recipe, until_stage)
+        until = end if until is None else min(until, end)
+    resuming = resume and (out / "trainer_state" / "state.json").is_file()
+    if resuming:
+        model, tok, training = load_whisper_checkpoint(out / "checkpoint")
+        lineage = training.get("lineage", [])[:-1]  # the last entry is this run's own
     else:
+        if (out / "trainer_state.pt").is_file():
+            raise ValueError(
+                f"{out} holds a run of the old Whisper loop (trainer_state.pt), which "
+                "--resume no longer reads: train into a fresh --out"
+            )
         tags = sorted(
             {m.group(0) for t in source.texts() for m in protocol.TAG_PATTERN.finditer(t)}
         )
@@ -249,78 +329,12 @@ def train_whisper(
             model, tok = WhisperSoundFlow.from_whisper(
                 load_whisper(whisper_dir), tags, **recipe.dims
             )
-        state = {"stage": 0, "step": 0, "opt": None, "log": [], "lineage": lineage}
     cache = FrameCache(source, model, frames_dir)
     if not ready_only:
         cache.fill(log)
-    pool = cache.ready() if ready_only else None
-    model.train()
-    t_save = time.time()
-    for si in range(state["stage"], len(recipe.stages)):
-        stage = recipe.stages[si]
-        groups = set_trainable(model, stage.trainable)
-        opt = torch.optim.AdamW(groups, lr=1.0, weight_decay=0.0)
-        if state["opt"] is not None and state["stage"] == si:
-            opt.load_state_dict(state["opt"])
-        t0 = time.time()
-        for step in range(state["step"] if state["stage"] == si else 0, stage.steps):
-            for grp in opt.param_groups:
-                base = recipe.new_lr if grp["group"] == "new" else stage.lr
-                grp["lr"] = lr_at(step, stage, base)
-            if ready_only and step % 10 == 0:
-                pool = cache.ready()
-                if not pool:
-                    raise FileNotFoundError(f"no cached frames in {frames_dir} yet")
-            frames, layouts, ctx = make_batch(model, tok, cache, recipe, stage, step, pool)
-            losses = segment_losses(model, frames, layouts, ctx)
-            stream = losses["stream"] / losses["n_stream"].clamp(min=1)
-            lm = losses["lm"] / losses["n_lm"].clamp(min=1)
-            loss = lm + recipe.lam * stream
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-            opt.step()
-            rate = (step + 1 - (state["step"] if state["stage"] == si else 0)) / (time.time() - t0)
-            entry = {"stage": stage.name, "step": step, "lm": float(lm), "stream": float(stream)}
-            state["log"].append(entry)
-            if step % 10 == 0 or step == stage.steps - 1:
-                eta = (stage.steps - step - 1) / max(rate, 1e-9)
-                log(
-                    f"[{stage.name} {step + 1}/{stage.steps}] lm {float(lm):.3f} stream "
-                    f"{float(stream):.4f}  {rate:.2f} step/s  stage ETA {eta / 60:.1f} min"
-                )
-            if time.time() - t_save > checkpoint_every_s:
-                _save(
-                    model,
-                    tok,
-                    out,
-                    recipe,
-                    state | {"stage": si, "step": step + 1, "opt": opt.state_dict()},
-                )
-                t_save = time.time()
-        state.update(stage=si + 1, step=0, opt=None)
-        _save(model, tok, out, recipe, state)
-        if until == stage.name:
-            log(f"stopped after stage {stage.name} (--until)")
-            break
+    kind = WhisperKind(recipe, model, tok, cache, ready_only=ready_only, lineage=lineage)
+    train(plan(recipe, ckpt_every), kind, out, resume=resuming, until=until, log=log)
     return out / "checkpoint"
-
-
-def _save(model, tok, out: Path, recipe: WhisperRecipe, state: dict) -> None:
-    done = sum(s.steps for s in recipe.stages[: state["stage"]]) + state["step"]
-    extra = {
-        "recipe": recipe.name,
-        "stage": state["stage"],
-        "step": state["step"],
-        "stages": [asdict(s) for s in recipe.stages],
-        # Every run this model's weights went through, oldest first (a continuation adds one).
-        "lineage": [*state.get("lineage", []), {"recipe": recipe.name, "steps": done}],
-    }
-    save_whisper_checkpoint(model, tok, out / "checkpoint", extra)
-    tmp = out / "trainer_state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(out / "trainer_state.pt")
-    (out / "train_log.json").write_text(json.dumps(state["log"][-2000:]))
 
 
 def chunk_samples(recipe: WhisperRecipe) -> int:
