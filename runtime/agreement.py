@@ -16,6 +16,10 @@ from functools import lru_cache
 # and more matches than edits, so one shared common word ("the") does not swallow a new word.
 MIN_OVERLAP_MATCHES = 2
 MAX_SKIP = 2  # leading words either hypothesis may have that the other lacks (window edges)
+# More leading words of the earlier hypothesis than MAX_SKIP may be passed over where the
+# window slid past them (a 0.8 s hop moves its left edge 2-3 words): the two then need a run
+# this long to agree on, and the passed-over words are emitted as heard, not lost.
+SLID_RUN = 3
 TAIL = 12  # emitted words the overlap is searched in (a 4.4 s window holds fewer)
 MAX_REPEAT = 3  # a join's repeated fragment ("and and", "is side is side") is up to this long
 # Two readings may spell one word two ways ("patience"/"patients", "weasels"/"weasles"): where
@@ -79,29 +83,48 @@ def overlap_end(emitted: list[str], hyp: list[str]) -> int:
 
 def agreed(prev: list[str], cand: list[str]) -> tuple[int, int]:
     """(words of `prev`, words of `cand`) that the two hypotheses agree on from their start,
-    allowing either to open with up to MAX_SKIP words the other lacks (a word cut at the
-    window's left edge is misread or dropped); a skip needs two agreeing words after it.
-    Both as `key`s."""
+    allowing `cand` to open with up to MAX_SKIP words `prev` lacks and `prev` with any number
+    `cand` lacks (a word cut at the window's left edge is misread or dropped; more than
+    MAX_SKIP where the window slid past `prev`'s first words). A skip needs two agreeing
+    words after it, a slide SLID_RUN. Both as `key`s."""
+    return _agreement(prev, cand)[1:]
+
+
+def _agreement(prev: list[str], cand: list[str]) -> tuple[int, int, int]:
+    """`agreed`, with the leading words of `prev` it passed over first."""
     p, c = prev, cand
-    best = (0, 0, 0)  # (agreeing words - skipped words, end in prev, end in cand)
-    for i in range(min(MAX_SKIP, len(p)) + 1):
+    best = (0, 0, 0, 0)  # (score, skipped in prev, end in prev, end in cand)
+    for i in range(len(p)):
         for j in range(min(MAX_SKIP, len(c)) + 1):
             k = 0
             while i + k < len(p) and j + k < len(c) and p[i + k] == c[j + k]:
                 k += 1
-            if k < (2 if i or j else 1):
+            if k < (1 if not (i or j) else 2 if i <= MAX_SKIP else SLID_RUN):
                 continue
-            if k - i - j > best[0]:
-                best = (k - i - j, i + k, j + k)
-    if best[1] == 0 and len(p) >= 2:
+            # prev's words past MAX_SKIP left the window, which is no disagreement
+            score = k - j - min(i, MAX_SKIP)
+            if score > best[0]:
+                best = (score, i, i + k, j + k)
+    if best[2] == 0 and len(p) >= 2:
         # The whole of `prev` re-read further into `cand` (its first words misread what was
         # already emitted, so the overlap did not strip them: "that past ten the night" after
         # "... that passed in", with "the night" pending): the words were heard twice.
         n = len(p)
         for j in range(MAX_SKIP + 1, len(c) - n + 1):
             if c[j : j + n] == p:
-                return n, j + n
-    return best[1], best[2]
+                return 0, n, j + n
+    return best[1:]
+
+
+def rereads(words: list[str], tail: list[str]) -> bool:
+    """Whether `words` re-read some of the emitted `tail` (two words in a row of it, or a
+    word of 4+ letters alike one of its last 6): a slid-past prefix that is a misread
+    re-reading of emitted words, not words the stream has not captioned yet."""
+    pairs = set(zip(tail, tail[1:], strict=False))
+    if any(pair in pairs for pair in zip(words, words[1:], strict=False)):
+        return True
+    recent = [t for t in tail[-6:] if len(t) >= ALIKE_LETTERS]
+    return any(alike(w, t) for w in words if len(w) >= ALIKE_LETTERS for t in recent)
 
 
 def join_repeat(emitted: list[str], out: list[str], heard: list[str]) -> int:
@@ -194,9 +217,13 @@ class LocalAgreement:
         cand = self.new_words(hyp)
         out: list[Word] = []
         if self.pending:
-            i, j = agreed([w.key for w in self.pending], [w.key for w in cand])
+            pending = [w.key for w in self.pending]
+            slid, i, j = _agreement(pending, [w.key for w in cand])
             if i:
-                out = self.pending[:i]
+                # words the window slid past are emitted as heard, unless they misread
+                # words already emitted ("he sent a conference pin number" again)
+                start = slid if slid > MAX_SKIP and rereads(pending[:slid], self._tail()) else 0
+                out = self.pending[start:i]
                 cand = cand[j:]
             elif not cand:
                 out = self.pending

@@ -55,6 +55,40 @@ def test_agreement_allows_a_word_lost_at_the_left_edge():
     assert agreed("x the".split(), "y the".split()) == (0, 0)
 
 
+def test_words_the_window_slid_past_are_emitted_not_lost():
+    """Readings 0.8 s apart of a held-out flite stream (the live bench's, 0.1 s later in its
+    chunks): nothing was emitted for a while, so each reading starts at the window's left
+    edge, which moves 2-3 words a hop. Agreement from the start alone never met again and
+    lost 14 words ("the whole set if at first ... average" came out as nothing)."""
+    hyps = [
+        "lay the wayals collect the whole set. If at first you don't",
+        "the whole set. If at first you don't succeed you are running about",
+        "If at first you don't succeed you are running about average",
+        "you don't succeed you are running about average you're good nature",
+        "your good nature will bring you",
+    ]
+    out = run(hyps)
+    said = "the whole set if at first you don't succeed you are running about average"
+    assert said in " ".join(out), out
+    assert "your good nature will bring you" in " ".join(out)
+    # a slide needs SLID_RUN agreeing words: two shared words after three passed over are not
+    assert agreed("a b c the dog".split(), "the dog".split()) == (0, 0)
+    assert agreed("a b c the dog ran".split(), "the dog ran far".split()) == (6, 3)
+
+
+def test_slid_past_words_that_misread_emitted_ones_are_not_emitted_again():
+    # Asterisk's prompts: "please enter the conference pin number" was emitted; the next
+    # reading opened with a misreading of it before the new prompt
+    la = LocalAgreement()
+    for h in ["please enter the conference pin number", "please enter the conference pin number"]:
+        la.push(words(h))
+    la.push(words("he sent a conference pin number that is not a valid"))
+    out = [w.key for w in la.push(words("that is not a valid conference number"))]
+    out += [w.key for w in la.flush()]
+    assert out[:5] == "that is not a valid".split(), out
+    assert "sent" not in out
+
+
 def test_a_word_is_emitted_once_two_windows_agree_and_never_twice():
     # windows every 0.8 s over "the quick brown fox jumped over the lazy dog"
     hyps = [
@@ -118,12 +152,12 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(
     engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
-    assert open_stream(engine, RuntimeOptions(mode="transcribe")).captions is not None
-    assert open_stream(engine, RuntimeOptions(mode="alert")).captions is None
-    protocol = RuntimeOptions(mode="transcribe", captions="protocol")
+    assert open_stream(engine, RuntimeOptions.from_flags(mode="transcribe")).captions is not None
+    assert open_stream(engine, RuntimeOptions.from_flags(mode="alert")).captions is None
+    protocol = RuntimeOptions.from_flags(mode="transcribe", captions="protocol")
     assert open_stream(engine, protocol).captions is None
     with pytest.raises(ValueError, match="captions"):
-        RuntimeOptions(captions="sometimes")
+        RuntimeOptions.from_flags(captions="sometimes")
 
     bad = tmp_path / "bad"
     shutil.copytree(engine.spec.path, bad)
@@ -145,12 +179,12 @@ def test_captions_method_is_read_from_the_manifest_and_a_flag_overrides_it(
         with pytest.raises(BundleError, match="decision.captions.budget_ms"):
             validate_manifest(manifest, bad / "manifest.json")
     with pytest.raises(ValueError, match="caption_budget_ms"):
-        RuntimeOptions(caption_budget_ms=-1.0)
+        RuntimeOptions.from_flags(caption_budget_ms=-1.0)
     # The time bound protects a real-time deadline; fast mode (eval, bench peer) has none
     # and keeps its captions independent of the machine's load.
-    live = RuntimeOptions(mode="transcribe", caption_budget_ms=5.0)
+    live = RuntimeOptions.from_flags(mode="transcribe", caption_budget_ms=5.0)
     assert open_stream(engine, live).captions.config.budget_ms == 5.0
-    fast = live.with_(realtime=False)
+    fast = live.with_flags(realtime=False)
     assert open_stream(engine, fast).captions.config.budget_ms is None
 
 
@@ -168,7 +202,7 @@ def test_a_silent_window_is_not_read_when_whisper_hears_no_speech(default_engine
     engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
-    dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
+    dec = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe"))
     enc = EncoderStream(engine)
     assert dec.captions.config.no_speech_id is not None
     for _ in range(6):  # 2.4 s of silence into the memory
@@ -196,7 +230,7 @@ def test_an_unsure_reading_stops_after_its_first_tokens(default_engine):
         pytest.skip("the embedded default is not the Whisper-based model")
     pcm, _ = espeak.synthesize("the kettle is boiling in the kitchen", espeak.Voice())
     n = engine.spec.chunk_samples
-    dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
+    dec = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe"))
     enc = EncoderStream(engine)
     for i in range(0, len(pcm) - n, n):
         dec.memory.add(enc.encode(pcm[i : i + n]))
@@ -233,7 +267,7 @@ def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch, 
     pcm = np.concatenate([pcm, np.zeros(n - len(pcm) % n + n, np.float32)])
 
     def readings() -> tuple[list[list[int]], int]:
-        dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
+        dec = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe"))
         enc = EncoderStream(engine)
         out, calls = [], 0
         for i in range(0, len(pcm), n):
@@ -295,8 +329,8 @@ def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound, defaul
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"
     chunks = _sentence_stream(engine, text, 4, pad_s=6.0)
-    whole = open_stream(engine, RuntimeOptions(mode="transcribe"))
-    spread = open_stream(engine, RuntimeOptions(mode="transcribe", **bound))
+    whole = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe"))
+    spread = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe", **bound))
     config = spread.captions.config
     assert (config.calls_per_chunk, config.budget_ms) in ((1, None), (None, 1e-3))
     spread.captions.gate = None  # the reading under test must run whatever the gate hears
@@ -340,7 +374,7 @@ def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
     chunks = _sentence_stream(engine, "a long and winding road leads to your door", 5, 6.0)
-    options = RuntimeOptions(mode="transcribe", caption_calls=0, caption_budget_ms=25.0)
+    options = RuntimeOptions.from_flags(mode="transcribe", caption_calls=0, caption_budget_ms=25.0)
     dec, whole = open_stream(engine, options), open_stream(engine, options)
     dec.captions.gate = None
     enc = EncoderStream(engine)
@@ -382,7 +416,7 @@ def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions(default
     chunks = _sentence_stream(engine, text, 4)
     from soundflow.runtime.cross import CrossDecoderStream
 
-    dec = CrossDecoderStream(engine, RuntimeOptions(mode="transcribe", caption_calls=2))
+    dec = CrossDecoderStream(engine, RuntimeOptions.from_flags(mode="transcribe", caption_calls=2))
     enc = EncoderStream(engine)
     said, per_chunk, overdue = [], [], []
     cap = dec.captions
