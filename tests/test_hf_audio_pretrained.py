@@ -44,8 +44,8 @@ def test_weights_tokens_and_embeddings(started):
 def test_trainer_batches_run_and_learn(started):
     """The trainer's Batcher/draw/combine_losses on this model: finite losses that fall."""
     from soundflow.train.dataset import ToySource, draw
+    from soundflow.train.decoder_kind import Batcher, label_counts
     from soundflow.train.model import LossWeights, combine_losses
-    from soundflow.train.trainer import Batcher, label_counts
 
     _, _, model, tok = started
     src = ToySource(4, seed=0, seconds=4.0)

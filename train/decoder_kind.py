@@ -3,28 +3,144 @@ segments drawn per step and rank, and its loss terms (lm, stream, ctc)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from soundflow import protocol
 from soundflow.train.checkpoint import save_checkpoint
-from soundflow.train.dataset import StreamSource, draw
-from soundflow.train.model import LossTerms, combine_losses
+from soundflow.train.dataset import Segment, StreamSource, draw
+from soundflow.train.model import LossTerms, SoundFlowModel, combine_losses
 from soundflow.train.parallel import autocast
 from soundflow.train.recipes import Stage, TrainRecipe
-from soundflow.train.trainer import (
-    Batcher,
-    Plan,
-    Position,
-    SavesOwnCheckpoint,
-    TrainableModel,
-    evaluate,
-    label_counts,
-    max_sequence,
-    set_trainable,
-    world,
-)
+from soundflow.train.sequence import IGNORE, layout
+from soundflow.train.tokenizer import encode_response, prompt_ids, special_ids
+from soundflow.train.trainer import Plan, Position, world
+
+
+class Batcher:
+    """Segments -> (pcm, layouts, CTC targets) with one tokenizer."""
+
+    def __init__(self, tokenizer, cfg):
+        self.tok, self.cfg = tokenizer, cfg
+        ids = special_ids(tokenizer)
+        self.silence, self.respond = ids[protocol.SILENCE], ids[protocol.RESPOND]
+        self.eos = ids[protocol.EOS]
+
+    def __call__(self, segments: list[Segment], model: SoundFlowModel):
+        pcm = torch.from_numpy(np.stack([s.pcm for s in segments]))
+        layouts = [
+            layout(
+                prompt_ids(self.tok, s.task),
+                [None if r is None else encode_response(self.tok, r) for r in s.responses],
+                self.cfg.embeds_per_chunk,
+                self.silence,
+                self.respond,
+                self.eos,
+            )
+            for s in segments
+        ]
+        return pcm, layouts, [model.ctc_ids(s.transcript) for s in segments]
+
+
+def label_counts(batches) -> dict[str, float]:
+    """Labels of each loss term over micro-batches of (pcm, layouts, ctc targets)."""
+    lays = [lay for _, ls, _ in batches for lay in ls]
+    return {
+        "lm_n": float(sum(x != IGNORE for lay in lays for x in lay.lm_labels)),
+        "stream_n": float(sum(x != IGNORE for lay in lays for x in lay.stream_labels)),
+        "ctc_n": float(sum(len(c) for _, _, c in batches)),
+    }
+
+
+@runtime_checkable
+class TrainableModel(Protocol):
+    """The model the trainer drives: SoundFlowModel (train/model.py) and the pretrained
+    audio LLM of train/pretrained.py. `forward` returns the loss sums and label counts
+    (`decoder_losses`; with `control_ids` also the control targets and predictions), which
+    `combine_losses` turns into a LossTerms over the whole step."""
+
+    cfg: Any  # chunk_ms, embeds_per_chunk, ...: what Batcher and draw read
+    encoder: torch.nn.Module
+    adapter: torch.nn.Module
+    ctc_head: torch.nn.Module
+    decoder: torch.nn.Module
+
+    def __call__(
+        self, pcm: torch.Tensor, layouts, ctc, control_ids: tuple[int, int] | None = None
+    ) -> dict[str, torch.Tensor]: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+
+@runtime_checkable
+class SavesOwnCheckpoint(Protocol):
+    """A model whose checkpoint is not soundflow's layout (train/pretrained.py: the HF one)."""
+
+    def save_checkpoint(self, tokenizer, out: Path, extra: dict) -> None: ...
+
+
+def max_sequence(recipe: TrainRecipe, cfg) -> int:
+    """Decoder positions the longest stage's segments span (prompt + audio + control, with
+    room for responses): the runtime keeps its cache within what training has seen."""
+    chunks = max(s.chunks_per_sample for s in recipe.stages)
+    return 2 + chunks * (cfg.embeds_per_chunk + 1) + chunks * 2
+
+
+def set_trainable(model: TrainableModel, which: str) -> list[torch.nn.Parameter]:
+    groups = {
+        "all": [model],
+        "audio": [model.encoder, model.adapter, model.ctc_head],
+        "adapter": [model.adapter],
+        "decoder": [model.decoder],
+    }[which]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in groups:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@torch.no_grad()
+def evaluate(
+    model: TrainableModel,
+    batcher: Batcher,
+    source: StreamSource,
+    recipe: TrainRecipe,
+    stage: Stage,
+    device,
+) -> dict:
+    """Losses and control-token accuracy on fixed eval segments (seeded apart from training)."""
+    model.eval()
+    tasks = tuple(t for t, _ in stage.task_weights)
+    segs = [
+        draw(
+            source,
+            recipe.train.seed + 7919,
+            i,
+            tasks,
+            stage.chunks_per_sample,
+            model.cfg.chunk_ms,
+            stage.focus_prob,
+        )
+        for i in range(recipe.train.eval_samples)
+    ]
+    pcm, lays, ctc = batcher(segs, model)
+    with autocast(device):
+        out = model(pcm.to(device), lays, ctc, control_ids=(batcher.silence, batcher.respond))
+    terms = combine_losses(out, label_counts([(pcm, lays, ctc)]), recipe.train.loss)
+    target, pred = out["control_target"], out["control_pred"]
+    respond = target == batcher.respond
+    hits = pred == target
+    return {
+        **{k: round(v.item(), 4) for k, v in terms.items()},  # loss and each term
+        "control_accuracy": round(hits.float().mean().item(), 4),
+        "respond_recall": round(hits[respond].float().mean().item(), 4) if respond.any() else None,
+    }
 
 
 def plan(recipe: TrainRecipe) -> Plan:
