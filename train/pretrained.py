@@ -1,10 +1,10 @@
 """Start soundflow training from a pretrained audio LLM (Qwen2-Audio, Qwen2.5-Omni thinker):
 its encoder and decoder weights loaded, soundflow's special tokens added, embeddings resized.
 
-The model implements `trainer.TrainableModel` (`cfg`, `encoder`/`adapter`/`ctc_head`/
+The model implements `decoder_kind.TrainableModel` (`cfg`, `encoder`/`adapter`/`ctc_head`/
 `decoder`, `forward(pcm, layouts, ctc)`, `audio_embeds`, `ctc_ids`), and its encoder is the
 very streaming module the exporter writes, so what is trained is what the runtime runs.
-Checkpoints are saved in the checkpoint's own HF layout (`trainer.SavesOwnCheckpoint`);
+Checkpoints are saved in the checkpoint's own HF layout (`decoder_kind.SavesOwnCheckpoint`);
 `soundflow export` on one gives a bundle in native control mode.
 """
 
