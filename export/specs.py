@@ -124,7 +124,7 @@ def dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
 
 
 # ---------------------------------------------------------------------- cross-attention kind
-# Whisper-style bundles (ARCHITECTURE.md, Contract 3b): the encoder returns each new frame's
+# Whisper-style bundles (ARCHITECTURE.md, Contract 3c): the encoder returns each new frame's
 # cross-attention keys and values once; the decoder reads them from a bounded memory.
 # Names follow optimum's seq2seq convention (`.decoder.` self-attention, `.encoder.` cross).
 DECODER_KIND = "decoder-only"

@@ -1,4 +1,4 @@
-"""Whisper-based checkpoint -> bundle of the cross-attention kind (ARCHITECTURE.md, Contract 3b):
+"""Whisper-based checkpoint -> bundle of the cross-attention kind (ARCHITECTURE.md, Contract 3c):
 encoder.onnx (chunk + PCM history -> the new frames' cross-attention keys/values) and
 decoder.onnx (tokens onto a fixed self-attention cache and a bounded memory), no control flow.
 """

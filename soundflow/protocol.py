@@ -1,7 +1,7 @@
 """The chunk/token protocol: the special tokens and the order in which a stream becomes
 one decoder sequence. Pure Python, shared by the trainer, the exporter and the runtime.
 
-Sequence (see ARCHITECTURE.md, "Sequence protocol"):
+Sequence (see ARCHITECTURE.md, "Contract 2: the sequence protocol"):
 
     <|bos|> <|task:MODE|>  [a_1 .. a_n] CTRL  [a_1 .. a_n] CTRL r_1 .. r_k <eos>  ...
                             chunk 0            chunk 1 (responds)
