@@ -68,7 +68,7 @@ class BundleSpec:
     stop_ids: tuple[int, ...] = ()  # generation ends at any of these
     respond_ids: dict[str, tuple[int, ...]] | None = None  # fallback: mode -> turn switch
     resume_ids: tuple[int, ...] = ()  # fallback: back to the user turn's audio
-    # "decoder-only" (Contract 3: audio embeddings inline) or "whisper-cross" (Contract 3b:
+    # "decoder-only" (Contract 3: audio embeddings inline) or "whisper-cross" (Contract 3c:
     # a cross-attention memory of `memory_frames` frames, learned positions below
     # `max_positions`, re-prefill after eviction).
     kind: str = "decoder-only"
