@@ -272,7 +272,7 @@ def tagger_alerts(bundle, stream) -> list[tuple[float, str]]:
         return [tuple(x) for x in json.loads(f.read_text())]
     global _ENGINE
     if _ENGINE is None:
-        _ENGINE = open_engine(bundle, RuntimeOptions(threads=1))
+        _ENGINE = open_engine(bundle, RuntimeOptions.from_flags(threads=1))
     responses, summary = run_stream(_ENGINE, stream["samples"], "alert", alerts="tagger")
     if summary.error is not None:
         raise RuntimeError(f"{stream['id']}: {summary.error}")

@@ -33,7 +33,7 @@ def run(bundle=None, threads: int | None = None, seed: int = 0, log=None) -> dic
     from soundflow.train import heldout
     from soundflow.train.evaluate import new_alert_tally, run_stream, score_alerts
 
-    engine = open_engine(bundle, RuntimeOptions(threads=threads))
+    engine = open_engine(bundle, RuntimeOptions.from_flags(threads=threads))
     if "alert" not in engine.spec.tasks:
         raise ValueError(f"{engine.spec.path} has no alert mode")
     streams = heldout.sound_streams(heldout.tuxpaint_sound_clips(), "tuxpaint-sounds", seed)
@@ -304,7 +304,7 @@ def benign_run(
     from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
 
-    engine = open_engine(bundle, RuntimeOptions(threads=threads))
+    engine = open_engine(bundle, RuntimeOptions.from_flags(threads=threads))
     if "alert" not in engine.spec.tasks:
         raise ValueError(f"{engine.spec.path} has no alert mode")
     has = deciders_of(engine)

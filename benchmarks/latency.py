@@ -46,7 +46,7 @@ def measure(engine, opts: LatencyOptions, asynchronous: bool, pcm=None) -> dict:
     """One real-time run (of `pcm`, else the synthetic stream); -> the mode's figures."""
     from soundflow.runtime.options import RuntimeOptions
 
-    runtime = RuntimeOptions(
+    runtime = RuntimeOptions.from_flags(
         mode=opts.mode,
         realtime=True,
         asynchronous=asynchronous,
@@ -109,7 +109,7 @@ def run(bundle, opts: LatencyOptions) -> dict:
         # One engine per mode: session threads differ (async splits the cores in two).
         engine = open_engine(
             bundle,
-            RuntimeOptions(asynchronous=asynchronous, threads=opts.threads),
+            RuntimeOptions.from_flags(asynchronous=asynchronous, threads=opts.threads),
             variant=opts.variant,
         )
         result["model"] = bundle_name(engine)

@@ -249,7 +249,9 @@ def run(bundle, data, opts: PeerOptions) -> dict:
     decoder = pocketsphinx_decoder()
     whisper, whisper_skipped = offline_whisper() if opts.offline_whisper else (None, "--no-whisper")
     engine = open_engine(
-        bundle, RuntimeOptions(realtime=False, threads=opts.threads), variant=opts.variant
+        bundle,
+        RuntimeOptions.from_flags(realtime=False, threads=opts.threads),
+        variant=opts.variant,
     )
     if "transcribe" not in engine.spec.modes:
         raise RuntimeError(f"the bundle has no transcribe mode (modes: {engine.spec.modes})")

@@ -78,7 +78,7 @@ def measure(bundle: Path, chunks: int, tokens: int, threads: int) -> dict:
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.stream import EncoderStream
 
-    opts = RuntimeOptions(
+    opts = RuntimeOptions.from_flags(
         threads=threads, provider="cpu", mode="assist", max_response_tokens=tokens
     )
     before = current_rss_gb()

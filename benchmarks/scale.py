@@ -45,7 +45,7 @@ def cached(engine, opts: ScaleOptions) -> tuple[dict, int, float]:
     chunk_s = engine.spec.chunk_ms / 1000
     seconds = opts.minutes * 60
     capacity = int(np.ceil(seconds / chunk_s)) + 2
-    runtime = RuntimeOptions(
+    runtime = RuntimeOptions.from_flags(
         mode=opts.mode, realtime=False, asynchronous=False, threads=opts.threads, stats_every_s=0
     )
     source = make_source(seconds, realtime=False, seed=opts.seed)
@@ -214,7 +214,9 @@ def run(bundle, opts: ScaleOptions) -> dict:
     from soundflow.runtime.options import RuntimeOptions
 
     engine = open_engine(
-        bundle, RuntimeOptions(asynchronous=False, threads=opts.threads), variant=opts.variant
+        bundle,
+        RuntimeOptions.from_flags(asynchronous=False, threads=opts.threads),
+        variant=opts.variant,
     )
     c, bin_chunks, chunk_s = cached(engine, opts)
     out = {"bundle": str(bundle) if bundle else "embedded default", "kind": engine.spec.kind}

@@ -91,7 +91,7 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     t = time.perf_counter()
     # threshold 1.0: decide every chunk, never respond (random weights respond at random);
     # generation is timed apart, token by token.
-    runtime = RuntimeOptions(
+    runtime = RuntimeOptions.from_flags(
         realtime=False, asynchronous=False, threads=opts.threads, threshold=1.0, stats_every_s=0
     )
     engine = open_engine(bundle, runtime, variant=variant)

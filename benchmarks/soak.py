@@ -63,7 +63,7 @@ def run(bundle, opts: SoakOptions) -> dict:
     from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.options import RuntimeOptions
 
-    runtime = RuntimeOptions(
+    runtime = RuntimeOptions.from_flags(
         mode=opts.mode, realtime=False, threads=opts.threads, stats_every_s=opts.sample_every_s
     )
     engine = open_engine(bundle, runtime, variant=opts.variant)

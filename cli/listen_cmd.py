@@ -22,7 +22,7 @@ from soundflow.cli.listen_output import (  # noqa: F401  (importable from here t
     use_color,
     write_event,
 )
-from soundflow.cli.params import caption_budget
+from soundflow.cli.params import LISTEN_FLAGS, runtime_flags, runtime_options
 from soundflow.manifest import BundleError
 
 
@@ -76,108 +76,11 @@ def _load(fn, stops: signals.Stops, quit_now):
 @click.option(
     "--bundle", "-b", type=click.Path(), help="Bundle directory (default: the embedded default)."
 )
-@click.option(
-    "--mode",
-    "-m",
-    metavar="MODE",
-    help="Task prompt: transcribe (live captions), alert (sounds worth an alert) or assist "
-    "(spoken instructions), as the bundle lists them. Default: the bundle's first, which "
-    "for the embedded default is transcribe.",
-)
-@click.option(
-    "--realtime/--fast",
-    default=None,
-    help="Live (files paced like a microphone; a stdin pipe timed by its arrival, its end "
-    "an error) or as fast as possible. Default: live, except stdin redirected from a file.",
-)
+@runtime_flags(*LISTEN_FLAGS[0])
 @click.option("--jsonl", is_flag=True, help="One JSON object per event on stdout, then a summary.")
-@click.option(
-    "--threshold",
-    type=float,
-    help="p(<respond>) needed to respond, for every tag (default: the manifest's calibrated "
-    "ones, and its intents confirmed by words).",
-)
-@click.option(
-    "--refractory", type=float, help="Seconds before the same alert/intent tag may fire again."
-)
-@click.option("--max-tokens", type=int, help="Longest response in tokens.")
-@click.option("--cache-budget", type=int, help="Decoder KV slots (default: the bundle's capacity).")
-@click.option(
-    "--cache-policy",
-    type=click.Choice(["evict", "reprefill"]),
-    default="evict",
-    show_default=True,
-    help="At the budget: keep sinks + a sliding window, or re-prefill them.",
-)
-@click.option(
-    "--captions",
-    type=click.Choice(["agreement", "protocol"]),
-    default=None,
-    help="Transcribe mode of a Whisper-based bundle: re-decode the window and emit the words "
-    "two windows agree on, or the decoder's own responses (default: the manifest's).",
-)
-@click.option(
-    "--alerts",
-    type=click.Choice(["tagger", "protocol", "audioset"]),
-    default=None,
-    help="Alert mode of a Whisper-based bundle: the bundle's alert tagger names the sound, "
-    "the decoder's own <respond> step and tag, or the head over the bundle's AudioSet branch "
-    "(YAMNet) (default: the manifest's; the tagger where the bundle has one).",
-)
-@click.option(
-    "--only",
-    default=None,
-    metavar="LABELS",
-    help="Alert mode: raise only these labels, comma-separated (`soundflow labels` lists "
-    "them), e.g. --only smoke_alarm,doorbell.",
-)
-@click.option(
-    "--alert-class",
-    "alert_class",
-    multiple=True,
-    metavar='"NAME[=P]"',
-    help="Alert mode: also alert when YAMNet's score for this AudioSet class reaches P "
-    '(default 0.5), no training needed; repeatable, e.g. --alert-class "Cat=0.4" '
-    "(`soundflow labels --audioset` lists the classes). Decides by the AudioSet branch.",
-)
-@click.option(
-    "--speech-gate/--no-speech-gate",
-    default=True,
-    show_default=True,
-    help="Transcribe mode of a Whisper-based bundle with a speech gate: read a window only "
-    "where the gate heard speech (--no-speech-gate reads every window).",
-)
-@click.option(
-    "--caption-calls",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Transcribe mode of a Whisper-based bundle: decoder calls a window reading may make "
-    "per chunk; a longer reading goes on at the next chunk (default: the manifest's; 0: no "
-    "bound).",
-)
-@caption_budget()
-@click.option(
-    "--threads",
-    type=int,
-    help="Intra-op threads per ONNX session (default: cores split between encoder and decoder).",
-)
-@click.option(
-    "--provider",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-    default="auto",
-    show_default=True,
-)
+@runtime_flags(*LISTEN_FLAGS[1])
 @click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
-@click.option(
-    "--sync", is_flag=True, help="Encode and decode in one thread (the benchmark baseline)."
-)
-@click.option(
-    "--stats",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds of stream between stats events (0: none).",
-)
+@runtime_flags(*LISTEN_FLAGS[2])
 @click.option(
     "--raw-format",
     type=click.Choice(["s16le", "f32le"]),
@@ -195,19 +98,7 @@ def _load(fn, stops: signals.Stops, quit_now):
 @click.option(
     "--raw-channels", type=int, default=1, show_default=True, help="Raw PCM on stdin: channels."
 )
-@click.option(
-    "--reconnect/--no-reconnect",
-    default=True,
-    show_default=True,
-    help="Reopen a microphone that dies or goes silent, with backoff (0.5 s doubling to 8 s).",
-)
-@click.option(
-    "--reconnect-tries",
-    type=int,
-    default=10,
-    show_default=True,
-    help="Failed reopen attempts in a row before giving up with a non-zero exit.",
-)
+@runtime_flags(*LISTEN_FLAGS[3])
 @click.option(
     "--server",
     metavar="URL",
@@ -252,77 +143,32 @@ def _listen(
     device,
     demo,
     bundle,
-    mode,
-    realtime,
     jsonl,
-    threshold,
-    refractory,
-    max_tokens,
-    cache_budget,
-    cache_policy,
-    captions,
-    alerts,
-    speech_gate,
-    caption_calls,
-    caption_budget_ms,
-    threads,
-    provider,
     int8,
-    sync,
-    stats,
     raw_format,
     raw_rate,
     raw_channels,
-    reconnect,
-    reconnect_tries,
     stops,
+    flags,
     server=None,
     token=None,
-    only=None,
-    alert_class=(),
 ) -> None:
-    only = tuple(x.strip() for x in only.split(",") if x.strip()) if only else None
-    alert_class = tuple(alert_class)
-    if (only or alert_class) and mode is None:
-        mode = "alert"  # the flags only mean something there
+    """`flags`: the run-time flags by flat RuntimeOptions name (cli/params.py)."""
+    if (flags["alert_only"] or flags["alert_classes"]) and flags["mode"] is None:
+        flags = {**flags, "mode": "alert"}  # the flags only mean something there
     if server:
         from soundflow.cli.listen_remote import listen_remote
 
-        if only or alert_class:
+        if flags["alert_only"] or flags["alert_classes"]:
             raise click.UsageError("--only and --alert-class run locally, not with --server")
-        skip = ("listen_remote", "only", "alert_class")
-        return listen_remote(**{k: v for k, v in locals().items() if k not in skip})
+        return listen_remote(**{k: v for k, v in locals().items() if k != "listen_remote"})
     from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.listener import Listener
-    from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.sources import SourceError, array_source, stdin_source
 
-    is_stdin, realtime = source_flags(input_, device, demo, realtime)
-    try:
-        options = RuntimeOptions(
-            mode=mode,
-            threshold=threshold,
-            refractory_s=refractory,
-            max_response_tokens=max_tokens,
-            cache_budget=cache_budget,
-            cache_policy=cache_policy,
-            captions=captions,
-            alerts=alerts,
-            alert_only=only,
-            alert_classes=alert_class,
-            speech_gate=speech_gate,
-            caption_calls=caption_calls,
-            caption_budget_ms=caption_budget_ms,
-            realtime=realtime,
-            asynchronous=not sync,
-            threads=threads,
-            provider=provider,
-            stats_every_s=stats,
-            reconnect=reconnect,
-            reconnect_tries=reconnect_tries,
-        )
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    is_stdin, realtime = source_flags(input_, device, demo, flags["realtime"])
+    options = runtime_options(flags, realtime=realtime)
+    mode, sync = options.decision.mode, not options.engine.asynchronous
     started = time.monotonic()
     out = Out(sys.stdout)
     color = use_color() and not jsonl

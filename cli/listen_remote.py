@@ -27,34 +27,18 @@ def listen_remote(
     device,
     demo,
     bundle,
-    mode,
-    realtime,
     jsonl,
-    threshold,
-    refractory,
-    max_tokens,
-    cache_budget,
-    cache_policy,
-    captions,
-    alerts,
-    speech_gate,
-    caption_calls,
-    caption_budget_ms,
-    threads,
-    provider,
     int8,
-    sync,
-    stats,
     raw_format,
     raw_rate,
     raw_channels,
-    reconnect,
-    reconnect_tries,
     stops,
+    flags,
     server,
     token,
-    **_ignored,
 ) -> None:
+    """`flags`: listen's run-time flags by flat RuntimeOptions name (cli/params.py); the
+    stream's go in the hello, the engine's belong to the server."""
     from soundflow.cli.listen_output import (
         PIPE_CLOSED,
         Out,
@@ -74,24 +58,25 @@ def listen_remote(
         stdin_source,
     )
 
+    f = flags
     local_only = {
         "--bundle": bundle,
         "--int8": int8 or None,
-        "--sync": sync or None,
-        "--threads": threads,
-        "--cache-budget": cache_budget,
-        "--cache-policy": None if cache_policy == "evict" else cache_policy,
-        "--captions": captions,
-        "--alerts": alerts,
-        "--no-speech-gate": None if speech_gate else True,
-        "--provider": None if provider == "auto" else provider,
+        "--sync": None if f["asynchronous"] else True,
+        "--threads": f["threads"],
+        "--cache-budget": f["cache_budget"],
+        "--cache-policy": None if f["cache_policy"] == "evict" else f["cache_policy"],
+        "--captions": f["captions"],
+        "--alerts": f["alerts"],
+        "--no-speech-gate": None if f["speech_gate"] else True,
+        "--provider": None if f["provider"] == "auto" else f["provider"],
     }
     given = [k for k, v in local_only.items() if v is not None]
     if given:
         raise click.UsageError(
             f"{', '.join(given)}: set on the server (`soundflow serve`), not with --server"
         )
-    is_stdin, realtime = source_flags(input_, device, demo, realtime)
+    is_stdin, realtime = source_flags(input_, device, demo, f["realtime"])
     try:
         if demo:  # what local --demo plays: the shipped recording, else the tone scene
             from soundflow.runtime.demo import find_demo_file, procedural_demo
@@ -109,24 +94,26 @@ def listen_remote(
         else:
             from soundflow.runtime.mic import MicSource
 
-            source = MicSource(device, reconnect=reconnect, reconnect_tries=reconnect_tries)
+            source = MicSource(
+                device, reconnect=f["reconnect"], reconnect_tries=f["reconnect_tries"]
+            )
     except SourceError as e:
         raise click.ClickException(str(e)) from None
-    options = {
-        "threshold": threshold,
-        "refractory_s": refractory,
-        "max_response_tokens": max_tokens,
-        "stats_every_s": stats,
-        "caption_calls": caption_calls,
-        "caption_budget_ms": caption_budget_ms,
-    }
+    sent_flags = (  # the stream's own: what a hello's `options` takes (serve/protocol.py)
+        "threshold",
+        "refractory_s",
+        "max_response_tokens",
+        "stats_every_s",
+        "caption_calls",
+        "caption_budget_ms",
+    )
     try:
         stream = ServerStream(
             server,
-            mode,
+            f["mode"],
             token=token or os.environ.get("SOUNDFLOW_TOKEN"),
             realtime=bool(realtime),
-            options={k: v for k, v in options.items() if v is not None},
+            options={k: f[k] for k in sent_flags if f[k] is not None},
         )
     except ServerError as e:
         raise click.ClickException(str(e)) from None

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from soundflow.cli.params import caption_budget
+from soundflow.cli.params import CAPTION_BUDGET_HELP, runtime_flags, runtime_options
 from soundflow.manifest import BundleError
 
 
@@ -77,19 +77,19 @@ from soundflow.manifest import BundleError
     help="Worker threads, each driving its own streams over the one engine "
     "(0: one per core). ONNX Runtime threads default to cores / workers.",
 )
-@click.option(
-    "--threads", type=int, help="Intra-op threads per ONNX session (default: cores / workers)."
-)
-@click.option(
-    "--provider",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-    default="auto",
-    show_default=True,
+@runtime_flags(
+    "threads",
+    "provider",
+    helps={"threads": "Intra-op threads per ONNX session (default: cores / workers)."},
 )
 @click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
-@caption_budget(
-    " A stream's hello may set its own. Streams share the server's loop, so a deadline "
-    "counted from each chunk's arrival leaves the later streams of a busy server less of it."
+@runtime_flags(
+    "caption_budget_ms",
+    helps={
+        "caption_budget_ms": CAPTION_BUDGET_HELP
+        + " A stream's hello may set its own. Streams share the server's loop, so a deadline "
+        "counted from each chunk's arrival leaves the later streams of a busy server less of it."
+    },
 )
 @click.option(
     "--ray",
@@ -131,15 +131,13 @@ def serve(
     max_frame_kb,
     buffer_s,
     workers,
-    threads,
-    provider,
     int8,
-    caption_budget_ms,
     use_ray,
     replicas,
     max_replicas,
     target_streams,
     quiet,
+    flags,
 ) -> None:
     """Serve live streams over WebSocket: one engine, one state per connection.
 
@@ -165,12 +163,12 @@ def serve(
             "soundflow serve needs the WebSocket library: pip install 'soundflow[serve]'"
         ) from None
     from soundflow.runtime.kinds import open_engine
-    from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.serve import ServerConfig, run_server
 
     token = token or os.environ.get("SOUNDFLOW_TOKEN") or None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
+    threads = flags["threads"]
     if use_ray:  # the replicas are the parallelism: one worker each, cores split among them
         workers = workers or 1
         threads = threads or max(1, cores // (replicas * workers))
@@ -188,14 +186,9 @@ def serve(
             buffer_s=buffer_s,
             workers=workers,
         )
-        options = RuntimeOptions(
-            threads=threads,
-            provider=provider,
-            asynchronous=False,
-            caption_budget_ms=caption_budget_ms,
-        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    options = runtime_options(flags, threads=threads, asynchronous=False)
     if use_ray:
         _serve_ray(
             bundle,
@@ -272,7 +265,7 @@ def _serve_ray(bundle, options, variant, config, cores, quiet, scaling) -> None:
         click.echo(
             f"soundflow serve --ray · {replicas}"
             + (f"-{max_replicas}" if max_replicas else "")
-            + f" replica(s) x {config.workers} worker(s) x {options.threads} thread(s) · "
+            + f" replica(s) x {config.workers} worker(s) x {options.engine.threads} thread(s) · "
             f"max {config.max_streams} streams a replica"
             + (" · token required" if config.token else ""),
             err=True,

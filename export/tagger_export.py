@@ -140,7 +140,9 @@ def window_readings(engine, dev: Path, streams, column: int, heard=None) -> list
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train import tagger as T
 
-    reader = CrossDecoderStream(engine, RuntimeOptions(mode="transcribe", speech_gate=False))
+    reader = CrossDecoderStream(
+        engine, RuntimeOptions.from_flags(mode="transcribe", speech_gate=False)
+    )
     hist = int(engine.spec.manifest["encoder"].get("history_samples", 0))
     cs, state = engine.spec.chunk_samples, engine.spec.encoder_state[0].input
     out = heard or [{} for _ in streams]
@@ -193,7 +195,7 @@ def build(
             f"frames; this bundle's decoder is {kind or 'decoder-only'}"
         )
     clips = {pkg: T.package_files([pkg]) for pkg in negatives}  # fails fast if one is missing
-    engine = CrossEngine(bundle, RuntimeOptions(threads=1))
+    engine = CrossEngine(bundle, RuntimeOptions.from_flags(threads=1))
     digest = read_manifest(bundle, verify_hashes=False)["files"][engine.spec.encoder_file.name]
     cache = Path(cache) / digest["sha256"][:16]  # features belong to one encoder graph
     probe = T.TaggerConfig(labels=(), alerts=())

@@ -260,10 +260,10 @@ class AudiosetAlerts:
 def decides(spec: Any, options: Any) -> bool:
     """Whether alert mode decides by the AudioSet branch: asked for (--alerts audioset, an
     --alert-class), or the bundle's head says so and no flag asks for another decider."""
-    if options.alerts == "audioset" or options.alert_classes:
+    if options.alerts.decider == "audioset" or options.alerts.classes:
         return True
     head = spec.audioset.head if spec.audioset is not None else None
-    return options.alerts is None and head is not None and head.decides
+    return options.alerts.decider is None and head is not None and head.decides
 
 
 def stream_rule(engine: Any, options: Any, chunk_s: float) -> AudiosetAlerts:
@@ -275,17 +275,17 @@ def stream_rule(engine: Any, options: Any, chunk_s: float) -> AudiosetAlerts:
             "`python -m soundflow.export.yamnet --bundle DIR`"
         )
     yam, head = engine_for(engine, spec.audioset)
-    if head is None and not options.alert_classes:
+    if head is None and not options.alerts.classes:
         raise BundleError(
             f"--alerts audioset: {spec.path} has no audioset.head; train one with "
             "`python -m soundflow.train.alert_head`, or name classes with --alert-class"
         )
     try:
-        classes = tuple(class_alert(c, yam.classes) for c in options.alert_classes)
+        classes = tuple(class_alert(c, yam.classes) for c in options.alerts.classes)
+        d = options.decision
         rule = AudiosetAlerts(
-            yam, head, options.alert_only, classes, options.refractory_s, options.threshold,
-            chunk_s,
-        )  # fmt: skip
+            yam, head, options.alerts.only, classes, d.refractory_s, d.threshold, chunk_s
+        )
     except ValueError as e:
         raise BundleError(str(e)) from None
     rule.spell(spec.special, engine.detokenizer, spec.tagger)

@@ -229,18 +229,18 @@ class CrossDecoderStream(DecoderStream):
         options = options or RuntimeOptions()
         spec = engine.spec
         self.engine = engine
-        self.mode, self.prompt = spec.prompt(options.mode)
+        self.mode, self.prompt = spec.prompt(options.decision.mode)
         budget = self._decision_options(spec, options)
         d = spec.decision
         self.thresholds = dict(d.get("thresholds", {}).get(self.mode, {}))
-        if options.threshold is not None:
+        if options.decision.threshold is not None:
             self.thresholds = {}  # an explicit flag overrides every calibrated threshold
         c = spec.control
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.stops = set(spec.stop_ids) | {self.eos}
         self.fallback = False
         self._resume = [self.eos]  # what follows a response (DecoderStream.continue_response)
-        keep = REPREFILL_KEEP if options.cache_window is None else options.cache_window
+        keep = REPREFILL_KEEP if options.cache.window is None else options.cache.window
         try:
             policy = CachePolicy(budget, len(self.prompt), keep, "reprefill")
         except ValueError as e:
@@ -265,7 +265,7 @@ class CrossDecoderStream(DecoderStream):
         # Tags also given where a reading of the window hears one of their words
         # (`decision.verify`: the decoder half-sure of an instruction, Whisper sure of its words)
         self.verify: dict[int, VerifySpec] = {}
-        if options.threshold is None:
+        if options.decision.threshold is None:
             for tag, v in d.get("verify", {}).get(self.mode, {}).items():
                 if tag in spec.special:
                     words = tuple(key(w) for w in v["words"])
@@ -275,7 +275,7 @@ class CrossDecoderStream(DecoderStream):
             [self.threshold, *self._tag_threshold.values()]
             + [v.threshold for v in self.verify.values()]
         )
-        self._read_answers = options.read_answers
+        self._read_answers = options.assist.read_answers
         # Both checked by runtime/validate.py when the manifest is read.
         self.no_repeat = int(d.get("no_repeat_ngram", NO_REPEAT_NGRAM))
         self.opens_with = d.get("opens_with", {}).get(self.mode)
@@ -284,7 +284,7 @@ class CrossDecoderStream(DecoderStream):
         # of generating the protocol's responses; the manifest says which, a flag overrides.
         self.captions = None
         cfg = d.get("captions")
-        method = options.captions or (cfg or {}).get("method", "protocol")
+        method = options.captions.decider or (cfg or {}).get("method", "protocol")
         if self.mode == "transcribe" and method == "agreement":
             if cfg is None:
                 raise BundleError(
@@ -292,22 +292,22 @@ class CrossDecoderStream(DecoderStream):
                     "(prompt_ids, text_vocab); re-export the bundle or use --captions protocol"
                 )
             config = CaptionConfig.from_manifest(cfg, self.no_repeat)
-            if options.caption_calls is not None:
-                calls = options.caption_calls or None  # 0: no bound
+            if options.captions.calls is not None:
+                calls = options.captions.calls or None  # 0: no bound
                 config = dataclasses.replace(config, calls_per_chunk=calls)
-            if options.caption_budget_ms is not None:
-                budget = options.caption_budget_ms or None  # 0: no time bound
+            if options.captions.budget_ms is not None:
+                budget = options.captions.budget_ms or None  # 0: no time bound
                 config = dataclasses.replace(config, budget_ms=budget)
-            if not options.realtime:  # fast mode has no deadline, and a time bound there
+            if not options.source.realtime:  # fast mode has no deadline, and a time bound there
                 config = dataclasses.replace(config, budget_ms=None)  # would make the
                 # captions depend on the machine's load (eval, bench peer: deterministic)
             try:
                 self.captions = WindowCaptions(engine, self.memory, config, self.eos)
             except ValueError as e:
                 raise BundleError(f"decision.{e}; re-export the bundle") from None
-            self.captions.realtime = options.realtime
+            self.captions.realtime = options.source.realtime
             gate = spec.tagger.speech if spec.tagger is not None else None
-            if gate is not None and engine.tagger is not None and options.speech_gate:
+            if gate is not None and engine.tagger is not None and options.captions.speech_gate:
                 self.captions.gate = SpeechGate(gate)
         self._caption: list[int] = []
         self._ready: float | None = None  # the chunk's ready time, decide -> conclude
@@ -323,17 +323,17 @@ class CrossDecoderStream(DecoderStream):
         if self.wants_pcm:
             self.alerts = audioset_alerts.stream_rule(engine, options, engine.spec.chunk_ms / 1000)
             self._alert_ids, self._alert = self.alerts.tag_ids, []
-        elif self.mode == "alert" and options.alerts != "protocol":
+        elif self.mode == "alert" and options.alerts.decider != "protocol":
             if spec.tagger is None or engine.tagger is None:
-                if options.alerts == "tagger":
+                if options.alerts.decider == "tagger":
                     raise BundleError(
                         "--alerts tagger: this bundle carries no tagger; add one with "
                         "`soundflow tagger` or use --alerts protocol"
                     )
             else:
-                self.alerts = AlertRule(spec.tagger, self.refractory_s, options.threshold)
-                if options.alert_only:
-                    self.alerts.restrict(options.alert_only)
+                self.alerts = AlertRule(spec.tagger, self.refractory_s, options.decision.threshold)
+                if options.alerts.only:
+                    self.alerts.restrict(options.alerts.only)
                 self._alert_ids = {}
                 for label in self.alerts.labels:
                     tag = protocol.alert_tag(label)
@@ -352,7 +352,9 @@ class CrossDecoderStream(DecoderStream):
         # instead of the decoder's <respond> step; `decision.assist` says which (and whether
         # the decoder still answers what the grammar does not parse), a flag overrides.
         a = d.get("assist") or {}
-        self.grammar = self.mode == "assist" and (options.assist or a.get("method")) == "grammar"
+        self.grammar = (
+            self.mode == "assist" and (options.assist.decider or a.get("method")) == "grammar"
+        )
         if self.alerts is None and (self.verify or self._read_answers or self.grammar):
             self._reader = self._confirming_reader(
                 cfg, "decision.assist" if self.grammar else "decision.verify"

@@ -53,13 +53,14 @@ class Listener:
         """`input`: a file path, "-" (PCM or WAV/FLAC/Ogg on stdin), a numpy array (with
         `sample_rate`), a Source such as `PushSource`, or None for the microphone `device`
         (index or name; reopened with backoff when it dies, see `reconnect` options).
-        `overrides`: any RuntimeOptions field, e.g. threshold=0.7, realtime=False."""
-        self.options = (options or RuntimeOptions()).with_(mode=mode, **overrides)
+        `overrides`: flat option names (RuntimeOptions.from_flags), e.g. threshold=0.7,
+        realtime=False."""
+        self.options = (options or RuntimeOptions()).with_flags(mode=mode, **overrides)
         if isinstance(bundle, OrtEngine):
             self.engine = bundle
         else:
             self.engine = open_engine(bundle, self.options, variant=variant)
-        self.mode, _ = self.engine.spec.prompt(self.options.mode)
+        self.mode, _ = self.engine.spec.prompt(self.options.decision.mode)
         self._input, self._device, self._rate = input, device, sample_rate
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._events: queue.Queue[Event] = queue.Queue(maxsize=max_buffered_events)
@@ -76,24 +77,24 @@ class Listener:
         return callback
 
     def _source(self) -> Source:
-        x, realtime = self._input, self.options.realtime
+        x, realtime = self._input, self.options.source.realtime
         if isinstance(x, Source):
             return x
         if isinstance(x, np.ndarray):
             return array_source(x, self._rate or self.engine.spec.sample_rate, realtime)
         o = self.options
         if x is not None and str(x) == "-":
-            return stdin_source(realtime=realtime, gap_s=o.gap_s)
+            return stdin_source(realtime=realtime, gap_s=o.source.gap_s)
         if x is not None:
-            return file_source(x, realtime, gap_s=o.gap_s)
+            return file_source(x, realtime, gap_s=o.source.gap_s)
         from soundflow.runtime.mic import MicSource  # optional dependency, imported late
 
         return MicSource(
             self._device,
-            ring_seconds=o.ring_seconds,
-            reconnect=o.reconnect,
-            reconnect_tries=o.reconnect_tries,
-            timeout_s=o.source_timeout_s,
+            ring_seconds=o.source.ring_seconds,
+            reconnect=o.source.reconnect,
+            reconnect_tries=o.source.reconnect_tries,
+            timeout_s=o.source.timeout_s,
         )
 
     def _dispatch(self, event: Event) -> None:

@@ -112,7 +112,7 @@ class Loop:
         # A live source has arrival times: latency and stalls count from them.
         self.live = bool(getattr(source, "realtime", False))
         self.fifo: queue.Queue[Chunk | Notice | None] = queue.Queue(
-            maxsize=self.options.queue_chunks
+            maxsize=self.options.source.queue_chunks
         )
         self.decision_ms = LatencyStats()
         self.first_token_ms = LatencyStats()
@@ -126,7 +126,7 @@ class Loop:
         self._abort = threading.Event()
         self._decoder_free = 0.0
         self._decoder_failed = False
-        self._next_stats = self.options.stats_every_s
+        self._next_stats = self.options.source.stats_every_s
         self._stats_chunks = 0  # chunks decided at the last Stats (its recent percentiles)
         self._t = 0.0  # stream seconds at the end of the last chunk read
         self._t_at: float | None = None  # and the monotonic time its audio was complete
@@ -172,7 +172,7 @@ class Loop:
     def _post(self, event: Notice) -> None:
         """Emit a notice in order with the chunks: through the FIFO when it comes from the
         perceive thread, so callbacks keep running on the respond thread."""
-        if self.options.asynchronous and threading.current_thread() is self._reader:
+        if self.options.engine.asynchronous and threading.current_thread() is self._reader:
             self.fifo.put(event)
         else:
             self.emit(event)
@@ -391,9 +391,9 @@ class Loop:
                     )
                 )
         self._decoder_free = time.monotonic()
-        if self.options.stats_every_s and item.t >= self._next_stats:
+        if self.options.source.stats_every_s and item.t >= self._next_stats:
             while self._next_stats <= item.t:  # skipped audio may jump several periods
-                self._next_stats += self.options.stats_every_s
+                self._next_stats += self.options.source.stats_every_s
             self.emit(self._stats(item.t))
 
     def _spell(self, tokens) -> tuple[str, dict, str, int]:
@@ -516,7 +516,7 @@ class Loop:
             self._close_source()
             return self.finish(t0)
         try:
-            if self.options.asynchronous:
+            if self.options.engine.asynchronous:
                 perceive = threading.Thread(
                     target=self._perceive, name="soundflow-perceive", daemon=True
                 )
@@ -596,7 +596,7 @@ class Loop:
             realtime_factor=stream_s / wall if wall > 0 else 0.0,
             cache_evictions=self.decoder.cache.evictions,
             mode=self.decoder.mode,
-            scheduling="async" if self.options.asynchronous else "sync",
+            scheduling="async" if self.options.engine.asynchronous else "sync",
             interrupted=self.interrupted,
             error=self.error,
             input_overflows=count("input_overflows"),
@@ -610,7 +610,7 @@ class Loop:
                 "source": src.name,
                 "realtime": self.live,
                 "provider": self.engine.provider,
-                "threads": self.options.session_threads(),
+                "threads": self.options.engine.session_threads(),
             },
         )
         try:

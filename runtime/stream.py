@@ -64,8 +64,8 @@ class DecoderStream:
         options = options or RuntimeOptions()
         spec = engine.spec
         self.engine = engine
-        self.mode, self.prompt = spec.prompt(options.mode)
-        if options.alerts == "tagger":
+        self.mode, self.prompt = spec.prompt(options.decision.mode)
+        if options.alerts.decider == "tagger":
             raise BundleError(
                 "--alerts tagger: only a Whisper-based bundle carries an alert tagger "
                 "(`soundflow tagger`); use --alerts protocol or leave the flag out"
@@ -75,7 +75,7 @@ class DecoderStream:
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.stops = set(spec.stop_ids) | {self.eos}
         self.decision, self.turns = decision_policy.for_spec(
-            spec, self.mode, self.threshold, options.threshold
+            spec, self.mode, self.threshold, options.decision.threshold
         )
         self.fallback = self.decision.needs_pcm  # the loop passes each chunk's PCM
         self._respond_prefix = list(self.turns.respond)
@@ -87,11 +87,11 @@ class DecoderStream:
         )
         try:
             policy = CachePolicy.default(
-                budget, len(self.prompt), self.max_query, options.cache_policy
+                budget, len(self.prompt), self.max_query, options.cache.policy
             )
-            if options.cache_window is not None:
+            if options.cache.window is not None:
                 policy = CachePolicy(
-                    budget, len(self.prompt), options.cache_window, options.cache_policy
+                    budget, len(self.prompt), options.cache.window, options.cache.policy
                 )
                 if policy.sinks + policy.window + self.max_query > budget:
                     raise ValueError(
@@ -122,17 +122,13 @@ class DecoderStream:
     def _decision_options(self, spec, options: RuntimeOptions) -> int:
         """Threshold, refractory time and max tokens (flags over manifest defaults); returns
         the cache budget, refused above the bundle's capacity."""
-        d = spec.decision
-        self.threshold = float(d["threshold"] if options.threshold is None else options.threshold)
-        self.refractory_s = float(
-            d["refractory_s"] if options.refractory_s is None else options.refractory_s
-        )
+        d, o = spec.decision, options.decision
+        self.threshold = float(d["threshold"] if o.threshold is None else o.threshold)
+        self.refractory_s = float(d["refractory_s"] if o.refractory_s is None else o.refractory_s)
         self.max_tokens = int(
-            d["max_response_tokens"]
-            if options.max_response_tokens is None
-            else options.max_response_tokens
+            d["max_response_tokens"] if o.max_response_tokens is None else o.max_response_tokens
         )
-        budget = options.cache_budget or spec.cache_capacity
+        budget = options.cache.budget or spec.cache_capacity
         if budget > spec.cache_capacity:
             raise BundleError(
                 f"cache budget {budget} exceeds the bundle's cache capacity "

@@ -219,7 +219,7 @@ def test_shipped_head_names_a_smoke_alarm_and_not_a_minute_of_music():
 
     spec = load_spec()
     assert spec.audioset.head is not None and not spec.audioset.head.decides
-    engine = open_engine(None, RuntimeOptions(threads=1))
+    engine = open_engine(None, RuntimeOptions.from_flags(threads=1))
     rng = np.random.default_rng(0)
     alarm = 0.5 * procedural.SOUNDS["smoke_alarm"].make(procedural.Params(rng, "eval"))
     x = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), alarm.astype(np.float32)])

@@ -107,7 +107,7 @@ def test_unread_audio_is_counted_in_chunks(engine):
     those chunks as never read; a reading whose window overlaps the last counts none."""
     from soundflow.runtime.options import RuntimeOptions
 
-    captions = open_stream(engine, RuntimeOptions(mode="transcribe")).captions
+    captions = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe")).captions
     w = captions.window_chunks
     assert w == 11  # 4 s of history plus the chunk, 400 ms each
     captions.chunks = 4

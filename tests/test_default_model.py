@@ -183,7 +183,9 @@ def test_a_response_holds_one_tag(engine):
     from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
     from soundflow.runtime.options import RuntimeOptions
 
-    stream = CrossDecoderStream(CrossEngine(engine.spec.path), RuntimeOptions(mode="assist"))
+    stream = CrossDecoderStream(
+        CrossEngine(engine.spec.path), RuntimeOptions.from_flags(mode="assist")
+    )
     tag = next(i for i, t in stream.tag_ids.items() if t == "<intent:history>")
     logits = np.zeros(engine.spec.vocab, np.float32)
     logits[tag] = 10.0
@@ -235,7 +237,9 @@ def test_the_speech_gate_reads_no_window_of_benign_sound(engine):
     cs = eng.spec.chunk_samples
 
     def run(gate: bool) -> tuple[int, list[int], int]:
-        stream = CrossDecoderStream(eng, RuntimeOptions(mode="transcribe", speech_gate=gate))
+        stream = CrossDecoderStream(
+            eng, RuntimeOptions.from_flags(mode="transcribe", speech_gate=gate)
+        )
         state, calls, said = eng.new_state(), 0, []
         for c in range(len(pcm) // cs):
             entry, state = eng.encode(pcm[c * cs : (c + 1) * cs][None], state)

@@ -76,7 +76,7 @@ def _reading(engine, pcm: np.ndarray):
     then silence)."""
     n = engine.spec.chunk_samples
     pcm = np.concatenate([pcm, np.zeros(n, np.float32)])
-    dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
+    dec = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe"))
     enc = EncoderStream(engine)
     for i in range(0, len(pcm) - n + 1, n):
         dec.memory.add(enc.encode(pcm[i : i + n]))

@@ -111,7 +111,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine():
-    options = RuntimeOptions(realtime=False, stats_every_s=0, max_response_tokens=2)
+    options = RuntimeOptions.from_flags(realtime=False, stats_every_s=0, max_response_tokens=2)
     return open_engine(None, options), options
 
 

@@ -55,7 +55,7 @@ def _pcm(seconds: float) -> np.ndarray:
 
 
 def _run(engine, source, **opts):
-    options = RuntimeOptions(**{"realtime": False, "stats_every_s": 0, **opts})
+    options = RuntimeOptions.from_flags(**{"realtime": False, "stats_every_s": 0, **opts})
     events: list = []
     loop = Loop(engine, source, events.append, options)
     return loop.run(), events, loop
@@ -128,7 +128,9 @@ def test_poisoned_encoder_state_is_reset_and_reported(engine):
             assert _poison(loop_ref[0].encoder.state)
         return chunk
 
-    options = RuntimeOptions(realtime=False, stats_every_s=0, asynchronous=False, **EVERY_CHUNK)
+    options = RuntimeOptions.from_flags(
+        realtime=False, stats_every_s=0, asynchronous=False, **EVERY_CHUNK
+    )
     events: list = []
     loop = Loop(engine, Scripted(pcm, hook), events.append, options)
     loop_ref.append(loop)
@@ -149,7 +151,9 @@ def test_poisoned_decoder_cache_is_reset_and_reported(engine):
             assert _poison(loop_ref[0].decoder.cache)
         return chunk
 
-    options = RuntimeOptions(realtime=False, stats_every_s=0, asynchronous=False, **EVERY_CHUNK)
+    options = RuntimeOptions.from_flags(
+        realtime=False, stats_every_s=0, asynchronous=False, **EVERY_CHUNK
+    )
     events: list = []
     loop = Loop(engine, Scripted(pcm, hook), events.append, options)
     loop_ref.append(loop)

@@ -259,7 +259,7 @@ def test_the_default_bundle_answers_history_from_what_it_heard(default_path, tmp
     said, _ = run_stream(engine, np.concatenate([sentence, quiet, question]), "assist")
     assert len(said) == 1 and said[0].text.startswith("she said the package will arrive")
 
-    assist = cross.CrossDecoderStream(engine, RuntimeOptions(mode="assist")).assist
+    assist = cross.CrossDecoderStream(engine, RuntimeOptions.from_flags(mode="assist")).assist
     labels = list(engine.spec.tagger.labels)
 
     def chunk(**p):

@@ -44,7 +44,9 @@ def _scene() -> np.ndarray:
 
 
 def _run(bundle, pcm, **opts):
-    options = RuntimeOptions(**{"realtime": False, "stats_every_s": 0, "mode": "assist", **opts})
+    options = RuntimeOptions.from_flags(
+        **{"realtime": False, "stats_every_s": 0, "mode": "assist", **opts}
+    )
     events = []
     summary = Loop(
         open_engine(bundle, options), array_source(pcm, SR), events.append, options

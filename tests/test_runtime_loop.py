@@ -29,7 +29,7 @@ def toy(tmp_path_factory):
 
 
 def _run(bundle, source, **opts):
-    options = RuntimeOptions(**{"realtime": False, "stats_every_s": 0, **opts})
+    options = RuntimeOptions.from_flags(**{"realtime": False, "stats_every_s": 0, **opts})
     engine = open_engine(bundle, options)
     events = []
     loop = Loop(engine, source, events.append, options)
@@ -192,7 +192,7 @@ def test_sync_latency_counts_queueing_from_the_audio_clock(smoke_bundle, tmp_pat
     pcm, _ = toy
     path = tmp_path / "three.wav"
     sf.write(path, pcm[: int(16_000 * 2.8)], 16_000)  # 7 chunks
-    options = RuntimeOptions(
+    options = RuntimeOptions.from_flags(
         realtime=True, asynchronous=False, stats_every_s=0, mode="alert", threshold=1.0
     )
     engine = open_engine(smoke_bundle, options)

@@ -63,7 +63,7 @@ def audio(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def engine() -> OrtEngine:
-    return open_engine(None, RuntimeOptions(asynchronous=False))
+    return open_engine(None, RuntimeOptions.from_flags(asynchronous=False))
 
 
 def local_events(engine, path, mode="transcribe") -> list[dict]:
@@ -134,7 +134,9 @@ def test_eight_streams_match_local_listen(engine, audio, reference):
     # Transcribe streams of the default caption by reading their own windows: they have no
     # decision call to stack (the alert-mode batching is checked below).
 
-    captions = open_stream(engine, RuntimeOptions(mode="transcribe")).captions is not None
+    captions = (
+        open_stream(engine, RuntimeOptions.from_flags(mode="transcribe")).captions is not None
+    )
     assert (sched.decoder.calls == 0) == captions
 
 
@@ -197,11 +199,11 @@ def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
         (None, "transcribe", None),
     )
     for bundle, mode, alerts in cases:
-        eng = open_engine(bundle, RuntimeOptions(asynchronous=False))
+        eng = open_engine(bundle, RuntimeOptions.from_flags(asynchronous=False))
         n, streams = eng.spec.chunk_samples, 3
         rng = np.random.default_rng(1)
         audio = [rng.standard_normal(n * 12).astype(np.float32) * 0.05 for _ in range(streams)]
-        opts = RuntimeOptions(mode=mode, alerts=alerts)
+        opts = RuntimeOptions.from_flags(mode=mode, alerts=alerts)
         solo = [(EncoderStream(eng), open_stream(eng, opts)) for _ in range(streams)]
         many = [(EncoderStream(eng), open_stream(eng, opts)) for _ in range(streams)]
         own = many[0][1]
@@ -227,7 +229,7 @@ def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
 
 def test_smoke_bundle_served_like_local(smoke_bundle):
     """The decoder-only kind through the server, every batch mode."""
-    eng = open_engine(smoke_bundle, RuntimeOptions(asynchronous=False))
+    eng = open_engine(smoke_bundle, RuntimeOptions.from_flags(asynchronous=False))
     pcm = (np.random.default_rng(3).standard_normal(16000 * 4) * 0.1).astype(np.float32)
     ref: list[dict] = []
     Listener(

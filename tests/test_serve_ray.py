@@ -51,7 +51,7 @@ def clip(tmp_path_factory) -> tuple[Path, list[dict]]:
     path = tmp_path_factory.mktemp("ray") / "demo12.wav"
     sf.write(path, pcm, rate)
     events: list[dict] = []
-    engine = open_engine(None, RuntimeOptions(asynchronous=False, threads=1))
+    engine = open_engine(None, RuntimeOptions.from_flags(asynchronous=False, threads=1))
     Listener(
         engine,
         mode="transcribe",
@@ -69,7 +69,7 @@ def url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app = ray_app.application(
-        options=RuntimeOptions(asynchronous=False, threads=1),
+        options=RuntimeOptions.from_flags(asynchronous=False, threads=1),
         scale=ray_app.RayOptions(replicas=2, cpus_per_replica=1),
     )
     ray_app.start_local(app, "127.0.0.1", port, num_cpus=2)

@@ -269,7 +269,7 @@ def test_a_tagged_bundle_decides_alerts_without_the_decoder(tagged_bundle):
     eng = CrossEngine(tagged_bundle)
     spec = eng.spec.tagger
     assert spec is not None and spec.frames == 40 and set(spec.thresholds) <= set(spec.labels)
-    stream = CrossDecoderStream(eng, RuntimeOptions(mode="alert", threshold=0.0))
+    stream = CrossDecoderStream(eng, RuntimeOptions.from_flags(mode="alert", threshold=0.0))
     assert stream.alerts is not None
     x = (np.random.default_rng(1).standard_normal(eng.spec.chunk_samples * 6) * 0.1).astype(
         np.float32
@@ -291,7 +291,7 @@ def test_a_tagged_bundle_decides_alerts_without_the_decoder(tagged_bundle):
     for r in responses:
         assert r.text == captions[r.alert]["caption"]
     # --alerts protocol: the decoder decides again
-    proto = CrossDecoderStream(eng, RuntimeOptions(mode="alert", alerts="protocol"))
+    proto = CrossDecoderStream(eng, RuntimeOptions.from_flags(mode="alert", alerts="protocol"))
     assert proto.alerts is None
 
 
@@ -322,7 +322,7 @@ def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp
         eng = CrossEngine(bundle)
         # fast mode: at real time the readings' 50 ms deadline would cut them where the machine
         # is slow, and the gated and ungated runs could read different amounts of the window
-        options = RuntimeOptions(mode="transcribe", speech_gate=gate, realtime=False)
+        options = RuntimeOptions.from_flags(mode="transcribe", speech_gate=gate, realtime=False)
         stream = CrossDecoderStream(eng, options)
         assert (stream.captions.gate is not None) == gate
         state, out, calls = eng.new_state(), [], 0
@@ -395,7 +395,7 @@ def test_a_verified_label_alerts_where_whisper_reads_its_word(tagged_bundle, tmp
         m["tagger"]["verify"] = {label: {"threshold": 0.0, "words": words}}
         write_manifest(out, {k: v for k, v in m.items() if k != "files"})
         eng = CrossEngine(out)
-        stream = CrossDecoderStream(eng, RuntimeOptions(mode="alert"))
+        stream = CrossDecoderStream(eng, RuntimeOptions.from_flags(mode="alert"))
         state, said, cs = eng.new_state(), [], eng.spec.chunk_samples
         for c in range(len(x) // cs):
             entry, state = eng.encode(x[c * cs : (c + 1) * cs][None], state)
@@ -426,14 +426,18 @@ def test_alerts_tagger_on_a_bundle_without_one_says_what_to_do(default_cross, tm
         (bundle / "tagger.onnx").unlink()
         write_manifest(bundle, {k: v for k, v in m.items() if k != "files"})
     with pytest.raises(BundleError, match="soundflow tagger"):
-        CrossDecoderStream(CrossEngine(bundle), RuntimeOptions(mode="alert", alerts="tagger"))
+        CrossDecoderStream(
+            CrossEngine(bundle), RuntimeOptions.from_flags(mode="alert", alerts="tagger")
+        )
 
 
 def test_alerts_tagger_on_a_decoder_only_bundle_is_refused(smoke_bundle):
     from soundflow.runtime.options import RuntimeOptions
 
     with pytest.raises(BundleError, match="only a Whisper-based bundle"):
-        open_stream(open_engine(smoke_bundle), RuntimeOptions(mode="alert", alerts="tagger"))
+        open_stream(
+            open_engine(smoke_bundle), RuntimeOptions.from_flags(mode="alert", alerts="tagger")
+        )
 
 
 def test_tagger_command_errors_name_the_fix(smoke_bundle, default_cross, tmp_path):

@@ -87,7 +87,7 @@ def calibrate(
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data.shards import iter_streams
 
-    engine = open_engine(bundle, RuntimeOptions(realtime=False))
+    engine = open_engine(bundle, RuntimeOptions.from_flags(realtime=False))
     chunk_s = engine.spec.chunk_ms / 1000
     verify = {label: tuple(key(w) for w in words) for label, words in (verify or {}).items()}
     # label -> (p, outcome, whether a reading heard one of its words)

@@ -34,7 +34,7 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
 def run_stream(engine, samples: np.ndarray, mode: str, threshold: float | None = None, **overrides):
     """(responses, summary) of one stream through the runtime, as fast as possible;
     `threshold` overrides the bundle's decision thresholds, `overrides` other run-time
-    options (RuntimeOptions fields, e.g. alerts="protocol")."""
+    options (flat RuntimeOptions names, e.g. alerts="protocol")."""
     from soundflow.runtime.listener import Listener
 
     responses = []
@@ -139,7 +139,7 @@ def evaluate_bundle(
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data.shards import iter_streams
 
-    engine = open_engine(bundle, RuntimeOptions(realtime=False), variant=variant)
+    engine = open_engine(bundle, RuntimeOptions.from_flags(realtime=False), variant=variant)
     known = list(engine.spec.manifest["tasks"])
     unknown = [t for t in tasks or [] if t not in known]
     if unknown:

@@ -28,7 +28,7 @@ CLOSE_INTERNAL = 1011  # the stream's graph failed
 CLOSE_TRY_LATER = 1013  # max_streams reached
 CLOSE_TOO_SLOW = 4001  # the client does not read its events
 
-HELLO_OPTIONS = {  # RuntimeOptions fields a stream may set (range-checked there)
+HELLO_OPTIONS = {  # flat RuntimeOptions names a stream may set (RuntimeOptions.from_flags)
     "threshold": float,
     "refractory_s": float,
     "max_response_tokens": int,

@@ -249,7 +249,7 @@ def application(
     scale: RayOptions | None = None,
 ) -> Application:
     """The Ray Serve application: `serve.run(application(...), route_prefix="/")`."""
-    options = options or RuntimeOptions(asynchronous=False)
+    options = options or RuntimeOptions.from_flags(asynchronous=False)
     scale = scale or RayOptions()
     # The replica serves no socket itself: Ray's proxy binds (and checks nothing), so the
     # token rule is the caller's (`soundflow serve --ray` applies ServerConfig's).
@@ -289,7 +289,7 @@ def build(args: dict[str, str]) -> Application:
         target_streams=num("target_streams", int, 4),
         cpus_per_replica=num("cpus_per_replica", float, 1.0),
     )
-    options = RuntimeOptions(
+    options = RuntimeOptions.from_flags(
         threads=num("threads", int),
         asynchronous=False,
         caption_budget_ms=num("caption_budget_ms", float),

@@ -66,7 +66,7 @@ class Session:
         self.server = server
         self.hello = hello
         engine = server.engine
-        options = server.engine.options.with_(
+        options = server.engine.options.with_flags(
             mode=hello.mode, realtime=hello.realtime, asynchronous=False, **hello.options
         )
         self.options = options
@@ -75,7 +75,7 @@ class Session:
             channels=hello.channels,
             dtype=FORMATS[hello.format],
             buffer_s=server.config.buffer_s,
-            gap_s=options.gap_s,
+            gap_s=options.source.gap_s,
             name=f"ws:{sid}",
         )
         self.loop = _SessionLoop(engine, self.source, self._emit, options, hello.realtime)
