@@ -1,68 +1,110 @@
-"""Export parity under one driver: the runtime's own streams (runtime/stream.py) run a
-bundle on ONNX Runtime and its checkpoint on the torch backend (export/torch_engine.py)
-over the same audio, with real generation; the calls they made are then replayed as one
-full-sequence `transformers` forward, which must give the same logits (cached == full).
+"""Export parity of either model kind under one driver: the runtime's own stream (runtime/kinds.py)
+runs the bundle on ONNX Runtime and its checkpoint on the kind's torch reference engine over
+the same audio; the manifest's `kind` picks, through `REFERENCES`, what is compared and within
+what (export/decoder_reference.py, export/whisper_reference.py). One report format for both.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from soundflow.runtime.kinds import open_engine
+from soundflow.export.parity_kind import Reference, Trace
+from soundflow.manifest import BundleError
+from soundflow.runtime.bundle import load_spec
+from soundflow.runtime.kinds import KINDS, open_engine
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.stream import DecoderStream, EncoderStream
+from soundflow.runtime.stream import EncoderStream
 
 
-@dataclass
-class Trace:
-    logits: list[np.ndarray] = field(default_factory=list)  # per decoder call, (T, V)
-    embeds: list[np.ndarray] = field(default_factory=list)  # per decoder call, what was fed
-    evictions: list[int] = field(default_factory=list)  # per call: the cache's evictions so far
-    audio_embeds: list[np.ndarray] = field(default_factory=list)  # per chunk
-    p_respond: list[float] = field(default_factory=list)  # per chunk
-    decisions: list[bool] = field(default_factory=list)  # the model's own, per chunk
-    tokens: list[int] = field(default_factory=list)  # every generated token
+def _decoder_only() -> Reference:
+    from soundflow.export.decoder_reference import DecoderOnly
 
-    def unevicted(self) -> int:
-        """Calls made before the cache first evicted: a full forward replays exactly these."""
-        return next((i for i, e in enumerate(self.evictions) if e), len(self.evictions))
+    return DecoderOnly()
 
 
-class RecordingStream(DecoderStream):
-    """The runtime's DecoderStream, recording every decoder call it makes."""
+def _whisper_cross() -> Reference:
+    from soundflow.export.whisper_reference import WhisperCross
+
+    return WhisperCross()
+
+
+# manifest `decoder.kind` -> that kind's parity reference, imported when asked for
+REFERENCES = {"decoder-only": _decoder_only, "whisper-cross": _whisper_cross}
+
+
+def reference(kind: str) -> Reference:
+    if kind not in REFERENCES:
+        raise BundleError(
+            f"decoder kind {kind!r} has no parity reference ({sorted(REFERENCES)}); "
+            "upgrade soundflow or re-export the bundle"
+        )
+    return REFERENCES[kind]()
+
+
+class Recording:
+    """Over a kind's runtime stream: records every decoder call it makes. With `forced`
+    (another run's `own`, in order) it feeds those tokens instead of its greedy choices, so
+    two backends see identical inputs call for call; its own choices stay in `trace.own`."""
+
+    forced: list[int] | None = None
 
     def reset(self) -> None:
         super().reset()
-        self.trace = Trace()
+        self.trace, self.chunk = Trace(), -1
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def decide(self, audio_embeds, pcm=None, ready=None):
+        self.chunk += 1
+        return super().decide(audio_embeds, pcm, ready)
+
+    def _run(self, x):
         logits = super()._run(x)
-        self.trace.logits.append(logits.copy())
-        self.trace.embeds.append(np.array(x, np.float32))
-        self.trace.evictions.append(self.cache.evictions)
+        fed = np.array(x)
+        t = self.trace
+        t.inputs.append(fed.astype(np.float32) if fed.dtype.kind == "f" else fed)
+        t.logits.append(logits.copy())
+        t.chunks.append(self.chunk)
+        t.evictions.append(self.cache.evictions)
         return logits
 
+    def _next_token(self, logits: np.ndarray) -> int:
+        token = super()._next_token(logits)
+        self.trace.own.append(token)
+        if self.forced is None:
+            return token
+        token = self.forced[len(self.trace.own) - 1]
+        # A stream that keeps its response (the cross kind's repeat guard, off under parity)
+        # has appended its own choice: it must hold what was fed instead.
+        response = getattr(self, "_response", None)
+        if response:
+            response[-1] = token
+        return token
 
-def drive(
-    engine,
-    pcm: np.ndarray,
-    task: str,
-    force_every: int = 3,
-    max_tokens: int = 8,
-    threshold: float | None = 0.5,
-) -> Trace:
-    """Stream `pcm` through the runtime's EncoderStream and DecoderStream on `engine` (any
-    backend of the engine interface). A chunk responds when the stream decides so or, every
-    `force_every`-th chunk, regardless (so generation is exercised); no refractory time."""
-    opts = RuntimeOptions(
-        mode=task, threshold=threshold, max_response_tokens=max_tokens, refractory_s=0.0
-    )
-    enc, dec = EncoderStream(engine), RecordingStream(engine, opts)
-    n, chunk_s = engine.spec.chunk_samples, engine.spec.chunk_ms / 1000
+
+@functools.cache
+def _recording(stream_cls: type) -> type:
+    return type(f"Recording{stream_cls.__name__}", (Recording, stream_cls), {})
+
+
+def drive(engine, pcm: np.ndarray, mode: str, forced: list[int] | None = None, **plan) -> Trace:
+    """Stream `pcm` through the runtime's EncoderStream and the engine kind's stream, on
+    `engine` (ONNX Runtime or the torch reference: one engine interface), under the kind's
+    plan (`plan` changes its fields). A chunk responds every `respond_every`-th chunk whatever
+    its p (so generation is exercised) and, with `own_decisions`, where the stream decides so;
+    no refractory time. `forced`: generate these tokens instead of greedy ones."""
+    spec = engine.spec
+    ref = reference(spec.kind)
+    p = replace(ref.plan, **plan)
+    _, stream_cls = KINDS[spec.kind]()
+    dec = _recording(stream_cls)(engine, ref.stream_options(mode, p))
+    ref.prepare(dec)
+    dec.forced = forced
+    enc = EncoderStream(engine)
+    n, chunk_s = spec.chunk_samples, spec.chunk_ms / 1000
     tr = dec.trace
     for c in range(len(pcm) // n):
         x = pcm[c * n : (c + 1) * n]
@@ -71,85 +113,64 @@ def drive(
         d = dec.decide(audio_embeds, x)
         tr.p_respond.append(d.p)
         tr.decisions.append(d.respond)
-        if d.respond or (force_every and c % force_every == force_every - 1):
+        forced_now = bool(p.respond_every) and c % p.respond_every == p.respond_every - 1
+        if forced_now and hasattr(dec, "force_respond"):
+            dec.force_respond()  # a stream that checks p itself is told to respond anyway
+        if forced_now or (p.own_decisions and d.respond):
             first = dec.begin_response(c * chunk_s)
-            if first is not None:
-                tr.tokens += list(dec.continue_response(first))
+            tr.responses.append([] if first is None else list(dec.continue_response(first)))
+        else:
+            tr.responses.append(None)
     return tr
 
 
-def compare(ref: Trace, got: Trace) -> dict:
-    """Two backends' traces under the same driver: decisions, tokens, logits, embeds."""
-    return {
-        "decoder_calls": len(ref.logits),
-        "generated_tokens": len(ref.tokens),
-        "model_responds": int(sum(ref.decisions)),
-        "decisions_equal": ref.decisions == got.decisions and len(ref.logits) == len(got.logits),
-        "tokens_equal": ref.tokens == got.tokens,
-        "max_abs_embed_diff": max(
-            float(np.abs(a - b).max())
-            for a, b in zip(ref.audio_embeds, got.audio_embeds, strict=True)
-        ),
-        "max_abs_logit_diff": max(
-            float(np.abs(a - b).max()) for a, b in zip(ref.logits, got.logits, strict=False)
-        ),
-    }
+def check(
+    bundle: Path | str, checkpoint: Path | str, chunks: int = 30, seed: int = 0, model=None
+) -> dict:
+    """ONNX Runtime vs the torch reference over the same stream for every mode, and the
+    streamed calls vs one full forward, as the bundle's kind measures them. `model`: the
+    checkpoint already loaded (it is only read), else loaded from `checkpoint`."""
+    spec = load_spec(bundle)
+    ref = reference(spec.kind)
+    ort_engine = open_engine(spec, ref.ort_options())
+    if model is None:
+        model = ref.load(checkpoint)
+    torch_engine = ref.engine(model, ort_engine.spec)
+    pcm = ref.signal(ort_engine.spec, chunks, seed)
+    report = {"kind": spec.kind, "chunks": chunks, **ref.extras(spec), "modes": {}}
+    ok = True
+    for mode in spec.modes:
+        got = drive(ort_engine, pcm, mode)
+        # The torch run may be fed ONNX's tokens (where the kind says: a quantized bundle
+        # may pick another of two near-tied tokens, and the streams would then diverge).
+        forced = got.own if ref.feeds_reference(spec) else None
+        torch_trace = drive(torch_engine, pcm, mode, forced)
+        report["modes"][mode], passed = ref.measure(model, spec, mode, pcm, got, torch_trace)
+        ok = ok and passed
+    for key, row_key in ref.totals:
+        report[key] = max(r[row_key] for r in report["modes"].values())
+    report["ok"] = bool(ok)
+    return report
 
 
-def cached_vs_full(trace: Trace, full_logits) -> float:
-    """max |cached - full| over the calls before the first eviction; `full_logits(x)` runs
-    the fed embeddings x (T, hidden) as one sequence -> (T, vocab)."""
-    k = trace.unevicted()
-    if k == 0:
-        raise ValueError("the parity stream evicted on its first call: raise cache_capacity")
-    return float(
-        np.abs(
-            np.concatenate(trace.logits[:k]) - full_logits(np.concatenate(trace.embeds[:k]))
-        ).max()
+def summary_line(report: dict) -> str:
+    """The report's last line, as `soundflow export` prints it."""
+    ref = reference(report["kind"])
+    status = "ok" if report["ok"] else "FAILED"
+    return (
+        f"parity {status}: max |delta logit| onnxruntime vs torch = "
+        f"{report['max_abs_logit_diff']:.3g}, {ref.full_label} = {report[ref.full_key]:.3g}"
     )
+
+
+def format_report(report: dict) -> str:
+    """The whole report as JSON, then its summary line."""
+    return json.dumps(report, indent=2) + "\n" + summary_line(report)
 
 
 def _ort(bundle: Path, variant: str = "fp32"):
 
     return open_engine(bundle, RuntimeOptions(provider="cpu", threads=1), variant=variant)
-
-
-def check(bundle: Path | str, checkpoint: Path | str, chunks: int = 30, seed: int = 0) -> dict:
-    """Run torch and ORT over the same stream for every task; compare decisions, tokens, logits."""
-    import torch
-
-    from soundflow.export.torch_engine import TorchEngine
-    from soundflow.train.checkpoint import load_checkpoint
-    from soundflow.train.smoke import toy_stream
-
-    bundle = Path(bundle)
-    model, _, cfg = load_checkpoint(checkpoint)
-    ort_engine = _ort(bundle)
-    torch_engine = TorchEngine.from_model(model, ort_engine.spec)
-    pcm, _ = toy_stream(seed, seconds=chunks * cfg.chunk_ms / 1000)
-    pcm = pcm[: chunks * cfg.chunk_samples]
-
-    @torch.no_grad()
-    def full(x: np.ndarray) -> np.ndarray:  # the whole fed sequence, through transformers itself
-        return model.decoder(inputs_embeds=torch.from_numpy(x[None])).logits[0].numpy()
-
-    report = {"chunks": chunks, "tasks": {}}
-    for task in ort_engine.spec.modes:
-        ref = drive(torch_engine, pcm, task)
-        got = drive(ort_engine, pcm, task)
-        report["tasks"][task] = {
-            **compare(ref, got),
-            "max_abs_cached_vs_full_diff": cached_vs_full(ref, full),
-        }  # noqa: E501
-    rows = report["tasks"].values()
-    report["max_abs_logit_diff"] = max(r["max_abs_logit_diff"] for r in rows)
-    report["max_abs_cached_vs_full_diff"] = max(r["max_abs_cached_vs_full_diff"] for r in rows)
-    report["ok"] = bool(
-        all(r["decisions_equal"] and r["tokens_equal"] for r in rows)
-        and report["max_abs_logit_diff"] < 1e-3
-        and report["max_abs_cached_vs_full_diff"] < 1e-3
-    )
-    return report
 
 
 def agreement(bundle: Path | str, variant: str = "int8", chunks: int = 30, seed: int = 0) -> dict:
@@ -169,7 +190,3 @@ def agreement(bundle: Path | str, variant: str = "int8", chunks: int = 30, seed:
             "max_abs_p_respond_diff": float(np.abs(np.subtract(a.p_respond, b.p_respond)).max()),
         }
     return out
-
-
-def format_report(report: dict) -> str:
-    return json.dumps(report, indent=2)

@@ -1,8 +1,9 @@
 """The torch backend of the runtime's engine interface: the exported torch modules behind
 `OrtEngine`'s methods (`new_state`, `encode`, `bind_cache`, `decode_step`, `embed`), so the
 runtime's own streams (`runtime/stream.py`) drive a checkpoint exactly as they drive its
-bundle. Parity then compares two backends under one driver (whisper's `Inference` seam);
-`export/whisper_parity.py`'s `TorchCrossEngine` is the same for the cross-attention kind.
+bundle. Parity (export/parity.py) then compares two backends under one driver (whisper's
+`Inference` seam); `export/whisper_reference.py`'s `TorchCrossEngine` is the same for the
+cross-attention kind.
 """
 
 from __future__ import annotations

@@ -52,11 +52,25 @@ def test_parity_with_torch(smoke_bundle, smoke_checkpoint):
 
     report = check(smoke_bundle, smoke_checkpoint, chunks=30)
     assert report["ok"], report
+    assert report["kind"] == "decoder-only"
     assert report["max_abs_logit_diff"] < 1e-3
     assert report["max_abs_cached_vs_full_diff"] < 1e-3
-    for row in report["tasks"].values():
+    for row in report["modes"].values():
         assert row["generated_tokens"] > 0  # real generation ran, not only decisions
         assert row["decisions_equal"] and row["tokens_equal"]
+
+
+def test_every_kind_the_runtime_runs_has_one_parity_reference():
+    from soundflow.export.parity import REFERENCES, reference
+    from soundflow.runtime.kinds import KINDS
+
+    assert set(REFERENCES) == set(KINDS)
+    for kind in KINDS:
+        ref = reference(kind)
+        assert ref.totals[0][0] == "max_abs_logit_diff"  # the summary line reads it
+        assert ref.full_key in dict(ref.totals)
+    with pytest.raises(BundleError, match="no parity reference.*re-export"):
+        reference("karaoke")
 
 
 def test_check_cli_prints_max_difference_last(smoke_bundle, smoke_checkpoint):

@@ -33,12 +33,13 @@ def test_one_driver_two_backends_and_one_full_forward(
     """The runtime's own streams on ONNX Runtime == on the torch backend (same decisions,
     tokens, p to 1e-5), and the calls they made == one full-sequence transformers forward."""
     torch = pytest.importorskip("torch")
-    from soundflow.export.parity import cached_vs_full, compare, drive
+    from soundflow.export.decoder_reference import cached_vs_full, compare
+    from soundflow.export.parity import drive
     from soundflow.export.torch_engine import TorchEngine
     from soundflow.train.checkpoint import load_checkpoint
 
     model, _, _ = load_checkpoint(smoke_checkpoint)
-    ort_engine = open_engine(smoke_bundle, RuntimeOptions(threads=1))
+    ort_engine = open_engine(smoke_bundle, RuntimeOptions.from_flags(threads=1))
     torch_engine = TorchEngine.from_model(model, ort_engine.spec)
 
     @torch.no_grad()
@@ -47,7 +48,7 @@ def test_one_driver_two_backends_and_one_full_forward(
 
     generated = 0
     for task in ort_engine.spec.modes:
-        kw = dict(force_every=0, max_tokens=32, threshold=threshold)
+        kw = dict(respond_every=0, max_tokens=32, threshold=threshold)
         ref, got = drive(torch_engine, toy_pcm, task, **kw), drive(ort_engine, toy_pcm, task, **kw)
         r = compare(ref, got)
         assert r["decisions_equal"] and r["tokens_equal"], r
@@ -63,7 +64,7 @@ def test_one_driver_two_backends_and_one_full_forward(
 
 def test_state_and_cache_are_per_stream(smoke_bundle, toy_pcm):
     """One engine, two streams: feeding one does not disturb the other."""
-    engine = open_engine(smoke_bundle, RuntimeOptions(mode="alert"))
+    engine = open_engine(smoke_bundle, RuntimeOptions.from_flags(mode="alert"))
     a_enc, a_dec = EncoderStream(engine), open_stream(engine, engine.options)
     b_enc, b_dec = EncoderStream(engine), open_stream(engine, engine.options)
     chunks = [toy_pcm[i : i + 6400] for i in range(0, 6400 * 6, 6400)]
@@ -78,7 +79,7 @@ def test_state_and_cache_are_per_stream(smoke_bundle, toy_pcm):
 
 
 def test_int8_variant_runs(smoke_bundle, toy_pcm):
-    engine = open_engine(smoke_bundle, RuntimeOptions(mode="alert"), variant="int8")
+    engine = open_engine(smoke_bundle, RuntimeOptions.from_flags(mode="alert"), variant="int8")
     assert engine.spec.decoder_file.name == "decoder.int8.onnx"
     enc, dec = EncoderStream(engine), open_stream(engine, engine.options)
     p = dec.decide(enc.encode(toy_pcm[:6400])).p
@@ -134,16 +135,16 @@ def test_mode_budget_and_provider_errors(smoke_bundle):
         spec.prompt("karaoke")
     engine = open_engine(spec)
     with pytest.raises(BundleError, match="exceeds the bundle's cache capacity"):
-        open_stream(engine, RuntimeOptions(cache_budget=spec.cache_capacity + 1))
+        open_stream(engine, RuntimeOptions.from_flags(cache_budget=spec.cache_capacity + 1))
     with pytest.raises(BundleError, match="too small"):
-        open_stream(engine, RuntimeOptions(cache_budget=8))
+        open_stream(engine, RuntimeOptions.from_flags(cache_budget=8))
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(BundleError, match="onnxruntime-gpu"):
-            open_engine(spec, RuntimeOptions(provider="cuda"))
+            open_engine(spec, RuntimeOptions.from_flags(provider="cuda"))
 
 
 def test_cache_window_must_leave_room_for_a_call(smoke_bundle):
     engine = open_engine(smoke_bundle)
     with pytest.raises(BundleError, match="leaves no room"):
-        open_stream(engine, RuntimeOptions(cache_budget=64, cache_window=60))
-    open_stream(engine, RuntimeOptions(cache_budget=64, cache_window=40))
+        open_stream(engine, RuntimeOptions.from_flags(cache_budget=64, cache_window=60))
+    open_stream(engine, RuntimeOptions.from_flags(cache_budget=64, cache_window=40))

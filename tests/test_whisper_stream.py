@@ -132,10 +132,12 @@ def test_cross_bundle_declares_optimum_names(cross_bundle):
 
 
 def test_runtime_matches_torch_and_the_training_forward(cross_bundle, cross_model):
-    from soundflow.export.whisper_parity import check
+    from soundflow.export.parity import check, format_report
 
     bundle, ck, _ = cross_bundle
-    report = check(bundle, ck, seconds=6.4, model=cross_model[0])
+    report = check(bundle, ck, chunks=16, model=cross_model[0])
+    assert report["kind"] == "whisper-cross" and not report["quantized"]
+    assert format_report(report).splitlines()[-1].startswith("parity ok: max |delta logit|")
     for mode, r in report["modes"].items():
         assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
         assert r["max_abs_logit_diff_ort_vs_torch"] < 1e-2, (mode, r)
@@ -146,19 +148,18 @@ def test_runtime_matches_torch_and_the_training_forward(cross_bundle, cross_mode
 def test_forced_tokens_are_what_the_stream_feeds(cross_bundle, cross_model):
     """The int8 parity feeds torch the ORT run's tokens: the driver must generate exactly the
     tokens it is given, whatever its own greedy choice, and record that choice apart."""
-    from soundflow.export.whisper_parity import TorchCrossEngine, drive
+    from soundflow.export.parity import drive
+    from soundflow.export.whisper_reference import TorchCrossEngine
     from soundflow.runtime.bundle import load_spec
 
     bundle, _, _ = cross_bundle
     model, tok, _ = cross_model
     engine = TorchCrossEngine(model, load_spec(bundle))
     pcm = (np.random.default_rng(2).standard_normal(6400 * 14) * 0.05).astype(np.float32)
-    own, _ = drive(engine, pcm, "transcribe", respond_every=7, max_tokens=3)
+    own = drive(engine, pcm, "transcribe", respond_every=7, max_tokens=3)
     word = tok.encode(" kettle")[0]
-    forced, responses = drive(
-        engine, pcm, "transcribe", respond_every=7, max_tokens=3, forced=[word] * 8
-    )
-    fed = [r for r in responses if r is not None]
+    forced = drive(engine, pcm, "transcribe", [word] * 8, respond_every=7, max_tokens=3)
+    fed = [r for r in forced.responses if r is not None]
     assert fed and all(r == [word] * len(r) and r for r in fed), fed
     # Its own choices are recorded apart: the first is made before any forced token is in
     # the context, so it is the unforced run's; and they are not the forced word.
@@ -169,12 +170,13 @@ def test_forced_tokens_are_what_the_stream_feeds(cross_bundle, cross_model):
 def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, cross_model, tmp_path):
     """An int8 bundle is judged call by call on identical inputs (torch fed ORT's tokens):
     same token feeds, decisions within 0.1, and the share of greedy choices that agree."""
+    from soundflow.export.parity import check
     from soundflow.export.whisper_export import export_whisper_bundle
-    from soundflow.export.whisper_parity import MIN_INT8_AGREEMENT, check
+    from soundflow.export.whisper_reference import MIN_INT8_AGREEMENT
 
     _, ck, _ = cross_bundle
     export_whisper_bundle(ck, tmp_path / "int8", int8=True, log=lambda *_: None)
-    report = check(tmp_path / "int8", ck, seconds=6.4, model=cross_model[0])
+    report = check(tmp_path / "int8", ck, chunks=16, model=cross_model[0])
     assert report["quantized"]
     for mode, r in report["modes"].items():
         assert r["same_tokens"] and r["layout_is_runtime"], (mode, r)
@@ -190,7 +192,7 @@ def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_engine):
 
     engine = cross_engine
     # alert mode: the protocol's own decision calls (transcribe reads windows instead)
-    enc, dec = EncoderStream(engine), open_stream(engine, RuntimeOptions(mode="alert"))
+    enc, dec = EncoderStream(engine), open_stream(engine, RuntimeOptions.from_flags(mode="alert"))
     assert isinstance(dec, CrossDecoderStream)
     rng = np.random.default_rng(1)
     cap = engine.spec.cache_capacity
@@ -237,7 +239,7 @@ def _window_logits(engine, speech: np.ndarray, reading: bool = True) -> np.ndarr
     from soundflow.runtime.stream import EncoderStream
 
     enc = EncoderStream(engine)
-    dec = open_stream(engine, RuntimeOptions(mode="transcribe"))
+    dec = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe"))
     n = engine.spec.chunk_samples
     for c in range(min(10, len(speech) // n)):
         dec.memory.add(enc.encode(speech[c * n : (c + 1) * n]))
