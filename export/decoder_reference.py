@@ -69,10 +69,10 @@ class DecoderOnly:
         return TorchEngine.from_model(model, spec)
 
     def ort_options(self) -> RuntimeOptions:
-        return RuntimeOptions(provider="cpu", threads=1)
+        return RuntimeOptions.from_flags(provider="cpu", threads=1)
 
     def stream_options(self, mode: str, plan: Plan) -> RuntimeOptions:
-        return RuntimeOptions(
+        return RuntimeOptions.from_flags(
             mode=mode,
             threshold=plan.threshold,
             max_response_tokens=plan.max_tokens,

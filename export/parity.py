@@ -170,7 +170,9 @@ def format_report(report: dict) -> str:
 
 def _ort(bundle: Path, variant: str = "fp32"):
 
-    return open_engine(bundle, RuntimeOptions(provider="cpu", threads=1), variant=variant)
+    return open_engine(
+        bundle, RuntimeOptions.from_flags(provider="cpu", threads=1), variant=variant
+    )
 
 
 def agreement(bundle: Path | str, variant: str = "int8", chunks: int = 30, seed: int = 0) -> dict:

@@ -98,7 +98,7 @@ class WhisperCross:
         return None
 
     def stream_options(self, mode: str, plan: Plan) -> RuntimeOptions:
-        return RuntimeOptions(
+        return RuntimeOptions.from_flags(
             mode=mode,
             max_response_tokens=plan.max_tokens,
             refractory_s=0.0,

@@ -184,7 +184,7 @@ class RuntimeOptions:
 
     def __init__(self, **given: object) -> None:
         """Concerns by name (`decision=DecisionOptions(...)`). Flat names are taken too, as
-        from_flags takes them, until export's parity drivers are moved to from_flags; a
+        from_flags takes them (the docs' `RuntimeOptions(threads=2, asynchronous=False)`); a
         concern's name given a plain value ("captions", "alerts", "assist") is its flat name."""
         flat = {}
         for f in fields(self):

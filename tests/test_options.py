@@ -116,7 +116,7 @@ def test_every_flat_name_is_one_field_and_every_hello_option_is_one():
 
 
 def test_the_constructor_still_takes_flat_names_as_from_flags_does():
-    # for callers not yet moved to from_flags (export's parity drivers)
+    # the docs' examples (README, docs/deploy.md) build options so
     flat = {"provider": "cpu", "threads": 1, "captions": "protocol", "assist": "decoder"}
     assert RuntimeOptions(**flat) == RuntimeOptions.from_flags(**flat)
     assert RuntimeOptions(cache=CacheOptions(budget=8)).cache.budget == 8

@@ -84,7 +84,9 @@ def check(
     pcm = test_signal(chunks * chunk / mel.sample_rate, seed)
     task = next(iter(manifest["tasks"]))
     ref = drive(torch_engine(llm, bundle, mel), pcm, task)
-    got = drive(open_engine(bundle, RuntimeOptions(provider="cpu", threads=1)), pcm, task)
+    got = drive(
+        open_engine(bundle, RuntimeOptions.from_flags(provider="cpu", threads=1)), pcm, task
+    )
 
     @torch.no_grad()
     def full(x: np.ndarray) -> np.ndarray:  # the whole fed sequence, through transformers itself
