@@ -233,7 +233,7 @@ class CrossDecoderStream(DecoderStream):
         budget = self._decision_options(spec, options)
         d = spec.decision
         self.thresholds = dict(d.get("thresholds", {}).get(self.mode, {}))
-        if options.decision.threshold is not None:
+        if self.threshold_flag is not None:
             self.thresholds = {}  # an explicit flag overrides every calibrated threshold
         c = spec.control
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
@@ -265,7 +265,7 @@ class CrossDecoderStream(DecoderStream):
         # Tags also given where a reading of the window hears one of their words
         # (`decision.verify`: the decoder half-sure of an instruction, Whisper sure of its words)
         self.verify: dict[int, VerifySpec] = {}
-        if options.decision.threshold is None:
+        if self.threshold_flag is None:
             for tag, v in d.get("verify", {}).get(self.mode, {}).items():
                 if tag in spec.special:
                     words = tuple(key(w) for w in v["words"])
@@ -331,7 +331,7 @@ class CrossDecoderStream(DecoderStream):
                         "`soundflow tagger` or use --alerts protocol"
                     )
             else:
-                self.alerts = AlertRule(spec.tagger, self.refractory_s, options.decision.threshold)
+                self.alerts = AlertRule(spec.tagger, self.refractory_s, self.threshold_flag)
                 if options.alerts.only:
                     self.alerts.restrict(options.alerts.only)
                 self._alert_ids = {}

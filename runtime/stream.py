@@ -75,7 +75,7 @@ class DecoderStream:
         self.silence, self.respond_id, self.eos = c["silence"], c["respond"], c["eos"]
         self.stops = set(spec.stop_ids) | {self.eos}
         self.decision, self.turns = decision_policy.for_spec(
-            spec, self.mode, self.threshold, options.decision.threshold
+            spec, self.mode, self.threshold, self.threshold_flag
         )
         self.fallback = self.decision.needs_pcm  # the loop passes each chunk's PCM
         self._respond_prefix = list(self.turns.respond)
@@ -124,6 +124,7 @@ class DecoderStream:
         the cache budget, refused above the bundle's capacity."""
         d, o = spec.decision, options.decision
         self.threshold = float(d["threshold"] if o.threshold is None else o.threshold)
+        self.threshold_flag = o.threshold  # given: it overrides every calibrated threshold
         self.refractory_s = float(d["refractory_s"] if o.refractory_s is None else o.refractory_s)
         self.max_tokens = int(
             d["max_response_tokens"] if o.max_response_tokens is None else o.max_response_tokens
