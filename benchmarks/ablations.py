@@ -38,7 +38,7 @@ def variants(which: str) -> list[tuple[str, dict]]:
 
 
 def recipe_for(change: dict, args):
-    from soundflow.train.recipes import get_recipe
+    from soundflow.train.kinds.decoder.recipes import get_recipe
 
     if args.from_run:  # a fine-tune: only the last stage runs, for --steps
         recipe = get_recipe(args.recipe)
@@ -66,7 +66,7 @@ def recipe_for(change: dict, args):
 def start_from(run_dir: Path, ck: Path, stages: int) -> None:
     """Copy a run stopped where its second-to-last stage ended into `ck`, to resume from."""
     state = json.loads((run_dir / "trainer_state" / "state.json").read_text())
-    from soundflow.train.recipes import get_recipe
+    from soundflow.train.kinds.decoder.recipes import get_recipe
 
     recipe = get_recipe(json.loads((run_dir / "recipe.json").read_text())["name"])
     before = recipe.stages[stages - 2]

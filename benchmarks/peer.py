@@ -89,7 +89,7 @@ class OfflineWhisper:
         from tokenizers import Tokenizer
         from transformers import WhisperFeatureExtractor
 
-        from soundflow.train.whisper_ckpt import load_whisper
+        from soundflow.train.kinds.whisper.ckpt import load_whisper
 
         ck = load_whisper()
         self.model = ck.model()

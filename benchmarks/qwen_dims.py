@@ -45,7 +45,7 @@ def build_bundle(layers: int, workdir: Path, audio_layers: int) -> Path:
     import torch
 
     from soundflow.export.hf_audio import export_hf_bundle
-    from soundflow.train.hf_audio import source, tiny
+    from soundflow.train.kinds.decoder.hf_audio import source, tiny
 
     out = workdir / f"bundle{layers}"
     if (out / "manifest.json").is_file():  # kept from an earlier run with --workdir
@@ -75,8 +75,8 @@ def build_bundle(layers: int, workdir: Path, audio_layers: int) -> Path:
 def measure(bundle: Path, chunks: int, tokens: int, threads: int) -> dict:
     """Through the runtime's own engine and streams: encode, decide, generate."""
     from soundflow.runtime.kinds import open_engine, open_stream
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
 
     opts = RuntimeOptions.from_flags(
         threads=threads, provider="cpu", mode="assist", max_response_tokens=tokens

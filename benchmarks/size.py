@@ -65,7 +65,7 @@ def build(size: str, opts: SizeOptions) -> Path:
     from soundflow.export.onnx_export import export_bundle
     from soundflow.train.checkpoint import save_checkpoint
     from soundflow.train.config import ModelConfig, tiny_decoder
-    from soundflow.train.model import SoundFlowModel
+    from soundflow.train.kinds.decoder.model import SoundFlowModel
 
     torch.manual_seed(0)
     tok = _tokenizer(opts.vocab)
@@ -107,7 +107,7 @@ def measure(bundle: str, variant: str, opts: SizeOptions) -> dict:
     runtime_chunk_ms = wall / max(n, 1) * 1e3
 
     # Tokens/s through the runtime's stream (KVCache + IO binding), one token per call.
-    from soundflow.runtime.stream import EncoderStream
+    from soundflow.runtime.kinds.decoder import EncoderStream
 
     q = spec.embeds_per_chunk + 1
     tokens = open_stream(engine, runtime)

@@ -33,8 +33,8 @@ import torch
 from soundflow.audio import SAMPLE_RATE
 from soundflow.protocol import MASK_VALUE
 from soundflow.train.evaluate import edit_distance, normalize
-from soundflow.train.whisper_ckpt import load_whisper
-from soundflow.train.whisper_encoder import WhisperWindowEncoder, WindowConfig
+from soundflow.train.kinds.whisper.ckpt import load_whisper
+from soundflow.train.kinds.whisper.encoder import WhisperWindowEncoder, WindowConfig
 
 MAX_UTTERANCE_S = 4.4  # the window: longer utterances would be cut by window-4, not misread
 
@@ -118,7 +118,7 @@ def transcribe(model, tok, frames: np.ndarray, ids: dict) -> str:
         encoder_outputs=BaseModelOutput(last_hidden_state=torch.from_numpy(frames)[None]),
         decoder_input_ids=torch.tensor([[ids["<|startoftranscript|>"], ids["<|notimestamps|>"]]]),
         max_new_tokens=60,
-        # As the runtime does (runtime/cross.py): without it, frames the decoder cannot read
+        # As the runtime does (runtime/kinds/whisper.py): without it, frames the decoder cannot read
         # make it loop to max_new_tokens, and the WER measures the loop, not the frames.
         no_repeat_ngram_size=3,
     )

@@ -110,7 +110,7 @@ def export(
             )
         from soundflow.export.onnx_export import export_bundle
         from soundflow.export.quantize import add_int8, add_tensorrt
-        from soundflow.train.whisper_model import is_whisper_checkpoint
+        from soundflow.train.kinds.whisper.model import is_whisper_checkpoint
 
         if is_whisper_checkpoint(checkpoint):  # the cross-attention kind (Contract 3b)
             _export_whisper(

@@ -12,7 +12,10 @@ import click
 
 @click.command()
 @click.option(
-    "--recipe", default="smoke", show_default=True, help="Recipe name (see train/recipes.py)."
+    "--recipe",
+    default="smoke",
+    show_default=True,
+    help="Recipe name (see train/kinds/decoder/recipes.py).",
 )
 @click.option(
     "--out",
@@ -139,7 +142,7 @@ def train(
     if init_bundle is not None:
         raise click.ClickException("--init-bundle is for whisper-* recipes")
     try:
-        from soundflow.train.recipes import get_recipe
+        from soundflow.train.kinds.decoder.recipes import get_recipe
         from soundflow.train.run import run
     except ImportError as e:
         raise click.ClickException(
@@ -170,8 +173,8 @@ def _train_whisper(
     try:
         import torch
 
-        from soundflow.train.whisper_ckpt import WhisperImportError
-        from soundflow.train.whisper_train import RECIPES, train_whisper
+        from soundflow.train.kinds.whisper.ckpt import WhisperImportError
+        from soundflow.train.kinds.whisper.train import RECIPES, train_whisper
     except ImportError as e:
         raise click.ClickException(
             f"training needs the train extra ({e.name} is missing): pip install 'soundflow[train]'"

@@ -47,7 +47,7 @@ def cached_vs_full(trace: Trace, full_logits) -> float:
 
 
 class DecoderOnly:
-    """A soundflow checkpoint (train/model.py) against its decoder-only bundle: the same
+    """A soundflow checkpoint (train/kinds/decoder/model.py) against its decoder-only bundle: the same
     decisions and tokens, logits within TOL, and cached decoding == one transformers forward."""
 
     plan = Plan(respond_every=3, own_decisions=True, max_tokens=8, threshold=0.5)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from soundflow.export.specs import DecoderDims
-from soundflow.train.encoder import EncoderState, rotate
-from soundflow.train.model import SoundFlowModel
+from soundflow.train.kinds.decoder.encoder import EncoderState, rotate
+from soundflow.train.kinds.decoder.model import SoundFlowModel
 
 
 class EncoderGraph(nn.Module):

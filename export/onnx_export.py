@@ -19,7 +19,7 @@ from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder, EncoderGraph
 from soundflow.manifest import write_manifest
 from soundflow.train.checkpoint import load_checkpoint
-from soundflow.train.model import parameter_counts
+from soundflow.train.kinds.decoder.model import parameter_counts
 from soundflow.train.tokenizer import prompt_ids, special_ids
 
 OPSET = 17

@@ -1,4 +1,4 @@
-"""Export parity of either model kind under one driver: the runtime's own stream (runtime/kinds.py)
+"""Export parity of either model kind under one driver: the runtime's own stream (runtime/kinds/__init__.py)
 runs the bundle on ONNX Runtime and its checkpoint on the kind's torch reference engine over
 the same audio; the manifest's `kind` picks, through `REFERENCES`, what is compared and within
 what (export/decoder_reference.py, export/whisper_reference.py). One report format for both.
@@ -17,8 +17,8 @@ from soundflow.export.parity_kind import Reference, Trace
 from soundflow.manifest import BundleError
 from soundflow.runtime.bundle import load_spec
 from soundflow.runtime.kinds import KINDS, open_engine
+from soundflow.runtime.kinds.decoder import EncoderStream
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.stream import EncoderStream
 
 
 def _decoder_only() -> Reference:

@@ -136,7 +136,7 @@ def window_readings(engine, dev: Path, streams, column: int, heard=None) -> list
     """Per dev stream, {position: the words Whisper's transcription prompt reads in that
     chunk's window} for every chunk whose p(column) reaches T.VERIFY_FLOOR (a label's
     confirming readings, made offline as the runtime would make them); `heard` is added to."""
-    from soundflow.runtime.cross import CrossDecoderStream
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train import tagger as T
 
@@ -183,7 +183,7 @@ def build(
     copy of `bundle` with the tagger; returns the dev report."""
     from tokenizers import Tokenizer
 
-    from soundflow.runtime.cross import CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.runtime.tagger import VerifySpec
     from soundflow.train import tagger as T

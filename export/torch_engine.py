@@ -1,6 +1,6 @@
 """The torch backend of the runtime's engine interface: the exported torch modules behind
 `OrtEngine`'s methods (`new_state`, `encode`, `bind_cache`, `decode_step`, `embed`), so the
-runtime's own streams (`runtime/stream.py`) drive a checkpoint exactly as they drive its
+runtime's own streams (`runtime/kinds/decoder.py`) drive a checkpoint exactly as they drive its
 bundle. Parity (export/parity.py) then compares two backends under one driver (whisper's
 `Inference` seam); `export/whisper_reference.py`'s `TorchCrossEngine` is the same for the
 cross-attention kind.
@@ -44,7 +44,7 @@ class TorchEngine:
 
     @classmethod
     def from_model(cls, model, bundle: BundleSpec | str, options=None) -> TorchEngine:
-        """A soundflow checkpoint's model (train/model.py) in its export wrappers."""
+        """A soundflow checkpoint's model (train/kinds/decoder/model.py) in its export wrappers."""
         from soundflow.export.graphs import CachedDecoder, EncoderGraph
 
         return cls(bundle, EncoderGraph(model), CachedDecoder(model.decoder), options)

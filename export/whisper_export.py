@@ -19,11 +19,11 @@ from soundflow import __version__, audio, protocol
 from soundflow.export import specs
 from soundflow.export.onnx_export import OPSET, example_inputs, finish_graph, trace_to_onnx
 from soundflow.manifest import write_manifest
-from soundflow.train.whisper_decoder import NO_SPEECH
-from soundflow.train.whisper_model import WhisperSoundFlow, load_whisper_checkpoint
+from soundflow.train.kinds.whisper.decoder import NO_SPEECH
+from soundflow.train.kinds.whisper.model import WhisperSoundFlow, load_whisper_checkpoint
 
 # Decision defaults; calibration on a dev split overrides them (export --calibration).
-# no_repeat_ngram and opens_with are the runtime's generation guards (runtime/cross.py).
+# no_repeat_ngram and opens_with are the runtime's generation guards (runtime/kinds/whisper.py).
 DECISION = {
     "threshold": 0.5,
     "refractory_s": 8.0,

@@ -14,7 +14,7 @@ import torch
 from soundflow.export.parity_kind import Plan, Trace
 from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.train.whisper_model import (
+from soundflow.train.kinds.whisper.model import (
     CrossLayout,
     batch_masks,
     cross_layout,

@@ -3,7 +3,7 @@ window) is aligned to the words already emitted, and a word is emitted once two 
 hypotheses agree on it (local agreement, as whisper_streaming does, on words instead of times).
 
 Pure Python on word lists, so the rule is tested without a model (tests/test_agreement.py);
-runtime/cross.py feeds it the window hypotheses of a whisper-cross stream in transcribe mode.
+runtime/kinds/whisper.py feeds it the window hypotheses of a whisper-cross stream in transcribe mode.
 """
 
 from __future__ import annotations

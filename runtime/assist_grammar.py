@@ -1,7 +1,7 @@
 """Assist by grammar for a whisper-cross stream: where speech may have ended, the window is
 read with Whisper's own prompt and its words parsed by runtime/intents.py's slot grammar.
 
-The stream (runtime/cross.py) owns the memory and the token cache; this object owns what the
+The stream (runtime/kinds/whisper.py) owns the memory and the token cache; this object owns what the
 grammar needs between chunks: the speech gate, what was heard (history answers name it),
 which requests were answered, and the request a reading parsed, until the stream answers it.
 Configured by the manifest's `decision.assist` ({"method": "grammar", "fallback": false}).

@@ -36,9 +36,9 @@ from soundflow.protocol import parse_tags
 from soundflow.runtime.engine import OrtEngine
 from soundflow.runtime.events import Event, LatencyStats, Notice, Response, Stats, Summary
 from soundflow.runtime.kinds import open_stream
+from soundflow.runtime.kinds.decoder import EncoderStream
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.sources import Source, SourceError, Tally, finite
-from soundflow.runtime.stream import EncoderStream
 
 # What a failing ONNX Runtime call raises (IO-binding runs raise plain RuntimeError).
 ORT_ERRORS = (

@@ -39,7 +39,7 @@ def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class DecisionOptions:
-    """When the decoder responds (runtime/stream.py, runtime/cross.py)."""
+    """When the decoder responds (runtime/kinds/decoder.py, runtime/kinds/whisper.py)."""
 
     mode: str | None = None  # task prompt (manifest `tasks`); None = the bundle's first
     threshold: float | None = None  # respond iff p(<respond>) >= threshold
@@ -55,7 +55,7 @@ class DecisionOptions:
 
 @dataclass(frozen=True)
 class CaptionOptions:
-    """Transcribe captions of a whisper-cross bundle (runtime/cross.py, runtime/captions.py)."""
+    """Transcribe captions of a whisper-cross bundle (runtime/kinds/whisper.py, runtime/captions.py)."""
 
     # "agreement" (re-decoded windows, runtime/captions.py) | "protocol" (the decoder's own
     # responses); None = the bundle's
@@ -77,7 +77,7 @@ class CaptionOptions:
 
 @dataclass(frozen=True)
 class AlertOptions:
-    """Alert mode of a whisper-cross bundle (runtime/cross.py, runtime/audioset_alerts.py)."""
+    """Alert mode of a whisper-cross bundle (runtime/kinds/whisper.py, runtime/audioset_alerts.py)."""
 
     # "tagger" (runtime/tagger.py, where the bundle has one) | "protocol" (the decoder's
     # <respond> step and tag) | "audioset" (the AudioSet branch); None = the bundle's
@@ -94,7 +94,7 @@ class AlertOptions:
 
 @dataclass(frozen=True)
 class AssistOptions:
-    """Assist mode of a whisper-cross bundle (runtime/cross.py)."""
+    """Assist mode of a whisper-cross bundle (runtime/kinds/whisper.py)."""
 
     # "grammar" (the words a window reading hears, parsed by runtime/intents.py) | "decoder"
     # (its <respond> step and tag); None = the bundle's
@@ -110,7 +110,7 @@ class AssistOptions:
 
 @dataclass(frozen=True)
 class CacheOptions:
-    """The decoder's KV cache (runtime/stream.py, runtime/cross.py)."""
+    """The decoder's KV cache (runtime/kinds/decoder.py, runtime/kinds/whisper.py)."""
 
     budget: int | None = None  # decoder cache slots; None = the bundle's capacity
     policy: str = "evict"  # "evict" (sinks + sliding window) | "reprefill"

@@ -1,5 +1,5 @@
 """What a decoder stream decides with and how its turns are framed, as small objects the
-stream (runtime/stream.py) delegates to, chosen once from the manifest's `control.mode`:
+stream (runtime/kinds/decoder.py) delegates to, chosen once from the manifest's `control.mode`:
 
 - `ControlTokenPolicy` (native bundles, Contract 2): p = softmax([logit_silence,
   logit_respond])[1] at the chunk's last embedding; respond iff p >= threshold.

@@ -36,7 +36,7 @@ class VerifySpec:
     label's own) alerts where a reading of the window with Whisper's transcription prompt
     holds one of `words`. For labels that are speech (a shout for help): the tagger hears a
     raised voice, Whisper hears what it says. `decision.verify.MODE.TAG` is the same rule
-    for the decoder's responses (runtime/cross.py: an assist intent)."""
+    for the decoder's responses (runtime/kinds/whisper.py: an assist intent)."""
 
     threshold: float
     words: tuple[str, ...]

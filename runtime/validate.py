@@ -289,7 +289,7 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
                 raise c.fail(
                     f"decision.verify.{mode}.{tag}.words", "must be a non-empty list of words"
                 )
-    assist = c.obj("decision.assist", required=False)  # what answers assist (cross.py)
+    assist = c.obj("decision.assist", required=False)  # what answers assist (kinds/whisper.py)
     if assist is not None:
         method = c.str("decision.assist.method")
         if method not in ASSIST:
@@ -300,7 +300,7 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
         if method == "grammar" and "captions" not in c.get("decision"):
             raise c.fail("decision.assist", "needs decision.captions (the reading's prompt)")
         c.num("decision.assist.min_avg_logprob", -1e9, 0.0, required=False)
-    c.int("decision.no_repeat_ngram", 0, 64, required=False)  # generation guards (cross.py)
+    c.int("decision.no_repeat_ngram", 0, 64, required=False)  # generation guards (kinds/whisper.py)
     for mode in c.obj("decision.opens_with", required=False) or {}:
         kind = c.str(f"decision.opens_with.{mode}")
         if kind not in ("alert", "intent", "text"):

@@ -44,7 +44,7 @@ elif [ "$RECIPE" = "whisper-tiny" ]; then
     [ -f "$WORK/round1/manifest.json" ] || soundflow export "$WORK/whisper-tiny/checkpoint" --out "$WORK/round1" --int8
     FROM="$WORK/round1"
   fi
-  # Round 2 (whisper-tiny-more, 2400 steps): continues FROM's weights (train/whisper_warmstart.py).
+  # Round 2 (whisper-tiny-more, 2400 steps): continues FROM's weights (train/kinds/whisper/warmstart.py).
   soundflow train --recipe whisper-tiny-more --init-bundle "$FROM" --data "$WORK/data/round2" \
     --frames "$WORK/frames" --out "$WORK/whisper-tiny-more" --resume
   soundflow export "$WORK/whisper-tiny-more/checkpoint" --out "$OUT" --int8 --dynamic-encoder --int8-logits --int8-decoder

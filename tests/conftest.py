@@ -38,7 +38,7 @@ def smoke_checkpoint(tmp_path_factory) -> Path:
     if os.environ.get("SOUNDFLOW_RETRAIN") != "1" and (GOLDEN / "model.safetensors").is_file():
         shutil.copytree(GOLDEN, out, dirs_exist_ok=True)
         return out
-    from soundflow.train.recipes import get_recipe
+    from soundflow.train.kinds.decoder.recipes import get_recipe
     from soundflow.train.run import run
 
     run(get_recipe("smoke"), out, log=lambda *_: None)
@@ -60,7 +60,7 @@ def smoke_bundle(smoke_checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def default_engine():
     """The embedded default bundle's engine (`open_engine()`), opened once: an engine holds
-    only its sessions and is stateless between calls (runtime/kinds.py), each test opens its
+    only its sessions and is stateless between calls (runtime/kinds/__init__.py), each test opens its
     own streams of it. Tests that patch an engine's methods open their own."""
     from soundflow.runtime.kinds import open_engine
 

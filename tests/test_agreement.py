@@ -196,8 +196,8 @@ def test_a_silent_window_is_not_read_when_whisper_hears_no_speech(default_engine
     import numpy as np
     import pytest
 
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
 
     engine = default_engine
     if engine.spec.kind != "whisper-cross":
@@ -221,8 +221,8 @@ def test_an_unsure_reading_stops_after_its_first_tokens(default_engine):
     import pytest
 
     from soundflow.runtime import captions
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
     from soundflow.train.data import espeak
 
     engine = default_engine
@@ -254,8 +254,8 @@ def test_a_reading_drafted_from_the_last_one_is_the_greedy_reading(monkeypatch, 
     import pytest
 
     from soundflow.runtime import captions
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
     from soundflow.train.data import espeak
 
     engine = default_engine
@@ -321,8 +321,8 @@ def test_a_reading_spread_over_chunks_reads_the_window_it_began_on(bound, defaul
 
     import pytest
 
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
 
     engine = default_engine
     if engine.spec.kind != "whisper-cross":
@@ -367,8 +367,8 @@ def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(
     `since` the loop passes) still makes its first call, and only that. The reading ends
     with the ids of the window it began on."""
     from soundflow.runtime import captions as module
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
 
     engine = default_engine
     if engine.spec.kind != "whisper-cross":
@@ -405,8 +405,8 @@ def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions(default
     readings do span chunks, and the caption still says the sentence."""
     import pytest
 
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
     from soundflow.train.evaluate import edit_distance, normalize
 
     engine = default_engine
@@ -414,7 +414,7 @@ def test_a_bounded_reading_keeps_each_chunk_in_budget_and_still_captions(default
         pytest.skip("the embedded default is not the Whisper-based model")
     text = "the night train leaves the station at seven and arrives before the morning"
     chunks = _sentence_stream(engine, text, 4)
-    from soundflow.runtime.cross import CrossDecoderStream
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream
 
     dec = CrossDecoderStream(engine, RuntimeOptions.from_flags(mode="transcribe", caption_calls=2))
     enc = EncoderStream(engine)

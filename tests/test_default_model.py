@@ -129,7 +129,7 @@ def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
 
 
 def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
-    """The generation guards (runtime/cross.py): a caption ends where it would repeat itself
+    """The generation guards (runtime/kinds/whisper.py): a caption ends where it would repeat itself
     (unguarded, seed 14's sentence came out as "the funds in the factory is used the funds
     in the factory is used ..."), and in alert mode every response names a label.
     The same bundle with the guards off loops on some of these sentences, so this test can
@@ -180,7 +180,7 @@ def test_no_caption_loops_and_alerts_open_with_a_label(engine, tmp_path):
 def test_a_response_holds_one_tag(engine):
     """The first token of a response may be a tag; later ones may not (the decoder once
     answered "<intent:history><intent:history> yes earlier a phone ringing")."""
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream, CrossEngine
     from soundflow.runtime.options import RuntimeOptions
 
     stream = CrossDecoderStream(
@@ -219,7 +219,7 @@ def test_the_speech_gate_reads_no_window_of_benign_sound(engine):
     never trained on, no speech): the shipped speech gate skips every window reading, so
     the decoder is never called and nothing is captioned; without the gate Whisper reads
     each window (measured: 49 decoder calls, and a few words nobody said)."""
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream, CrossEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data import procedural
 

@@ -13,8 +13,8 @@ import pytest
 
 from soundflow.runtime.captions import CaptionConfig
 from soundflow.runtime.kinds import open_stream
+from soundflow.runtime.kinds.decoder import EncoderStream
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.stream import EncoderStream
 from soundflow.train.evaluate import edit_distance, normalize, run_stream
 
 FIRST = "the doctor will see you now."

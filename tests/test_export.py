@@ -149,7 +149,7 @@ def test_export_errors_are_one_line(tmp_path):
 def test_export_cli_recognizes_a_pretrained_audio_llm(tmp_path):
     """`soundflow export HF_DIR` on a tiny random Qwen2-Audio checkpoint writes the same
     bundle format, and its parity line comes last."""
-    from soundflow.train.hf_audio.tiny import tiny_checkpoint
+    from soundflow.train.kinds.decoder.hf_audio.tiny import tiny_checkpoint
 
     ckpt = tiny_checkpoint("qwen2_audio", tmp_path / "qwen", native=True)
     out = tmp_path / "bundle"

@@ -21,7 +21,7 @@ def test_golden_checkpoint_is_the_committed_smoke_recipe():
 def test_golden_checkpoint_loads_and_was_trained(smoke_checkpoint):
     pytest.importorskip("torch")
     from soundflow.train.checkpoint import load_checkpoint
-    from soundflow.train.recipes import get_recipe
+    from soundflow.train.kinds.decoder.recipes import get_recipe
 
     model, tok, cfg = load_checkpoint(smoke_checkpoint)
     recipe = get_recipe("smoke")

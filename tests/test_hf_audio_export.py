@@ -19,9 +19,9 @@ import torch
 
 from soundflow.export.hf_audio import export_hf_bundle, parity
 from soundflow.manifest import read_manifest
-from soundflow.train.hf_audio import detect, reference, source, tiny
-from soundflow.train.hf_audio.encoder import StreamingAudioEncoder, state_specs
-from soundflow.train.hf_audio.frontend import MelConfig, StreamingLogMel
+from soundflow.train.kinds.decoder.hf_audio import detect, reference, source, tiny
+from soundflow.train.kinds.decoder.hf_audio.encoder import StreamingAudioEncoder, state_specs
+from soundflow.train.kinds.decoder.hf_audio.frontend import MelConfig, StreamingLogMel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,7 +137,7 @@ def test_decoder_matches_multimodal_forward(exported):
     forward(input_ids with <|AUDIO|> placeholders, input_features): the positions it assigns
     (Omni: 3-D mrope, all three equal for audio + text) are the runtime's 1-D positions."""
     from soundflow.runtime.kinds import open_engine
-    from soundflow.train.hf_audio.prompt import load_tokenizer
+    from soundflow.train.kinds.decoder.hf_audio.prompt import load_tokenizer
 
     arch, ckpt, bundle, llm, manifest = exported
     tok = load_tokenizer(ckpt)

@@ -1,4 +1,4 @@
-"""`soundflow train` from a pretrained audio LLM (train/pretrained.py) on a tiny random
+"""`soundflow train` from a pretrained audio LLM (train/kinds/decoder/pretrained.py) on a tiny random
 Qwen2.5-Omni thinker: weights loaded, tokens added, embeddings resized, the trainer's own
 batches and losses run and learn, and the saved checkpoint exports to a native bundle that
 the runtime runs end to end."""
@@ -12,14 +12,14 @@ import torch
 from soundflow import protocol
 from soundflow.export.hf_audio import export_hf_bundle
 from soundflow.manifest import read_manifest
-from soundflow.train.hf_audio import detect, source, tiny
+from soundflow.train.kinds.decoder.hf_audio import detect, source, tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
-    from soundflow.train.pretrained import load_pretrained
+    from soundflow.train.kinds.decoder.pretrained import load_pretrained
 
     root = tmp_path_factory.mktemp("pretrained")
     ckpt = tiny.tiny_checkpoint(tiny.QWEN2_5_OMNI, root / "hf")
@@ -44,8 +44,8 @@ def test_weights_tokens_and_embeddings(started):
 def test_trainer_batches_run_and_learn(started):
     """The trainer's Batcher/draw/combine_losses on this model: finite losses that fall."""
     from soundflow.train.dataset import ToySource, draw
-    from soundflow.train.decoder_kind import Batcher, label_counts
-    from soundflow.train.model import LossWeights, combine_losses
+    from soundflow.train.kinds.decoder.kind import Batcher, label_counts
+    from soundflow.train.kinds.decoder.model import LossWeights, combine_losses
 
     _, _, model, tok = started
     src = ToySource(4, seed=0, seconds=4.0)

@@ -1,6 +1,6 @@
 """Assist answers from the words a window reading hears (runtime/intents.py): the grammar on
 text (plain requests, paraphrases, fillers, digits and words, narration that stays quiet), and
-the default bundle answering a synthesized request through the runtime (runtime/cross.py)."""
+the default bundle answering a synthesized request through the runtime (runtime/kinds/whisper.py)."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def test_the_walker_sees_lazy_and_upward_imports(tmp_path):
     assert check_file("export", f, "export/probe.py") == []
     shards = ROOT / "train" / "data" / "shards.py"  # `from . import x` resolves to its package
     assert any(m.startswith("soundflow.train.data.") for _, m in imports(shards))
-    assert layer_of("soundflow.train.hf_audio.encoder") == "train"
+    assert layer_of("soundflow.train.kinds.decoder.hf_audio.encoder") == "train"
     assert layer_of("soundflow.manifest") == "soundflow"
 
 
@@ -296,7 +296,7 @@ ALLOWED = {
     ("train/alert_head.py", "_read_file"),
     # A transformers audio tower's own method (third-party, reached through an attribute the
     # check cannot type): the only way to its conv output lengths.
-    ("train/hf_audio/reference.py", "_get_feat_extract_output_lengths"),
+    ("train/kinds/decoder/hf_audio/reference.py", "_get_feat_extract_output_lengths"),
 }
 
 

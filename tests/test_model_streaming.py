@@ -11,9 +11,9 @@ from soundflow import audio  # noqa: E402
 from soundflow.export.graphs import CachedDecoder  # noqa: E402
 from soundflow.runtime.kvcache import attention_inputs  # noqa: E402
 from soundflow.train.config import EncoderConfig, ModelConfig, tiny_decoder  # noqa: E402
-from soundflow.train.encoder import StreamingEncoder  # noqa: E402
-from soundflow.train.frontend import LogMel  # noqa: E402
-from soundflow.train.model import build_decoder  # noqa: E402
+from soundflow.train.kinds.decoder.encoder import StreamingEncoder  # noqa: E402
+from soundflow.train.kinds.decoder.frontend import LogMel  # noqa: E402
+from soundflow.train.kinds.decoder.model import build_decoder  # noqa: E402
 
 
 def tiny_cfg(chunk_ms=400, stack=2, left_context=13):
@@ -63,7 +63,7 @@ def test_encoder_context_is_bounded():
 
 def test_logmel_matches_numpy_stft():
     """The conv-STFT frontend equals a numpy rFFT of the same causal frames."""
-    from soundflow.train.frontend import mel_filterbank
+    from soundflow.train.kinds.decoder.frontend import mel_filterbank
 
     rng = np.random.default_rng(0)
     pcm = rng.normal(0, 0.1, audio.CHUNK_SAMPLES).astype(np.float32)

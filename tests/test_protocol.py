@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from soundflow import protocol
-from soundflow.train.sequence import IGNORE, layout
+from soundflow.train.kinds.decoder.sequence import IGNORE, layout
 
 
 def test_layout_places_control_and_response_labels():

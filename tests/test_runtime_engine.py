@@ -14,8 +14,8 @@ import pytest
 from soundflow.manifest import BundleError, read_manifest, write_manifest
 from soundflow.runtime.bundle import load_spec
 from soundflow.runtime.kinds import open_engine, open_stream
+from soundflow.runtime.kinds.decoder import EncoderStream
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.runtime.stream import EncoderStream
 
 
 @pytest.fixture(scope="module")

@@ -189,8 +189,8 @@ def test_batched_decisions_equal_one_call_per_stream(smoke_bundle):
     alert mode (the default's by the decoder's own step, `alerts="protocol"`); the default's
     transcribe streams (captions by window reading) and its alert streams decided by the
     tagger make no decision call and decide as they do alone."""
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder
-    from soundflow.runtime.stream import EncoderStream
 
     cases = (
         (smoke_bundle, "alert", None),

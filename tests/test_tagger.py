@@ -262,7 +262,7 @@ def tagged_bundle(default_cross, tmp_path_factory):
 
 
 def test_a_tagged_bundle_decides_alerts_without_the_decoder(tagged_bundle):
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream, CrossEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.evaluate import run_stream
 
@@ -309,7 +309,7 @@ def _gated(bundle: Path, out: Path, threshold: float) -> Path:
 def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp_path):
     """A gate that never opens makes no decoder call and captions nothing; one that is always
     open captions what --no-speech-gate does, reading for reading."""
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream, CrossEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data import espeak
 
@@ -361,7 +361,7 @@ def test_the_speech_gate_skips_readings_it_heard_no_speech_in(tagged_bundle, tmp
 )
 def test_a_bad_tagger_section_is_refused(tagged_bundle, tmp_path, edit, words):
     from soundflow.manifest import write_manifest
-    from soundflow.runtime.cross import CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossEngine
 
     out = tmp_path / "b"
     shutil.copytree(tagged_bundle, out)
@@ -379,7 +379,7 @@ def test_a_verified_label_alerts_where_whisper_reads_its_word(tagged_bundle, tmp
     """tagger.verify through the runtime: a label that never passes its own threshold alerts
     on a spoken "help" once its word is the one read, and not when the word is another."""
     from soundflow.manifest import write_manifest
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream, CrossEngine
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.data import espeak
 
@@ -413,7 +413,7 @@ def test_a_verified_label_alerts_where_whisper_reads_its_word(tagged_bundle, tmp
 
 
 def test_alerts_tagger_on_a_bundle_without_one_says_what_to_do(default_cross, tmp_path):
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream, CrossEngine
     from soundflow.runtime.options import RuntimeOptions
 
     bundle = tmp_path / "plain"

@@ -16,7 +16,7 @@ from soundflow.manifest import read_manifest  # noqa: E402
 
 
 def test_train_from_pretrained_resume_and_export(tmp_path, monkeypatch):
-    from soundflow.train.hf_audio.tiny import tiny_checkpoint
+    from soundflow.train.kinds.decoder.hf_audio.tiny import tiny_checkpoint
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     base = tiny_checkpoint("qwen2_audio", tmp_path / "base")  # plain: no control tokens

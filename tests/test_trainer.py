@@ -11,12 +11,12 @@ from typing import ClassVar
 import pytest
 import torch
 
-from soundflow.train.decoder_kind import DecoderKind
-from soundflow.train.model import LossTerms
+from soundflow.train.kinds.decoder.kind import DecoderKind
+from soundflow.train.kinds.decoder.model import LossTerms
+from soundflow.train.kinds.whisper.recipes import ALL
+from soundflow.train.kinds.whisper.recipes import Stage as WhisperStage
+from soundflow.train.kinds.whisper.train import WhisperKind
 from soundflow.train.trainer import Kind, Plan, Position, lr_at, train
-from soundflow.train.whisper_recipes import ALL
-from soundflow.train.whisper_recipes import Stage as WhisperStage
-from soundflow.train.whisper_train import WhisperKind
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Assist intents confirmed by words (`decision.verify`, runtime/cross.py): an intent the
+"""Assist intents confirmed by words (`decision.verify`, runtime/kinds/whisper.py): an intent the
 decoder is less sure of than its threshold is answered where Whisper reads one of its words
 in the window; the manifest section is checked; `soundflow calibrate --verify` chooses both
 thresholds on a dev split."""

@@ -1,6 +1,6 @@
 """Weight-only int8 (export/quantize.weight_only_int8): MatMul weights packed in 64-value blocks
 and dequantized inside the graph, convolution kernels left fp32, and the warm start's reader
-(train/whisper_warmstart.bundle_weights) getting the weights back within block rounding."""
+(train/kinds/whisper/warmstart.bundle_weights) getting the weights back within block rounding."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _run(path, feeds):
 
 def test_matmul_weights_packed_in_blocks_conv_kept(tmp_path):
     from soundflow.export.quantize import weight_only_int8
-    from soundflow.train.whisper_warmstart import bundle_weights
+    from soundflow.train.kinds.whisper.warmstart import bundle_weights
 
     rng = np.random.default_rng(0)
     weights = _graph(tmp_path / "fp32.onnx", rng)

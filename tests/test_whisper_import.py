@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from soundflow.train.whisper_ckpt import (
+from soundflow.train.kinds.whisper.ckpt import (
     DEFAULT_SHA256,
     WhisperImportError,
     default_whisper_dir,

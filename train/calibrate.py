@@ -72,7 +72,7 @@ def calibrate(
 
     `verify` ({tag label: words}, e.g. {"timer": ("timer", "minutes")}): those tags may also
     respond below their threshold where a reading of the window hears one of the words
-    (`decision.verify`, runtime/cross.py). Every response is then read once, and the pair
+    (`decision.verify`, runtime/kinds/whisper.py). Every response is then read once, and the pair
     of thresholds (plain, confirmed) that keeps the most hits within the same budget is
     chosen; the report's `verify` holds the confirmed ones that add hits."""
     if mode not in MODES:

@@ -12,7 +12,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from soundflow.train.config import ModelConfig
-from soundflow.train.model import SoundFlowModel
+from soundflow.train.kinds.decoder.model import SoundFlowModel
 from soundflow.train.tokenizer import load_tokenizer
 
 

@@ -11,10 +11,10 @@ import torch
 from soundflow import protocol
 from soundflow.train.checkpoint import load_checkpoint
 from soundflow.train.dataset import ShardSource, TextSource, ToySource
-from soundflow.train.decoder_kind import DecoderKind, plan
-from soundflow.train.model import SoundFlowModel, parameter_counts
-from soundflow.train.pretrained import load_pretrained
-from soundflow.train.recipes import TrainRecipe
+from soundflow.train.kinds.decoder.kind import DecoderKind, plan
+from soundflow.train.kinds.decoder.model import SoundFlowModel, parameter_counts
+from soundflow.train.kinds.decoder.pretrained import load_pretrained
+from soundflow.train.kinds.decoder.recipes import TrainRecipe
 from soundflow.train.tokenizer import load_tokenizer, train_tokenizer
 from soundflow.train.trainer import close_distributed, init_distributed, train, world
 
@@ -56,7 +56,7 @@ def run(
 ) -> dict:
     """Train `recipe` into `out`. `init_from`: a local Qwen2-Audio / Qwen2.5-Omni checkpoint
     to start from (its weights loaded, soundflow's tokens added, embeddings resized)."""
-    from soundflow.train.hf_audio import detect
+    from soundflow.train.kinds.decoder.hf_audio import detect
 
     init_distributed()
     rank, size = world()

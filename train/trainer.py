@@ -1,5 +1,5 @@
-"""The one staged training loop, for every model kind (train/decoder_kind.py, Whisper's in
-train/whisper_train.py): single process or data-parallel under torchrun (DDP / FSDP).
+"""The one staged training loop, for every model kind (train/kinds/decoder/kind.py, Whisper's in
+train/kinds/whisper/train.py): single process or data-parallel under torchrun (DDP / FSDP).
 
 Rank 0 alone logs and writes checkpoints; `--resume` continues from trainer_state/,
 at the same stage and step, on any number of ranks.
@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import distributed as dist
 
-from soundflow.train.model import LossTerms
+from soundflow.train.kinds.decoder.model import LossTerms
 from soundflow.train.parallel import Parallel
 
 

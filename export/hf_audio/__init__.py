@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from soundflow.train.hf_audio.source import detect
+from soundflow.train.kinds.decoder.hf_audio.source import detect
 
 
 def export_hf_bundle(checkpoint_dir, out, **kwargs) -> dict:

@@ -19,9 +19,9 @@ from soundflow.export import specs
 from soundflow.export.graphs import CachedDecoder
 from soundflow.export.onnx_export import OPSET, declare, trace_to_onnx
 from soundflow.manifest import write_manifest
-from soundflow.train.hf_audio import encoder as enc_mod
-from soundflow.train.hf_audio import prompt, source
-from soundflow.train.hf_audio.frontend import MelConfig
+from soundflow.train.kinds.decoder.hf_audio import encoder as enc_mod
+from soundflow.train.kinds.decoder.hf_audio import prompt, source
+from soundflow.train.kinds.decoder.hf_audio.frontend import MelConfig
 
 DEFAULT_CACHE_CAPACITY = 1024  # decoder KV slots the runtime preallocates
 # Pretrained chat models answer at length; a turn is longer than a soundflow response.

@@ -20,9 +20,9 @@ from soundflow.manifest import read_manifest
 from soundflow.runtime.bundle import load_spec
 from soundflow.runtime.kinds import open_engine, open_stream
 from soundflow.runtime.options import RuntimeOptions
-from soundflow.train.hf_audio import reference, source
-from soundflow.train.hf_audio.encoder import StreamingAudioEncoder
-from soundflow.train.hf_audio.frontend import MelConfig
+from soundflow.train.kinds.decoder.hf_audio import reference, source
+from soundflow.train.kinds.decoder.hf_audio.encoder import StreamingAudioEncoder
+from soundflow.train.kinds.decoder.hf_audio.frontend import MelConfig
 
 
 def test_signal(seconds: float, seed: int = 0, sr: int = SAMPLE_RATE) -> np.ndarray:

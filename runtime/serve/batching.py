@@ -109,7 +109,7 @@ class BatchDecoder:
     and returns their Decisions: each stream prepares its query and feeds
     (`prepare_decision`, `feeds`), the feeds are stacked along the batch axis, and each
     stream absorbs its rows and decides (`absorb`, `conclude`), so the protocol stays in
-    runtime/stream.py and runtime/cross.py. Every stream's fixed-capacity token cache (and,
+    runtime/kinds/decoder.py and runtime/kinds/whisper.py. Every stream's fixed-capacity token cache (and,
     for the cross kind, its memory) has the same capacity and empty slots are masked per
     row, so the stack needs no padding; streams whose query lengths differ (the first
     chunk's prompt, a re-prefill) run in separate calls. `tests/test_serve.py` checks

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soundflow import protocol
-from soundflow.train.hf_audio.source import QWEN2_5_OMNI
+from soundflow.train.kinds.decoder.hf_audio.source import QWEN2_5_OMNI
 
 NATIVE, FALLBACK = "native", "fallback"
 SYSTEM = {

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from soundflow import protocol
-from soundflow.train.whisper_model import KIND, WhisperSoundFlow
-from soundflow.train.whisper_recipes import RECIPES
+from soundflow.train.kinds.whisper.model import KIND, WhisperSoundFlow
+from soundflow.train.kinds.whisper.recipes import RECIPES
 
 # A fine-tuned matrix stays this close to its pretrained self (relative Frobenius distance);
 # another layer's matrix of the same shape is ~1.4 away. Past it, the match is refused.
@@ -62,7 +62,7 @@ def bundle_weights(path: Path | str) -> dict[str, np.ndarray]:
 def model_from_bundle(bundle: Path | str, whisper_dir: Path | None = None, log=print):
     """-> (model, tokenizer, report): the Whisper import with the bundle's trained weights.
     Refuses a bundle of another kind, another vocabulary or other dimensions."""
-    from soundflow.train.whisper_ckpt import load_whisper
+    from soundflow.train.kinds.whisper.ckpt import load_whisper
 
     bundle = Path(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())

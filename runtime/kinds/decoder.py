@@ -19,7 +19,7 @@ utterance-end policy decides from the chunk's PCM, the audio of successive chunk
 on without separators, and a response is a chat turn (`respond_ids`, the answer until a
 stop id, `resume_ids`).
 
-This is the decoder-only kind's implementation of the stream protocol (runtime/kinds.py
+This is the decoder-only kind's implementation of the stream protocol (runtime/kinds/__init__.py
 writes it out); the runtime's loop, the export parity checks (on ONNX Runtime and on the
 torch backend, export/torch_engine.py) and the benchmarks drive it through the factory.
 """
@@ -58,7 +58,9 @@ class DecoderStream:
     """One stream's decoder state, the decoder-only kind's (`runtime.kinds.open_stream`
     picks the kind's stream class: `runtime.cross.CrossDecoderStream` for whisper-cross)."""
 
-    heard: str | None = None  # what a confirming reading heard (runtime/cross.py); none here
+    heard: str | None = (
+        None  # what a confirming reading heard (runtime/kinds/whisper.py); none here
+    )
 
     def __init__(self, engine: OrtEngine, options: RuntimeOptions | None = None) -> None:
         options = options or RuntimeOptions()

@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from soundflow.train.config import ModelConfig
-from soundflow.train.encoder import Adapter, StreamingEncoder
-from soundflow.train.sequence import IGNORE, Layout, collate
+from soundflow.train.kinds.decoder.encoder import Adapter, StreamingEncoder
+from soundflow.train.kinds.decoder.sequence import IGNORE, Layout, collate
 
 
 def build_decoder(decoder_cfg: dict) -> nn.Module:

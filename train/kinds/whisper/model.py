@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from soundflow import protocol
-from soundflow.train.whisper_decoder import (
+from soundflow.train.kinds.whisper.decoder import (
     MASK_VALUE,
     CrossDecoder,
     ResponseTokenizer,
     WhisperVocab,
 )
-from soundflow.train.whisper_encoder import WhisperWindowEncoder, WindowConfig
+from soundflow.train.kinds.whisper.encoder import WhisperWindowEncoder, WindowConfig
 
 IGNORE = -100
 KIND = "whisper-cross"  # config.json's and the bundle decoder's `kind`
@@ -93,7 +93,7 @@ class WhisperSoundFlow(nn.Module):
     def from_whisper(
         cls, ckpt, tags: list[str], **dims
     ) -> tuple[WhisperSoundFlow, ResponseTokenizer]:
-        """A new model from an imported Whisper checkpoint (train/whisper_ckpt.py)."""
+        """A new model from an imported Whisper checkpoint (train/kinds/whisper/ckpt.py)."""
         vocab = WhisperVocab.build(ckpt.config.vocab_size, ckpt.token_ids, tags)
         cfg = WhisperModelConfig(
             whisper=ckpt.config.to_diff_dict()

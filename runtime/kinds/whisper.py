@@ -25,10 +25,10 @@ from soundflow.runtime.bundle import BundleSpec
 from soundflow.runtime.captions import CaptionConfig, WindowCaptions
 from soundflow.runtime.detokenize import Detokenizer
 from soundflow.runtime.engine import OrtEngine, load_session
+from soundflow.runtime.kinds.decoder import DecoderStream
 from soundflow.runtime.kvcache import CachePolicy, KVCache
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.runtime.policy import Decision, control_p
-from soundflow.runtime.stream import DecoderStream
 from soundflow.runtime.tagger import (
     AlertRule,
     SpeechGate,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from soundflow import protocol
 from soundflow.audio import SAMPLE_RATE
-from soundflow.train.hf_audio.source import QWEN2_5_OMNI, QWEN2_AUDIO
+from soundflow.train.kinds.decoder.hf_audio.source import QWEN2_5_OMNI, QWEN2_AUDIO
 
 QWEN_SPECIAL = (
     "<|endoftext|>",

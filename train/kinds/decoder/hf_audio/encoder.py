@@ -17,8 +17,8 @@ from torch import nn
 
 from soundflow import protocol
 from soundflow.manifest import StateSpec, TensorSpec
-from soundflow.train.hf_audio.frontend import MelConfig, StreamingLogMel
-from soundflow.train.hf_audio.source import QWEN2_5_OMNI, AudioLLM
+from soundflow.train.kinds.decoder.hf_audio.frontend import MelConfig, StreamingLogMel
+from soundflow.train.kinds.decoder.hf_audio.source import QWEN2_5_OMNI, AudioLLM
 
 MASKED = protocol.MASK_VALUE  # the contract's additive mask value
 DIFFERENCES = (

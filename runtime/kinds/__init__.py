@@ -4,9 +4,12 @@ kind's implementation from the manifest's `decoder.kind`.
 
 Two kinds ship:
 
-    kind            engine                          stream
-    decoder-only    runtime/engine.py  OrtEngine    runtime/stream.py  DecoderStream
-    whisper-cross   runtime/cross.py   CrossEngine  runtime/cross.py   CrossDecoderStream
+    kind            engine                                stream
+    decoder-only    runtime/engine.py         OrtEngine    runtime/kinds/decoder.py  DecoderStream
+    whisper-cross   runtime/kinds/whisper.py  CrossEngine  runtime/kinds/whisper.py  CrossDecoderStream
+
+Each kind's stream lives in this folder, one module a kind; the parts a kind composes (the
+engine's sessions, captions, agreement, taggers, the cache) stay in runtime/ beside the loop.
 
 An **engine** owns the weights (the ONNX Runtime sessions, shared by every stream of it) and
 is stateless between calls; a **stream** owns one audio stream's state (token cache, memory,
@@ -88,13 +91,13 @@ class Stream(Protocol):
 
 def _decoder_only():
     from soundflow.runtime.engine import OrtEngine
-    from soundflow.runtime.stream import DecoderStream
+    from soundflow.runtime.kinds.decoder import DecoderStream
 
     return OrtEngine, DecoderStream
 
 
 def _whisper_cross():
-    from soundflow.runtime.cross import CrossDecoderStream, CrossEngine
+    from soundflow.runtime.kinds.whisper import CrossDecoderStream, CrossEngine
 
     return CrossEngine, CrossDecoderStream
 

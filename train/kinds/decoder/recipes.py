@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from soundflow import protocol
 from soundflow.train.config import EncoderConfig, ModelConfig, tiny_decoder
-from soundflow.train.model import LossWeights
+from soundflow.train.kinds.decoder.model import LossWeights
 
 TRAINABLE = ("all", "audio", "adapter", "decoder")
 

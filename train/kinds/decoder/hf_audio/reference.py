@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from soundflow.train.hf_audio.frontend import MelConfig
-from soundflow.train.hf_audio.source import QWEN2_5_OMNI, AudioLLM
+from soundflow.train.kinds.decoder.hf_audio.frontend import MelConfig
+from soundflow.train.kinds.decoder.hf_audio.source import QWEN2_5_OMNI, AudioLLM
 
 
 def features(pcm: np.ndarray, mel: MelConfig, seconds: float = 30.0):

@@ -13,10 +13,10 @@ import torch
 from soundflow import protocol
 from soundflow.train.checkpoint import save_checkpoint
 from soundflow.train.dataset import Segment, StreamSource, draw
-from soundflow.train.model import LossTerms, SoundFlowModel, combine_losses
+from soundflow.train.kinds.decoder.model import LossTerms, SoundFlowModel, combine_losses
+from soundflow.train.kinds.decoder.recipes import Stage, TrainRecipe
+from soundflow.train.kinds.decoder.sequence import IGNORE, layout
 from soundflow.train.parallel import autocast
-from soundflow.train.recipes import Stage, TrainRecipe
-from soundflow.train.sequence import IGNORE, layout
 from soundflow.train.tokenizer import encode_response, prompt_ids, special_ids
 from soundflow.train.trainer import Plan, Position, world
 
@@ -58,8 +58,8 @@ def label_counts(batches) -> dict[str, float]:
 
 @runtime_checkable
 class TrainableModel(Protocol):
-    """The model the trainer drives: SoundFlowModel (train/model.py) and the pretrained
-    audio LLM of train/pretrained.py. `forward` returns the loss sums and label counts
+    """The model the trainer drives: SoundFlowModel (train/kinds/decoder/model.py) and the pretrained
+    audio LLM of train/kinds/decoder/pretrained.py. `forward` returns the loss sums and label counts
     (`decoder_losses`; with `control_ids` also the control targets and predictions), which
     `combine_losses` turns into a LossTerms over the whole step."""
 
@@ -78,7 +78,7 @@ class TrainableModel(Protocol):
 
 @runtime_checkable
 class SavesOwnCheckpoint(Protocol):
-    """A model whose checkpoint is not soundflow's layout (train/pretrained.py: the HF one)."""
+    """A model whose checkpoint is not soundflow's layout (train/kinds/decoder/pretrained.py: the HF one)."""
 
     def save_checkpoint(self, tokenizer, out: Path, extra: dict) -> None: ...
 

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from soundflow import audio, protocol
 from soundflow.train.config import ModelConfig
-from soundflow.train.frontend import LogMel
+from soundflow.train.kinds.decoder.frontend import LogMel
 
 # Fixed log-mel normalisation (not per-utterance, which would need the future).
 LOGMEL_MEAN, LOGMEL_STD = -6.0, 4.0

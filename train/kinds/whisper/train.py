@@ -14,9 +14,8 @@ import torch
 
 from soundflow import audio, protocol
 from soundflow.train.dataset import ShardSource, chunk_targets
-from soundflow.train.model import LossTerms
-from soundflow.train.trainer import Plan, Position, train
-from soundflow.train.whisper_model import (
+from soundflow.train.kinds.decoder.model import LossTerms
+from soundflow.train.kinds.whisper.model import (
     IGNORE,
     WhisperSoundFlow,
     cross_layout,
@@ -25,9 +24,9 @@ from soundflow.train.whisper_model import (
     segment_losses,
 )
 
-# The recipes (plain data) sit below both this kind and train/whisper_warmstart.py, which
+# The recipes (plain data) sit below both this kind and train/kinds/whisper/warmstart.py, which
 # reads a bundle's recipe; their names stay importable from here.
-from soundflow.train.whisper_recipes import (  # noqa: F401
+from soundflow.train.kinds.whisper.recipes import (  # noqa: F401
     ALL,
     INSTRUCTION,
     PHRASES,
@@ -35,6 +34,7 @@ from soundflow.train.whisper_recipes import (  # noqa: F401
     Stage,
     WhisperRecipe,
 )
+from soundflow.train.trainer import Plan, Position, train
 
 PHRASE_MAX_S, PHRASE_GAP_S = 3.0, 0.3
 
@@ -286,7 +286,7 @@ def train_whisper(
     cached already, rescanning as `precompute_frames` processes add more (trains while they
     encode; not reproducible sample for sample, so the recipe's default encodes everything
     first). `init_bundle`: a continuation recipe's starting point, a whisper-cross bundle."""
-    from soundflow.train.whisper_ckpt import load_whisper
+    from soundflow.train.kinds.whisper.ckpt import load_whisper
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -318,7 +318,7 @@ def train_whisper(
                 )
             )
         if init_bundle is not None:
-            from soundflow.train.whisper_warmstart import bundle_lineage, model_from_bundle
+            from soundflow.train.kinds.whisper.warmstart import bundle_lineage, model_from_bundle
 
             model, tok, _ = model_from_bundle(init_bundle, whisper_dir, log=log)
             missing = sorted(set(tags) - set(model.vocab.tags))
@@ -349,7 +349,7 @@ def precompute_frames(
     log=print,
 ) -> None:
     """Encode streams `i % n == k` of `data` (run n processes to use n cores)."""
-    from soundflow.train.whisper_ckpt import load_whisper
+    from soundflow.train.kinds.whisper.ckpt import load_whisper
 
     source = ShardSource(data)
     model, _ = WhisperSoundFlow.from_whisper(load_whisper(whisper_dir), [])

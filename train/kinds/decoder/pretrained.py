@@ -1,10 +1,10 @@
 """Start soundflow training from a pretrained audio LLM (Qwen2-Audio, Qwen2.5-Omni thinker):
 its encoder and decoder weights loaded, soundflow's special tokens added, embeddings resized.
 
-The model implements `decoder_kind.TrainableModel` (`cfg`, `encoder`/`adapter`/`ctc_head`/
+The model implements `kind.TrainableModel` (`cfg`, `encoder`/`adapter`/`ctc_head`/
 `decoder`, `forward(pcm, layouts, ctc)`, `audio_embeds`, `ctc_ids`), and its encoder is the
 very streaming module the exporter writes, so what is trained is what the runtime runs.
-Checkpoints are saved in the checkpoint's own HF layout (`decoder_kind.SavesOwnCheckpoint`);
+Checkpoints are saved in the checkpoint's own HF layout (`kind.SavesOwnCheckpoint`);
 `soundflow export` on one gives a bundle in native control mode.
 """
 
@@ -21,11 +21,11 @@ from torch import nn
 
 from soundflow import audio, protocol
 from soundflow.train.config import CTC_ALPHABET
-from soundflow.train.hf_audio import prompt, source
-from soundflow.train.hf_audio.encoder import StreamingAudioEncoder, state_specs
-from soundflow.train.hf_audio.frontend import MelConfig
-from soundflow.train.model import decoder_losses
-from soundflow.train.sequence import Layout, collate
+from soundflow.train.kinds.decoder.hf_audio import prompt, source
+from soundflow.train.kinds.decoder.hf_audio.encoder import StreamingAudioEncoder, state_specs
+from soundflow.train.kinds.decoder.hf_audio.frontend import MelConfig
+from soundflow.train.kinds.decoder.model import decoder_losses
+from soundflow.train.kinds.decoder.sequence import Layout, collate
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Whisper recipes (run by train/trainer.py on the kind in train/whisper_train.py): stages,
+"""The Whisper recipes (run by train/trainer.py on the kind in train/kinds/whisper/train.py): stages,
 task mixes and steps as plain data, so what reads a bundle's recipe name needs no loop.
 """
 
@@ -62,7 +62,7 @@ RECIPES = {
             Stage("phrases", 160, 2e-5, "decoder", PHRASES, captions="phrase"),
         ),
     ),
-    # More of the same on fresh streams, from the shipped default (train/whisper_warmstart.py):
+    # More of the same on fresh streams, from the shipped default (train/kinds/whisper/warmstart.py):
     # 8 h from two builds, data recipes `negatives` (twice the benign sounds) and `default`
     # (more speech), phrase captions, a gentler rate for the appended rows, which are trained
     # already. 450 steps on 4 h took flite's WER from 62 % to 47 % and were still improving,

@@ -3,6 +3,6 @@
 the full-window reference (`reference`), the chat prompt (`prompt`) and tiny random
 checkpoints for tests (`tiny`). Exporting them is `soundflow.export.hf_audio`."""
 
-from soundflow.train.hf_audio.source import detect
+from soundflow.train.kinds.decoder.hf_audio.source import detect
 
 __all__ = ["detect"]
