@@ -247,8 +247,8 @@ def test_the_default_bundle_answers_history_from_what_it_heard(default_path, tmp
     the tagger heard: a sound at SOUND_P names "what was that", an alert over its own
     threshold "did I miss anything", and each only for so long."""
     from soundflow.runtime import assist_grammar as grammar
-    from soundflow.runtime import cross
     from soundflow.runtime.kinds import open_engine
+    from soundflow.runtime.kinds import whisper as cross
     from soundflow.runtime.options import RuntimeOptions
     from soundflow.train.evaluate import run_stream
 
