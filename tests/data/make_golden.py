@@ -23,7 +23,7 @@ KEEP = ("config.json", "model.safetensors", "tokenizer.json")
 def main() -> int:
     import torch
 
-    from soundflow.train.recipes import get_recipe
+    from soundflow.train.kinds.decoder.recipes import get_recipe
     from soundflow.train.run import run
 
     torch.manual_seed(0)
