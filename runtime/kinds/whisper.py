@@ -463,8 +463,9 @@ class CrossDecoderStream(DecoderStream):
         return self.conclude(self._run(ids)[-1] if ids else None, pcm)
 
     def force_respond(self) -> None:
-        """The parity hook (export/whisper_parity.py): make the last decision certain (p = 1),
-        so the next `begin_response` generates whatever the model's p was."""
+        """The parity hook (export/parity.py with export/whisper_reference.py): make the last
+        decision certain (p = 1), so the next `begin_response` generates whatever the model's
+        p was."""
         self._p = 1.0
 
     def feeds(self, query: list[int]) -> dict[str, np.ndarray]:
