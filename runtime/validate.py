@@ -321,6 +321,12 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
         c.int("decision.captions.max_tokens", 1, 1 << 16, required=False)
         c.int("decision.captions.no_speech_id", 0, vocab - 1, required=False)
         c.num("decision.captions.no_speech_skip", 0.0, 1.0, required=False)
+        # the <eos> rule (runtime/captions.py): checked with the rest, not first when a
+        # stream opens
+        c.num("decision.captions.eos_penalty", 0.0, 1e6, required=False)
+        c.num("decision.captions.eos_words_per_s", 0.0, 1e6, required=False)
+        if captions.get("eos_min_logprob") is not None:
+            c.num("decision.captions.eos_min_logprob", -1e9, 0.0)
     # optional sections
     control = c.obj("control", required=False)
     if control is not None:

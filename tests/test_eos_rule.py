@@ -116,3 +116,30 @@ def test_the_rule_is_off_without_its_options_and_rejects_bad_values():
     ):
         with pytest.raises(ValueError, match=says):
             CaptionConfig.from_manifest({**base, **bad}, 3)
+
+
+def test_the_manifest_check_names_a_bad_eos_option(tmp_path):
+    """`validate_manifest` refuses a bad `<eos>` rule value with its field's name, at load,
+    like the other caption keys, not later when a stream opens."""
+    import json
+
+    from soundflow.manifest import BundleError
+    from soundflow.runtime.bundle import default_bundle_dir
+    from soundflow.runtime.validate import validate_manifest
+
+    path = default_bundle_dir() / "manifest.json"
+    manifest = json.loads(path.read_text())
+    validate_manifest(manifest, path)  # the shipped values pass
+    for key, bad in (
+        ("eos_penalty", -1),
+        ("eos_words_per_s", "fast"),
+        ("eos_min_logprob", 0.5),
+        ("eos_penalty", float("nan")),
+    ):
+        broken = json.loads(path.read_text())
+        broken["decision"]["captions"][key] = bad
+        with pytest.raises(BundleError, match=f"decision.captions.{key}"):
+            validate_manifest(broken, path)
+    broken = json.loads(path.read_text())
+    broken["decision"]["captions"]["eos_min_logprob"] = None  # null: no floor
+    validate_manifest(broken, path)
