@@ -157,7 +157,7 @@ class OrtEngine:
     """Encoder + decoder sessions, the token-embedding table and the detokenizer.
 
     The decoder-only kind's engine; `runtime.kinds.open_engine(bundle)` opens whichever
-    kind a bundle's manifest says (a whisper-cross bundle: `runtime.cross.CrossEngine`)."""
+    kind a bundle's manifest says (a whisper-cross bundle: `runtime.kinds.whisper.CrossEngine`)."""
 
     def __init__(
         self,

@@ -198,7 +198,7 @@ def test_gate_calibration_keeps_the_speech_windows():
 
 @pytest.fixture(scope="module")
 def default_cross(default_engine):
-    if default_engine.spec.kind != "whisper-cross":  # then a runtime.cross.CrossEngine
+    if default_engine.spec.kind != "whisper-cross":  # then a runtime.kinds.whisper.CrossEngine
         pytest.skip("the embedded default is not the Whisper-based model")
     return default_engine
 

@@ -56,7 +56,7 @@ class EncoderStream:
 
 class DecoderStream:
     """One stream's decoder state, the decoder-only kind's (`runtime.kinds.open_stream`
-    picks the kind's stream class: `runtime.cross.CrossDecoderStream` for whisper-cross)."""
+    picks the kind's stream class: `runtime.kinds.whisper.CrossDecoderStream` for whisper-cross)."""
 
     heard: str | None = (
         None  # what a confirming reading heard (runtime/kinds/whisper.py); none here
