@@ -75,3 +75,18 @@ def default_path(default_engine):
     if e.spec.kind != "whisper-cross" or "assist" not in e.spec.manifest["tasks"]:
         pytest.skip("the embedded default is not the Whisper-based model with assist mode")
     return e.spec.path
+
+
+# Tests that share the one PulseAudio daemon: test_faults_mic kills it mid-capture, so no
+# other file may capture at the same time.
+_PULSEAUDIO = {"test_mic.py", "test_faults_mic.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Under `pytest -n N --dist loadgroup` (the README's command) a file runs on one worker,
+    so its module fixtures are built once, and the files that share the sound server run on
+    the same worker, one after the other. Without xdist the marks do nothing."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("pulseaudio" if name in _PULSEAUDIO else name))

@@ -167,7 +167,7 @@ def test_ci_lints_then_runs_the_readmes_test_command():
         if line.strip() and not line.startswith("#")
     ]
     readme = (ROOT / "README.md").read_text()
-    command = "./scripts/setup-dev.sh && python -m pytest -q"
+    command = "./scripts/setup-dev.sh && python -m pytest -q -n auto --dist loadgroup"
     assert command in readme
     assert lines[-1] == command
     assert lines.index("ruff check .") < lines.index("ruff format --check .") < len(lines) - 1
