@@ -42,22 +42,23 @@ DECISION = {
 # readings no kept one started that unsure, and on the demo, flite, Tux Paint and the eval
 # split the captions are identical with it (10 % fewer decoder calls on the eval split; at
 # -1.0 the eval split's captions changed).
-# calls_per_chunk 4: a reading makes at most 4 decoder calls per chunk and goes on at the next.
-# On demo.flac (bench latency --input, 2 cores) p99 decision latency 107 ms unbound, 81 ms at
-# 4, 67 ms at 3; eval-split WER 56.9 / 57.5 / 58.5 %; flite and Tux Paint the same at 4.
-# No deadline (budget_ms): at real time a reading that falls behind ends late or reads over a
-# longer hop instead of losing words. 60 ms was the default until the words were counted on a
-# loaded box: flite (rms) 64 s paced at real time under `stress-ng --cpu 2`, 42 of 163 words
-# captioned (WER 75.5 %) at 60 ms against 145 (28.2 %, fast mode's own) without.
-# (The earlier figures: demo.flac p99 60-62 ms at 60, 51-53 at 50; continuous espeak-ng
-# speech, FIFO / sync, WER 18.8 / 18.8 % without, 17.2 / 15.6 % at 60, 29.7 / 53.1 % at 50.)
+# every_chunks 1, no calls_per_chunk, edge_min_logprob -0.1 (session 19): a reading every chunk,
+# made in the chunk it is due, with an unsure last word at the window's edge held back for the
+# next reading. On 60 s of held-out flite speech paced at real time on 2 cores the words' lag
+# went from p50 2.07 / p95 3.31 s to 0.75 / 1.82 s (under `stress-ng --cpu 2`: 0.80 / 1.86),
+# fast-mode WER over four chunk phases 12.5 -> 11.2 %, flite and Asterisk sets the same or
+# better, Asterisk in noise 1.63 -> 1.66x offline; 30 % more CPU. Reading every 2 chunks, the
+# 4-call bound (p99 decision latency 107 -> 81 ms on demo.flac) spread a reading over chunks
+# and kept its words ~0.6 s longer; every chunk without the edge rule lagged least but two
+# readings 0.4 s apart agreed on a cut word's misreading (WER 14.0 %). benchmarks/README.md,
+# "Caption lag", has the table.
 CAPTIONS = {
     "method": "agreement",
-    "every_chunks": 2,
+    "every_chunks": 1,
     "min_avg_logprob": -0.7,
     "max_tokens": 48,
     "abort_logprob": -1.5,
-    "calls_per_chunk": 4,
+    "edge_min_logprob": -0.1,
 }
 # A window whose no-speech probability passes this is not read at all (it saves the reading's
 # cost on silence and noise). On flite, Tux Paint, the eval split and eight espeak-ng

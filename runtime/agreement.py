@@ -57,6 +57,11 @@ def overlap_end(emitted: list[str], hyp: list[str]) -> int:
     tail, h = emitted[-TAIL:], hyp
     if not tail or not h:
         return 0
+    if len(h) < MIN_OVERLAP_MATCHES:
+        # too short to align: a reading of the window's last word or so, which re-reads it
+        # only if it is the end of what was emitted (a reading every chunk sees the final
+        # word of an utterance alone at the window's left edge before it slides out)
+        return len(h) if all(map(alike, tail[-len(h) :], h)) and len(tail) >= len(h) else 0
     n = len(tail)
     # d[a][b]: edits aligning some suffix of tail[:a] with h[:b]
     prev = list(range(len(h) + 1))  # a = 0: every word of h[:b] is an insertion

@@ -27,6 +27,9 @@ Where the bundle's tagger has a speech gate (runtime/tagger.SpeechGate, set as `
 window it heard no speech in is not read either, and costs no decoder call. With the gate,
 `eos_penalty`, `eos_words_per_s` and `eos_min_logprob` let a reading go on past a full stop
 while the window still holds speech it has not read (CaptionConfig says why; off by default).
+With `edge_min_logprob` a reading's unsure last word, where the window's edge may cut it,
+waits for the next reading; and a reading too unsure to count as words while the gate hears
+speech leaves the words waiting for agreement as they are (`_push`).
 """
 
 from __future__ import annotations
@@ -80,19 +83,25 @@ class CaptionConfig:
     # log-probability is at least this: a continuation Whisper is unsure of is most often
     # words the audio does not hold (None: however unsure)
     eos_min_logprob: float | None = None
+    # A reading's last word, where the window's newest chunk holds speech, is often one the
+    # window's edge cut ("the whale" for "the whales"); read every chunk, two readings 0.4 s
+    # apart agree on such a misreading as often as not. It is held back from agreement unless
+    # each of its tokens is at least this likely (a log-probability); the next reading hears
+    # it whole. None: every word of a reading goes to agreement
+    edge_min_logprob: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("eos_penalty", "eos_words_per_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"captions: {name} is {value!r}; it must be a number >= 0")
-        if self.eos_min_logprob is not None and not (
-            math.isfinite(self.eos_min_logprob) and self.eos_min_logprob <= 0
-        ):
-            raise ValueError(
-                f"captions: eos_min_logprob is {self.eos_min_logprob!r}; it must be a "
-                "log-probability (a number <= 0), or null for no floor"
-            )
+        for name in ("eos_min_logprob", "edge_min_logprob"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value <= 0):
+                raise ValueError(
+                    f"captions: {name} is {value!r}; it must be a log-probability (a number "
+                    "<= 0), or null for no floor"
+                )
 
     @classmethod
     def from_manifest(cls, captions: dict, no_repeat_ngram: int) -> CaptionConfig:
@@ -118,6 +127,7 @@ class CaptionConfig:
             eos_penalty=_number(captions, "eos_penalty", 0.0),
             eos_words_per_s=_number(captions, "eos_words_per_s", 0.0),
             eos_min_logprob=_number(captions, "eos_min_logprob", None),
+            edge_min_logprob=_number(captions, "edge_min_logprob", None),
         )
 
 
@@ -187,6 +197,8 @@ class WindowCaptions:
         if self.gate is not None:
             self.gate.reset()
         self.previous: list[int] = []  # the last reading's ids: the next one's draft
+        self.logprobs: list[float] = []  # and each one's log-probability
+        self.unsure = False  # whether the last reading was too unsure to count as words
         self.calls = 0  # decoder calls of the last finished reading
         self.step_calls = 0  # decoder calls made in the last step
         self.step_ms = 0.0  # their time
@@ -336,6 +348,7 @@ class WindowCaptions:
                 return []
         ids: list[int] = []
         logprobs: list[float] = []
+        self.unsure = False  # read as no speech for its log-probability (not for no_speech)
         self._past_eos = None  # where the eos rule first read on past an <eos>
         judged = c.abort_logprob is None
         looped = False  # the reading ended in a repeated n-gram
@@ -352,6 +365,7 @@ class WindowCaptions:
                     self.aborted += 1  # draft may have run further: cut it back
                     self.confidence = float(np.exp(head))
                     self.previous = ids[: ABORT_TOKENS - 1]
+                    self.unsure = True
                     return []
             if end:
                 looped = token != self.eos
@@ -377,8 +391,9 @@ class WindowCaptions:
             ids, logprobs = ids[:at], logprobs[:at]
         avg = float(np.mean(logprobs)) if logprobs else -np.inf
         self.confidence = float(np.exp(avg))
-        self.previous = ids
-        return ids if avg >= c.min_avg_logprob else []
+        self.previous, self.logprobs = ids, logprobs[: len(ids)]
+        self.unsure = avg < c.min_avg_logprob
+        return [] if self.unsure else ids
 
     def words(self, ids: list[int]) -> list[Word]:
         """Token ids -> words: a token whose text opens with a space starts one; a piece
@@ -463,12 +478,39 @@ class WindowCaptions:
             lag = (time.monotonic() - self._began_since) * 1e3
             self.lag_ms.add(lag)
             self.late += lag > c.every_chunks * self.chunk_s * 1e3
-            out += self._push(ids)
+            out += self._push(ids, hold=True)
         return [t for w in out for t in w.ids]
 
-    def _push(self, ids: list[int]) -> list[Word]:
-        """A reading's words to the agreement, with the window it read (its newest chunk)."""
-        return self.agreement.push(self.words(ids), at=self._began, window=self.window_chunks)
+    def _push(self, ids: list[int], hold: bool = False) -> list[Word]:
+        """A reading's words to the agreement, with the window it read (its newest chunk);
+        with `hold`, less an unsure last word at the window's edge (`edge_min_logprob`). The
+        stream's last readings hold nothing back: no later reading would hear the word."""
+        words = self.words(ids)
+        if hold and words and self._unsure_edge(ids, words[-1]):
+            words = words[:-1]
+        if hold and not words and self.unsure and self._speaking():
+            # too unsure to count as words while the gate hears speech: no evidence either
+            # way, so the unconfirmed words wait for the next reading, which agrees with them
+            # or replaces them. As "no speech" an empty reading emits them as heard, and a
+            # reading every chunk made that a common way for a misread start to be captioned
+            return []
+        return self.agreement.push(words, at=self._began, window=self.window_chunks)
+
+    def _speaking(self) -> bool:
+        """Whether the gate heard speech in the window's newest chunk (without a gate:
+        unknown, taken as no)."""
+        return self.gate is not None and bool(self._heard) and self._heard[-1]
+
+    def _unsure_edge(self, ids: list[int], last: Word) -> bool:
+        """Whether `last`, the reading's last word, may be cut by the window's edge (the
+        gate heard speech in the newest chunk; without a gate, always) and a token of it is
+        less likely than `edge_min_logprob`."""
+        floor = self.config.edge_min_logprob
+        if floor is None or (self.gate is not None and not self._speaking()):
+            return False
+        # the word's tokens end the reading: trailing punctuation is part of its last word
+        lps = self.logprobs[len(ids) - len(last.ids) : len(ids)]
+        return len(lps) == len(last.ids) and min(lps) < floor
 
     def finish(self) -> list[int]:
         """The end of the stream: the reading under way ends, the current window is read

@@ -325,8 +325,9 @@ def validate_manifest(manifest: dict[str, Any], mpath: Path | str) -> None:
         # stream opens
         c.num("decision.captions.eos_penalty", 0.0, 1e6, required=False)
         c.num("decision.captions.eos_words_per_s", 0.0, 1e6, required=False)
-        if captions.get("eos_min_logprob") is not None:
-            c.num("decision.captions.eos_min_logprob", -1e9, 0.0)
+        for name in ("eos_min_logprob", "edge_min_logprob"):  # null: no floor
+            if captions.get(name) is not None:
+                c.num(f"decision.captions.{name}", -1e9, 0.0)
     # optional sections
     control = c.obj("control", required=False)
     if control is not None:
