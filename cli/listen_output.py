@@ -64,6 +64,8 @@ def human_line(ev, color: bool) -> str | None:
             dim=True,
         )
         return f"{stamp} {tag}{ev.text or style('<empty>', dim=True)}  {lat}"
+    if ev.type == "suppressed":
+        return style(f"[{ev.t:8.1f}s] · {ev.text} (p={ev.probability:.2f})", dim=True)
     if ev.type == "stats":
         return style(
             f"[{ev.t:8.1f}s] · {ev.chunks} chunks, decision p50 {ev.decision_p50_ms:.0f} ms / "

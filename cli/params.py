@@ -77,6 +77,15 @@ RUNTIME_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         dict(type=float, help="Seconds before the same alert/intent tag may fire again."),
     ),
     "max_response_tokens": (("--max-tokens",), dict(type=int, help="Longest response in tokens.")),
+    "report_suppressed": (
+        ("--show-suppressed",),
+        dict(
+            is_flag=True,
+            default=None,
+            help="Also print each response the decision chose and then withheld, with its tag "
+            "and reason (refractory, below_threshold, not_an_answer, answered).",
+        ),
+    ),
     "cache_budget": (
         ("--cache-budget",),
         dict(type=int, help="Decoder KV slots (default: the bundle's capacity)."),
@@ -211,7 +220,7 @@ RUNTIME_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 LISTEN_FLAGS = (
     ("mode", "realtime"),
     (
-        *("threshold", "refractory_s", "max_response_tokens"),
+        *("threshold", "refractory_s", "max_response_tokens", "report_suppressed"),
         *("cache_budget", "cache_policy"),
         *("captions", "alerts", "alert_only", "alert_classes"),
         *("speech_gate", "caption_calls", "caption_budget_ms", "threads", "provider"),

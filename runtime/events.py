@@ -99,6 +99,38 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Suppressed:
+    """A response the decision chose and then withheld (only with `report_suppressed`, the
+    CLI's `--show-suppressed`): which tag it would have opened with and why it stayed quiet.
+    The summary's `suppressed_by` counts the same reasons."""
+
+    t: float  # stream seconds: end of the chunk whose decision chose to respond
+    chunk: int
+    # "refractory" (the same tag answered within refractory_s), "below_threshold" (under
+    # its tag's calibrated threshold, and no reading of the window confirmed it),
+    # "not_an_answer" (it did not open with the mode's tag), "answered" (the request the
+    # grammar answered, heard again as the window slides)
+    reason: str
+    tag: str | None  # the tag it would have opened with, e.g. "intent:lights_off"; None: untagged
+    probability: float  # p(<respond>) that chose it
+    text: str  # one line saying the above
+    latency_ms: float = 0.0
+    type: str = "suppressed"
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(self)
+
+
+# One line per reason, for Suppressed.text and the README.
+SUPPRESSED_REASONS = {
+    "refractory": "the same tag answered less than refractory_s ago",
+    "below_threshold": "p(<respond>) under the tag's calibrated threshold, not confirmed by words",
+    "not_an_answer": "the response would not open with the mode's tag",
+    "answered": "the request was answered already (heard again as the window slides)",
+}
+
+
+@dataclass(frozen=True)
 class Summary:
     """The last event of every run."""
 
@@ -150,7 +182,7 @@ class Summary:
         return d
 
 
-Event = Response | Stats | Notice | Summary
+Event = Response | Stats | Notice | Suppressed | Summary
 
 
 def _json(ev: Any) -> dict[str, Any]:

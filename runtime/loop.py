@@ -34,7 +34,16 @@ import onnxruntime as ort
 
 from soundflow.protocol import parse_tags
 from soundflow.runtime.engine import OrtEngine
-from soundflow.runtime.events import Event, LatencyStats, Notice, Response, Stats, Summary
+from soundflow.runtime.events import (
+    SUPPRESSED_REASONS,
+    Event,
+    LatencyStats,
+    Notice,
+    Response,
+    Stats,
+    Summary,
+    Suppressed,
+)
 from soundflow.runtime.kinds import open_stream
 from soundflow.runtime.kinds.decoder import EncoderStream
 from soundflow.runtime.options import RuntimeOptions
@@ -330,6 +339,22 @@ class Loop:
     def _reference(self, item: Chunk) -> float:
         return item.ready if self.live else max(item.ready, self._decoder_free)
 
+    def _report_suppressed(self, item: Chunk, why: str, p: float, ref: float) -> None:
+        tag = getattr(self.decoder, "withheld_tag", None)
+        tag = tag.strip("<>") if tag else None
+        self.emit(
+            Suppressed(
+                t=item.t,
+                chunk=item.index,
+                reason=why,
+                tag=tag,
+                probability=p,
+                text=f"withheld {tag or 'a response'}: {why} "
+                f"({SUPPRESSED_REASONS.get(why, 'see the README')})",
+                latency_ms=(time.monotonic() - ref) * 1e3,
+            )
+        )
+
     def respond(self, item: Chunk) -> None:
         """Decide one chunk; where it responds, generate and emit the Response (and Stats
         when due). Graph errors propagate: the caller fails the stream."""
@@ -364,6 +389,8 @@ class Loop:
                 self.suppressed += 1
                 why = getattr(self.decoder, "withheld", None) or "refractory"
                 self.suppressed_by[why] = self.suppressed_by.get(why, 0) + 1
+                if self.options.decision.report_suppressed:
+                    self._report_suppressed(item, why, decision.p, ref)
             else:
                 first_at = time.monotonic()
                 self.first_token_ms.add((first_at - ref) * 1e3)

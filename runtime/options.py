@@ -45,6 +45,9 @@ class DecisionOptions:
     threshold: float | None = None  # respond iff p(<respond>) >= threshold
     refractory_s: float | None = None  # no second response with the same tag within this
     max_response_tokens: int | None = None  # stop a response here if <eos> has not come
+    # emit a Suppressed event (tag, reason) for each response the decision chose and then
+    # withheld; off, only the summary counts them (`suppressed_by`)
+    report_suppressed: bool = False
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

@@ -114,6 +114,24 @@ def test_human_output_says_suppressed_like_the_json(smoke_bundle):
     assert summary["suppressed"] > 0 and f"({summary['suppressed']} suppressed)" in r.stdout
 
 
+def test_show_suppressed_gives_each_withheld_response_its_tag_and_reason(smoke_bundle):
+    """--show-suppressed: one event per response counted as suppressed, each with the tag it
+    would have opened with and a reason the summary counts; the human line says it too."""
+    args = ("--demo", "--fast", "--threshold", "0", "--refractory", "100", "--bundle")
+    events = _jsonl(_listen(*args, smoke_bundle, "--jsonl", "--show-suppressed").stdout)
+    summary, withheld = events[-1], [e for e in events if e["type"] == "suppressed"]
+    assert summary["suppressed"] > 0 and len(withheld) == summary["suppressed"]
+    by: dict[str, int] = {}
+    for e in withheld:
+        by[e["reason"]] = by.get(e["reason"], 0) + 1
+        assert e["tag"] and e["tag"] in e["text"] and e["reason"] in e["text"]
+        # a refractory tag: one that a response before it opened with
+        assert any(r["type"] == "response" and r["t"] < e["t"] for r in events)
+    assert by == summary["suppressed_by"] == {"refractory": summary["suppressed"]}
+    r = _listen(*args, smoke_bundle, "--show-suppressed")
+    assert r.stdout.count("withheld ") == summary["suppressed"]
+
+
 def test_data_build_without_the_train_extra_is_one_line():
     code = (
         "import sys; sys.modules['scipy'] = None\n"  # what a runtime-only install looks like

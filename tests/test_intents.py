@@ -223,6 +223,33 @@ def test_the_default_bundle_answers_a_plain_request_and_not_narration(default_pa
     assert said == []
 
 
+def test_a_withheld_answer_says_its_intent_and_why(default_path, tmp_path):
+    """report_suppressed: each response the decoder's way withheld is an event naming the
+    tag it would have opened with and a reason, counted alike in the summary (here the
+    decoder's way opens the request with an alert tag: not_an_answer)."""
+    from soundflow.runtime.events import SUPPRESSED_REASONS
+    from soundflow.runtime.kinds import open_engine
+    from soundflow.runtime.listener import Listener
+
+    pcm = _espeak("please turn off the kitchen lights", tmp_path)
+    events = []
+    for report in (False, True):
+        events.clear()
+        summary = Listener(
+            open_engine(default_path), mode="assist", input=pcm, sample_rate=16000,
+            realtime=False, stats_every_s=0, assist="decoder", report_suppressed=report,
+            on_event=events.append,
+        ).run()  # fmt: skip
+        withheld = [e for e in events if e.type == "suppressed"]
+        assert len(withheld) == (summary.suppressed if report else 0)
+    assert summary.suppressed > 0
+    by: dict[str, int] = {}
+    for e in withheld:
+        by[e.reason] = by.get(e.reason, 0) + 1
+        assert e.text.startswith(f"withheld {e.tag or 'a response'}: {e.reason}")
+    assert by == summary.suppressed_by and set(by) <= set(SUPPRESSED_REASONS)
+
+
 @pytest.mark.parametrize(
     "assist, field",
     [

@@ -25,7 +25,8 @@ The stream's step is split so a batcher can stack many streams' decoder calls:
     decision = stream.conclude(logits[-1] or None, pcm)   # -> Decision(p, respond)
 
 `decide(embeds, pcm, ready)` is the four in one. After a responding decision,
-`begin_response(t)` gives the first token (or None: withheld, `stream.withheld` says why) and
+`begin_response(t)` gives the first token (or None: withheld, `stream.withheld` says why and
+`stream.withheld_tag` names the tag it would have opened with) and
 `continue_response(first)` the rest; `finish()` what the stream holds back at the end;
 `reset()` forgets the stream (a poisoned state), keeping the run's counters.
 """
@@ -81,6 +82,9 @@ class Stream(Protocol):
     def decide(
         self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None, ready: float | None = None
     ) -> Decision: ...
+
+    withheld: str | None  # after begin_response gave None: why (events.SUPPRESSED_REASONS)
+    withheld_tag: str | None  # and the tag it would have opened with
 
     def begin_response(self, t: float) -> int | None: ...
 

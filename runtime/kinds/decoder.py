@@ -224,11 +224,13 @@ class DecoderStream:
         """Feed <respond> (fallback: the mode's turn switch); return the first response
         token, or None if its tag is inside its refractory time (then the switch is rolled
         back and the stream carries on as if it had stayed silent)."""
+        self.withheld = self.withheld_tag = None
         prefix = self._respond_prefix
         first = self._next_token(self._call(self.engine.embed(prefix))[-1])
         last = self._last_tag.get(first)
         if first in self.tag_ids and last is not None and t - last < self.refractory_s:
             self.cache.rollback(len(prefix))
+            self.withheld, self.withheld_tag = "refractory", self.tag_ids[first]
             return None
         if first in self.tag_ids:
             self._last_tag[first] = t

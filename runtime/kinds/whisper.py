@@ -400,6 +400,7 @@ class CrossDecoderStream(DecoderStream):
         self.verified = 0  # confirming readings made
         self.heard = None  # the words the last response's reading heard (None: no reading)
         self.withheld: str | None = None  # why the last response was withheld (Summary)
+        self.withheld_tag: str | None = None  # and the tag it would have opened with
         self._answer: list[int] | None = None  # assist by grammar: the answer's ids
         if self.assist is not None:
             self.assist.reset()
@@ -536,16 +537,17 @@ class CrossDecoderStream(DecoderStream):
         return tag is not None and tag.startswith(f"<{self.opens_with}:")
 
     def begin_response(self, t: float) -> int | None:
+        self.withheld = self.withheld_tag = None
         if self.alerts is not None:
             label = self.alerts.fire(t)
             if label is None:  # every ready label is inside its refractory time
+                self.withheld = "refractory"
                 return None
             by = self.alerts if self.wants_pcm else self.engine.spec.tagger
             self._alert = list(by.responses[label])
             return self._alert_ids[label]
         if self.captions is not None:
             return self._caption[0] if self._caption else None
-        self.withheld = None
         if self.assist is not None and self.assist.intent is not None:
             return self._begin_answer(t)  # assist by grammar: the request its reading parsed
         self._response = []
@@ -562,6 +564,7 @@ class CrossDecoderStream(DecoderStream):
         answered = self.assist is not None and t - self.assist.answered_at < self.refractory_s
         if not may or self._p < need or answered:
             self.cache.rollback(1)
+            self.withheld_tag = self.tag_ids.get(first)
             self.withheld = (
                 "refractory"
                 if refractory
