@@ -119,6 +119,8 @@ class DecoderStream:
         for token_id in spec.special.values():
             if token_id not in self.stops and token_id not in self.tag_ids:
                 self._gen_bias[token_id] = -np.inf
+        self.withheld: str | None = None  # why the last response was withheld (Summary)
+        self.withheld_tag: str | None = None  # and the tag it would have opened with
         self.reset()
 
     def _decision_options(self, spec, options: RuntimeOptions) -> int:
