@@ -168,8 +168,22 @@ class _Stress:
             self.p.wait()
 
 
+def offset_of(pcm: np.ndarray, recorded: np.ndarray, search_s: float = 30.0) -> float:
+    """Seconds into `recorded` at which `pcm` begins: the peak of their cross-correlation
+    over the first `search_s` seconds (a microphone's copy is late by the player's start
+    and the sound server's buffers, which the stream clock must not count as caption lag)."""
+    n = round(search_s * RATE)
+    a, b = recorded[:n].astype(np.float64), pcm[: n // 2].astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(len(a) + len(b))))
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    return int(np.argmax(corr[: len(a)])) / RATE
+
+
 def _mic(wav: Path, duration: float) -> list[dict] | None:
-    """`listen --device pulse` while `paplay` plays the file into a fresh null sink."""
+    """`listen --device pulse` while `paplay` plays the file into a fresh null sink; event
+    times are moved to the speech's own clock by where it lies in `listen --record`'s file."""
+    import soundfile as sf
+
     if not (shutil.which("pulseaudio") and shutil.which("paplay") and shutil.which("pactl")):
         return None
     if subprocess.run(["pactl", "info"], capture_output=True).returncode != 0:
@@ -183,23 +197,24 @@ def _mic(wav: Path, duration: float) -> list[dict] | None:
         check=True,
     ).stdout.strip()
     env = {**os.environ, "PULSE_SOURCE": f"{sink}.monitor"}
-    t = {}
+    recorded = wav.with_name(wav.stem + "_mic.wav")
 
     def play(p):
-        listening = time.monotonic()  # stream time 0, within a callback period
         time.sleep(0.5)
-        t["lead"] = time.monotonic() - listening
         subprocess.run(["paplay", "-d", sink, str(wav)], check=True, timeout=duration + 60)
         time.sleep(3.0)  # the last readings
         p.send_signal(2)
 
     try:
-        events = _listen(["--device", "pulse"], env=env, after_start=play)
+        args = ["--device", "pulse", "--record", str(recorded)]
+        events = _listen(args, env=env, after_start=play)
     finally:
         subprocess.run(["pactl", "unload-module", module], capture_output=True)
+    lead = offset_of(sf.read(wav, dtype="float32")[0], sf.read(recorded, dtype="float32")[0])
     for e in events:  # the speech began `lead` seconds into the stream
         if e["type"] == "response":
-            e["t"] -= t["lead"]
+            e["t"] -= lead
+    events.append({"type": "lead", "t": lead})
     return events
 
 
@@ -256,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
                     print("PulseAudio is missing: the microphone rows are skipped", file=sys.stderr)
                     break
                 rows[name] = score(events, spans)
+                rows[name]["speech_starts_s"] = next(e["t"] for e in events if e["type"] == "lead")
                 print(name, rows[name], file=sys.stderr)
     fast = rows["fast"]["words"]
     for r in rows.values():

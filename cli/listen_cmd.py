@@ -100,6 +100,11 @@ def _load(fn, stops: signals.Stops, quit_now):
 )
 @runtime_flags(*LISTEN_FLAGS[3])
 @click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    help="Also write the audio as the model read it to this WAV file (16 kHz, in stream time).",
+)
+@click.option(
     "--server",
     metavar="URL",
     help="Send the audio to a `soundflow serve` server (ws://HOST:PORT) and print its events.",
@@ -150,6 +155,7 @@ def _listen(
     raw_channels,
     stops,
     flags,
+    record=None,
     server=None,
     token=None,
 ) -> None:
@@ -159,9 +165,13 @@ def _listen(
     if server:
         from soundflow.cli.listen_remote import listen_remote
 
-        if flags["alert_only"] or flags["alert_classes"]:
-            raise click.UsageError("--only and --alert-class run locally, not with --server")
-        return listen_remote(**{k: v for k, v in locals().items() if k != "listen_remote"})
+        if flags["alert_only"] or flags["alert_classes"] or record:
+            raise click.UsageError(
+                "--only, --alert-class and --record run locally, not with --server"
+            )
+        return listen_remote(
+            **{k: v for k, v in locals().items() if k not in ("listen_remote", "record")}
+        )
     from soundflow.runtime.kinds import open_engine
     from soundflow.runtime.listener import Listener
     from soundflow.runtime.sources import SourceError, array_source, stdin_source
@@ -187,7 +197,7 @@ def _listen(
             )
         elif is_stdin:
             source = stdin_source(raw_format, raw_rate, raw_channels, realtime)
-        return Listener(engine, input=source, device=device, options=options)
+        return Listener(engine, input=source, device=device, options=options, record=record)
 
     wanted = input_ or (f"microphone {device}" if device is not None else "default microphone")
     wanted = "demo" if demo else "stdin" if is_stdin else wanted

@@ -28,6 +28,7 @@ from soundflow.runtime.events import Event, Summary
 from soundflow.runtime.kinds import open_engine
 from soundflow.runtime.loop import Loop
 from soundflow.runtime.options import RuntimeOptions
+from soundflow.runtime.record import Recording
 from soundflow.runtime.sources import Source, array_source, file_source, stdin_source
 
 InputLike = str | Path | np.ndarray | Source | None
@@ -48,11 +49,14 @@ class Listener:
         on_event: Callable[[Event], None] | None = None,
         variant: str = "fp32",
         max_buffered_events: int = 10_000,
+        record: str | Path | None = None,
         **overrides: Any,
     ) -> None:
         """`input`: a file path, "-" (PCM or WAV/FLAC/Ogg on stdin), a numpy array (with
         `sample_rate`), a Source such as `PushSource`, or None for the microphone `device`
         (index or name; reopened with backoff when it dies, see `reconnect` options).
+        `record`: a WAV file that gets the audio as the loop read it, in stream time
+        (runtime/record.py).
         `overrides`: flat option names (RuntimeOptions.from_flags), e.g. threshold=0.7,
         realtime=False."""
         self.options = (options or RuntimeOptions()).with_flags(mode=mode, **overrides)
@@ -62,6 +66,7 @@ class Listener:
             self.engine = open_engine(bundle, self.options, variant=variant)
         self.mode, _ = self.engine.spec.prompt(self.options.decision.mode)
         self._input, self._device, self._rate = input, device, sample_rate
+        self._record = record
         self._callbacks: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._events: queue.Queue[Event] = queue.Queue(maxsize=max_buffered_events)
         self.dropped_events = 0  # events no one read from events() before the buffer filled
@@ -123,6 +128,8 @@ class Listener:
         if self._thread is not None:
             return self
         source = self._source()
+        if self._record is not None:
+            source = Recording(source, self._record)  # type: ignore[assignment]
         self.loop = Loop(self.engine, source, self._dispatch, self.options)
         self._thread = threading.Thread(target=self._run, name="soundflow-listener", daemon=True)
         self._thread.start()

@@ -1,6 +1,9 @@
 """The embedded default bundle's behaviour, pinned: its answers on the shipped demo clip in
 every mode and decider equal tests/data/default_outputs.json. A refactor must leave them as
-they are; a change meant to alter them regenerates the file (its docstring says how)."""
+they are; a change meant to alter them regenerates the file (its docstring says how).
+Texts, chunks and tags must be equal; a probability may move by PROBABILITY_TOLERANCE, as
+ONNX Runtime's int8 kernels round differently on different CPUs (an AVX2 AMD EPYC moved the
+demo's caption probabilities by up to 0.015 against the machine that wrote the file)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from soundflow.runtime.kinds import open_engine
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data"
+PROBABILITY_TOLERANCE = 0.03
 
 
 def _maker():
@@ -66,6 +70,10 @@ def test_default_bundle_outputs_are_unchanged(outputs, run):
     assert got["chunks"] == want["chunks"]
     # response by response, so a failure names the first one that moved
     for i, (g, w) in enumerate(zip(got["responses"], want["responses"], strict=False)):
+        p, q = g.pop("probability", None), w.pop("probability", None)
         assert g == w, f"{run} response {i}"
+        assert (p is None) == (q is None), f"{run} response {i}: probability"
+        if p is not None:
+            assert abs(p - q) <= PROBABILITY_TOLERANCE, f"{run} response {i}: p {p} vs {q}"
     assert len(got["responses"]) == len(want["responses"])
     assert want["responses"], f"{run}: the pinned run has no response to compare"

@@ -403,3 +403,43 @@ def test_a_burst_of_stop_signals_on_a_blocked_read_ends_with_a_summary():
         p.kill()
         producer.kill()
     _ends_with_a_summary(p, out, err)
+
+
+def test_record_writes_what_the_model_read_in_stream_time(smoke_bundle, wav, tmp_path):
+    """`--record`: the file is the audio as the loop read it, chunk for chunk (the input
+    zero-padded to whole chunks, as 16-bit PCM), so a time in it is an event's stream time."""
+    out = tmp_path / "heard.wav"
+    r = _listen("--bundle", smoke_bundle, "--input", wav, "--fast", "--jsonl", "--record", out)
+    assert r.exit_code == 0, r.stderr
+    summary = _jsonl(r.stdout)[-1]
+    heard, rate = sf.read(out, dtype="float32")
+    source, _ = sf.read(wav, dtype="float32")
+    assert rate == 16_000 and len(heard) == summary["chunks"] * 6_400
+    assert np.abs(heard[: len(source)] - source).max() < 1e-4  # 16-bit quantization
+    assert not heard[len(source) :].any()
+    # a place it cannot be written is refused before any audio is read
+    r = _listen("--bundle", smoke_bundle, "--input", wav, "--record", tmp_path / "no" / "x.wav")
+    assert r.exit_code == 1 and "cannot record to" in r.stderr, r.stderr
+
+
+def test_record_that_fills_the_disk_stops_recording_and_loses_no_audio(smoke_bundle, wav, tmp_path):
+    """A write that fails mid-stream (here the file-size limit a full disk acts like) ends
+    the recording with a `record_failed` warning; every chunk is still decided."""
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)); "
+        "from soundflow.cli.main import cli; sys.exit(cli())"
+    )
+    args = ["listen", "--bundle", smoke_bundle, "--input", wav, "--fast", "--jsonl"]
+    p = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args), "--record", str(tmp_path / "r.wav")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    events = _jsonl(p.stdout)
+    failed = [e for e in events if e.get("kind") == "record_failed"]
+    assert len(failed) == 1 and "the stream goes on" in failed[0]["text"], events[-3:]
+    assert events[-1]["chunks"] == int(np.ceil(sf.info(wav).frames / 6_400))
+    assert events[-1]["error"] is None
