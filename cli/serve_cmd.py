@@ -52,7 +52,7 @@ from soundflow.manifest import BundleError
     type=float,
     default=20.0,
     show_default=True,
-    help="Longest wait for other streams' chunks before a batch.",
+    help="Longest wait for other streams' chunks before a batch (--batch encoder or full).",
 )
 @click.option(
     "--max-frame-kb",

@@ -67,9 +67,10 @@ class Scheduler:
         with self.lock:
             live = [s for s in self.sessions if not (s.gone or s.done)]
         ready = [s for s in live if s.ready(self.chunk)]
-        if ready and len(ready) < len(live) and self.config.max_wait_ms > 0:
-            # A bounded wait for the others' chunks: one quiet stream delays no one
-            # by more than max_wait_ms.
+        batching = self.config.batch != "off"
+        if batching and ready and len(ready) < len(live) and self.config.max_wait_ms > 0:
+            # A bounded wait for the others' chunks, to batch them: one quiet stream delays
+            # no one by more than max_wait_ms. Unbatched, a stream's chunk waits for no one.
             deadline = time.monotonic() + self.config.max_wait_ms / 1e3
             while len(ready) < len(live) and time.monotonic() < deadline:
                 self.wakeup.wait(max(0.0, deadline - time.monotonic()))
