@@ -121,19 +121,6 @@ def _agreement(prev: list[str], cand: list[str]) -> tuple[int, int, int]:
     return best[1:]
 
 
-def slid_past(prev: list[str], cand: list[str]) -> int:
-    """Where `agreed` found nothing: how many leading words of `prev` the window slid past,
-    found from the first place `cand[j:]` (j <= MAX_SKIP) re-reads `prev[i:]` two words in a
-    row: i - j (cand's j leading words, a misread cut word, stand for as many of prev's), or 0.
-    No later window holds those words' audio. Two words are too few to agree on (SLID_RUN),
-    enough to say where the new window begins."""
-    for i in range(1, len(prev) - 1):
-        for j in range(min(MAX_SKIP, len(cand) - 2) + 1):
-            if prev[i : i + 2] == cand[j : j + 2]:
-                return max(0, i - j)
-    return 0
-
-
 def rereads(words: list[str], tail: list[str]) -> bool:
     """Whether `words` re-read some of the emitted `tail` (two words in a row of it, or a
     word of 4+ letters alike one of its last 6): a slid-past prefix that is a misread
@@ -245,14 +232,6 @@ class LocalAgreement:
                 cand = cand[j:]
             elif not cand:
                 out = self.pending
-            else:
-                # In noise two readings often share too little to agree on, and the newer
-                # one began past the older's first words: replaced, they were lost (Asterisk
-                # over music at 5 dB: "if you know your party's extension you may dial it at
-                # any time" came out as nothing). They are emitted as heard, like a slide's.
-                n = slid_past(pending, [w.key for w in cand])
-                if n and not rereads(pending[:n], self._tail()):
-                    out = self.pending[:n]
         out = self._emit(out)  # words of the last hypothesis, heard at `pending_at`
         self.pending, self.heard, self.pending_at = cand, [w.key for w in hyp], at or 0
         return out

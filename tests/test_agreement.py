@@ -13,7 +13,6 @@ from soundflow.runtime.agreement import (
     join_repeat,
     key,
     overlap_end,
-    slid_past,
 )
 from soundflow.runtime.kinds import open_stream
 
@@ -75,30 +74,6 @@ def test_words_the_window_slid_past_are_emitted_not_lost():
     # a slide needs SLID_RUN agreeing words: two shared words after three passed over are not
     assert agreed("a b c the dog".split(), "the dog".split()) == (0, 0)
     assert agreed("a b c the dog ran".split(), "the dog ran far".split()) == (6, 3)
-
-
-def test_words_two_readings_cannot_agree_on_are_not_lost_when_the_window_slides_past():
-    """Readings of Asterisk's "if you know your party's extension you may dial it at any
-    time to establish a sales partnership" over music at 5 dB (held-out speech and bed), as
-    the stream's reader wrote them, unsure readings between them left out. No two share the
-    SLID_RUN words agreement needs, and each began past the last one's first words: before,
-    each replaced the last, and "if you know your party ... at any time" came out as nothing."""
-    hyps = [
-        "if you know your party is extensively dilate at any time",
-        "a party is essentially dilate at any time to establish",
-        "to establish a",
-        "to establish a sales partner's",
-        "a pilot at any time to establish a sales partnership",
-    ]
-    out = " ".join(run(hyps))
-    assert out.startswith("if you know"), out
-    assert "dilate at any time to establish a" in out, out
-    assert out.count("establish") == 1, out
-    # where the slide begins: cand's leading word stands for one of prev's (a cut word)
-    assert slid_past("if you know your party is".split(), "a party is".split()) == 3
-    # a reading that re-reads prev from its start, one word misspelt, slid past nothing
-    assert slid_past("providers of the".split(), "provider of the perfect".split()) == 0
-    assert slid_past("a b c".split(), "x y z".split()) == 0
 
 
 def test_slid_past_words_that_misread_emitted_ones_are_not_emitted_again():

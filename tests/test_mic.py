@@ -115,8 +115,9 @@ def test_capture_through_portaudio_is_complete_and_on_time(pulse_monitor):
     assert abs(peak - 1000) < 5  # resampled from the device rate correctly
 
 
-def test_soundflow_listen_device_captures_the_monitor(pulse_monitor, smoke_bundle):
+def test_soundflow_listen_device_captures_the_monitor(pulse_monitor, smoke_bundle, tmp_path):
     sink, wav = pulse_monitor
+    recorded = tmp_path / "heard.wav"
     exe = shutil.which("soundflow")
     cmd = [exe] if exe else [sys.executable, "-m", "soundflow.cli"]
     cmd += [
@@ -130,6 +131,8 @@ def test_soundflow_listen_device_captures_the_monitor(pulse_monitor, smoke_bundl
         "alert",
         "--stats",
         "0.4",
+        "--record",
+        str(recorded),
     ]
     p = subprocess.Popen(
         cmd,
@@ -160,6 +163,12 @@ def test_soundflow_listen_device_captures_the_monitor(pulse_monitor, smoke_bundl
     assert abs(summary["chunks"] * 0.4 - wall) < 1.0, (summary["chunks"], wall)
     stats = [e for e in events if e["type"] == "stats"]
     assert [s["chunks"] for s in stats] == sorted(s["chunks"] for s in stats) and stats
+    # `--record`: what PortAudio captured, resampled, as the loop read it: one sample per
+    # sample of stream time, and the played tone in it whole
+    heard, rate = sf.read(recorded, dtype="float32")
+    assert rate == 16_000 and len(heard) == summary["chunks"] * 6_400
+    loud = np.flatnonzero(np.abs(heard) > 0.25)
+    assert loud.size and abs((loud[-1] - loud[0]) / rate - TONE_S) < 0.05, loud[[0, -1]]
     # What the embedded default answers is asserted on files (test_listen_cli), where the
     # audio is deterministic; a null sink starts from digital zeros, which no training
     # stream contains, and the default model can fire on that onset.
