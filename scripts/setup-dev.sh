@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# sound-theme-freedesktop: tests/test_alert_head.py rings its phone through the default bundle.
 APT_PACKAGES=(
   espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-us-slt-hts sox flac libsndfile1
   libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins fortunes wordnet-base
-  flite tuxpaint-stamps-default tuxpaint-data
+  flite tuxpaint-stamps-default tuxpaint-data sound-theme-freedesktop
 )
 if command -v apt-get >/dev/null 2>&1; then
   SUDO=""

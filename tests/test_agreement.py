@@ -373,18 +373,23 @@ def test_the_time_budget_admits_a_call_only_where_one_more_ends_in_time(
     engine = default_engine
     if engine.spec.kind != "whisper-cross":
         pytest.skip("the embedded default is not the Whisper-based model")
-    chunks = _sentence_stream(engine, "a long and winding road leads to your door", 5, 6.0)
     options = RuntimeOptions.from_flags(mode="transcribe", caption_calls=0, caption_budget_ms=25.0)
-    dec, whole = open_stream(engine, options), open_stream(engine, options)
-    dec.captions.gate = None
-    enc = EncoderStream(engine)
-    every = dec.captions.config.every_chunks
-    cut = -(-8 // every) * every  # 3.2 s in, a reading due
-    for chunk in chunks[:cut]:
-        entry = enc.encode(chunk)
-        dec.memory.add(entry)
-        whole.memory.add(entry)
-    expected = whole.captions.hypothesis()  # read to its end: no budget applies
+    # A voice whose reading 3.2 s in needs 5+ calls: which one does depends on the CPU's int8
+    # rounding (seed 5's reads as no speech after 3 on an AVX2-only AMD EPYC), not on the budget.
+    for seed in range(5, 10):
+        chunks = _sentence_stream(engine, "a long and winding road leads to your door", seed, 6.0)
+        dec, whole = open_stream(engine, options), open_stream(engine, options)
+        dec.captions.gate = None
+        enc = EncoderStream(engine)
+        every = dec.captions.config.every_chunks
+        cut = -(-8 // every) * every  # 3.2 s in, a reading due
+        for chunk in chunks[:cut]:
+            entry = enc.encode(chunk)
+            dec.memory.add(entry)
+            whole.memory.add(entry)
+        expected = whole.captions.hypothesis()  # read to its end: no budget applies
+        if whole.captions.calls >= 5:
+            break
     assert whole.captions.calls >= 5
 
     clock = iter(range(10**6))

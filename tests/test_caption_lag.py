@@ -90,8 +90,9 @@ def test_a_slow_decoder_reads_every_word_later_and_says_how_late(engine, speech,
     _slow_decoder(engine, monkeypatch, 0.15)
     slow, stats, summary = _caption(engine, speech, realtime=True)
     assert summary.captions_skipped == 0
-    # measured: 0.0-0.12 (the schedule follows the clock), fast mode 0.04
-    assert _wer(slow) <= _wer(fast) + 0.15, (" ".join(slow), " ".join(fast))
+    # measured: 0.0-0.15 (the schedule follows the clock: 2 of 13 words under a loaded
+    # 2-core run of the whole suite), fast mode 0.0-0.04
+    assert _wer(slow) <= _wer(fast) + 0.2, (" ".join(slow), " ".join(fast))
     assert summary.captions_late > 0  # it did fall behind ...
     assert summary.caption_lag_max_ms > 800  # ... by more than a reading's hop
     assert summary.caption_lag_p50_ms <= summary.caption_lag_p95_ms <= summary.caption_lag_max_ms

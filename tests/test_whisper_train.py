@@ -79,11 +79,14 @@ def test_losses_and_weights_are_the_old_loops(straight):
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 8))
     got = [(r["lm"], r["stream"]) for r in rows]
-    if torch.__version__ == OLD_TORCH:  # the float operations are the old loop's, in order
-        assert got == OLD_LOSSES
+    # Another torch, or the same on another CPU (its kernels pick other vector widths: an
+    # AVX2-only AMD EPYC moved the first loss by 6e-8), may round differently; the draw,
+    # seeds and schedule still show. Where every loss is the old loop's to the bit, so are
+    # the float operations, in order, and so are the weights.
+    flat = [x for pair in got for x in pair]
+    assert flat == pytest.approx([x for pair in OLD_LOSSES for x in pair], rel=1e-4, abs=1e-5)
+    if torch.__version__ == OLD_TORCH and got == OLD_LOSSES:
         assert sha(weights(ck)) == OLD_SHA
-    else:  # another torch may round differently; the draw, seeds and schedule still show
-        assert got == pytest.approx(OLD_LOSSES, rel=1e-4, abs=1e-5)
     assert all(r["loss"] == pytest.approx(r["lm"] + r["stream"]) for r in rows)
     training = json.loads((ck / "config.json").read_text())["training"]
     assert training["lineage"] == [{"recipe": "t", "steps": 7}]
