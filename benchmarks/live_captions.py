@@ -179,9 +179,10 @@ def offset_of(pcm: np.ndarray, recorded: np.ndarray, search_s: float = 30.0) -> 
     return int(np.argmax(corr[: len(a)])) / RATE
 
 
-def _mic(wav: Path, duration: float) -> list[dict] | None:
+def _mic(wav: Path, duration: float) -> tuple[list[dict], float] | None:
     """`listen --device pulse` while `paplay` plays the file into a fresh null sink; event
-    times are moved to the speech's own clock by where it lies in `listen --record`'s file."""
+    times are moved to the speech's own clock by where it lies in `listen --record`'s file.
+    -> (events, seconds into the stream the speech began)."""
     import soundfile as sf
 
     if not (shutil.which("pulseaudio") and shutil.which("paplay") and shutil.which("pactl")):
@@ -214,8 +215,7 @@ def _mic(wav: Path, duration: float) -> list[dict] | None:
     for e in events:  # the speech began `lead` seconds into the stream
         if e["type"] == "response":
             e["t"] -= lead
-    events.append({"type": "lead", "t": lead})
-    return events
+    return events, lead
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -266,12 +266,12 @@ def main(argv: list[str] | None = None) -> dict:
                 (f"microphone, stress-ng --cpu {a.stress}", a.stress),
             ):
                 with _Stress(cpus):
-                    events = _mic(wav, len(pcm) / RATE)
-                if events is None:
+                    heard = _mic(wav, len(pcm) / RATE)
+                if heard is None:
                     print("PulseAudio is missing: the microphone rows are skipped", file=sys.stderr)
                     break
-                rows[name] = score(events, spans)
-                rows[name]["speech_starts_s"] = next(e["t"] for e in events if e["type"] == "lead")
+                events, lead = heard
+                rows[name] = {**score(events, spans), "speech_starts_s": lead}
                 print(name, rows[name], file=sys.stderr)
     fast = rows["fast"]["words"]
     for r in rows.values():

@@ -32,7 +32,6 @@ class Recording:
         except (OSError, RuntimeError, sf.LibsndfileError) as e:
             raise SourceError(f"cannot record to {self._path}: {e}") from None
         self._skipped = 0.0  # seconds of skipped audio already written as silence
-        self.samples_written = 0
 
     def __getattr__(self, name: str):  # only for what this class does not define
         return getattr(self._inner, name)
@@ -55,8 +54,7 @@ class Recording:
             try:
                 if gap > 0:
                     self._file.write(np.zeros(gap, np.float32))
-                self._file.write(np.clip(x, -1.0, 1.0))
-                self.samples_written += max(gap, 0) + x.size
+                self._file.write(np.clip(x, -1.0, 1.0))  # libsndfile wraps, not clips
             except (OSError, RuntimeError, sf.LibsndfileError) as e:
                 self._stop_recording(f"recording to {self._path} stopped: {e}")
         return chunk
