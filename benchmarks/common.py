@@ -142,7 +142,7 @@ class ProbeLoop(Loop):
         self._index = item.index
         t0 = getattr(self.source, "t0", None)
         # Real time: the chunk's audio ended on the pacing schedule, whenever it was read.
-        self._ref = t0 + (item.index + 1) * self.chunk_s if t0 else self._reference(item)
+        self._ref = t0 + (item.index + 1) * self.chunk_s if t0 else self._reference(item.ready)
         super().respond(item)
         i = item.index
         if i < len(self.times.done):

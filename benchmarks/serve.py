@@ -272,10 +272,13 @@ def _lag(summaries: list[dict]) -> dict:
     p50 = [s["caption_lag_p50_ms"] for s in summaries if s.get("caption_lag_p50_ms") is not None]
     p95 = [s["caption_lag_p95_ms"] for s in summaries if s.get("caption_lag_p95_ms") is not None]
     skipped = [s["captions_skipped"] for s in summaries if s.get("captions_skipped") is not None]
+    deferred = [s["captions_deferred"] for s in summaries if s.get("captions_deferred") is not None]
     return {
         "caption_lag_p50_ms": round(float(np.median(p50)), 1) if p50 else None,
         "caption_lag_p95_ms": round(float(max(p95)), 1) if p95 else None,
         "captions_skipped": int(sum(skipped)) if skipped else None,
+        # chunks a reader behind real time hopped over, unencoded: how hard the box was pushed
+        "captions_deferred": int(sum(deferred)) if deferred else None,
     }
 
 
@@ -354,15 +357,19 @@ def run(
     caption_budget_ms: float | None = None,
     alerts: str | None = None,
     workers: list[int] | None = None,
+    caption_hop: int | None = None,
 ) -> dict:
     """`caption_budget_ms`: every stream's reading deadline (a hello option; None: the
-    bundle's, 0: none). `workers`: the server's worker counts to compare (default [1])."""
+    bundle's, 0: none). `caption_hop`: chunks between its window readings (a hello option;
+    None: the bundle's). `workers`: the server's worker counts to compare (default [1])."""
     pcm, words, repetitions = speech(seconds, text)
     # only captions are scored: alerts and assist answers are not the words spoken
     reference = words if mode == "transcribe" else None
     options = {} if caption_budget_ms is None else {"caption_budget_ms": caption_budget_ms}
     if alerts is not None:
         options["alerts"] = alerts
+    if caption_hop is not None:
+        options["caption_hop"] = caption_hop
     rows = []
     for batch, nw in [(b, w) for w in workers or [1] for b in batches]:
         proc, url = _start_server(bundle, batch, threads, provider, nw)
@@ -387,6 +394,7 @@ def run(
         "seconds": seconds,
         "mode": mode,
         "caption_budget_ms": caption_budget_ms,  # None: the bundle's
+        "caption_hop": caption_hop,  # None: the bundle's
         "alerts": alerts,  # alert mode's decider; None: the bundle's
         # what every stream sends: its length, whole repetitions of the text, and the
         # words spoken (the reference; None without espeak-ng)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from soundflow.cli.params import caption_budget
+from soundflow.cli.params import CAPTION_HOP_HELP, caption_budget
 
 BUNDLE = click.option(
     "--bundle",
@@ -503,6 +503,7 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
     show_default=True,
 )
 @CAPTION_BUDGET
+@click.option("--caption-hop", type=click.IntRange(1, 4), default=None, help=CAPTION_HOP_HELP)
 @click.option(
     "--alerts",
     type=click.Choice(["tagger", "protocol", "audioset"]),
@@ -513,7 +514,7 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
 @JSON
 def serve_(
     bundle, streams, seconds, batches, workers, mode, threads, provider, caption_budget_ms,
-    alerts, json_out,
+    caption_hop, alerts, json_out,
 ):  # fmt: skip
     """N real-time WebSocket streams against one `soundflow serve` process, per batch mode:
     streams held at real time, decision latency p50/p99, server CPU and RSS, and in
@@ -544,6 +545,7 @@ def serve_(
                 threads,
                 provider,
                 caption_budget_ms=caption_budget_ms,
+                caption_hop=caption_hop,
                 workers=[int(x) for x in workers.split(",") if x.strip()],
                 alerts=alerts,
             )

@@ -28,6 +28,13 @@ CAPTION_BUDGET_HELP = (
 )
 
 
+CAPTION_HOP_HELP = (
+    "Transcribe mode of a Whisper-based bundle: chunks from one window reading to the next "
+    "(default: the manifest's, 1). 2 reads every 0.8 s: words come up to 0.4 s later and "
+    "some more are misread, and `serve` encodes only the chunks read, about half the CPU."
+)
+
+
 def caption_budget(extra: str = ""):
     """`--caption-budget-ms`: RuntimeOptions' caption_budget_ms (None: the manifest's)."""
     return click.option(
@@ -164,6 +171,10 @@ RUNTIME_FLAGS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         ("--caption-budget-ms",),
         dict(type=click.FloatRange(min=0), default=None, help=CAPTION_BUDGET_HELP),
     ),
+    "caption_hop": (
+        ("--caption-hop",),
+        dict(type=click.IntRange(1, 4), default=None, help=CAPTION_HOP_HELP),
+    ),
     "threads": (
         ("--threads",),
         dict(
@@ -223,7 +234,8 @@ LISTEN_FLAGS = (
         *("threshold", "refractory_s", "max_response_tokens", "report_suppressed"),
         *("cache_budget", "cache_policy"),
         *("captions", "alerts", "alert_only", "alert_classes"),
-        *("speech_gate", "caption_calls", "caption_budget_ms", "threads", "provider"),
+        *("speech_gate", "caption_calls", "caption_budget_ms", "caption_hop"),
+        *("threads", "provider"),
     ),
     ("asynchronous", "stats_every_s"),
     ("reconnect", "reconnect_tries"),

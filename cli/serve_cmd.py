@@ -85,6 +85,7 @@ from soundflow.manifest import BundleError
 @click.option("--int8", is_flag=True, help="Use the bundle's int8 graphs.")
 @runtime_flags(
     "caption_budget_ms",
+    "caption_hop",
     helps={
         "caption_budget_ms": CAPTION_BUDGET_HELP
         + " A stream's hello may set its own. Streams share the server's loop, so a deadline "

@@ -155,10 +155,10 @@ def cross_kv_names(layers: int, prefix: str, side: str) -> list[str]:
 def cross_encoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
     inputs = [
         TensorSpec(protocol.AUDIO, "float32", (BATCH, d.chunk_samples)),
-        TensorSpec("history", "float32", (BATCH, HISTORY)),
+        TensorSpec(protocol.HISTORY, "float32", (BATCH, HISTORY)),
     ]
     new = (BATCH, d.heads, WINDOW, d.head_dim)  # the whole window: it is the memory
-    outputs = [TensorSpec("history_out", "float32", (BATCH, HISTORY_OUT))]
+    outputs = [TensorSpec(protocol.HISTORY_OUT, "float32", (BATCH, HISTORY_OUT))]
     outputs += [
         TensorSpec(n, "float32", new) for n in cross_kv_names(d.layers, "present", "encoder")
     ]
@@ -166,7 +166,7 @@ def cross_encoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def cross_encoder_state(d: CrossDims) -> list[StateSpec]:
-    return [StateSpec("history", "history_out", "float32", (BATCH, HISTORY))]
+    return [StateSpec(protocol.HISTORY, protocol.HISTORY_OUT, "float32", (BATCH, HISTORY))]
 
 
 def cross_decoder_io(d: CrossDims) -> tuple[list[TensorSpec], list[TensorSpec]]:

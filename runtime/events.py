@@ -74,6 +74,7 @@ class Stats:
     caption_lag_p95_ms: float | None = None
     captions_late: int | None = None
     captions_skipped: int | None = None
+    captions_deferred: int | None = None
     text: str = ""
     latency_ms: float = 0.0
     type: str = "stats"
@@ -165,12 +166,15 @@ class Summary:
     # Transcribe captions by agreement (None in other modes): a window reading's lag is the
     # time from its newest audio's arrival to its words' emission (a word also waits one
     # reading for agreement); readings that ended after the next was due; chunks of audio no reading
-    # held, whose words were never read (0 unless a --caption-budget-ms deadline dropped them)
+    # held, whose words were never read (0 unless a --caption-budget-ms deadline dropped them);
+    # chunks no reading began at because the reader was behind real time (it read over a
+    # longer hop; `serve` does not encode them)
     caption_lag_p50_ms: float | None = None
     caption_lag_p95_ms: float | None = None
     caption_lag_max_ms: float | None = None
     captions_late: int | None = None
     captions_skipped: int | None = None
+    captions_deferred: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     latency_ms: float = 0.0

@@ -227,7 +227,13 @@ class Loop:
         if chunk is None:
             return None
         pcm, ready, t = self.accept(chunk, index)
-        return self.make_chunk(index, t, ready, self.encode(pcm), pcm)
+        if self.options.engine.asynchronous or self.wants_embeds(ready) or not self.needs_embeds:
+            return self.make_chunk(index, t, ready, self.encode(pcm), pcm)
+        # One thread (--sync) decides each chunk as it reads it, so it knows when no reading
+        # will begin at a chunk (`wants_embeds`): that chunk is not encoded. The perceive
+        # thread of the default runs ahead of the decisions and encodes every chunk.
+        self.encoder.skip(pcm)
+        return self.make_chunk(index, t, ready, None, pcm)
 
     def accept(self, chunk: np.ndarray, index: int) -> tuple[np.ndarray, float, float]:
         """Chunk `index` as the source gave it -> (pcm, ready, t): the samples sanitised
@@ -291,6 +297,16 @@ class Loop:
         alone (alerts by the AudioSet branch) does not, and its encoder never runs."""
         return getattr(self.decoder, "needs_embeds", True)
 
+    def wants_embeds(self, ready: float) -> bool:
+        """Whether the chunk whose audio was complete at `ready` needs encoding (a driver that
+        decides the chunk at once, as the serve scheduler does, may skip the encoder where
+        not: `encoder.skip`). A caption stream behind real time reads over longer hops, and
+        the chunks between its readings are read by no one."""
+        if not self.needs_embeds:
+            return False
+        wants = getattr(self.decoder, "wants_embeds", None)
+        return True if wants is None else wants(self._reference(ready))
+
     def encode(self, chunk: np.ndarray) -> np.ndarray | None:
         """A sanitised chunk -> its embeddings, through the Loop's encoder state (None where
         the decoder does not read them); output that turns non-finite resets the state
@@ -336,8 +352,10 @@ class Loop:
             self.fifo.put(None)
 
     # ------------------------------------------------------------------ respond
-    def _reference(self, item: Chunk) -> float:
-        return item.ready if self.live else max(item.ready, self._decoder_free)
+    def _reference(self, ready: float) -> float:
+        """What a chunk's latency counts from: its audio's arrival, live; else when the
+        decoder was free for it."""
+        return ready if self.live else max(ready, self._decoder_free)
 
     def _report_suppressed(self, item: Chunk, why: str, p: float, ref: float) -> None:
         tag = getattr(self.decoder, "withheld_tag", None)
@@ -358,7 +376,7 @@ class Loop:
     def respond(self, item: Chunk) -> None:
         """Decide one chunk; where it responds, generate and emit the Response (and Stats
         when due). Graph errors propagate: the caller fails the stream."""
-        ref = self._reference(item)
+        ref = self._reference(item.ready)
         decision = self.decoder.decide(item.embeds, item.pcm, ref)
         decided = time.monotonic()
         self.chunks += 1
@@ -485,6 +503,7 @@ class Loop:
             caption_lag_p95_ms=lag.get("caption_lag_p95_ms"),
             captions_late=lag.get("captions_late"),
             captions_skipped=lag.get("captions_skipped"),
+            captions_deferred=lag.get("captions_deferred"),
         )
 
     def _caption_account(self) -> dict:
@@ -498,6 +517,7 @@ class Loop:
             "caption_lag_max_ms": reader.lag_ms.max(),
             "captions_late": reader.late,
             "captions_skipped": reader.unread,
+            "captions_deferred": reader.deferred,
         }
 
     def _respond_loop(self) -> None:

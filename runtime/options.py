@@ -71,9 +71,16 @@ class CaptionOptions:
     calls: int | None = None
     # and decoder time (ms) it may spend per chunk; None = the manifest's, 0 = no time bound
     budget_ms: float | None = None
+    # by agreement: chunks from one window reading to the next (None = the manifest's
+    # every_chunks, 1 in the default). 2 halves a stream's CPU where the driver skips the
+    # encoder between readings (`serve`) at some words' cost (benchmarks/README.md)
+    hop: int | None = None
 
     def __post_init__(self) -> None:
         _one_of("captions", self.decider, CAPTIONS)
+        _at_least("caption_hop", self.hop, 1, "chunks, 1 or more")
+        if self.hop is not None and (not isinstance(self.hop, int) or self.hop > 4):
+            raise ValueError(f"caption_hop {self.hop} is out of range: use 1 to 4 chunks")
         _at_least("caption_calls", self.calls, 0, "decoder calls, 0 (no bound) or more")
         _at_least("caption_budget_ms", self.budget_ms, 0, "ms, 0 (no bound) or more")
 
@@ -230,6 +237,7 @@ _RENAMED = {
     ("captions", "decider"): "captions",
     ("captions", "calls"): "caption_calls",
     ("captions", "budget_ms"): "caption_budget_ms",
+    ("captions", "hop"): "caption_hop",
     ("alerts", "decider"): "alerts",
     ("alerts", "only"): "alert_only",
     ("alerts", "classes"): "alert_classes",

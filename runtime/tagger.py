@@ -242,6 +242,13 @@ class SpeechGate:
         self.since = 0 if self.p >= self.spec.threshold else self.since + 1
         return self.open
 
+    def skip(self) -> bool:
+        """A chunk whose window was not encoded (no probabilities): after speech it is taken
+        as more of it (the next window's newest frames hear it), after quiet as more quiet."""
+        if self.since:
+            self.since += 1
+        return self.open
+
     @property
     def open(self) -> bool:
         return self.since < self.spec.window_chunks

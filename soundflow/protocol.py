@@ -74,6 +74,9 @@ LOGITS = "logits"
 LOGITS_INT8 = "logits_int8"
 INPUT_IDS = "input_ids"  # the cross-attention kind (Contract 3c) embeds its own token ids
 ENCODER_ATTENTION_MASK = "encoder_attention_mask"  # cross kind: masks empty memory slots
+# cross kind: the encoder's state, the PCM before the chunk (the window's older part), and
+# after it: the newest history_samples of history + chunk
+HISTORY, HISTORY_OUT = "history", "history_out"
 # manifest export.encoder_quantization of an encoder with dynamic int8 MatMuls
 # (export --dynamic-encoder): activations are quantized with one scale per call.
 ENCODER_DYNAMIC_INT8 = "dynamic-int8-matmul"

@@ -50,6 +50,11 @@ class EncoderStream:
         embeds, self.state = self.engine.encode(chunk[None], self.state)
         return embeds
 
+    def skip(self, chunk: np.ndarray) -> None:
+        """A chunk heard but not encoded (the decoder's `wants_embeds`): the state moves on
+        as `encode` would move it (the engine's `advance`)."""
+        self.state = self.engine.advance(chunk[None], self.state)
+
     def reset(self) -> None:
         self.state = self.engine.new_state()
 

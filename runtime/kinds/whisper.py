@@ -70,6 +70,11 @@ class CrossEngine(OrtEngine):
         n = spec.layers
         self.audio_name = protocol.AUDIO  # the encoder's PCM input
         self._state_out = [s.output for s in spec.encoder_state]
+        # a chunk may skip the encoder (`advance`) where the state is the PCM history alone
+        self.history_samples = int(spec.manifest.get("encoder", {}).get("history_samples", 0))
+        self.can_advance = self.history_samples > 0 and [
+            (s.input, s.output) for s in spec.encoder_state
+        ] == [(protocol.HISTORY, protocol.HISTORY_OUT)]
         # the memory entry's key/value per layer (this kind's), after the state: run order
         self.memory_outputs = [
             s.name for s in spec.encoder_outputs if s.name.startswith("present.")
@@ -119,6 +124,15 @@ class CrossEngine(OrtEngine):
             [np.stack([kv[2 * i][0], kv[2 * i + 1][0]]) for i in range(self.spec.layers)]
         )
         return entry, new
+
+    def advance(self, audio: np.ndarray, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The state `encode` would return for `audio` (1, chunk_samples), without encoding:
+        the PCM history moves on by the chunk (the graph's own `history_out`, the newest
+        `history_samples` of history + chunk), for a chunk whose window no one reads."""
+        if not self.can_advance:
+            raise ValueError(f"{self.spec.encoder_file}: no PCM history to advance; encode")
+        window = np.concatenate([state[protocol.HISTORY], audio], axis=1)
+        return {protocol.HISTORY: np.ascontiguousarray(window[:, -self.history_samples :])}
 
     def bind(self, cache: KVCache, memory: Memory, reading: bool = False) -> Any:
         """An IO binding of a token cache and a memory (bound once, updated in place);
@@ -295,6 +309,8 @@ class CrossDecoderStream(DecoderStream):
             if options.captions.calls is not None:
                 calls = options.captions.calls or None  # 0: no bound
                 config = dataclasses.replace(config, calls_per_chunk=calls)
+            if options.captions.hop is not None:
+                config = dataclasses.replace(config, every_chunks=options.captions.hop)
             if options.captions.budget_ms is not None:
                 budget = options.captions.budget_ms or None  # 0: no time bound
                 config = dataclasses.replace(config, budget_ms=budget)
@@ -311,6 +327,7 @@ class CrossDecoderStream(DecoderStream):
                 self.captions.gate = SpeechGate(gate)
         self._caption: list[int] = []
         self._ready: float | None = None  # the chunk's ready time, decide -> conclude
+        self._fresh = True  # whether the chunk came with its memory entry (wants_embeds)
         # Alert mode may decide by the bundle's tagger (runtime/tagger.py) instead of the
         # decoder's <respond> step; the manifest's presence says which, a flag overrides.
         self.alerts = None
@@ -428,7 +445,15 @@ class CrossDecoderStream(DecoderStream):
     def prepare_decision(self, audio_embeds: np.ndarray) -> list[int]:
         """`audio_embeds`: the chunk's memory entry from the encoder; the query is the
         pending token ids, or none when captions by agreement decide (their window reading
-        is the decision; the protocol's own call would go unused)."""
+        is the decision; the protocol's own call would go unused). None: a chunk not encoded
+        (`wants_embeds`), at which no reading begins."""
+        self._fresh = audio_embeds is not None
+        if audio_embeds is None and not self.wants_pcm:
+            if not self.may_skip_encoder:
+                raise ValueError("this stream reads every chunk's memory entry; encode it")
+            if self.captions.gate is not None:
+                self.captions.gate.skip()
+            return []
         if self.alerts is not None:  # the tagger decides: no protocol decision call
             self._chunks += 1
             if self.wants_pcm:  # the AudioSet branch decides in conclude, from the PCM
@@ -453,6 +478,28 @@ class CrossDecoderStream(DecoderStream):
         ids = list(self._pending)
         self._make_room(len(ids))
         return ids
+
+    @property
+    def may_skip_encoder(self) -> bool:
+        """Whether a chunk may come without its memory entry: only captions by agreement
+        read the memory, and only at the chunks their readings begin at (no tagger alerts,
+        no confirming reader, no assist reads each chunk's)."""
+        return (
+            self.captions is not None
+            and self.alerts is None
+            and self._reader is None
+            and self.assist is None
+        )
+
+    def wants_embeds(self, since: float, now: float | None = None) -> bool:
+        """Whether the next chunk (its audio complete at `since`) needs its memory entry.
+        Behind real time the caption reader reads over longer hops (`WindowCaptions._hop`);
+        the chunks between its readings then need no encoding: the window of the next one
+        encoded holds their audio, and a stream's encoder (~60 % of its CPU) runs as often
+        as it reads. The serve scheduler asks before it encodes."""
+        if not (self.may_skip_encoder and self.engine.can_advance):
+            return True
+        return self.captions.needs_window(since, now)
 
     def decide(
         self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None, ready: float | None = None
@@ -509,7 +556,7 @@ class CrossDecoderStream(DecoderStream):
 
     def _caption_decision(self) -> Decision:
         ready, self._ready = self._ready, None  # set by decide; None from the batcher
-        self._caption = self.captions.step(ready)[: self.max_tokens]
+        self._caption = self.captions.step(ready, fresh=self._fresh)[: self.max_tokens]
         return Decision(self.captions.confidence, bool(self._caption))
 
     def _feed(self, ids: list[int]) -> np.ndarray:

@@ -37,6 +37,9 @@ HELLO_OPTIONS = {  # flat RuntimeOptions names a stream may set (RuntimeOptions.
     # (0 lifts the bound); a server under load may want its streams' deadline longer
     "caption_calls": int,
     "caption_budget_ms": float,
+    # and chunks between readings: 2 halves the stream's CPU (the server encodes only the
+    # chunks read) at some words' cost
+    "caption_hop": int,
     # alert mode's decider (RuntimeOptions.ALERTS): "audioset" decides from the PCM alone,
     # so the stream skips the Whisper encoder (a fraction of a transcribe stream's cost)
     "alerts": ALERTS,

@@ -35,6 +35,7 @@ class Scheduler:
         self.batch_sizes = LatencyStats()
         self.index = index
         self.failures = 0  # rounds that raised past every per-session guard
+        self.skipped = 0  # chunks not encoded: their stream's reader hopped over them
         self.thread = threading.Thread(
             target=self._run, name=f"soundflow-serve-{index}", daemon=True
         )
@@ -107,8 +108,15 @@ class Scheduler:
             return
         self.rounds += 1
         self.batch_sizes.add(len(got))
-        # streams that decide from the PCM alone (AudioSet alerts) skip the encoder
-        need = [i for i, s in enumerate(got) if s.loop.needs_embeds]
+        # streams that decide from the PCM alone (AudioSet alerts) skip the encoder, and so
+        # do caption streams behind real time at the chunks their reader hops over
+        need = []
+        for i, s in enumerate(got):
+            if s.loop.wants_embeds(chunks[i][1]):
+                need.append(i)
+            elif s.loop.needs_embeds:
+                s.loop.encoder.skip(chunks[i][0])
+                self.skipped += 1
         try:
             if self.config.batch == "off":
                 done = [
@@ -131,7 +139,7 @@ class Scheduler:
         for s, (pcm, ready, t), (embeds, state) in zip(got, chunks, encoded, strict=True):
             loop = s.loop
             if embeds is None:
-                pass  # not read (the loop's needs_embeds)
+                pass  # not read (the loop's wants_embeds)
             elif np.isfinite(embeds).all():
                 loop.encoder.state = state
             else:  # the Loop's own recovery: reset the state, encode again, notice
