@@ -30,6 +30,7 @@ class PeerOptions:
     variant: str = "fp32"
     threads: int | None = None
     offline_whisper: bool = True  # the reference row (needs the train extra)
+    caption_hop: int | None = None  # chunks between window readings (None: the bundle's)
 
 
 def pocketsphinx_decoder():
@@ -168,8 +169,9 @@ def score_offline(whisper: OfflineWhisper, streams) -> dict | None:
     }
 
 
-def score_set(engine, decoder, streams, chunk: int) -> dict:
-    """Both systems on the same streams: their WER, speed and latency, and two examples."""
+def score_set(engine, decoder, streams, chunk: int, **overrides) -> dict:
+    """Both systems on the same streams: their WER, speed and latency, and two examples;
+    `overrides`: soundflow's run-time options (flat names: caption_hop=2)."""
     from soundflow.train.evaluate import edit_distance, normalize, run_stream
 
     acc = {name: {"edits": 0, "wall": 0.0, "chunk_ms": [], "p99": []} for name in SYSTEMS}
@@ -183,7 +185,7 @@ def score_set(engine, decoder, streams, chunk: int) -> dict:
         utterances += s.utterances
 
         t = time.perf_counter()
-        responses, summary = run_stream(engine, s.samples, "transcribe")
+        responses, summary = run_stream(engine, s.samples, "transcribe", **overrides)
         sf = acc["soundflow"]
         sf["wall"] += time.perf_counter() - t
         if summary.error:
@@ -263,7 +265,8 @@ def run(bundle, data, opts: PeerOptions) -> dict:
         except SetUnavailable as e:
             skipped[name] = str(e)
             continue
-        sets[name] = {"source": SOURCES[name], **score_set(engine, decoder, streams, chunk)}
+        scored = score_set(engine, decoder, streams, chunk, caption_hop=opts.caption_hop)
+        sets[name] = {"source": SOURCES[name], **scored}
         offline = score_offline(whisper, streams) if whisper is not None else None
         if offline is not None:
             sets[name][OfflineWhisper.name] = offline

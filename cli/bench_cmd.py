@@ -260,10 +260,11 @@ def size(sizes, work, vocab, seconds, tokens, no_int8, threads, json_out):
     help="Also score Whisper tiny.en itself on whole utterances, offline (held-out sets; "
     "needs the train extra): the reference a streaming model built on it aims at.",
 )
+@click.option("--caption-hop", type=click.IntRange(1, 4), default=None, help=CAPTION_HOP_HELP)
 @INT8
 @THREADS
 @JSON
-def peer(bundle, data, sets, max_streams, whisper, int8, threads, json_out):
+def peer(bundle, data, sets, max_streams, whisper, caption_hop, int8, threads, json_out):
     """soundflow's transcribe mode against pocketsphinx on the same speech streams, per set:
     WER, utterances, words, real-time factor, per-chunk latency. Sets: `eval` (a synthetic
     eval split, --data), `tuxpaint` (real human speech: Tux Paint's English stamp
@@ -288,6 +289,7 @@ def peer(bundle, data, sets, max_streams, whisper, int8, threads, json_out):
         variant="int8" if int8 else "fp32",
         threads=threads,
         offline_whisper=whisper,
+        caption_hop=caption_hop,
     )
     result = _finish(_run(pr.run, bundle, data, opts), json_out, False)
     for name, reason in result["skipped"].items():

@@ -183,6 +183,9 @@ class WindowCaptions:
         # False (fast mode): every reading on its schedule, whatever the clock says, so the
         # captions do not depend on the machine's load
         self.realtime = True
+        # readings fall on the chunks where (chunk + offset) % every_chunks == 0: a server
+        # gives its streams different offsets, so that their readings do not share a round
+        self.offset = 0
         # The reader's account, kept across resets (the run's, for stats and the summary):
         self.lag_ms = LatencyStats()  # a reading's words out minus its newest audio's arrival
         self.late = 0  # readings whose words came after the next reading was due
@@ -453,7 +456,7 @@ class WindowCaptions:
         serve scheduler skips the encoder there). Fast mode encodes every chunk."""
         if not self.realtime or not self._began:
             return True
-        if not (self._due or (self.chunks + 1) % self.config.every_chunks == 0):
+        if not (self._due or (self.chunks + 1 + self.offset) % self.config.every_chunks == 0):
             return False  # between readings (every_chunks, `--caption-hop`)
         now = time.monotonic() if now is None else now
         return self.chunks + 1 - self._began >= self._hop(now, since)
@@ -479,7 +482,7 @@ class WindowCaptions:
         now = time.monotonic()
         self._since = now if since is None else since
         c = self.config
-        if self.chunks % c.every_chunks == 0:
+        if (self.chunks + self.offset) % c.every_chunks == 0:
             self._due = True
         hop = self._hop(now, self._since)
         out: list[Word] = []

@@ -194,3 +194,23 @@ def test_a_server_with_caption_hop_2_encodes_only_the_chunks_read(engine, speech
         assert summary["chunks"] == chunks and summary["captions_skipped"] == 0
         words = [w for e in events if e["type"] == "response" for w in normalize(e["text"])]
         assert _wer(words) <= _wer(fast_words) + 0.15, (" ".join(words), " ".join(fast_words))
+
+
+def test_staggered_streams_read_in_different_rounds(engine):
+    """With readings every 2 chunks, a server's second stream (`stagger(1)`) reads at the
+    chunks the first skips: their readings, and the encoder calls, share no round."""
+    due = []
+    for k in (0, 1):
+        stream = open_stream(
+            engine, RuntimeOptions.from_flags(mode="transcribe", realtime=True, caption_hop=2)
+        )
+        stream.stagger(k)
+        reader, now, read = stream.captions, time.monotonic(), []
+        reader.chunks, reader._began = 10, 8  # under way: the schedule decides, not the start
+        for _ in range(8):
+            read.append(reader.needs_window(since=now, now=now))
+            reader.chunks += 1
+            if read[-1]:
+                reader._began = reader.chunks
+        due.append(read)
+    assert due[0] == [False, True] * 4 and due[1] == [True, False] * 4, due

@@ -501,6 +501,13 @@ class CrossDecoderStream(DecoderStream):
             return True
         return self.captions.needs_window(since, now)
 
+    def stagger(self, k: int) -> None:
+        """The `k`th stream of a server's worker: with readings every N chunks, it reads at
+        chunks offset by k % N, so that N streams' readings fall in N different rounds
+        (aligned, one round in N carries every reading and runs late)."""
+        if self.captions is not None:
+            self.captions.offset = k % self.captions.config.every_chunks
+
     def decide(
         self, audio_embeds: np.ndarray, pcm: np.ndarray | None = None, ready: float | None = None
     ) -> Decision:

@@ -36,11 +36,16 @@ class Scheduler:
         self.index = index
         self.failures = 0  # rounds that raised past every per-session guard
         self.skipped = 0  # chunks not encoded: their stream's reader hopped over them
+        self.added = 0  # sessions pinned here so far (their reading offsets, `stagger`)
         self.thread = threading.Thread(
             target=self._run, name=f"soundflow-serve-{index}", daemon=True
         )
 
     def add(self, s: Session) -> None:
+        stagger = getattr(s.stream, "stagger", None)
+        if stagger is not None and s.hello.realtime:  # fast clients: listen's exact schedule
+            stagger(self.added)
+        self.added += 1
         with self.lock:
             self.sessions.append(s)
         self.wakeup.set()
