@@ -268,6 +268,15 @@ def test_caption_calls_flag_bounds_the_reading_and_still_captions(tmp_path):
     assert "kitchen" in said and "window" in said, said
     r = _listen(*args, "--caption-budget-ms", "-5")
     assert r.exit_code == 2 and "--caption-budget-ms" in r.stderr
+    # Readings every second chunk: still captioned, in the summary's account; 5 is refused
+    r = _listen(*args, "--caption-hop", "2")
+    assert r.exit_code == 0, r.stderr
+    events = _jsonl(r.stdout)
+    said = " ".join(e["text"] for e in events if e["type"] == "response")
+    assert "kitchen" in said and "window" in said, said
+    assert events[-1]["type"] == "summary" and events[-1]["captions_deferred"] == 0
+    r = _listen(*args, "--caption-hop", "5")
+    assert r.exit_code == 2 and "--caption-hop" in r.stderr
 
 
 def test_demo_runs_through_the_embedded_default_bundle():
