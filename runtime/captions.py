@@ -17,9 +17,10 @@ log-probability is below `min_avg_logprob` is read as no speech (Whisper's own g
 transcribing noise), and with `abort_logprob` one whose first tokens are already that unsure
 stops there. With `calls_per_chunk` a reading makes at most that many decoder calls per
 chunk and goes on at the next, on a copy of the window it began on, until `max_hop_chunks`
-have passed: then it ends in that chunk, however long it takes. Behind real time the reader reads
-less often (`max_hop_chunks`) and catches up, so at real time on a busy machine the words come
-late, never not at all; the lag is measured (`lag_ms`, `late`) and so is any audio no reading
+have passed: then it ends in that chunk, however long it takes. Behind real time the reader
+reads less often (one chunk further apart per chunk behind, up to `max_hop_chunks`; a driver
+that asks `needs_window` does not encode the chunks between) and catches up, so at real time
+on a busy machine the words come late, never not at all; the lag is measured (`lag_ms`, `late`) and so is any audio no reading
 ever held (`unread`). `budget_ms`, a deadline from the chunk's audio for users who prefer
 dropping words to lagging, starts no decoder call that would end after it (none by default).
 Optional: `no_speech_id` and `no_speech_skip`: a window whose p(<|nocaptions|>) after <|startoftranscript|> passes `no_speech_skip` is not read at all.
@@ -68,9 +69,9 @@ class CaptionConfig:
     budget_ms: float | None = None
     # behind real time (a chunk decided more than one chunk after its audio arrived), a due
     # reading waits one chunk more for each chunk of lag, up to this many chunks since the
-    # last one began: the reader reads less often and catches up. Every word must sit in two successive readings' windows
-    # for agreement to emit it, so two hops must fit in the window less a word (4 chunks =
-    # 1.6 s against a 4.4 s window)
+    # last one began: the reader reads less often and catches up. Every word must sit in two
+    # successive readings' windows for agreement to emit it, so two hops must fit in the
+    # window less a word (4 chunks = 1.6 s against a 4.4 s window)
     max_hop_chunks: int = 4
     # Whisper ends a reading at a sentence's full stop though the window holds the next
     # sentence, which it reads only once the first has slid out: that sentence comes seconds
@@ -471,9 +472,9 @@ class WindowCaptions:
         began, and a reader behind real time reads less often (up to `max_hop_chunks` apart)
         until it has caught up; its words come late, never not at all. `fresh`: False where
         this chunk's window was not encoded (`needs_window`): the memory still holds an older
-        window, so no reading begins at it. With `budget_ms` (for users who prefer dropping words to lagging) the
-        reading under way goes on at later chunks instead, and its window's words may slide
-        out unread (`unread` counts those chunks)."""
+        window, so no reading begins at it. With `budget_ms` (for users who prefer dropping
+        words to lagging) the reading under way goes on at later chunks instead, and its
+        window's words may slide out unread (`unread` counts those chunks)."""
         self.chunks += 1
         if self.gate is not None:  # the gate's view of this chunk (the stream updated it)
             self._heard = [*self._heard, self.gate.since == 0][-self.window_chunks :]
