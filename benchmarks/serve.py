@@ -178,7 +178,9 @@ async def run_streams(
     return await asyncio.gather(*(_client(url, pcm, p, mode, t0, options) for p in phases))
 
 
-def _start_server(bundle, batch: str, threads: int | None, provider: str, workers: int = 1):
+def _start_server(
+    bundle, batch: str, threads: int | None, provider: str, workers: int = 1, adaptive: bool = True
+):
     cmd = [
         sys.executable,
         "-P",  # not the working folder's `soundflow` (a clone there) but the installed one
@@ -199,7 +201,7 @@ def _start_server(bundle, batch: str, threads: int | None, provider: str, worker
         cmd += ["--bundle", str(bundle)]
     if threads:
         cmd += ["--threads", str(threads)]
-    cmd += ["--workers", str(workers)]
+    cmd += ["--workers", str(workers), "--adaptive-hop" if adaptive else "--fixed-hop"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -358,6 +360,7 @@ def run(
     alerts: str | None = None,
     workers: list[int] | None = None,
     caption_hop: int | None = None,
+    adaptive_hop: bool = True,
 ) -> dict:
     """`caption_budget_ms`: every stream's reading deadline (a hello option; None: the
     bundle's, 0: none). `caption_hop`: chunks between its window readings (a hello option;
@@ -372,7 +375,7 @@ def run(
         options["caption_hop"] = caption_hop
     rows = []
     for batch, nw in [(b, w) for w in workers or [1] for b in batches]:
-        proc, url = _start_server(bundle, batch, threads, provider, nw)
+        proc, url = _start_server(bundle, batch, threads, provider, nw, adaptive_hop)
         try:
             for n in streams:
                 row = {
@@ -395,6 +398,7 @@ def run(
         "mode": mode,
         "caption_budget_ms": caption_budget_ms,  # None: the bundle's
         "caption_hop": caption_hop,  # None: the bundle's
+        "adaptive_hop": adaptive_hop,  # the server's (serve --adaptive-hop / --fixed-hop)
         "alerts": alerts,  # alert mode's decider; None: the bundle's
         # what every stream sends: its length, whole repetitions of the text, and the
         # words spoken (the reference; None without espeak-ng)

@@ -507,6 +507,12 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
 @CAPTION_BUDGET
 @click.option("--caption-hop", type=click.IntRange(1, 4), default=None, help=CAPTION_HOP_HELP)
 @click.option(
+    "--adaptive-hop/--fixed-hop",
+    default=True,
+    show_default=True,
+    help="The server's --adaptive-hop (a busy worker reads every second chunk) or --fixed-hop.",
+)
+@click.option(
     "--alerts",
     type=click.Choice(["tagger", "protocol", "audioset"]),
     default=None,
@@ -516,7 +522,7 @@ def soak(bundle, hours, mode, sample_every, int8, threads, json_out, png):
 @JSON
 def serve_(
     bundle, streams, seconds, batches, workers, mode, threads, provider, caption_budget_ms,
-    caption_hop, alerts, json_out,
+    caption_hop, adaptive_hop, alerts, json_out,
 ):  # fmt: skip
     """N real-time WebSocket streams against one `soundflow serve` process, per batch mode:
     streams held at real time, decision latency p50/p99, server CPU and RSS, and in
@@ -548,6 +554,7 @@ def serve_(
                 provider,
                 caption_budget_ms=caption_budget_ms,
                 caption_hop=caption_hop,
+                adaptive_hop=adaptive_hop,
                 workers=[int(x) for x in workers.split(",") if x.strip()],
                 alerts=alerts,
             )

@@ -120,6 +120,15 @@ from soundflow.manifest import BundleError
     show_default=True,
     help="With --ray --max-replicas: streams per replica the autoscaler aims at.",
 )
+@click.option(
+    "--adaptive-hop/--fixed-hop",
+    default=True,
+    show_default=True,
+    help="A worker busy more than 85 % of the time reads its live caption streams every "
+    "second chunk (staggered; the chunks between are not encoded) until it is below 40 %: "
+    "about twice the streams, at hop 2's words; each stream gets a caption_hop notice. "
+    "--fixed-hop keeps every stream at its own hop (a hello's caption_hop always wins).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No per-connection log lines on stderr.")
 def serve(
     bundle,
@@ -137,6 +146,7 @@ def serve(
     replicas,
     max_replicas,
     target_streams,
+    adaptive_hop,
     quiet,
     flags,
 ) -> None:
@@ -186,6 +196,7 @@ def serve(
             max_frame_bytes=max_frame_kb * 1024,
             buffer_s=buffer_s,
             workers=workers,
+            adaptive_hop=adaptive_hop,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -214,3 +214,60 @@ def test_staggered_streams_read_in_different_rounds(engine):
                 reader._began = reader.chunks
         due.append(read)
     assert due[0] == [False, True] * 4 and due[1] == [True, False] * 4, due
+
+
+def test_a_busy_server_reads_every_second_chunk_and_says_so(engine, speech, monkeypatch):
+    """A worker kept busy (every encoder call 150 ms slower: more than 85 % of its time in
+    rounds) moves its live caption streams to a hop of 2, staggered, and tells each one (a
+    `caption_hop` info event); the chunks between readings are not encoded, no audio goes
+    unread, and the captions still read the sentence. `--fixed-hop` does none of it."""
+    pytest.importorskip("websockets")
+    from soundflow.runtime.serve import BackgroundServer, ServerConfig, ServerStream
+
+    encode = engine.encode
+
+    def slow(*args):
+        time.sleep(0.15)
+        return encode(*args)
+
+    monkeypatch.setattr(engine, "encode", slow)
+
+    def run(adaptive: bool) -> tuple[list, object]:
+        results: list = [None, None]
+
+        def client(i: int) -> None:
+            with ServerStream(srv.url, "transcribe", realtime=True) as s:
+
+                def pump() -> None:
+                    start = time.monotonic()
+                    for k, chunk in enumerate(_chunks(speech)):
+                        time.sleep(max(0.0, start + (k + 1) * 0.4 - time.monotonic()))
+                        s.send(chunk)
+                    s.end()
+
+                sender = threading.Thread(target=pump, daemon=True)
+                sender.start()
+                results[i] = list(s.events())
+                sender.join(5)
+
+        config = ServerConfig(port=0, workers=1, adaptive_hop=adaptive)
+        with BackgroundServer(engine, config) as srv:
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(90)
+            return results, srv.server.workers[0]
+
+    results, sched = run(adaptive=True)
+    assert sched.hop_changes >= 1 and sched.skipped > 0, (sched.busy, sched.skipped)
+    for events in results:
+        assert events is not None and events[-1]["type"] == "summary"
+        assert events[-1]["error"] is None and events[-1]["captions_skipped"] == 0
+        told = [e for e in events if e.get("kind") == "caption_hop"]
+        assert told and "every 2 chunks" in told[0]["text"], told
+        words = [w for e in events if e["type"] == "response" for w in normalize(e["text"])]
+        assert _wer(words) <= 0.35, " ".join(words)
+    fixed, sched = run(adaptive=False)
+    assert sched.hop_changes == 0 and sched.hop == 1
+    assert not [e for ev in fixed for e in ev if e.get("kind") == "caption_hop"]

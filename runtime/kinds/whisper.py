@@ -317,6 +317,7 @@ class CrossDecoderStream(DecoderStream):
             if not options.source.realtime:  # fast mode has no deadline, and a time bound there
                 config = dataclasses.replace(config, budget_ms=None)  # would make the
                 # captions depend on the machine's load (eval, bench peer: deterministic)
+            self._every = config.every_chunks  # its own hop (set_hop returns to it)
             try:
                 self.captions = WindowCaptions(engine, self.memory, config, self.eos)
             except ValueError as e:
@@ -500,6 +501,15 @@ class CrossDecoderStream(DecoderStream):
         if not (self.may_skip_encoder and self.engine.can_advance):
             return True
         return self.captions.needs_window(since, now)
+
+    def set_hop(self, hop: int, k: int) -> None:
+        """A busy server's worker reads this stream every `hop` chunks (1: its own schedule
+        again), at offset k (`stagger`). A reading under way goes on as it began."""
+        if self.captions is None:
+            return
+        every = max(self._every, hop)
+        self.captions.config = dataclasses.replace(self.captions.config, every_chunks=every)
+        self.stagger(k)
 
     def stagger(self, k: int) -> None:
         """The `k`th stream of a server's worker: with readings every N chunks, it reads at

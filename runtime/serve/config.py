@@ -33,6 +33,11 @@ class ServerConfig:
     # worker threads, each driving its own sessions (a new one goes to the least loaded);
     # size ONNX Runtime's threads so that workers x threads = cores (`soundflow serve` does)
     workers: int = 1
+    # a worker busy for more than ADAPT_UP of the last few seconds reads its live caption
+    # streams every second chunk (staggered, the chunks between not encoded) until it is
+    # busy less than ADAPT_DOWN: about twice the streams a core, at hop 2's words (False:
+    # every stream reads at its own hop whatever the load; a hello's caption_hop always wins)
+    adaptive_hop: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 1:

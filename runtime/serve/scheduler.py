@@ -15,6 +15,12 @@ from soundflow.runtime.loop import ORT_ERRORS, first_line
 from soundflow.runtime.serve.batching import BatchDecoder, BatchEncoder, can_batch_decide
 from soundflow.runtime.serve.session import Host, Session
 
+# A worker's load, measured over windows of ADAPT_WINDOW_S: the share of the time it spent in
+# rounds. Above ADAPT_UP it reads its live caption streams every second chunk; below ADAPT_DOWN
+# (hop 2 halves the load, so hop 1 would fit again under ~0.8) it reads every chunk again.
+ADAPT_WINDOW_S = 2.0
+ADAPT_UP, ADAPT_DOWN = 0.85, 0.4
+
 
 class Scheduler:
     """One worker thread: each round takes one chunk from every session of its own that has
@@ -37,6 +43,10 @@ class Scheduler:
         self.failures = 0  # rounds that raised past every per-session guard
         self.skipped = 0  # chunks not encoded: their stream's reader hopped over them
         self.added = 0  # sessions pinned here so far (their reading offsets, `stagger`)
+        self.hop = 1  # the hop its adaptable caption streams read at (ServerConfig.adaptive_hop)
+        self.hop_changes = 0
+        self.busy = 0.0  # the share of the last window spent in rounds
+        self._busy_s, self._window_t0 = 0.0, time.monotonic()
         self.thread = threading.Thread(
             target=self._run, name=f"soundflow-serve-{index}", daemon=True
         )
@@ -45,6 +55,8 @@ class Scheduler:
         stagger = getattr(s.stream, "stagger", None)
         if stagger is not None and s.hello.realtime:  # fast clients: listen's exact schedule
             stagger(self.added)
+            if self.hop > 1 and self._adaptable(s):
+                s.stream.set_hop(self.hop, self.added)
         self.added += 1
         with self.lock:
             self.sessions.append(s)
@@ -88,8 +100,42 @@ class Scheduler:
                 s.watch(now)
         for i in range(0, len(ready), self.config.max_batch):
             self._round(ready[i : i + self.config.max_batch])
+        end = time.monotonic()
+        self._busy_s += end - now
+        if end - self._window_t0 >= ADAPT_WINDOW_S:
+            self._adapt(end, live)
         if ready:
             self.wakeup.set()  # more may be buffered: go round again at once
+
+    def _adaptable(self, s: Session) -> bool:
+        """A live caption stream whose hello left its hop to the server."""
+        return (
+            s.hello.realtime
+            and s.options.captions.hop is None
+            and getattr(s.stream, "captions", None) is not None
+            and hasattr(s.stream, "set_hop")
+        )
+
+    def _adapt(self, now: float, live: list[Session]) -> None:
+        """The last window's load -> this worker's hop (ServerConfig.adaptive_hop); each
+        stream whose hop changes is told (an info notice, `caption_hop`)."""
+        self.busy = self._busy_s / (now - self._window_t0)
+        self._busy_s, self._window_t0 = 0.0, now
+        if not self.config.adaptive_hop:
+            return
+        hop = 2 if self.busy > ADAPT_UP else 1 if self.busy < ADAPT_DOWN else self.hop
+        if hop == self.hop:
+            return
+        self.hop = hop
+        self.hop_changes += 1
+        why = (
+            f"server busy ({self.busy:.0%} of a worker): captions read every {hop} chunks"
+            if hop > 1
+            else f"server load {self.busy:.0%}: captions read every chunk again"
+        )
+        for k, s in enumerate(x for x in live if self._adaptable(x)):
+            s.stream.set_hop(hop, k)
+            s.loop.emit(Notice(t=s.loop.t, kind="caption_hop", text=why, type="info"))
 
     def _round(self, sessions: list[Session]) -> None:
         chunks, got = [], []
