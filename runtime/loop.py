@@ -227,7 +227,7 @@ class Loop:
         if chunk is None:
             return None
         pcm, ready, t = self.accept(chunk, index)
-        if self.options.engine.asynchronous or self.wants_embeds(ready) or not self.needs_embeds:
+        if self.options.engine.asynchronous or not self.needs_embeds or self.wants_embeds(ready):
             return self.make_chunk(index, t, ready, self.encode(pcm), pcm)
         # One thread (--sync) decides each chunk as it reads it, so it knows when no reading
         # will begin at a chunk (`wants_embeds`): that chunk is not encoded. The perceive

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from test_caption_lag import caption  # the same listen run, in its sibling file
 
 from soundflow.runtime.kinds import open_engine, open_stream
 from soundflow.runtime.kinds.decoder import EncoderStream
-from soundflow.runtime.listener import Listener
 from soundflow.runtime.options import RuntimeOptions
 from soundflow.train.evaluate import edit_distance, normalize
 
@@ -123,10 +123,12 @@ def test_caption_hop_2_at_real_time_encodes_every_second_chunk(engine, speech):
         calls.append(1)
         return encode(*args)
 
-    fast_words = _listen(engine, speech, realtime=False, caption_hop=2)[0]
+    fast_words = caption(engine, speech, realtime=False, caption_hop=2)[0]
     engine.encode = counted
     try:
-        words, summary = _listen(engine, speech, realtime=True, caption_hop=2, asynchronous=False)
+        words, _, summary = caption(
+            engine, speech, realtime=True, caption_hop=2, asynchronous=False
+        )
     finally:
         del engine.encode
     chunks = len(speech) // 6400
@@ -137,36 +139,17 @@ def test_caption_hop_2_at_real_time_encodes_every_second_chunk(engine, speech):
     assert _wer(words) <= _wer(fast_words) + 0.15, (" ".join(words), " ".join(fast_words))
 
 
-def _listen(engine, pcm, realtime: bool, **options):
-    events = []
-    summary = Listener(
-        engine,
-        mode="transcribe",
-        input=pcm,
-        sample_rate=16000,
-        realtime=realtime,
-        stats_every_s=0,
-        on_event=events.append,
-        **options,
-    ).run()
-    assert summary.error is None, summary.error
-    return [w for e in events if e.type == "response" for w in normalize(e.text)], summary
+def _serve_paced(engine, speech, config, options: dict, streams: int = 2):
+    """`streams` live WebSocket clients sending `speech` a chunk every 0.4 s to a real server
+    with `config`, at once: (each one's events, the server's first worker)."""
+    from soundflow.runtime.serve import BackgroundServer, ServerStream
 
-
-def test_a_server_with_caption_hop_2_encodes_only_the_chunks_read(engine, speech):
-    """Two paced WebSocket streams asking `caption_hop` 2 in their hello: the server's
-    scheduler skips the encoder at about half their chunks, and each stream's captions read
-    the sentence as fast-mode listen does at the same hop."""
-    pytest.importorskip("websockets")
-    from soundflow.runtime.serve import BackgroundServer, ServerConfig, ServerStream
-
-    fast_words = _listen(engine, speech, realtime=False, caption_hop=2)[0]
-    results: list = [None, None]
+    results: list = [None] * streams
 
     def client(i: int) -> None:
-        with ServerStream(srv.url, "transcribe", realtime=True, options={"caption_hop": 2}) as s:
+        with ServerStream(srv.url, "transcribe", realtime=True, options=options) as s:
 
-            def pump() -> None:  # a live client: a chunk every 0.4 s
+            def pump() -> None:
                 start = time.monotonic()
                 for k, chunk in enumerate(_chunks(speech)):
                     time.sleep(max(0.0, start + (k + 1) * 0.4 - time.monotonic()))
@@ -178,13 +161,25 @@ def test_a_server_with_caption_hop_2_encodes_only_the_chunks_read(engine, speech
             results[i] = list(s.events())
             sender.join(5)
 
-    with BackgroundServer(engine, ServerConfig(port=0, workers=1)) as srv:
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(2)]
+    with BackgroundServer(engine, config) as srv:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(60)
-        sched = srv.server.workers[0]
+            t.join(90)
+        return results, srv.server.workers[0]
+
+
+def test_a_server_with_caption_hop_2_encodes_only_the_chunks_read(engine, speech):
+    """Two paced WebSocket streams asking `caption_hop` 2 in their hello: the server's
+    scheduler skips the encoder at about half their chunks, and each stream's captions read
+    the sentence as fast-mode listen does at the same hop."""
+    pytest.importorskip("websockets")
+    from soundflow.runtime.serve import ServerConfig
+
+    fast_words = caption(engine, speech, realtime=False, caption_hop=2)[0]
+    config = ServerConfig(port=0, workers=1)
+    results, sched = _serve_paced(engine, speech, config, {"caption_hop": 2})
     chunks = len(speech) // 6400
     assert sched.skipped >= 2 * (chunks // 2 - 2), (sched.skipped, chunks)
     for events in results:
@@ -222,7 +217,7 @@ def test_a_busy_server_reads_every_second_chunk_and_says_so(engine, speech, monk
     `caption_hop` info event); the chunks between readings are not encoded, no audio goes
     unread, and the captions still read the sentence. `--fixed-hop` does none of it."""
     pytest.importorskip("websockets")
-    from soundflow.runtime.serve import BackgroundServer, ServerConfig, ServerStream
+    from soundflow.runtime.serve import ServerConfig
 
     encode = engine.encode
 
@@ -231,33 +226,13 @@ def test_a_busy_server_reads_every_second_chunk_and_says_so(engine, speech, monk
         return encode(*args)
 
     monkeypatch.setattr(engine, "encode", slow)
+    # load windows of 0.5 s instead of 2, so that a 5 s stream spends most of itself adapted
+    monkeypatch.setattr("soundflow.runtime.serve.scheduler.ADAPT_WINDOW_S", 0.5)
 
     def run(adaptive: bool) -> tuple[list, object]:
-        results: list = [None, None]
-
-        def client(i: int) -> None:
-            with ServerStream(srv.url, "transcribe", realtime=True) as s:
-
-                def pump() -> None:
-                    start = time.monotonic()
-                    for k, chunk in enumerate(_chunks(speech)):
-                        time.sleep(max(0.0, start + (k + 1) * 0.4 - time.monotonic()))
-                        s.send(chunk)
-                    s.end()
-
-                sender = threading.Thread(target=pump, daemon=True)
-                sender.start()
-                results[i] = list(s.events())
-                sender.join(5)
-
-        config = ServerConfig(port=0, workers=1, adaptive_hop=adaptive)
-        with BackgroundServer(engine, config) as srv:
-            threads = [threading.Thread(target=client, args=(i,)) for i in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(90)
-            return results, srv.server.workers[0]
+        return _serve_paced(
+            engine, speech, ServerConfig(port=0, workers=1, adaptive_hop=adaptive), {}
+        )
 
     results, sched = run(adaptive=True)
     assert sched.hop_changes >= 1 and sched.skipped > 0, (sched.busy, sched.skipped)

@@ -44,7 +44,9 @@ def engine():
     return e
 
 
-def _caption(engine, pcm, realtime: bool, **options):
+def caption(engine, pcm, realtime: bool, **options):
+    """`pcm` captioned by `listen` in transcribe mode: (words, stats events, summary).
+    tests/test_caption_hop.py uses it too."""
     events = []
     listener = Listener(
         engine,
@@ -83,12 +85,12 @@ def test_a_slow_decoder_reads_every_word_later_and_says_how_late(engine, speech,
     busy machine): at real time the reader falls behind, reads over longer hops and still
     captions the sentences as well as fast mode does; the summary reports the lag and no
     audio left unread. The same slow decoder under the old 60 ms deadline loses words."""
-    fast, _, fast_summary = _caption(engine, speech, realtime=False)
+    fast, _, fast_summary = caption(engine, speech, realtime=False)
     assert _wer(fast) <= 0.25, " ".join(fast)
     assert fast_summary.captions_skipped == 0
 
     _slow_decoder(engine, monkeypatch, 0.15)
-    slow, stats, summary = _caption(engine, speech, realtime=True)
+    slow, stats, summary = caption(engine, speech, realtime=True)
     assert summary.captions_skipped == 0
     # measured: 0.0-0.15 (the schedule follows the clock: 2 of 13 words under a loaded
     # 2-core run of the whole suite), fast mode 0.0-0.04
@@ -99,7 +101,7 @@ def test_a_slow_decoder_reads_every_word_later_and_says_how_late(engine, speech,
     assert stats and all(s.caption_lag_p95_ms is not None for s in stats)
     assert all(s.decision_p99_recent_ms > 0 for s in stats)
 
-    dropped, _, deadline = _caption(engine, speech, realtime=True, caption_budget_ms=60.0)
+    dropped, _, deadline = caption(engine, speech, realtime=True, caption_budget_ms=60.0)
     assert len(dropped) < len(slow), (" ".join(dropped), " ".join(slow))
 
 
@@ -125,7 +127,7 @@ def test_unread_audio_is_counted_in_chunks(engine):
 def test_fast_mode_keeps_its_schedule_whatever_the_clock(engine, speech, monkeypatch):
     """Fast mode (eval, bench peer) never defers a reading: its captions do not depend on
     how long each call took."""
-    words, _, _ = _caption(engine, speech, realtime=False)
+    words, _, _ = caption(engine, speech, realtime=False)
     _slow_decoder(engine, monkeypatch, 0.02)
-    again, _, summary = _caption(engine, speech, realtime=False)
+    again, _, summary = caption(engine, speech, realtime=False)
     assert again == words
